@@ -1,0 +1,667 @@
+"""Black-Scholes-Merton prices, Greeks and implied volatility with a continuous dividend yield.
+
+Conventions, kept everywhere in this package:
+
+* ``tau_years`` is the time to expiry in years (calendar days / 365); ``rate`` and
+  ``div_yield`` are continuously compounded annual rates; ``vol_annual`` is the annualised
+  volatility as a fraction (0.15 is 15 vol points).
+* ``vega`` is per 1.00 of volatility (per 100 vol points); ``Greeks.vega_per_vol_point`` is
+  vega / 100, the number IB reports.
+* ``theta`` is dV/dt per YEAR of calendar time passing (= -dV/dtau); ``Greeks.theta_per_day``
+  is theta / 365, the number IB reports.
+* ``rho`` is per 1.00 of rate (per 100 percentage points).
+* Prices and Greeks are per share of the underlying; multiply by the contract multiplier (100
+  for TLT) for a contract.
+
+The formulas are European. TLT options are American: a call on a dividend payer may be
+exercised early just before an ex-date, and a deep in-the-money put may be exercised early
+for the interest. For near-the-money one-month calls (the options this system writes) the
+early-exercise premium is small, so the European formula with a continuous dividend yield is
+used as an approximation for pricing, Greeks and implied volatility; the early-assignment
+risk itself is flagged separately (``trading.domain.options``). An American price above the
+European upper bound, or below the European lower bound, has no European implied volatility
+and is reported as such.
+
+Formulas (F = S e^{(r-q)tau} forward, D = e^{-r tau} discount, s = sigma sqrt(tau)):
+
+    d1 = (ln(S/K) + (r - q + sigma^2/2) tau) / s,   d2 = d1 - s
+    call = S e^{-q tau} N(d1) - K e^{-r tau} N(d2)
+    put  = K e^{-r tau} N(-d2) - S e^{-q tau} N(-d1)
+    delta_call = e^{-q tau} N(d1),  delta_put = -e^{-q tau} N(-d1)
+    gamma = e^{-q tau} phi(d1) / (S s),  vega = S e^{-q tau} phi(d1) sqrt(tau)
+    theta_call = -S e^{-q tau} phi(d1) sigma / (2 sqrt(tau)) - r K e^{-r tau} N(d2)
+                 + q S e^{-q tau} N(d1)
+    theta_put  = -S e^{-q tau} phi(d1) sigma / (2 sqrt(tau)) + r K e^{-r tau} N(-d2)
+                 - q S e^{-q tau} N(-d1)
+    rho_call = K tau e^{-r tau} N(d2),  rho_put = -K tau e^{-r tau} N(-d2)
+
+Degenerate cases: at ``tau_years == 0`` the value is the intrinsic value, delta is 0 or 1
+(-1 or 0 for a put; at the money exactly the option is treated as not exercised: delta 0) and
+every other Greek is 0. At ``vol_annual == 0`` with time left, the value is the discounted
+intrinsic value of the forward, max(S e^{-q tau} - K e^{-r tau}, 0) for a call, with its exact
+deterministic delta, theta and rho, and gamma = vega = 0.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from enum import StrEnum
+
+import numpy as np
+from scipy.special import ndtr
+
+__all__ = [
+    "DAYS_PER_YEAR",
+    "MAX_VOL_ANNUAL",
+    "Greeks",
+    "ImpliedVolFailure",
+    "ImpliedVolResult",
+    "NoImpliedVolatility",
+    "Right",
+    "greeks",
+    "greeks_vec",
+    "implied_vol",
+    "implied_vol_vec",
+    "price",
+]
+
+DAYS_PER_YEAR = 365.0
+"""Calendar days per year: tau_years = calendar days / 365, theta_per_day = theta / 365."""
+
+MAX_VOL_ANNUAL = 10.0
+"""Upper end of the implied-volatility search (1000 vol points); a price needing more is
+reported as above the upper bound."""
+
+_SQRT_2PI = math.sqrt(2.0 * math.pi)
+_INV_SQRT_2 = 1.0 / math.sqrt(2.0)
+_IV_MAX_ITERATIONS = 100
+# Convergence: relative price error of the out-of-the-money option, or a bracket this narrow
+# relative to the total volatility (the float resolution of the input price is reached first).
+_IV_PRICE_RTOL = 1e-12
+_IV_BRACKET_RTOL = 1e-13
+
+
+class Right(StrEnum):
+    """Option right, spelled as IB spells it."""
+
+    CALL = "C"
+    PUT = "P"
+
+
+@dataclass(frozen=True, slots=True)
+class Greeks:
+    """Price and Greeks of one option, per share.
+
+    vega per 1.00 of vol, theta per year of calendar time, rho per 1.00 of rate.
+    """
+
+    price: float
+    delta: float
+    gamma: float
+    vega: float
+    theta: float
+    rho: float
+
+    @property
+    def vega_per_vol_point(self) -> float:
+        """Vega per 1 vol point (0.01 of vol): vega / 100, as IB reports it."""
+        return self.vega / 100.0
+
+    @property
+    def theta_per_day(self) -> float:
+        """Theta per calendar day: theta / 365, as IB reports it."""
+        return self.theta / DAYS_PER_YEAR
+
+
+class ImpliedVolFailure(StrEnum):
+    """Why an option price has no implied volatility."""
+
+    INVALID_PRICE = "invalid_price"
+    EXPIRED = "expired"
+    BELOW_INTRINSIC = "below_intrinsic"
+    ABOVE_UPPER_BOUND = "above_upper_bound"
+    NOT_CONVERGED = "not_converged"
+
+
+class NoImpliedVolatility(ValueError):
+    """The option price has no Black-Scholes implied volatility; ``reason`` says why."""
+
+    def __init__(self, reason: ImpliedVolFailure, message: str) -> None:
+        super().__init__(f"{reason.value}: {message}")
+        self.reason = reason
+
+
+# ---------------------------------------------------------------------------------------------
+# Validation
+
+
+def _check_scalar(name: str, value: float, *, minimum: float | None = 0.0, strict: bool = False):
+    value = float(value)
+    if not math.isfinite(value):
+        raise ValueError(f"{name} must be finite, got {value!r}")
+    if minimum is not None and (value <= minimum if strict else value < minimum):
+        relation = ">" if strict else ">="
+        raise ValueError(f"{name} must be {relation} {minimum}, got {value!r}")
+    return value
+
+
+def _check_inputs(spot, strike, tau_years, rate, div_yield, vol_annual):
+    return (
+        _check_scalar("spot", spot, strict=True),
+        _check_scalar("strike", strike, strict=True),
+        _check_scalar("tau_years", tau_years),
+        _check_scalar("rate", rate, minimum=None),
+        _check_scalar("div_yield", div_yield, minimum=None),
+        _check_scalar("vol_annual", vol_annual),
+    )
+
+
+def _check_right(right: Right | str) -> bool:
+    """Return True for a call, False for a put."""
+    if right == Right.CALL:
+        return True
+    if right == Right.PUT:
+        return False
+    raise ValueError(f"right must be 'C' or 'P', got {right!r}")
+
+
+def _check_array(name: str, value, *, minimum: float | None = 0.0, strict: bool = False):
+    array = np.asarray(value, dtype=np.float64)
+    finite = np.isfinite(array)
+    if not finite.all():
+        index = np.flatnonzero(~finite.ravel())[0]
+        raise ValueError(f"{name} must be finite, got {array.ravel()[index]!r} at index {index}")
+    if minimum is not None:
+        bad = array <= minimum if strict else array < minimum
+        if bad.any():
+            index = np.flatnonzero(bad.ravel())[0]
+            relation = ">" if strict else ">="
+            raise ValueError(
+                f"{name} must be {relation} {minimum}, "
+                f"got {array.ravel()[index]!r} at index {index}"
+            )
+    return array
+
+
+def _norm_cdf(x: float) -> float:
+    # erfc keeps full relative precision in the lower tail, where 1 + erf(x) cancels.
+    return 0.5 * math.erfc(-x * _INV_SQRT_2)
+
+
+def _norm_pdf(x: float) -> float:
+    return math.exp(-0.5 * x * x) / _SQRT_2PI
+
+
+# ---------------------------------------------------------------------------------------------
+# Scalar (live) forms: plain floats and the math module
+
+
+def price(
+    spot: float,
+    strike: float,
+    tau_years: float,
+    rate: float,
+    div_yield: float,
+    vol_annual: float,
+    right: Right | str,
+) -> float:
+    """Black-Scholes-Merton price per share (European; see the module docstring)."""
+    spot, strike, tau_years, rate, div_yield, vol_annual = _check_inputs(
+        spot, strike, tau_years, rate, div_yield, vol_annual
+    )
+    is_call = _check_right(right)
+    if tau_years == 0.0:
+        return max(spot - strike, 0.0) if is_call else max(strike - spot, 0.0)
+    spot_discounted = spot * math.exp(-div_yield * tau_years)
+    strike_discounted = strike * math.exp(-rate * tau_years)
+    total_vol = vol_annual * math.sqrt(tau_years)
+    if total_vol == 0.0:
+        forward_value = spot_discounted - strike_discounted
+        return max(forward_value, 0.0) if is_call else max(-forward_value, 0.0)
+    d1 = math.log(spot_discounted / strike_discounted) / total_vol + 0.5 * total_vol
+    d2 = d1 - total_vol
+    if is_call:
+        return spot_discounted * _norm_cdf(d1) - strike_discounted * _norm_cdf(d2)
+    return strike_discounted * _norm_cdf(-d2) - spot_discounted * _norm_cdf(-d1)
+
+
+def greeks(
+    spot: float,
+    strike: float,
+    tau_years: float,
+    rate: float,
+    div_yield: float,
+    vol_annual: float,
+    right: Right | str,
+) -> Greeks:
+    """Price and Greeks per share (European; conventions in the module docstring)."""
+    spot, strike, tau_years, rate, div_yield, vol_annual = _check_inputs(
+        spot, strike, tau_years, rate, div_yield, vol_annual
+    )
+    is_call = _check_right(right)
+    if tau_years == 0.0:
+        if is_call:
+            in_the_money = spot > strike
+            return Greeks(max(spot - strike, 0.0), 1.0 if in_the_money else 0.0, 0.0, 0.0, 0.0, 0.0)
+        in_the_money = spot < strike
+        return Greeks(max(strike - spot, 0.0), -1.0 if in_the_money else 0.0, 0.0, 0.0, 0.0, 0.0)
+    dividend_discount = math.exp(-div_yield * tau_years)
+    rate_discount = math.exp(-rate * tau_years)
+    spot_discounted = spot * dividend_discount
+    strike_discounted = strike * rate_discount
+    sqrt_tau = math.sqrt(tau_years)
+    total_vol = vol_annual * sqrt_tau
+    if total_vol == 0.0:
+        return _greeks_zero_vol(
+            spot_discounted,
+            strike_discounted,
+            dividend_discount,
+            tau_years,
+            rate,
+            div_yield,
+            is_call,
+        )
+    d1 = math.log(spot_discounted / strike_discounted) / total_vol + 0.5 * total_vol
+    d2 = d1 - total_vol
+    pdf_d1 = _norm_pdf(d1)
+    gamma = dividend_discount * pdf_d1 / (spot * total_vol)
+    vega = spot_discounted * pdf_d1 * sqrt_tau
+    decay = -spot_discounted * pdf_d1 * vol_annual / (2.0 * sqrt_tau)
+    if is_call:
+        cdf_d1 = _norm_cdf(d1)
+        cdf_d2 = _norm_cdf(d2)
+        return Greeks(
+            price=spot_discounted * cdf_d1 - strike_discounted * cdf_d2,
+            delta=dividend_discount * cdf_d1,
+            gamma=gamma,
+            vega=vega,
+            theta=decay - rate * strike_discounted * cdf_d2 + div_yield * spot_discounted * cdf_d1,
+            rho=tau_years * strike_discounted * cdf_d2,
+        )
+    cdf_minus_d1 = _norm_cdf(-d1)
+    cdf_minus_d2 = _norm_cdf(-d2)
+    return Greeks(
+        price=strike_discounted * cdf_minus_d2 - spot_discounted * cdf_minus_d1,
+        delta=-dividend_discount * cdf_minus_d1,
+        gamma=gamma,
+        vega=vega,
+        theta=decay
+        + rate * strike_discounted * cdf_minus_d2
+        - div_yield * spot_discounted * cdf_minus_d1,
+        rho=-tau_years * strike_discounted * cdf_minus_d2,
+    )
+
+
+def _greeks_zero_vol(
+    spot_discounted: float,
+    strike_discounted: float,
+    dividend_discount: float,
+    tau_years: float,
+    rate: float,
+    div_yield: float,
+    is_call: bool,
+) -> Greeks:
+    """Deterministic limit: the option is the discounted forward payoff or nothing."""
+    forward_value = spot_discounted - strike_discounted
+    exercised = forward_value > 0.0 if is_call else forward_value < 0.0
+    if not exercised:
+        return Greeks(0.0, 0.0, 0.0, 0.0, 0.0, 0.0)
+    sign = 1.0 if is_call else -1.0
+    return Greeks(
+        price=sign * forward_value,
+        delta=sign * dividend_discount,
+        gamma=0.0,
+        vega=0.0,
+        theta=sign * (div_yield * spot_discounted - rate * strike_discounted),
+        rho=sign * tau_years * strike_discounted,
+    )
+
+
+# ---------------------------------------------------------------------------------------------
+# Vectorized (research) forms: numpy arrays, broadcast
+
+
+def greeks_vec(
+    spot,
+    strike,
+    tau_years,
+    rate,
+    div_yield,
+    vol_annual,
+    is_call,
+) -> dict[str, np.ndarray]:
+    """Price and Greeks for arrays of options (broadcast); same conventions as :func:`greeks`.
+
+    Returns a dict with keys price, delta, gamma, vega, theta, rho. ``is_call`` is a bool
+    array (True for calls). Raises ValueError naming the field and the index of the first
+    NaN, infinite or out-of-range input.
+    """
+    spot = _check_array("spot", spot, strict=True)
+    strike = _check_array("strike", strike, strict=True)
+    tau_years = _check_array("tau_years", tau_years)
+    rate = _check_array("rate", rate, minimum=None)
+    div_yield = _check_array("div_yield", div_yield, minimum=None)
+    vol_annual = _check_array("vol_annual", vol_annual)
+    is_call = np.asarray(is_call, dtype=bool)
+
+    dividend_discount = np.exp(-div_yield * tau_years)
+    rate_discount = np.exp(-rate * tau_years)
+    spot_discounted = spot * dividend_discount
+    strike_discounted = strike * rate_discount
+    sqrt_tau = np.sqrt(tau_years)
+    total_vol = vol_annual * sqrt_tau
+    degenerate = total_vol == 0.0
+    any_degenerate = bool(degenerate.any())
+    safe_total_vol = np.where(degenerate, 1.0, total_vol) if any_degenerate else total_vol
+    safe_sqrt_tau = np.where(sqrt_tau == 0.0, 1.0, sqrt_tau) if any_degenerate else sqrt_tau
+
+    d1 = np.log(spot_discounted / strike_discounted) / safe_total_vol + 0.5 * safe_total_vol
+    d2 = d1 - safe_total_vol
+    sign = np.where(is_call, 1.0, -1.0)
+    cdf_d1 = ndtr(sign * d1)
+    cdf_d2 = ndtr(sign * d2)
+    pdf_d1 = np.exp(-0.5 * d1 * d1) * (1.0 / _SQRT_2PI)
+
+    option_price = sign * (spot_discounted * cdf_d1 - strike_discounted * cdf_d2)
+    delta = sign * dividend_discount * cdf_d1
+    gamma = dividend_discount * pdf_d1 / (spot * safe_total_vol)
+    vega = spot_discounted * pdf_d1 * sqrt_tau
+    theta = -spot_discounted * pdf_d1 * vol_annual / (2.0 * safe_sqrt_tau) + sign * (
+        div_yield * spot_discounted * cdf_d1 - rate * strike_discounted * cdf_d2
+    )
+    rho = sign * tau_years * strike_discounted * cdf_d2
+
+    if any_degenerate:
+        expired = tau_years == 0.0
+        # Deterministic payoff: at expiry of spot against strike, before it of the discounted
+        # forward against the discounted strike (both coincide at tau = 0).
+        forward_value = sign * (spot_discounted - strike_discounted)
+        exercised = forward_value > 0.0
+        deterministic_price = np.where(exercised, forward_value, 0.0)
+        deterministic_delta = np.where(exercised, sign * dividend_discount, 0.0)
+        deterministic_theta = np.where(
+            exercised & ~expired,
+            sign * (div_yield * spot_discounted - rate * strike_discounted),
+            0.0,
+        )
+        deterministic_rho = np.where(exercised, sign * tau_years * strike_discounted, 0.0)
+        option_price = np.where(degenerate, deterministic_price, option_price)
+        delta = np.where(degenerate, deterministic_delta, delta)
+        gamma = np.where(degenerate, 0.0, gamma)
+        vega = np.where(degenerate, 0.0, vega)
+        theta = np.where(degenerate, deterministic_theta, theta)
+        rho = np.where(degenerate, deterministic_rho, rho)
+
+    return {
+        "price": option_price,
+        "delta": delta,
+        "gamma": gamma,
+        "vega": vega,
+        "theta": theta,
+        "rho": rho,
+    }
+
+
+# ---------------------------------------------------------------------------------------------
+# Implied volatility
+#
+# Both forms run the same algorithm. The price is converted to the undiscounted price of the
+# out-of-the-money option of the same strike (put-call parity: the time value is shared), so an
+# in-the-money quote does not lose its time value to cancellation. With s = sigma sqrt(tau) the
+# Black price b(s) rises from 0 to min(F, K); Newton's method is run on ln b(s) - ln target,
+# whose step (ln b - ln target) * b / vega stays well scaled in the wings where b is tiny and
+# Newton on b itself crawls. A bracket [low, high] with b(low) < target < b(high) is kept and a
+# step that leaves it is replaced by bisection, so the iteration always converges.
+
+
+@dataclass(frozen=True, slots=True)
+class ImpliedVolResult:
+    """Implied volatilities for a chain.
+
+    ``vol`` is annualised (NaN where unsolved), ``solved`` is the mask of solved options and
+    ``failure`` holds the :class:`ImpliedVolFailure` value for each unsolved option ("" where
+    solved).
+    """
+
+    vol: np.ndarray
+    solved: np.ndarray
+    failure: np.ndarray
+
+
+def _black_otm(forward: float, strike: float, total_vol: float) -> tuple[float, float]:
+    """Undiscounted out-of-the-money Black price and its derivative in total vol."""
+    half = 0.5 * total_vol
+    log_moneyness = math.log(forward / strike) / total_vol
+    d1 = log_moneyness + half
+    d2 = log_moneyness - half
+    if strike >= forward:
+        value = forward * _norm_cdf(d1) - strike * _norm_cdf(d2)
+    else:
+        value = strike * _norm_cdf(-d2) - forward * _norm_cdf(-d1)
+    return value, forward * _norm_pdf(d1)
+
+
+def _initial_total_vol(forward: float, strike: float, otm_value: float) -> float:
+    # Brenner-Subrahmanyam near the money; in the wings, the inflection point sqrt(2|ln F/K|),
+    # beyond which the price is concave in s, caps the start.
+    atm_guess = _SQRT_2PI * otm_value / math.sqrt(forward * strike)
+    inflection = math.sqrt(2.0 * abs(math.log(forward / strike)))
+    return min(atm_guess, inflection) if inflection > 0.0 else atm_guess
+
+
+def implied_vol(
+    option_price: float,
+    spot: float,
+    strike: float,
+    tau_years: float,
+    rate: float,
+    div_yield: float,
+    right: Right | str,
+) -> float:
+    """Annualised implied volatility of a European option price (see the module docstring).
+
+    Raises :class:`NoImpliedVolatility` (a ValueError) with the reason: a price below the
+    European lower bound max(S e^{-q tau} - K e^{-r tau}, 0) (call) or at it, above the upper
+    bound S e^{-q tau} (call) / K e^{-r tau} (put) or needing a vol above ``MAX_VOL_ANNUAL``,
+    tau_years <= 0, or no convergence. Raises ValueError for NaN or negative inputs.
+    """
+    if not math.isfinite(float(option_price)) or option_price < 0.0:
+        raise NoImpliedVolatility(
+            ImpliedVolFailure.INVALID_PRICE,
+            f"option_price must be finite and >= 0, got {option_price!r}",
+        )
+    spot, strike, tau_years, rate, div_yield, _ = _check_inputs(
+        spot, strike, tau_years, rate, div_yield, 0.0
+    )
+    is_call = _check_right(right)
+    if tau_years <= 0.0:
+        raise NoImpliedVolatility(
+            ImpliedVolFailure.EXPIRED, f"tau_years must be > 0, got {tau_years!r}"
+        )
+    rate_discount = math.exp(-rate * tau_years)
+    forward = spot * math.exp((rate - div_yield) * tau_years)
+    undiscounted = option_price / rate_discount
+    intrinsic = max(forward - strike, 0.0) if is_call else max(strike - forward, 0.0)
+    upper = forward if is_call else strike
+    if undiscounted <= intrinsic:
+        raise NoImpliedVolatility(
+            ImpliedVolFailure.BELOW_INTRINSIC,
+            f"option_price {option_price!r} <= European lower bound "
+            f"{intrinsic * rate_discount!r} (strike {strike!r}, right {right})",
+        )
+    if undiscounted >= upper:
+        raise NoImpliedVolatility(
+            ImpliedVolFailure.ABOVE_UPPER_BOUND,
+            f"option_price {option_price!r} >= European upper bound {upper * rate_discount!r} "
+            f"(strike {strike!r}, right {right})",
+        )
+    target = undiscounted - intrinsic
+    total_vol_max = MAX_VOL_ANNUAL * math.sqrt(tau_years)
+    value_max, _ = _black_otm(forward, strike, total_vol_max)
+    if target >= value_max:
+        raise NoImpliedVolatility(
+            ImpliedVolFailure.ABOVE_UPPER_BOUND,
+            f"option_price {option_price!r} needs a volatility above {MAX_VOL_ANNUAL!r} "
+            f"(strike {strike!r}, right {right})",
+        )
+    log_target = math.log(target)
+    low, high = 0.0, total_vol_max
+    total_vol = min(max(_initial_total_vol(forward, strike, target), 1e-8), total_vol_max)
+    for _ in range(_IV_MAX_ITERATIONS):
+        value, vega = _black_otm(forward, strike, total_vol)
+        if value <= 0.0:
+            low = total_vol
+            candidate = 0.5 * (low + high)
+        else:
+            error = math.log(value) - log_target
+            if abs(error) <= _IV_PRICE_RTOL:
+                return total_vol / math.sqrt(tau_years)
+            if error < 0.0:
+                low = total_vol
+            else:
+                high = total_vol
+            candidate = total_vol - error * value / vega if vega > 0.0 else -1.0
+            if not low < candidate < high:
+                candidate = 0.5 * (low + high)
+        if high - low <= _IV_BRACKET_RTOL * high:
+            return candidate / math.sqrt(tau_years)
+        total_vol = candidate
+    raise NoImpliedVolatility(
+        ImpliedVolFailure.NOT_CONVERGED,
+        f"no convergence in {_IV_MAX_ITERATIONS} iterations for option_price {option_price!r} "
+        f"(strike {strike!r}, right {right})",
+    )
+
+
+def implied_vol_vec(
+    option_price,
+    spot,
+    strike,
+    tau_years,
+    rate,
+    div_yield,
+    is_call,
+) -> ImpliedVolResult:
+    """Implied volatilities for arrays of options (broadcast); same algorithm as implied_vol.
+
+    A bad option price (NaN, negative, outside the no-arbitrage bounds, expired) does not stop
+    the chain: that option is marked unsolved with its :class:`ImpliedVolFailure`. Bad model
+    inputs (NaN or negative spot, strike, tau) raise ValueError naming the field.
+    """
+    option_price = np.asarray(option_price, dtype=np.float64)
+    spot = _check_array("spot", spot, strict=True)
+    strike = _check_array("strike", strike, strict=True)
+    tau_years = _check_array("tau_years", tau_years)
+    rate = _check_array("rate", rate, minimum=None)
+    div_yield = _check_array("div_yield", div_yield, minimum=None)
+    is_call = np.asarray(is_call, dtype=bool)
+    (option_price, spot, strike, tau_years, rate, div_yield, is_call) = np.broadcast_arrays(
+        option_price, spot, strike, tau_years, rate, div_yield, is_call
+    )
+    shape = option_price.shape
+    option_price = option_price.ravel()
+    strike = strike.ravel()
+    tau_years = tau_years.ravel()
+    is_call = is_call.ravel()
+    size = option_price.size
+
+    failure = np.full(size, "", dtype=object)
+    vol = np.full(size, np.nan)
+
+    valid_price = np.isfinite(option_price) & (option_price >= 0.0)
+    failure[~valid_price] = ImpliedVolFailure.INVALID_PRICE.value
+    expired = valid_price & (tau_years <= 0.0)
+    failure[expired] = ImpliedVolFailure.EXPIRED.value
+    live = valid_price & ~expired
+
+    safe_tau = np.where(live, tau_years, 1.0)
+    rate_discount = np.exp(-rate.ravel() * safe_tau)
+    forward = spot.ravel() * np.exp((rate.ravel() - div_yield.ravel()) * safe_tau)
+    undiscounted = np.where(live, option_price, 1.0) / rate_discount
+    intrinsic = np.where(
+        is_call, np.maximum(forward - strike, 0.0), np.maximum(strike - forward, 0.0)
+    )
+    upper = np.where(is_call, forward, strike)
+    below = live & (undiscounted <= intrinsic)
+    above = live & ~below & (undiscounted >= upper)
+    failure[below] = ImpliedVolFailure.BELOW_INTRINSIC.value
+    failure[above] = ImpliedVolFailure.ABOVE_UPPER_BOUND.value
+    live &= ~(below | above)
+
+    index = np.flatnonzero(live)
+    forward_live = forward[index]
+    strike_live = strike[index]
+    target = undiscounted[index] - intrinsic[index]
+    sqrt_tau = np.sqrt(tau_years[index])
+    high = MAX_VOL_ANNUAL * sqrt_tau
+    value_max, _ = _black_otm_vec(forward_live, strike_live, high)
+    too_high = target >= value_max
+    failure[index[too_high]] = ImpliedVolFailure.ABOVE_UPPER_BOUND.value
+    keep = ~too_high
+    index, forward_live, strike_live, target, sqrt_tau, high = (
+        index[keep],
+        forward_live[keep],
+        strike_live[keep],
+        target[keep],
+        sqrt_tau[keep],
+        high[keep],
+    )
+
+    log_target = np.log(target)
+    low = np.zeros_like(target)
+    log_moneyness = np.log(forward_live / strike_live)
+    atm_guess = _SQRT_2PI * target / np.sqrt(forward_live * strike_live)
+    inflection = np.sqrt(2.0 * np.abs(log_moneyness))
+    guess = np.where(inflection > 0.0, np.minimum(atm_guess, inflection), atm_guess)
+    total_vol = np.minimum(np.maximum(guess, 1e-8), high)
+
+    result_total_vol = np.full(index.size, np.nan)
+    active = np.arange(index.size)
+    for _ in range(_IV_MAX_ITERATIONS):
+        if active.size == 0:
+            break
+        value, vega = _black_otm_vec(forward_live[active], strike_live[active], total_vol[active])
+        positive = value > 0.0
+        with np.errstate(divide="ignore"):
+            error = np.where(positive, np.log(np.where(positive, value, 1.0)), -np.inf)
+        error -= log_target[active]
+        converged = np.abs(error) <= _IV_PRICE_RTOL
+        result_total_vol[active[converged]] = total_vol[active[converged]]
+
+        below_target = error < 0.0
+        low_active = np.where(below_target, total_vol[active], low[active])
+        high_active = np.where(below_target, high[active], total_vol[active])
+        with np.errstate(invalid="ignore", divide="ignore", over="ignore"):
+            candidate = total_vol[active] - error * value / vega
+        inside = positive & (candidate > low_active) & (candidate < high_active)
+        candidate = np.where(inside, candidate, 0.5 * (low_active + high_active))
+        narrow = (high_active - low_active <= _IV_BRACKET_RTOL * high_active) & ~converged
+        result_total_vol[active[narrow]] = candidate[narrow]
+
+        low[active] = low_active
+        high[active] = high_active
+        total_vol[active] = candidate
+        active = active[~(converged | narrow)]
+
+    solved_local = np.isfinite(result_total_vol)
+    vol[index[solved_local]] = result_total_vol[solved_local] / sqrt_tau[solved_local]
+    failure[index[~solved_local]] = ImpliedVolFailure.NOT_CONVERGED.value
+    solved = np.isfinite(vol)
+    return ImpliedVolResult(
+        vol=vol.reshape(shape), solved=solved.reshape(shape), failure=failure.reshape(shape)
+    )
+
+
+def _black_otm_vec(
+    forward: np.ndarray, strike: np.ndarray, total_vol: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """Vectorized :func:`_black_otm`."""
+    half = 0.5 * total_vol
+    log_moneyness = np.log(forward / strike) / total_vol
+    d1 = log_moneyness + half
+    d2 = log_moneyness - half
+    sign = np.where(strike >= forward, 1.0, -1.0)
+    value = sign * (forward * ndtr(sign * d1) - strike * ndtr(sign * d2))
+    vega = forward * np.exp(-0.5 * d1 * d1) * (1.0 / _SQRT_2PI)
+    return value, vega
