@@ -1,0 +1,365 @@
+"""The bus against a real redis-server: schemas, pub/sub, streams, consumer groups, restarts."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import math
+
+import orjson
+import pytest
+
+from tests.support import async_eventually
+from trading import bus as b
+from trading.bus import Bus, Channels, Groups, Keys, MessageError, Streams, decode, encode
+from trading.redis_server import EmbeddedRedis
+
+T = 1_764_000_000.0
+
+SAMPLES: list[b.Message] = [
+    b.Quote("TLT", 15547841, 90.01, 90.02, 500.0, 700.0, 90.015, T, T + 0.001),
+    b.OptionQuote(
+        "TLT",
+        700000001,
+        "TLT   261218C00090000",
+        "20261218",
+        90.0,
+        "C",
+        1.52,
+        1.56,
+        10.0,
+        12.0,
+        0.14,
+        0.52,
+        0.09,
+        0.11,
+        -0.031,
+        90.0,
+        1.54,
+        T,
+        T + 0.001,
+        delayed=True,
+    ),
+    b.EtfNav("TLTW", 23.41, T, T),
+    b.DataHealth("TLT", b.DataStatus.STALE, "2103 market data farm broken", T),
+    b.OptionChain(
+        "TLT",
+        15547841,
+        ("20261218", "20270115"),
+        (89.0, 90.0, 91.0),
+        (b.ChainOption(700000001, "TLT   261218C00090000", "20261218", 90.0, "C"),),
+        90.0,
+        T,
+    ),
+    b.SpreadPoint(
+        T,
+        88.5,
+        23.4,
+        0.98,
+        0.01,
+        0.0012,
+        0.0002,
+        0.0005,
+        2.0,
+        2.0,
+        0.5,
+        4.0,
+        "delta",
+        "FLAT",
+        700000001,
+        90.0,
+        "20261218",
+    ),
+    b.Signal(T, b.SignalAction.ENTER_SHORT_SPREAD, "SHORT_SPREAD", 2.3, 0.0015, "z above entry"),
+    b.OrderIntent(
+        "int-1",
+        "pair-1",
+        T,
+        b.IntentPurpose.ENTRY,
+        b.SignalAction.ENTER_SHORT_SPREAD,
+        (
+            b.IntentLeg(
+                b.LegKind.BUY_WRITE,
+                "TLT",
+                b.Side.BUY,
+                2,
+                8848.46,
+                15547841,
+                700000001,
+                "20261218",
+                90.0,
+            ),
+            b.IntentLeg(b.LegKind.STOCK, "TLTW", b.Side.SELL, 760, 23.39, 545186218),
+        ),
+        {"z": 2.3, "kelly": {"f_star": 1.2, "fraction": 0.5}, "note": "x"},
+    ),
+    b.RiskDecision("int-1", T, False, (b.RiskReason("ORDER_SIZE", "1,200 > 1,000 shares"),)),
+    b.OrderEvent(
+        T,
+        "int-1",
+        17,
+        9001,
+        "stock",
+        "TLTW",
+        b.Side.SELL,
+        760.0,
+        "LMT",
+        23.39,
+        "Submitted",
+        0.0,
+        760.0,
+        0.0,
+    ),
+    b.Fill(
+        T,
+        "0001.01",
+        17,
+        9001,
+        "int-1",
+        "TLTW",
+        "TLTW",
+        545186218,
+        "STK",
+        b.Side.SELL,
+        760.0,
+        23.39,
+        1.0,
+        3.8,
+    ),
+    b.Position("TLT", "TLT", 15547841, "STK", 200.0, 90.02, 1.0, 90.05, 6.0, 0.0, T),
+    b.PnL(T, 12.5, -3.25, 5.3, 3.95, {"pair-1": 3.95}),
+    b.RiskStatus(T, "ACTIVE", "", {"gross_notional": 0.42}),
+    b.Heartbeat("strategy", T, "ok", {"ticks": 12}),
+    b.Alert(T, b.Severity.WARNING, "risk-management", "LEGGING", "TLTW leg not filled", {"a": 1}),
+    b.OperatorCommand("cmd-1", T, b.Command.KILL, "dashboard", "test", flatten=True),
+]
+
+
+def test_every_registered_message_type_has_a_sample():
+    assert {type(m) for m in SAMPLES} | {b.IntentLeg, b.RiskReason, b.ChainOption} == set(
+        b.MESSAGE_TYPES.values()
+    )
+
+
+@pytest.mark.parametrize("msg", SAMPLES, ids=lambda m: type(m).KIND)
+def test_every_message_type_round_trips(msg):
+    assert decode(encode(msg)) == msg
+    assert decode(encode(msg), type(msg)) == msg
+
+
+def test_decoded_numbers_keep_their_types():
+    q = decode(encode(b.Quote("TLT", 1, 90, 91, 1, 1, None, T, T)), b.Quote)
+    assert type(q.bid) is float and q.bid == 90.0
+    assert q.last is None
+
+
+@pytest.mark.parametrize("bad", [math.nan, math.inf, -math.inf])
+def test_encode_rejects_non_finite_numbers_naming_the_field(bad):
+    q = b.Quote("TLT", 1, bad, 91.0, 1.0, 1.0, None, T, T)
+    with pytest.raises(MessageError, match=r"quote\.bid: must be finite") as exc:
+        encode(q)
+    assert exc.value.field == "bid"
+
+
+def test_encode_rejects_nan_inside_a_nested_leg():
+    leg = b.IntentLeg(b.LegKind.STOCK, "TLTW", b.Side.BUY, 10, math.nan, 1)
+    intent = b.OrderIntent("i", "p", T, b.IntentPurpose.ENTRY, b.SignalAction.EXIT, (leg,))
+    with pytest.raises(MessageError, match=r"legs\[0\]") as exc:
+        encode(intent)
+    assert "limit_price" in str(exc.value)
+
+
+def test_encode_rejects_nan_inside_free_form_why():
+    intent = b.OrderIntent(
+        "i", "p", T, b.IntentPurpose.ENTRY, b.SignalAction.EXIT, (), {"kelly": {"mu": math.nan}}
+    )
+    with pytest.raises(MessageError, match=r"why\.kelly\.mu"):
+        encode(intent)
+
+
+def _tamper(msg: b.Message, **changes) -> bytes:
+    body = orjson.loads(encode(msg))
+    for k, v in changes.items():
+        if v is dataclasses.MISSING:
+            del body[k]
+        else:
+            body[k] = v
+    return orjson.dumps(body)
+
+
+@pytest.mark.parametrize(
+    ("changes", "field", "problem"),
+    [
+        ({"bid": dataclasses.MISSING}, "bid", "is missing"),
+        ({"bid": "90.1"}, "bid", "must be a number"),
+        ({"con_id": 1.5}, "con_id", "must be an integer"),
+        ({"con_id": True}, "con_id", "must be an integer"),
+        ({"symbol": 7}, "symbol", "must be a string"),
+        ({"delayed": 1}, "delayed", "must be true or false"),
+        ({"last": [1]}, "last", "must be a number"),
+    ],
+)
+def test_decode_rejects_bad_payloads_naming_the_field(changes, field, problem):
+    raw = _tamper(SAMPLES[0], **changes)
+    with pytest.raises(MessageError, match=problem) as exc:
+        decode(raw)
+    assert exc.value.field == field
+
+
+def test_decode_rejects_nan_literal_unknown_kind_wrong_kind_and_garbage():
+    with pytest.raises(MessageError, match=r"\(json\)"):
+        decode(encode(SAMPLES[0]).replace(b"90.01", b"NaN"))
+    with pytest.raises(MessageError, match="unknown message kind"):
+        decode(_tamper(SAMPLES[0], kind="ticker"))
+    with pytest.raises(MessageError, match="expected 'fill'"):
+        decode(encode(SAMPLES[0]), b.Fill)
+    with pytest.raises(MessageError):
+        decode(b"\x00not json")
+    with pytest.raises(MessageError, match="must be an object"):
+        decode(b"[1,2]")
+
+
+def test_decode_rejects_bad_enum_and_bad_nested_field():
+    with pytest.raises(MessageError, match="must be one of") as exc:
+        decode(_tamper(SAMPLES[3], status="fresh"))
+    assert exc.value.field == "status"
+    intent = orjson.loads(encode(SAMPLES[7]))
+    intent["legs"][1]["quantity"] = "760"
+    with pytest.raises(MessageError) as exc:
+        decode(orjson.dumps(intent))
+    assert exc.value.field == "legs[1].quantity"
+
+
+async def test_latest_value_set_and_get(bus: Bus):
+    q = SAMPLES[0]
+    assert await bus.get_latest(Keys.quote("TLT"), b.Quote) is None
+    await bus.set_latest(Keys.quote("TLT"), q)
+    assert await bus.get_latest(Keys.quote("TLT"), b.Quote) == q
+    await bus.hset_latest(Keys.POSITIONS, "15547841", SAMPLES[11])
+    assert await bus.hget_all(Keys.POSITIONS, b.Position) == {"15547841": SAMPLES[11]}
+
+
+async def test_publish_reaches_a_subscriber_and_malformed_messages_are_skipped(bus: Bus):
+    received: list = []
+
+    async def listen():
+        async for channel, msg in bus.subscribe(Channels.QUOTES):
+            received.append((channel, msg))
+
+    task = asyncio.create_task(listen())
+    try:
+        await async_eventually(lambda: _numsub(bus, Channels.QUOTES), what="subscriber registered")
+        await bus.redis.publish(Channels.QUOTES, b'{"kind":"quote","bid":NaN}')
+        await bus.publish(Channels.QUOTES, SAMPLES[0])
+        await async_eventually(lambda: _true(received), what="message received")
+        assert received == [(Channels.QUOTES, SAMPLES[0])]
+    finally:
+        task.cancel()
+
+
+async def _numsub(bus: Bus, channel: str) -> bool:
+    counts = await bus.redis.pubsub_numsub(channel)
+    return counts[0][1] > 0
+
+
+async def _true(value) -> bool:
+    return bool(value)
+
+
+async def test_capped_stream_append_keeps_about_maxlen(bus: Bus):
+    for i in range(500):
+        await bus.append(Streams.SPREAD, b.Heartbeat("x", T + i, "ok"), maxlen=100)
+    length = await bus.redis.xlen(Streams.SPREAD)
+    assert 100 <= length < 500  # approximate trimming: never below the cap, trimmed in blocks
+    newest = await bus.read_range(Streams.SPREAD, 3, b.Heartbeat)
+    assert [e.message.ts for e in newest] == [T + 499, T + 498, T + 497]
+
+
+async def test_consumer_group_redelivers_entries_a_killed_consumer_never_acked(redis_url):
+    producer = await Bus.connect(redis_url, "strategy")
+    first = await Bus.connect(redis_url, "risk")
+    intents = [dataclasses.replace(SAMPLES[7], intent_id=f"int-{i}") for i in range(3)]
+    await first.ensure_group(Streams.INTENTS, Groups.RISK)
+    for intent in intents:
+        await producer.append(Streams.INTENTS, intent)
+    got = await first.read_group(Streams.INTENTS, Groups.RISK, "risk-0", count=10)
+    assert [e.message.intent_id for e in got] == ["int-0", "int-1", "int-2"]
+    await first.ack(Streams.INTENTS, Groups.RISK, got[0].entry_id)
+    await first.close()  # "killed" with int-1 and int-2 unacknowledged
+
+    restarted = await Bus.connect(redis_url, "risk")
+    again = await restarted.read_group(Streams.INTENTS, Groups.RISK, "risk-0", count=10)
+    assert [e.message.intent_id for e in again] == ["int-1", "int-2"]
+    await restarted.ack(Streams.INTENTS, Groups.RISK, *[e.entry_id for e in again])
+    assert await restarted.pending_count(Streams.INTENTS, Groups.RISK) == 0
+    assert await restarted.read_group(Streams.INTENTS, Groups.RISK, "risk-0", block_ms=50) == []
+    await restarted.close()
+    await producer.close()
+
+
+async def test_malformed_stream_entry_goes_to_dead_letters_not_to_the_reader(bus: Bus):
+    await bus.ensure_group(Streams.INTENTS, Groups.RISK)
+    await bus.redis.xadd(Streams.INTENTS, {b"m": b'{"kind":"order_intent"}'})
+    await bus.append(Streams.INTENTS, SAMPLES[7])
+    got = await bus.read_group(Streams.INTENTS, Groups.RISK, "c", block_ms=100)
+    assert [e.message for e in got] == [SAMPLES[7]]
+    await bus.ack(Streams.INTENTS, Groups.RISK, got[0].entry_id)
+    assert await bus.pending_count(Streams.INTENTS, Groups.RISK) == 0
+    dead = await bus.redis.xrange(f"{Streams.INTENTS}:dead")
+    assert len(dead) == 1 and b"intent_id" in dead[0][1][b"error"]
+
+
+async def test_bus_keeps_working_after_redis_server_is_killed_and_restarted(redis_server):
+    bus = await Bus.connect(redis_server.url, "test")
+    await bus.set_latest(Keys.quote("TLT"), SAMPLES[0])
+    received: list = []
+
+    async def listen():
+        async for _channel, msg in bus.subscribe(Channels.QUOTES):
+            received.append(msg)
+
+    task = asyncio.create_task(listen())
+    try:
+        await async_eventually(lambda: _numsub(bus, Channels.QUOTES))
+        redis_server.kill()
+        # A write issued while Redis is down waits and lands once it is back.
+        pending_write = asyncio.create_task(bus.set_latest(Keys.quote("TLTW"), SAMPLES[0]))
+        await asyncio.sleep(0.3)
+        assert not pending_write.done()
+        redis_server.start()
+        await asyncio.wait_for(pending_write, 15)
+        assert await bus.get_latest(Keys.quote("TLTW"), b.Quote) == SAMPLES[0]
+        # The subscription came back by itself.
+        await async_eventually(lambda: _numsub(bus, Channels.QUOTES), timeout_s=15)
+        await bus.publish(Channels.QUOTES, SAMPLES[0])
+        await async_eventually(lambda: _true(received), timeout_s=5)
+        assert received == [SAMPLES[0]]
+    finally:
+        task.cancel()
+        await bus.close()
+
+
+async def test_heartbeat_expires_after_its_ttl(bus: Bus):
+    await bus.beat(b.Heartbeat("strategy", T, "ok"), ttl_s=0.2)
+    assert set(await bus.heartbeats()) == {"strategy"}
+
+    async def gone() -> bool:
+        return "strategy" not in await bus.heartbeats()
+
+    await async_eventually(gone, timeout_s=3)
+
+
+def test_embedded_redis_applies_the_pubsub_buffer_limit():
+    import redis
+
+    with EmbeddedRedis() as server:
+        client = redis.Redis.from_url(server.url)
+        limit = client.config_get("client-output-buffer-limit")["client-output-buffer-limit"]
+        assert "pubsub 268435456 67108864 60" in limit
+        client.close()
+    assert not server.running
+
+
+def test_state_helpers_refuse_nan():
+    with pytest.raises(MessageError, match="state"):
+        b._check_json_value("state", "strategy:state", {"z": math.nan})

@@ -1,0 +1,120 @@
+"""Settings: typed, from TRADING_* variables, refusing unsafe configurations by name."""
+
+from __future__ import annotations
+
+import pytest
+
+from trading.settings import HedgeMethod, Preset, SettingsError, load_settings
+
+
+@pytest.fixture(autouse=True)
+def clean_env(monkeypatch):
+    import os
+
+    for name in list(os.environ):
+        if name.startswith("TRADING_"):
+            monkeypatch.delenv(name)
+
+
+def test_defaults_are_the_safe_ones():
+    s = load_settings()
+    assert s.ib.port == 4002 and not s.ib.allow_live
+    assert s.redis.url is None  # embedded Redis
+    assert s.http.port == 8000 and s.http.token is None  # operator controls off
+    assert s.strategy.preset is Preset.ATM and s.moneyness == 1.00
+    assert 0 < s.strategy.kelly_fraction <= 1
+
+
+def test_environment_variables_with_groups(monkeypatch):
+    monkeypatch.setenv("TRADING_IB__HOST", "gateway.internal")
+    monkeypatch.setenv("TRADING_IB__PORT", "4004")
+    monkeypatch.setenv("TRADING_IB__CLIENT_ID", "42")
+    monkeypatch.setenv("TRADING_HTTP__PORT", "8080")
+    monkeypatch.setenv("TRADING_STRATEGY__PRESET", "replica")
+    monkeypatch.setenv("TRADING_STRATEGY__HEDGE_METHOD", "kalman")
+    s = load_settings()
+    assert (s.ib.host, s.ib.port, s.ib.client_id, s.http.port) == (
+        "gateway.internal",
+        4004,
+        42,
+        8080,
+    )
+    assert s.ib_client_id("risk-management") == 42
+    assert s.moneyness == 1.02 and s.strategy.hedge_method is HedgeMethod.KALMAN
+
+
+def test_each_service_has_its_own_client_id_by_default():
+    s = load_settings()
+    assert s.ib_client_id("data-ingestion") != s.ib_client_id("risk-management")
+
+
+@pytest.mark.parametrize("port", ["4001", "7496"])
+def test_live_port_is_refused_without_allow_live(monkeypatch, port):
+    monkeypatch.setenv("TRADING_IB__PORT", port)
+    with pytest.raises(SettingsError, match=f"TRADING_IB__PORT={port} is a LIVE"):
+        load_settings()
+    monkeypatch.setenv("TRADING_IB__ALLOW_LIVE", "true")
+    assert load_settings().ib.port == int(port)
+
+
+@pytest.mark.parametrize(
+    "name",
+    [
+        "TRADING_RISK__MAX_TLTW_SHARES",
+        "TRADING_RISK__MAX_BUY_WRITE_UNITS",
+        "TRADING_RISK__MAX_GROSS_NOTIONAL_USD",
+        "TRADING_RISK__DAILY_LOSS_LIMIT_USD",
+        "TRADING_RISK__PAIR_STOP_LOSS_USD",
+        "TRADING_RISK__MAX_ORDERS_PER_MINUTE",
+        "TRADING_STRATEGY__MAX_GROSS_NOTIONAL_USD",
+    ],
+)
+@pytest.mark.parametrize("value", ["0", "-5"])
+def test_zero_or_negative_limits_are_refused_by_name(monkeypatch, name, value):
+    monkeypatch.setenv(name, value)
+    with pytest.raises(SettingsError, match=f"{name}='{value}'.*greater than 0"):
+        load_settings()
+
+
+def test_entry_band_inside_exit_band_is_refused(monkeypatch):
+    monkeypatch.setenv("TRADING_STRATEGY__ENTRY_Z", "0.4")
+    monkeypatch.setenv("TRADING_STRATEGY__EXIT_Z", "0.5")
+    with pytest.raises(SettingsError, match="TRADING_STRATEGY__ENTRY_Z=0.4 must be above"):
+        load_settings()
+
+
+def test_stop_band_inside_entry_band_is_refused(monkeypatch):
+    monkeypatch.setenv("TRADING_STRATEGY__STOP_Z", "1.5")
+    with pytest.raises(SettingsError, match="TRADING_STRATEGY__STOP_Z=1.5"):
+        load_settings()
+
+
+@pytest.mark.parametrize("value", ["0", "1.5", "-0.5"])
+def test_kelly_fraction_outside_zero_one_is_refused(monkeypatch, value):
+    monkeypatch.setenv("TRADING_STRATEGY__KELLY_FRACTION", value)
+    with pytest.raises(SettingsError, match="TRADING_STRATEGY__KELLY_FRACTION"):
+        load_settings()
+
+
+def test_kelly_fraction_of_one_is_allowed(monkeypatch):
+    monkeypatch.setenv("TRADING_STRATEGY__KELLY_FRACTION", "1")
+    assert load_settings().strategy.kelly_fraction == 1.0
+
+
+def test_malformed_value_names_the_variable(monkeypatch):
+    monkeypatch.setenv("TRADING_IB__PORT", "paper")
+    with pytest.raises(SettingsError, match="TRADING_IB__PORT='paper'"):
+        load_settings()
+
+
+def test_secrets_never_appear_in_repr_or_errors(monkeypatch):
+    monkeypatch.setenv("TRADING_REDIS__URL", "redis://:hunter2@redis:6379/0")
+    monkeypatch.setenv("TRADING_HTTP__TOKEN", "s3cret-token")
+    s = load_settings()
+    assert "hunter2" not in repr(s) and "s3cret-token" not in repr(s)
+    assert "hunter2" not in str(s.model_dump())
+    assert s.http.token.get_secret_value() == "s3cret-token"
+    monkeypatch.setenv("TRADING_IB__PORT", "4001")
+    with pytest.raises(SettingsError) as exc:
+        load_settings()
+    assert "hunter2" not in str(exc.value) and "s3cret-token" not in str(exc.value)

@@ -1,0 +1,45 @@
+"""Test helpers: poll for a condition instead of sleeping."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+
+def eventually(
+    condition: Callable[[], Any], timeout_s: float = 10.0, interval_s: float = 0.02, what: str = ""
+) -> Any:
+    """Poll `condition` until it returns a truthy value (returned) or time runs out (fails)."""
+    deadline = time.monotonic() + timeout_s
+    last_exc: BaseException | None = None
+    while time.monotonic() < deadline:
+        try:
+            value = condition()
+            if value:
+                return value
+        except AssertionError as exc:
+            last_exc = exc
+        time.sleep(interval_s)
+    raise AssertionError(f"not true within {timeout_s}s: {what or condition}") from last_exc
+
+
+async def async_eventually(
+    condition: Callable[[], Awaitable[Any]],
+    timeout_s: float = 10.0,
+    interval_s: float = 0.02,
+    what: str = "",
+) -> Any:
+    """Await `condition()` until it is truthy (returned) or time runs out (fails)."""
+    deadline = time.monotonic() + timeout_s
+    last_exc: BaseException | None = None
+    while time.monotonic() < deadline:
+        try:
+            value = await condition()
+            if value:
+                return value
+        except AssertionError as exc:
+            last_exc = exc
+        await asyncio.sleep(interval_s)
+    raise AssertionError(f"not true within {timeout_s}s: {what or condition}") from last_exc

@@ -1,0 +1,301 @@
+"""One typed settings object, read from TRADING_* environment variables ("__" separates groups).
+
+Every service calls `load_settings()` once at start. The defaults are the safe ones: the paper
+Gateway port, the simulated gateway on loopback, an embedded Redis. An unsafe configuration is
+refused at start with a message that names the environment variable to fix.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from pathlib import Path
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+ENV_PREFIX = "TRADING_"
+ENV_DELIMITER = "__"
+
+LIVE_PORTS = frozenset({4001, 7496})
+"""IB Gateway live (4001) and TWS live (7496). Paper: Gateway 4002, TWS 7497."""
+
+Positive = Annotated[float, Field(gt=0)]
+PositiveInt = Annotated[int, Field(gt=0)]
+
+
+class SettingsError(ValueError):
+    """The configuration is unsafe or malformed; the message names each offending variable."""
+
+
+class HedgeMethod(StrEnum):
+    DELTA = "delta"  # delta-neutral from the option deltas
+    OLS = "ols"  # rolling OLS of log prices
+    KALMAN = "kalman"  # Kalman filter with beta and alpha as state
+
+
+class Preset(StrEnum):
+    ATM = "atm"  # write the at-the-money call (moneyness 1.00): what the user asked for
+    REPLICA = "replica"  # TLTW's own index rule: the strike nearest 102% of spot
+
+
+class _Group(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class RedisSettings(_Group):
+    url: SecretStr | None = None
+    """redis://[:password@]host:port/db. Unset: an embedded redis-server on a free port."""
+    data_dir: Path = Path("var/redis")
+    """Where the embedded Redis of `make run` keeps its append-only file (restarts lose nothing)."""
+    connect_timeout_s: Positive = 5.0
+    max_backoff_s: Positive = 10.0
+    """Ceiling of the jittered exponential backoff between reconnection attempts."""
+
+
+class IBSettings(_Group):
+    host: str = "127.0.0.1"
+    port: Annotated[int, Field(gt=0, lt=65536)] = 4002
+    """4002 = IB Gateway paper (the default); 4001 = Gateway live; 7497/7496 = TWS paper/live."""
+    client_id: Annotated[int, Field(ge=0)] | None = None
+    """IB API client id. Unset: each service uses its own (see SERVICE_CLIENT_IDS)."""
+    allow_live: bool = False
+    """Must be true to connect to a live port (4001/7496): real money."""
+    account: str = ""
+    """Account code; empty = the single account the login manages."""
+    connect_timeout_s: Positive = 10.0
+    max_backoff_s: Positive = 60.0
+    """Reconnecting too fast is how bots hit error 326 (client id in use): back off, with jitter."""
+    market_data_type: Literal[1, 2, 3, 4] = 1
+    """1 live, 2 frozen, 3 delayed, 4 delayed-frozen. Falls back to 3 on error 10167/354."""
+    library: Literal["ib_async", "ib_insync"] = "ib_async"
+    """The client library: ib_async (maintained) or the archived ib_insync 0.9.86 (same API)."""
+
+
+class HttpSettings(_Group):
+    host: str = "127.0.0.1"
+    port: Annotated[int, Field(gt=0, lt=65536)] = 8000
+    """The dashboard's port."""
+    token: SecretStr | None = None
+    """Bearer token for the operator controls (halt, reduce, resume, flatten). Unset: off."""
+
+
+class MetricsSettings(_Group):
+    port: Annotated[int, Field(ge=0, lt=65536)] | None = None
+    """Prometheus port of this service. Unset: the service's default (SERVICE_METRICS_PORTS)."""
+
+
+class LogSettings(_Group):
+    level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    json_format: bool = True
+    """JSON lines with ECS field names (for Filebeat/Logstash); false = plain text."""
+
+
+class IngestionSettings(_Group):
+    strikes_each_side: PositiveInt = 3
+    """Calls subscribed on each side of the at-the-money strike, per expiry."""
+    expiries: PositiveInt = 2
+    """Monthly expiries subscribed: the front one and the next."""
+    max_market_data_lines: PositiveInt = 100
+    """IB's default allowance of simultaneous market data lines."""
+    silence_s: Positive = 30.0
+    """An instrument with no tick for this long is marked stale."""
+    max_implied_vol: Positive = 3.0
+    """An implied vol above this (300%) is implausible and dropped."""
+    history_maxlen: PositiveInt = 50_000
+    """Capped length of each price history stream."""
+    backfill_duration: str = "2 D"
+    """How much intraday history to backfill on start (IB duration string)."""
+    backfill_bar_size: str = "1 min"
+
+
+class StrategySettings(_Group):
+    preset: Preset = Preset.ATM
+    moneyness: Positive | None = None
+    """Strike / spot of the call written. Unset: the preset's (atm 1.00, replica 1.02)."""
+    min_days_to_expiry: Annotated[int, Field(ge=0)] = 20
+    """The target expiry is the next monthly with at least this many calendar days left."""
+    roll_business_days_before_expiry: Annotated[int, Field(ge=0)] = 2
+    """Roll this many business days before expiry (TLTW's index: the Wednesday before)."""
+    roll_strike_distance: Positive | None = None
+    """Roll early when spot is more than this fraction away from the held strike (e.g. 0.03)."""
+    hedge_method: HedgeMethod = HedgeMethod.DELTA
+    ols_window: PositiveInt = 7800
+    """Rolling OLS window in bars. A day of one-minute bars (390) absorbs the premium."""
+    kalman_delta: Positive = 1e-9
+    """Kalman process noise (per bar). 1e-4, the textbook default, lets beta chase the premium."""
+    kalman_obs_var: Positive = 1e-6
+    z_window: PositiveInt = 15600
+    """Rolling z-score window in bars (about 40 trading days of one-minute bars)."""
+    bar_seconds: PositiveInt = 60
+    """The strategy samples the spread once per bar of this many seconds."""
+    entry_z: Positive = 2.0
+    exit_z: Annotated[float, Field(ge=0)] = 0.5
+    stop_z: Positive = 4.0
+    min_spread_bp: Annotated[float, Field(ge=0)] = 5.0
+    """An entry needs the spread at least this far from its mean, in basis points."""
+    z_std_floor: Positive = 1e-4
+    """Floor under the z-score denominator (log units), so a flat spread does not explode z."""
+    time_stop_half_lives: Positive = 3.0
+    kelly_fraction: float = 0.5
+    """Fraction of the Kelly optimum to bet, in (0, 1]: full Kelly on estimates overbets."""
+    cointegration_pvalue: Annotated[float, Field(gt=0, lt=1)] = 0.05
+    """Size zero unless the Engle-Granger test rejects no-cointegration at this p-value."""
+    capital_usd: Positive = 100_000.0
+    """Capital the Kelly fraction applies to."""
+    max_gross_notional_usd: Positive = 200_000.0
+    max_leverage: Positive = 2.0
+    order_price_offset_bp: Annotated[float, Field(ge=0)] = 5.0
+    """Limit price = mid +/- this offset (towards crossing) in basis points of the price."""
+
+
+class RiskSettings(_Group):
+    max_buy_write_units: PositiveInt = 20
+    """Per-leg limit: buy-write units (100 TLT + 1 call each) held, long or short."""
+    max_tltw_shares: PositiveInt = 10_000
+    max_gross_notional_usd: Positive = 250_000.0
+    max_order_notional_usd: Positive = 150_000.0
+    price_band_bp: Positive = 50.0
+    """An order's limit must lie within this many basis points of the current mid."""
+    max_net_delta_shares: Positive = 1_500.0
+    """Net delta of the book in TLT-share equivalents."""
+    max_net_vega_usd: Positive = 5_000.0
+    """Net vega of the book in dollars per vol point."""
+    max_orders_per_minute: PositiveInt = 30
+    daily_loss_limit_usd: Positive = 5_000.0
+    """Realized + unrealized loss in a day that sets HALTED and flattens."""
+    pair_stop_loss_usd: Positive = 2_500.0
+    """Loss on one open pair that flattens both of its legs."""
+    stale_after_s: Positive = 10.0
+    legging_timeout_s: Positive = 30.0
+    """If one leg fills and the other does not within this time: complete or unwind, and alert."""
+    check_market_hours: bool = True
+
+
+class SimSettings(_Group):
+    """The simulated gateway started by `make run` (never used against a real Gateway)."""
+
+    enabled: bool = True
+    seed: int = 1
+    speed: Positive = 60.0
+    """Simulated seconds per wall-clock second."""
+    premium_bp: Annotated[float, Field(ge=0)] = 20.0
+    premium_half_life_days: Positive = 1.0
+    admin_port: Annotated[int, Field(ge=0, lt=65536)] = 0
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_prefix=ENV_PREFIX,
+        env_nested_delimiter=ENV_DELIMITER,
+        extra="ignore",
+        frozen=True,
+    )
+
+    redis: RedisSettings = RedisSettings()
+    ib: IBSettings = IBSettings()
+    http: HttpSettings = HttpSettings()
+    metrics: MetricsSettings = MetricsSettings()
+    log: LogSettings = LogSettings()
+    ingestion: IngestionSettings = IngestionSettings()
+    strategy: StrategySettings = StrategySettings()
+    risk: RiskSettings = RiskSettings()
+    sim: SimSettings = SimSettings()
+    heartbeat_interval_s: Positive = 2.0
+    """Each service writes a heartbeat this often; it expires after three intervals."""
+
+    @model_validator(mode="after")
+    def _refuse_unsafe(self) -> Settings:
+        problems = unsafe_settings(self)
+        if problems:
+            raise ValueError("; ".join(problems))
+        return self
+
+    @property
+    def moneyness(self) -> float:
+        """Strike / spot of the written call: the explicit setting, else the preset's."""
+        if self.strategy.moneyness is not None:
+            return self.strategy.moneyness
+        return 1.02 if self.strategy.preset is Preset.REPLICA else 1.00
+
+    def ib_client_id(self, service: str) -> int:
+        return self.ib.client_id if self.ib.client_id is not None else SERVICE_CLIENT_IDS[service]
+
+    def metrics_port(self, service: str) -> int:
+        return (
+            self.metrics.port if self.metrics.port is not None else SERVICE_METRICS_PORTS[service]
+        )
+
+
+SERVICE_CLIENT_IDS = {"data-ingestion": 11, "risk-management": 12, "backtest": 13, "admin": 14}
+SERVICE_METRICS_PORTS = {
+    "data-ingestion": 9101,
+    "strategy": 9102,
+    "risk-management": 9103,
+    "visualization": 9104,
+    "monitoring": 9105,
+    "ibsim": 9106,
+}
+
+
+def env_name(*path: str) -> str:
+    """The environment variable of a setting: env_name("ib", "port") == "TRADING_IB__PORT"."""
+    return ENV_PREFIX + ENV_DELIMITER.join(p.upper() for p in path)
+
+
+def unsafe_settings(s: Settings) -> list[str]:
+    """Every reason the configuration is unsafe, each naming its environment variable."""
+    problems = []
+    if s.ib.port in LIVE_PORTS and not s.ib.allow_live:
+        problems.append(
+            f"{env_name('ib', 'port')}={s.ib.port} is a LIVE trading port; set "
+            f"{env_name('ib', 'allow_live')}=true to trade real money (paper Gateway: 4002)"
+        )
+    st = s.strategy
+    if st.entry_z <= st.exit_z:
+        problems.append(
+            f"{env_name('strategy', 'entry_z')}={st.entry_z} must be above "
+            f"{env_name('strategy', 'exit_z')}={st.exit_z} (the entry band is inside the exit band)"
+        )
+    if st.stop_z <= st.entry_z:
+        problems.append(
+            f"{env_name('strategy', 'stop_z')}={st.stop_z} must be above "
+            f"{env_name('strategy', 'entry_z')}={st.entry_z}"
+        )
+    if not 0.0 < st.kelly_fraction <= 1.0:
+        problems.append(
+            f"{env_name('strategy', 'kelly_fraction')}={st.kelly_fraction} must be in (0, 1]"
+        )
+    if s.risk.max_order_notional_usd > s.risk.max_gross_notional_usd:
+        problems.append(
+            f"{env_name('risk', 'max_order_notional_usd')}={s.risk.max_order_notional_usd} "
+            f"exceeds {env_name('risk', 'max_gross_notional_usd')}={s.risk.max_gross_notional_usd}"
+        )
+    return problems
+
+
+def load_settings(**overrides: object) -> Settings:
+    """Read the environment (overrides win) or raise SettingsError naming each bad variable."""
+    try:
+        return Settings(**overrides)
+    except ValidationError as exc:
+        raise SettingsError(_describe(exc)) from None
+
+
+_SECRET_FIELDS = frozenset({"url", "token"})
+
+
+def _describe(exc: ValidationError) -> str:
+    lines = []
+    for err in exc.errors():
+        loc = [str(p) for p in err["loc"] if not str(p).isdigit()]
+        name = env_name(*loc) if loc else "settings"
+        msg = err["msg"].removeprefix("Value error, ")
+        value = err.get("input")
+        if loc and loc[-1] in _SECRET_FIELDS:
+            lines.append(f"{name}: {msg}")
+        elif loc and not isinstance(value, dict):
+            lines.append(f"{name}={value!r}: {msg}")
+        else:
+            lines.append(msg if not loc else f"{name}: {msg}")
+    return "invalid configuration: " + "; ".join(lines)
