@@ -170,6 +170,23 @@ class EtfNav(Message):
 
 
 @dataclass(frozen=True, slots=True)
+class Dividends(Message):
+    """An instrument's cash distributions as IB reports them (generic tick 456, tick type 59).
+
+    next_ex_date is YYYYMMDD ("" when none is announced); amounts per share in USD. The strategy
+    adds paid distributions back to build total-return prices.
+    """
+
+    KIND: ClassVar[str] = "dividends"
+    symbol: str
+    past_12m: float
+    next_12m: float
+    next_ex_date: str
+    next_amount: float
+    ts: float
+
+
+@dataclass(frozen=True, slots=True)
 class DataHealth(Message):
     """Whether an instrument's data may be traded on, and why not."""
 
@@ -411,6 +428,7 @@ MESSAGE_TYPES: dict[str, type[Message]] = {
         Quote,
         OptionQuote,
         EtfNav,
+        Dividends,
         DataHealth,
         ChainOption,
         OptionChain,
@@ -662,6 +680,10 @@ class Keys:
     @staticmethod
     def nav(symbol: str) -> str:
         return f"md:nav:{symbol}"
+
+    @staticmethod
+    def dividends(symbol: str) -> str:
+        return f"md:dividends:{symbol}"
 
     SPREAD_LATEST = "strategy:spread"
     STRATEGY_STATE = "strategy:state"  # JSON state of the incremental estimators and signal

@@ -41,6 +41,7 @@ SAMPLES: list[b.Message] = [
         delayed=True,
     ),
     b.EtfNav("TLTW", 23.41, T, T),
+    b.Dividends("TLTW", 3.1, 3.0, "20261201", 0.26, T),
     b.DataHealth("TLT", b.DataStatus.STALE, "2103 market data farm broken", T),
     b.OptionChain(
         "TLT",
