@@ -136,6 +136,10 @@ SAMPLES: list[b.Message] = [
 ]
 
 
+def sample(cls: type[b.M]) -> b.M:
+    return next(m for m in SAMPLES if type(m) is cls)
+
+
 def test_every_registered_message_type_has_a_sample():
     assert {type(m) for m in SAMPLES} | {b.IntentLeg, b.RiskReason, b.ChainOption} == set(
         b.MESSAGE_TYPES.values()
@@ -201,7 +205,7 @@ def _tamper(msg: b.Message, **changes) -> bytes:
     ],
 )
 def test_decode_rejects_bad_payloads_naming_the_field(changes, field, problem):
-    raw = _tamper(SAMPLES[0], **changes)
+    raw = _tamper(sample(b.Quote), **changes)
     with pytest.raises(MessageError, match=problem) as exc:
         decode(raw)
     assert exc.value.field == field
@@ -209,11 +213,11 @@ def test_decode_rejects_bad_payloads_naming_the_field(changes, field, problem):
 
 def test_decode_rejects_nan_literal_unknown_kind_wrong_kind_and_garbage():
     with pytest.raises(MessageError, match=r"\(json\)"):
-        decode(encode(SAMPLES[0]).replace(b"90.01", b"NaN"))
+        decode(encode(sample(b.Quote)).replace(b"90.01", b"NaN"))
     with pytest.raises(MessageError, match="unknown message kind"):
-        decode(_tamper(SAMPLES[0], kind="ticker"))
+        decode(_tamper(sample(b.Quote), kind="ticker"))
     with pytest.raises(MessageError, match="expected 'fill'"):
-        decode(encode(SAMPLES[0]), b.Fill)
+        decode(encode(sample(b.Quote)), b.Fill)
     with pytest.raises(MessageError):
         decode(b"\x00not json")
     with pytest.raises(MessageError, match="must be an object"):
@@ -222,9 +226,9 @@ def test_decode_rejects_nan_literal_unknown_kind_wrong_kind_and_garbage():
 
 def test_decode_rejects_bad_enum_and_bad_nested_field():
     with pytest.raises(MessageError, match="must be one of") as exc:
-        decode(_tamper(SAMPLES[3], status="fresh"))
+        decode(_tamper(sample(b.DataHealth), status="fresh"))
     assert exc.value.field == "status"
-    intent = orjson.loads(encode(SAMPLES[7]))
+    intent = orjson.loads(encode(sample(b.OrderIntent)))
     intent["legs"][1]["quantity"] = "760"
     with pytest.raises(MessageError) as exc:
         decode(orjson.dumps(intent))
@@ -232,12 +236,12 @@ def test_decode_rejects_bad_enum_and_bad_nested_field():
 
 
 async def test_latest_value_set_and_get(bus: Bus):
-    q = SAMPLES[0]
+    q = sample(b.Quote)
     assert await bus.get_latest(Keys.quote("TLT"), b.Quote) is None
     await bus.set_latest(Keys.quote("TLT"), q)
     assert await bus.get_latest(Keys.quote("TLT"), b.Quote) == q
-    await bus.hset_latest(Keys.POSITIONS, "15547841", SAMPLES[11])
-    assert await bus.hget_all(Keys.POSITIONS, b.Position) == {"15547841": SAMPLES[11]}
+    await bus.hset_latest(Keys.POSITIONS, "15547841", sample(b.Position))
+    assert await bus.hget_all(Keys.POSITIONS, b.Position) == {"15547841": sample(b.Position)}
 
 
 async def test_publish_reaches_a_subscriber_and_malformed_messages_are_skipped(bus: Bus):
@@ -251,9 +255,9 @@ async def test_publish_reaches_a_subscriber_and_malformed_messages_are_skipped(b
     try:
         await async_eventually(lambda: _numsub(bus, Channels.QUOTES), what="subscriber registered")
         await bus.redis.publish(Channels.QUOTES, b'{"kind":"quote","bid":NaN}')
-        await bus.publish(Channels.QUOTES, SAMPLES[0])
+        await bus.publish(Channels.QUOTES, sample(b.Quote))
         await async_eventually(lambda: _true(received), what="message received")
-        assert received == [(Channels.QUOTES, SAMPLES[0])]
+        assert received == [(Channels.QUOTES, sample(b.Quote))]
     finally:
         task.cancel()
 
@@ -279,7 +283,7 @@ async def test_capped_stream_append_keeps_about_maxlen(bus: Bus):
 async def test_consumer_group_redelivers_entries_a_killed_consumer_never_acked(redis_url):
     producer = await Bus.connect(redis_url, "strategy")
     first = await Bus.connect(redis_url, "risk")
-    intents = [dataclasses.replace(SAMPLES[7], intent_id=f"int-{i}") for i in range(3)]
+    intents = [dataclasses.replace(sample(b.OrderIntent), intent_id=f"int-{i}") for i in range(3)]
     await first.ensure_group(Streams.INTENTS, Groups.RISK)
     for intent in intents:
         await producer.append(Streams.INTENTS, intent)
@@ -301,9 +305,9 @@ async def test_consumer_group_redelivers_entries_a_killed_consumer_never_acked(r
 async def test_malformed_stream_entry_goes_to_dead_letters_not_to_the_reader(bus: Bus):
     await bus.ensure_group(Streams.INTENTS, Groups.RISK)
     await bus.redis.xadd(Streams.INTENTS, {b"m": b'{"kind":"order_intent"}'})
-    await bus.append(Streams.INTENTS, SAMPLES[7])
+    await bus.append(Streams.INTENTS, sample(b.OrderIntent))
     got = await bus.read_group(Streams.INTENTS, Groups.RISK, "c", block_ms=100)
-    assert [e.message for e in got] == [SAMPLES[7]]
+    assert [e.message for e in got] == [sample(b.OrderIntent)]
     await bus.ack(Streams.INTENTS, Groups.RISK, got[0].entry_id)
     assert await bus.pending_count(Streams.INTENTS, Groups.RISK) == 0
     dead = await bus.redis.xrange(f"{Streams.INTENTS}:dead")
@@ -312,7 +316,7 @@ async def test_malformed_stream_entry_goes_to_dead_letters_not_to_the_reader(bus
 
 async def test_bus_keeps_working_after_redis_server_is_killed_and_restarted(redis_server):
     bus = await Bus.connect(redis_server.url, "test")
-    await bus.set_latest(Keys.quote("TLT"), SAMPLES[0])
+    await bus.set_latest(Keys.quote("TLT"), sample(b.Quote))
     received: list = []
 
     async def listen():
@@ -324,17 +328,17 @@ async def test_bus_keeps_working_after_redis_server_is_killed_and_restarted(redi
         await async_eventually(lambda: _numsub(bus, Channels.QUOTES))
         redis_server.kill()
         # A write issued while Redis is down waits and lands once it is back.
-        pending_write = asyncio.create_task(bus.set_latest(Keys.quote("TLTW"), SAMPLES[0]))
+        pending_write = asyncio.create_task(bus.set_latest(Keys.quote("TLTW"), sample(b.Quote)))
         await asyncio.sleep(0.3)
         assert not pending_write.done()
         redis_server.start()
         await asyncio.wait_for(pending_write, 15)
-        assert await bus.get_latest(Keys.quote("TLTW"), b.Quote) == SAMPLES[0]
+        assert await bus.get_latest(Keys.quote("TLTW"), b.Quote) == sample(b.Quote)
         # The subscription came back by itself.
         await async_eventually(lambda: _numsub(bus, Channels.QUOTES), timeout_s=15)
-        await bus.publish(Channels.QUOTES, SAMPLES[0])
+        await bus.publish(Channels.QUOTES, sample(b.Quote))
         await async_eventually(lambda: _true(received), timeout_s=5)
-        assert received == [SAMPLES[0]]
+        assert received == [sample(b.Quote)]
     finally:
         task.cancel()
         await bus.close()
