@@ -1,0 +1,73 @@
+"""IBConnection: backoff arithmetic, library choice, retrying against a port nobody listens on."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+
+import pytest
+
+from tests.support import async_eventually
+from trading.broker.connection import Backoff, IBConnection, ib_library
+from trading.redis_server import free_port
+from trading.settings import load_settings
+
+
+def test_backoff_doubles_up_to_the_ceiling():
+    backoff = Backoff(initial_s=1.0, max_s=60.0)
+    assert [backoff.ceiling_s(n) for n in range(8)] == [1, 2, 4, 8, 16, 32, 60, 60]
+
+
+def test_backoff_delay_lies_between_half_and_full_ceiling():
+    backoff = Backoff(initial_s=0.5, max_s=10.0)
+    assert backoff.delay_s(0, 0.0) == 0.25
+    assert backoff.delay_s(0, 1.0) == 0.5
+    assert backoff.delay_s(3, 0.5) == pytest.approx(4.0 * 0.75)
+    assert backoff.delay_s(100, 0.999) <= 10.0
+
+
+def test_backoff_never_goes_below_half_the_initial_delay_whatever_the_draw():
+    backoff = Backoff(initial_s=2.0, max_s=30.0)
+    rng = random.Random(7)
+    delays = [backoff.delay_s(n, rng.random()) for n in range(50) for _ in range(20)]
+    assert min(delays) >= 1.0
+    assert max(delays) <= 30.0
+
+
+def test_backoff_refuses_nonsense():
+    with pytest.raises(ValueError, match="initial_s"):
+        Backoff(initial_s=0.0)
+    with pytest.raises(ValueError, match="max_s"):
+        Backoff(initial_s=5.0, max_s=1.0)
+    with pytest.raises(ValueError, match="uniform"):
+        Backoff().delay_s(0, float("nan"))
+
+
+def test_ib_library_returns_the_module_named():
+    assert ib_library("ib_async").__name__ == "ib_async"
+    assert ib_library("ib_insync").__name__ == "ib_insync"
+    with pytest.raises(ValueError, match="ib.library"):
+        ib_library("ibapi")
+
+
+@pytest.mark.parametrize("library", ["ib_async", "ib_insync"])
+async def test_connection_retries_with_backoff_until_stopped_when_no_gateway_listens(library):
+    settings = load_settings(ib={"port": free_port(), "library": library, "connect_timeout_s": 1})
+    conn = IBConnection(settings.ib, 99, f"test-{library}", initial_backoff_s=0.02)
+    stop = asyncio.Event()
+    called = []
+
+    async def on_connected(ib):
+        called.append(ib)
+
+    task = asyncio.create_task(conn.run(on_connected, stop))
+
+    async def failed_thrice():
+        return conn.failures >= 3
+
+    await async_eventually(failed_thrice, timeout_s=5, what="three failed attempts")
+    stop.set()
+    await asyncio.wait_for(task, 5)
+    assert conn.failures >= 3
+    assert not conn.connected
+    assert called == []
