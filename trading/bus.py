@@ -628,6 +628,72 @@ def _from_dict(cls: type[M], data: dict[str, Any], kind: str | None = None, pref
     return cls(**values)
 
 
+# Top-level encode/decode run per tick, so each message type gets a generated pair of functions
+# with the checks of plain float/int/str/bool fields inlined (3x faster than the generic loop);
+# other field types call their checker. The generic path above serves nested messages.
+
+_INLINE = {
+    float: ("if type({v}) is not float or {v} - {v} != 0.0: {v} = _check_float(K, {n!r}, {v})"),
+    int: "if type({v}) is not int: _check_int(K, {n!r}, {v})",
+    str: "if type({v}) is not str: _check_str(K, {n!r}, {v})",
+    bool: "if type({v}) is not bool: _check_bool(K, {n!r}, {v})",
+}
+
+
+def _compile(cls: type[Message]) -> tuple[Callable, Callable]:
+    spec = _spec(cls)
+    hints = typing.get_type_hints(cls)
+    env: dict[str, Any] = {
+        "K": cls.KIND, "cls": cls, "MessageError": MessageError, "_check_float": _check_float,
+        "_check_int": _check_int, "_check_str": _check_str, "_check_bool": _check_bool,
+        "_defaults": spec.defaults,
+    }  # fmt: skip
+    enc = ["def encode(msg):"]
+    dec = ["def decode(data):"]
+    for i, name in enumerate(spec.names):
+        v = f"v{i}"
+        env[f"chk{i}"] = spec.checkers[i]
+        inline = _INLINE.get(hints[name])
+        check = inline.format(v=v, n=name) if inline else f"{v} = chk{i}(K, {name!r}, {v})"
+        enc += [f"    {v} = msg.{name}", f"    {check}"]
+        if name in spec.required:
+            dec += [
+                f"    try: {v} = data[{name!r}]",
+                f"    except KeyError: raise MessageError(K, {name!r}, 'is missing') from None",
+            ]
+        else:
+            d = spec.defaults[name]
+            default = f"_defaults[{name!r}]()" if callable(d) else f"_defaults[{name!r}]"
+            dec += [
+                f"    {v} = data.get({name!r}, _MISSING_)",
+                f"    if {v} is _MISSING_: {v} = {default}",
+            ]
+        dec += [f"    {check}"]
+    env["_MISSING_"] = object()
+    items = ", ".join(f"{n!r}: v{i}" for i, n in enumerate(spec.names))
+    enc += [f"    return {{{items}, 'kind': K, 'v': {SCHEMA_VERSION}}}"]
+    # Set the slots directly: a frozen dataclass's __init__ goes through object.__setattr__ per
+    # field, which costs a microsecond on a 20-field option quote.
+    dec += ["    o = _new(cls)"]
+    for i, name in enumerate(spec.names):
+        env[f"set{i}"] = cls.__dict__[name].__set__
+        dec += [f"    set{i}(o, v{i})"]
+    dec += ["    return o"]
+    env["_new"] = object.__new__
+    exec("\n".join(enc) + "\n" + "\n".join(dec), env)
+    return env["encode"], env["decode"]
+
+
+_CODECS: dict[type, tuple[Callable, Callable]] = {}
+
+
+def _codec(cls: type[Message]) -> tuple[Callable, Callable]:
+    codec = _CODECS.get(cls)
+    if codec is None:
+        codec = _CODECS[cls] = _compile(cls)
+    return codec
+
+
 def to_dict(msg: Message) -> dict[str, Any]:
     """The message as a validated plain dict (what the dashboard's JSON API returns)."""
     return _to_dict(msg)
@@ -635,10 +701,7 @@ def to_dict(msg: Message) -> dict[str, Any]:
 
 def encode(msg: Message) -> bytes:
     """Validate and serialise a message to JSON bytes with its kind and schema version."""
-    body = _to_dict(msg)
-    body["kind"] = type(msg).KIND
-    body["v"] = SCHEMA_VERSION
-    return orjson.dumps(body)
+    return orjson.dumps(_codec(type(msg))[0](msg))
 
 
 def decode(raw: bytes | str, expect: type[M] | None = None) -> M:
@@ -647,15 +710,15 @@ def decode(raw: bytes | str, expect: type[M] | None = None) -> M:
         data = orjson.loads(raw)
     except orjson.JSONDecodeError as exc:
         raise MessageError(expect.KIND if expect else "?", "(json)", f"malformed: {exc}") from None
-    if not isinstance(data, dict):
+    if type(data) is not dict:
         raise MessageError("?", "(json)", f"must be an object, got {type(data).__name__}")
     kind = data.get("kind")
-    cls = MESSAGE_TYPES.get(kind) if isinstance(kind, str) else None
+    cls = MESSAGE_TYPES.get(kind) if type(kind) is str else None
     if cls is None:
         raise MessageError(str(kind), "kind", f"unknown message kind {kind!r}")
     if expect is not None and cls is not expect:
         raise MessageError(kind, "kind", f"expected {expect.KIND!r}")
-    return _from_dict(cls, data)  # type: ignore[return-value]
+    return _codec(cls)[1](data)
 
 
 # --------------------------------------------------------------------------------------------

@@ -1,0 +1,75 @@
+"""Bus benchmark: encode+decode per message, and one-hop pub/sub latency on the embedded Redis.
+
+Target (issue 2): encode+decode under 5 µs per tick message.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import statistics
+import time
+
+from trading import bus as b
+from trading.redis_server import EmbeddedRedis
+
+T = 1_764_000_000.0
+QUOTE = b.Quote("TLT", 15547841, 90.01, 90.02, 500.0, 700.0, 90.015, T, T)
+OPTION = b.OptionQuote(
+    "TLT", 700000001, "TLT   261218C00090000", "20261218", 90.0, "C", 1.52, 1.56, 10.0, 12.0,
+    0.14, 0.52, 0.09, 0.11, -0.031, 90.0, 1.54, T, T,
+)  # fmt: skip
+
+
+def per_message_us(msg: b.Message, n: int = 200_000) -> float:
+    kind = type(msg)
+    start = time.perf_counter()
+    for _ in range(n):
+        b.decode(b.encode(msg), kind)
+    return (time.perf_counter() - start) / n * 1e6
+
+
+async def pubsub_latency(url: str, n: int = 5_000) -> list[float]:
+    pub = await b.Bus.connect(url, "bench-pub")
+    sub = await b.Bus.connect(url, "bench-sub")
+    latencies: list[float] = []
+    done = asyncio.Event()
+
+    async def listen() -> None:
+        async for _channel, msg in sub.subscribe(b.Channels.QUOTES):
+            latencies.append(time.time() - msg.ts_recv)
+            if len(latencies) >= n:
+                done.set()
+                return
+
+    task = asyncio.create_task(listen())
+    while (await pub.redis.pubsub_numsub(b.Channels.QUOTES))[0][1] == 0:
+        await asyncio.sleep(0.01)
+    for _ in range(n):
+        await pub.publish(
+            b.Channels.QUOTES, b.Quote("TLT", 1, 90.0, 90.01, 1.0, 1.0, None, T, time.time())
+        )
+        await asyncio.sleep(0)  # one message in flight at a time: latency, not throughput
+    await asyncio.wait_for(done.wait(), 30)
+    task.cancel()
+    await pub.close()
+    await sub.close()
+    return latencies
+
+
+def main() -> None:
+    for msg in (QUOTE, OPTION):
+        us = per_message_us(msg)
+        verdict = "OK" if us < 5 else "MISSES"
+        print(
+            f"encode+decode {type(msg).KIND:>13}: {us:6.2f} µs/message (target < 5 µs: {verdict})"
+        )
+    with EmbeddedRedis() as server:
+        lat = asyncio.run(pubsub_latency(server.url))
+    lat_us = sorted(x * 1e6 for x in lat)
+    p50 = statistics.median(lat_us)
+    p99 = lat_us[int(0.99 * len(lat_us)) - 1]
+    print(f"pub/sub one hop on embedded Redis: p50 {p50:.0f} µs, p99 {p99:.0f} µs over {len(lat)}")
+
+
+if __name__ == "__main__":
+    main()

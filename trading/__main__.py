@@ -1,0 +1,5 @@
+import sys
+
+from trading.cli import main
+
+sys.exit(main())

@@ -1,0 +1,32 @@
+"""`python -m trading <command>`: run the stack, replay a backtest, or start the simulated gateway.
+
+python -m trading run [--json]          the whole system (what `make run` calls)
+python -m trading backtest --help       replay history through the strategy and risk code
+python -m trading ibsim --port 4002     the simulated IB Gateway alone
+"""
+
+from __future__ import annotations
+
+import sys
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or argv[0] in ("-h", "--help"):
+        print(__doc__)
+        return 0 if argv else 2
+    command, rest = argv[0], argv[1:]
+    if command == "run":
+        from trading.runner import main as run_main
+
+        return run_main(rest)
+    if command == "backtest":
+        from trading.backtest.cli import main as backtest_main
+
+        return backtest_main(rest)
+    if command == "ibsim":
+        from trading.ibsim.__main__ import main as ibsim_main
+
+        return ibsim_main(rest) or 0
+    print(f"unknown command {command!r}\n{__doc__}", file=sys.stderr)
+    return 2

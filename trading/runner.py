@@ -1,0 +1,207 @@
+"""The local runner behind `make run`: the whole system in one terminal.
+
+Starts an embedded Redis (append-only, under var/redis) unless TRADING_REDIS__URL is set, the
+simulated gateway unless TRADING_SIM__ENABLED=false (then the services connect to the IB Gateway
+or TWS at TRADING_IB__HOST:TRADING_IB__PORT), and the five services as child processes. Their log
+lines are prefixed with the service name (plain text; `--json` keeps the ECS JSON lines). Ctrl-C
+(or SIGTERM) stops the services, then the gateway, then Redis, leaving nothing running.
+"""
+
+from __future__ import annotations
+
+import os
+import selectors
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from trading.redis_server import EmbeddedRedis, free_port
+from trading.settings import Settings, SettingsError, load_settings
+
+ROOT = Path(__file__).resolve().parent.parent
+
+SERVICES = (
+    ("data-ingestion", "data-ingestion/data_ingestion.py"),
+    ("strategy", "strategy/strategy.py"),
+    ("risk-management", "risk-management/risk_management.py"),
+    ("visualization", "visualization/visualization.py"),
+    ("monitoring", "monitoring/monitoring_dashboard.py"),
+)
+
+COLOURS = ("36", "33", "35", "32", "34", "31", "37")
+
+
+@dataclass
+class Child:
+    name: str
+    proc: subprocess.Popen
+    colour: str
+    buffer: bytes = b""
+
+
+class Runner:
+    def __init__(self, settings: Settings, json_logs: bool = False, services: tuple = SERVICES):
+        self.settings = settings
+        self.json_logs = json_logs
+        self.services = services
+        self.children: list[Child] = []
+        self.redis: EmbeddedRedis | None = None
+        self.env = dict(os.environ)
+        self.stopping = False
+
+    # -- start ----------------------------------------------------------------------------------
+
+    def start(self) -> None:
+        s = self.settings
+        self.env["TRADING_LOG__JSON_FORMAT"] = "true" if self.json_logs else "false"
+        self.env["PYTHONUNBUFFERED"] = "1"
+        if s.redis.url is None:
+            self.redis = EmbeddedRedis(persist_dir=ROOT / s.redis.data_dir).start()
+            self.env["TRADING_REDIS__URL"] = self.redis.url
+            self._say(
+                f"embedded Redis on {self.redis.url} (append-only file in {s.redis.data_dir})"
+            )
+        if s.sim.enabled:
+            port = free_port()
+            self.env["TRADING_IB__HOST"] = "127.0.0.1"
+            self.env["TRADING_IB__PORT"] = str(port)
+            cmd = [
+                sys.executable, "-m", "trading.ibsim", "--host", "127.0.0.1",
+                "--port", str(port), "--seed", str(s.sim.seed), "--speed", str(s.sim.speed),
+                "--premium-bp", str(s.sim.premium_bp),
+                "--premium-half-life-days", str(s.sim.premium_half_life_days),
+            ]  # fmt: skip
+            if s.sim.admin_port:
+                cmd += ["--admin-port", str(s.sim.admin_port)]
+            self._spawn("ibsim", cmd)
+            self._wait_port(port, "ibsim")
+            self._say(
+                f"simulated IB gateway on 127.0.0.1:{port} (seed {s.sim.seed}, {s.sim.speed}x)"
+            )
+        else:
+            self._say(f"IB Gateway/TWS at {s.ib.host}:{s.ib.port} (TRADING_SIM__ENABLED=false)")
+        for name, path in self.services:
+            self._spawn(name, [sys.executable, str(ROOT / path)])
+        self._say(f"dashboard: http://{s.http.host}:{s.http.port}/   (Ctrl-C stops everything)")
+
+    def _spawn(self, name: str, cmd: list[str]) -> None:
+        proc = subprocess.Popen(
+            cmd,
+            cwd=ROOT,
+            env=self.env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,  # Ctrl-C reaches the runner only; it stops children in order
+        )
+        self.children.append(Child(name, proc, COLOURS[len(self.children) % len(COLOURS)]))
+
+    def _wait_port(self, port: int, name: str, timeout_s: float = 20.0) -> None:
+        import socket
+
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            self._pump(0.05)
+            try:
+                with socket.create_connection(("127.0.0.1", port), timeout=0.2):
+                    return
+            except OSError:
+                child = self.children[-1]
+                if child.proc.poll() is not None:
+                    raise RuntimeError(f"{name} exited with code {child.proc.returncode}") from None
+        raise RuntimeError(f"{name} did not listen on port {port} within {timeout_s}s")
+
+    # -- run ------------------------------------------------------------------------------------
+
+    def run_forever(self) -> int:
+        """Relay child output until a signal or until a child dies (then stop all, exit 1)."""
+        while not self.stopping:
+            self._pump(0.2)
+            for child in self.children:
+                code = child.proc.poll()
+                if code is not None and not self.stopping:
+                    self._pump(0.1)
+                    self._say(f"{child.name} exited with code {code}; stopping everything")
+                    return 1
+        return 0
+
+    def _pump(self, timeout_s: float) -> None:
+        sel = selectors.DefaultSelector()
+        for child in self.children:
+            if child.proc.stdout and not child.proc.stdout.closed:
+                sel.register(child.proc.stdout, selectors.EVENT_READ, child)
+        if not sel.get_map():
+            time.sleep(timeout_s)
+            return
+        for key, _ in sel.select(timeout_s):
+            child: Child = key.data
+            chunk = os.read(key.fileobj.fileno(), 65536)
+            if not chunk:
+                continue
+            child.buffer += chunk
+            *lines, child.buffer = child.buffer.split(b"\n")
+            for line in lines:
+                self._emit(child, line.decode(errors="replace"))
+        sel.close()
+
+    def _emit(self, child: Child, line: str) -> None:
+        tag = f"{child.name:>15} |"
+        if sys.stdout.isatty():
+            tag = f"\033[{child.colour}m{tag}\033[0m"
+        print(f"{tag} {line}", flush=True)
+
+    def _say(self, text: str) -> None:
+        print(f"{'run':>15} | {text}", flush=True)
+
+    # -- stop -----------------------------------------------------------------------------------
+
+    def stop(self, timeout_s: float = 10.0) -> None:
+        """Stop the services first (they flush and close), then the gateway, then Redis."""
+        self.stopping = True
+        order = [c for c in self.children if c.name != "ibsim"]
+        order += [c for c in self.children if c.name == "ibsim"]
+        for child in order:
+            if child.proc.poll() is None:
+                child.proc.send_signal(signal.SIGTERM)
+        deadline = time.monotonic() + timeout_s
+        for child in order:
+            while child.proc.poll() is None and time.monotonic() < deadline:
+                self._pump(0.05)
+            if child.proc.poll() is None:
+                self._say(f"{child.name} did not stop in {timeout_s}s; killing it")
+                os.killpg(child.proc.pid, signal.SIGKILL)
+                child.proc.wait(5)
+        self._pump(0.05)
+        for child in order:
+            if child.proc.stdout:
+                child.proc.stdout.close()
+        if self.redis is not None:
+            self.redis.stop()
+        self._say("stopped; nothing left running")
+
+
+def main(argv: list[str]) -> int:
+    json_logs = "--json" in argv
+    try:
+        settings = load_settings()
+    except SettingsError as exc:
+        print(f"run: {exc}", file=sys.stderr)
+        return 2
+    runner = Runner(settings, json_logs=json_logs)
+
+    def on_signal(_sig: int, _frame: object) -> None:
+        runner.stopping = True
+
+    signal.signal(signal.SIGINT, on_signal)
+    signal.signal(signal.SIGTERM, on_signal)
+    try:
+        runner.start()
+        code = runner.run_forever()
+    except Exception as exc:
+        print(f"run: {exc}", file=sys.stderr)
+        code = 1
+    finally:
+        runner.stop()
+    return code
