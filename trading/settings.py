@@ -49,12 +49,14 @@ class RedisSettings(_Group):
     data_dir: Path = Path("var/redis")
     """Where the embedded Redis of `make run` keeps its append-only file (restarts lose nothing)."""
     connect_timeout_s: Positive = 5.0
+    """Seconds to wait for a TCP connection to Redis before retrying."""
     max_backoff_s: Positive = 10.0
     """Ceiling of the jittered exponential backoff between reconnection attempts."""
 
 
 class IBSettings(_Group):
     host: str = "127.0.0.1"
+    """Host of IB Gateway or TWS (or of the simulated gateway)."""
     port: Annotated[int, Field(gt=0, lt=65536)] = 4002
     """4002 = IB Gateway paper (the default); 4001 = Gateway live; 7497/7496 = TWS paper/live."""
     client_id: Annotated[int, Field(ge=0)] | None = None
@@ -64,6 +66,7 @@ class IBSettings(_Group):
     account: str = ""
     """Account code; empty = the single account the login manages."""
     connect_timeout_s: Positive = 10.0
+    """Seconds for the API handshake and start-up sync before a connection attempt fails."""
     max_backoff_s: Positive = 60.0
     """Reconnecting too fast is how bots hit error 326 (client id in use): back off, with jitter."""
     market_data_type: Literal[1, 2, 3, 4] = 1
@@ -74,6 +77,7 @@ class IBSettings(_Group):
 
 class HttpSettings(_Group):
     host: str = "127.0.0.1"
+    """Address the dashboard binds to (0.0.0.0 in a container)."""
     port: Annotated[int, Field(gt=0, lt=65536)] = 8000
     """The dashboard's port."""
     token: SecretStr | None = None
@@ -87,6 +91,7 @@ class MetricsSettings(_Group):
 
 class LogSettings(_Group):
     level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    """Lowest log level written."""
     json_format: bool = True
     """JSON lines with ECS field names (for Filebeat/Logstash); false = plain text."""
 
@@ -107,10 +112,12 @@ class IngestionSettings(_Group):
     backfill_duration: str = "2 D"
     """How much intraday history to backfill on start (IB duration string)."""
     backfill_bar_size: str = "1 min"
+    """Bar size of the backfill (IB bar size string)."""
 
 
 class StrategySettings(_Group):
     preset: Preset = Preset.ATM
+    """atm: write the at-the-money call; replica: TLTW's own rule, the strike nearest 102%."""
     moneyness: Positive | None = None
     """Strike / spot of the call written. Unset: the preset's (atm 1.00, replica 1.02)."""
     min_days_to_expiry: Annotated[int, Field(ge=0)] = 20
@@ -120,23 +127,29 @@ class StrategySettings(_Group):
     roll_strike_distance: Positive | None = None
     """Roll early when spot is more than this fraction away from the held strike (e.g. 0.03)."""
     hedge_method: HedgeMethod = HedgeMethod.DELTA
+    """delta: from the option deltas; ols: rolling OLS of log prices; kalman: Kalman filter."""
     ols_window: PositiveInt = 7800
     """Rolling OLS window in bars. A day of one-minute bars (390) absorbs the premium."""
     kalman_delta: Positive = 1e-9
     """Kalman process noise (per bar). 1e-4, the textbook default, lets beta chase the premium."""
     kalman_obs_var: Positive = 1e-6
+    """Kalman observation noise variance of the log spread (per bar)."""
     z_window: PositiveInt = 15600
     """Rolling z-score window in bars (about 40 trading days of one-minute bars)."""
     bar_seconds: PositiveInt = 60
     """The strategy samples the spread once per bar of this many seconds."""
     entry_z: Positive = 2.0
+    """Enter when |z| reaches this band."""
     exit_z: Annotated[float, Field(ge=0)] = 0.5
+    """Exit when |z| falls back inside this band."""
     stop_z: Positive = 4.0
+    """Stop out when |z| passes this band (no re-entry until z is back inside the entry band)."""
     min_spread_bp: Annotated[float, Field(ge=0)] = 5.0
     """An entry needs the spread at least this far from its mean, in basis points."""
     z_std_floor: Positive = 1e-4
     """Floor under the z-score denominator (log units), so a flat spread does not explode z."""
     time_stop_half_lives: Positive = 3.0
+    """Close a position held longer than this many half-lives of the spread."""
     kelly_fraction: float = 0.5
     """Fraction of the Kelly optimum to bet, in (0, 1]: full Kelly on estimates overbets."""
     cointegration_pvalue: Annotated[float, Field(gt=0, lt=1)] = 0.05
@@ -144,7 +157,9 @@ class StrategySettings(_Group):
     capital_usd: Positive = 100_000.0
     """Capital the Kelly fraction applies to."""
     max_gross_notional_usd: Positive = 200_000.0
+    """Cap on the gross notional (both legs) the sizing may ask for."""
     max_leverage: Positive = 2.0
+    """Cap on gross notional / capital."""
     order_price_offset_bp: Annotated[float, Field(ge=0)] = 5.0
     """Limit price = mid +/- this offset (towards crossing) in basis points of the price."""
 
@@ -153,8 +168,11 @@ class RiskSettings(_Group):
     max_buy_write_units: PositiveInt = 20
     """Per-leg limit: buy-write units (100 TLT + 1 call each) held, long or short."""
     max_tltw_shares: PositiveInt = 10_000
+    """Per-leg limit: TLTW shares held, long or short."""
     max_gross_notional_usd: Positive = 250_000.0
+    """Gross notional of the whole book after an order."""
     max_order_notional_usd: Positive = 150_000.0
+    """Notional of one order (one leg)."""
     price_band_bp: Positive = 50.0
     """An order's limit must lie within this many basis points of the current mid."""
     max_net_delta_shares: Positive = 1_500.0
@@ -162,26 +180,34 @@ class RiskSettings(_Group):
     max_net_vega_usd: Positive = 5_000.0
     """Net vega of the book in dollars per vol point."""
     max_orders_per_minute: PositiveInt = 30
+    """Orders sent to IB per rolling minute."""
     daily_loss_limit_usd: Positive = 5_000.0
     """Realized + unrealized loss in a day that sets HALTED and flattens."""
     pair_stop_loss_usd: Positive = 2_500.0
     """Loss on one open pair that flattens both of its legs."""
     stale_after_s: Positive = 10.0
+    """Market data older than this (wall clock) blocks new exposure."""
     legging_timeout_s: Positive = 30.0
     """If one leg fills and the other does not within this time: complete or unwind, and alert."""
     check_market_hours: bool = True
+    """Refuse orders outside regular US options hours (XNYS calendar, holidays included)."""
 
 
 class SimSettings(_Group):
     """The simulated gateway started by `make run` (never used against a real Gateway)."""
 
     enabled: bool = True
+    """`make run` starts the simulated gateway; false = connect to TRADING_IB__HOST:PORT."""
     seed: int = 1
+    """Seed of the simulated market: the same seed gives the same prices."""
     speed: Positive = 60.0
     """Simulated seconds per wall-clock second."""
     premium_bp: Annotated[float, Field(ge=0)] = 20.0
+    """Scale of TLTW's premium to NAV in the simulation (0 = none: no edge to find)."""
     premium_half_life_days: Positive = 1.0
+    """Half-life of the simulated premium's mean reversion, in trading days."""
     admin_port: Annotated[int, Field(ge=0, lt=65536)] = 0
+    """Port of the simulator's fault/truth HTTP API (0 = off)."""
 
 
 class Settings(BaseSettings):
@@ -299,3 +325,44 @@ def _describe(exc: ValidationError) -> str:
         else:
             lines.append(msg if not loc else f"{name}: {msg}")
     return "invalid configuration: " + "; ".join(lines)
+
+
+def settings_table() -> str:
+    """Every setting as a Markdown table row: variable, default, meaning (for the README)."""
+    rows = ["| variable | default | meaning |", "|---|---|---|"]
+    groups = {name: field.annotation for name, field in Settings.model_fields.items()}
+    for group, model in groups.items():
+        if isinstance(model, type) and issubclass(model, BaseModel):
+            for name, field in model.model_fields.items():
+                rows.append(_row(env_name(group, name), field, model, name))
+        else:
+            rows.append(_row(env_name(group), Settings.model_fields[group], Settings, group))
+    return "\n".join(rows)
+
+
+def _row(var: str, field: object, model: type, name: str) -> str:
+    default = getattr(field, "default", None)
+    shown = "(unset)" if default is None else str(getattr(default, "value", default))
+    doc = _field_docs(model).get(name, "")
+    return f"| `{var}` | `{shown}` | {doc} |"
+
+
+def _field_docs(model: type) -> dict[str, str]:
+    """The attribute docstrings (the string under each field) of a settings class."""
+    import ast
+    import inspect
+    import textwrap
+
+    tree = ast.parse(textwrap.dedent(inspect.getsource(model)))
+    docs: dict[str, str] = {}
+    body = tree.body[0].body  # type: ignore[attr-defined]
+    for prev, node in zip(body, body[1:], strict=False):
+        if (
+            isinstance(prev, ast.AnnAssign)
+            and isinstance(prev.target, ast.Name)
+            and isinstance(node, ast.Expr)
+            and isinstance(node.value, ast.Constant)
+            and isinstance(node.value.value, str)
+        ):
+            docs[prev.target.id] = " ".join(node.value.value.split())
+    return docs
