@@ -351,12 +351,13 @@ def _field_docs(model: type) -> dict[str, str]:
     """The attribute docstrings (the string under each field) of a settings class."""
     import ast
     import inspect
+    import itertools
     import textwrap
 
     tree = ast.parse(textwrap.dedent(inspect.getsource(model)))
     docs: dict[str, str] = {}
     body = tree.body[0].body  # type: ignore[attr-defined]
-    for prev, node in zip(body, body[1:], strict=False):
+    for prev, node in itertools.pairwise(body):
         if (
             isinstance(prev, ast.AnnAssign)
             and isinstance(prev.target, ast.Name)
