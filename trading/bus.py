@@ -794,6 +794,11 @@ class Streams:
         """Capped history of an instrument's quotes (or an option's, by con_id)."""
         return f"st:history:{symbol}"
 
+    @staticmethod
+    def dead_letters(stream: str) -> str:
+        """Where `Bus.read_group` moves a stream's malformed entries."""
+        return f"{stream}:dead"
+
 
 class Groups:
     RISK = "risk"  # risk-management reads INTENTS and COMMANDS
@@ -1066,8 +1071,9 @@ class Bus:
                     log.error("malformed entry %s %s moved to dead letters: %s", stream, eid, exc)
                     raw_fields = {k: v for k, v in fields.items()}
                     raw_fields[b"error"] = str(exc).encode()
+                    dead = Streams.dead_letters(stream)
                     await self._retry(
-                        lambda rf=raw_fields: self.redis.xadd(f"{stream}:dead", rf, maxlen=10_000),
+                        lambda rf=raw_fields, d=dead: self.redis.xadd(d, rf, maxlen=10_000),
                         "dead letter",
                     )
                     await self.ack(stream, group, eid)

@@ -193,6 +193,36 @@ class RiskSettings(_Group):
     """Refuse orders outside regular US options hours (XNYS calendar, holidays included)."""
 
 
+class MonitoringSettings(_Group):
+    """The monitoring service: how often it reads Redis and when it raises alerts."""
+
+    interval_s: Positive = 1.0
+    """How often the monitor reads Redis, refreshes its metrics and evaluates its alerts."""
+    symbols: tuple[str, ...] = ("TLT", "TLTW")
+    """Instruments whose quotes are watched for staleness (plus any in the data-health hash)."""
+    quote_stale_after_s: Positive = 30.0
+    """A quote not updated for this long (by its receive time) in market hours is stale."""
+    market_hours_only: bool = True
+    """Quote-age staleness counts only inside US market hours (false against ibsim's clock)."""
+    expected_services: tuple[str, ...] = (
+        "data-ingestion",
+        "strategy",
+        "risk-management",
+        "visualization",
+    )
+    """Services whose missing heartbeat raises service_silent."""
+    startup_grace_s: Annotated[float, Field(ge=0)] = 30.0
+    """A service never seen is not called silent until the monitor has run this long."""
+    limit_warn_ratio: Annotated[float, Field(gt=0, le=1)] = 0.8
+    """A risk limit used at or above this fraction raises limit_near (at 1.0: limit_breached)."""
+    drawdown_warn_ratio: Annotated[float, Field(gt=0, le=1)] = 0.5
+    """The day's P&L at or below -ratio x daily_loss_limit_usd raises pnl_drawdown."""
+    consumer_lag_warn_s: Positive = 30.0
+    """An entry pending in a consumer group for this long raises consumer_lag."""
+    alert_repeat_s: Positive = 300.0
+    """A condition still active is re-announced this often."""
+
+
 class SimSettings(_Group):
     """The simulated gateway started by `make run` (never used against a real Gateway)."""
 
@@ -227,6 +257,7 @@ class Settings(BaseSettings):
     strategy: StrategySettings = StrategySettings()
     risk: RiskSettings = RiskSettings()
     sim: SimSettings = SimSettings()
+    monitoring: MonitoringSettings = MonitoringSettings()
     heartbeat_interval_s: Positive = 2.0
     """Each service writes a heartbeat this often; it expires after three intervals."""
 
