@@ -28,5 +28,33 @@ def main(argv: list[str] | None = None) -> int:
         from trading.ibsim.__main__ import main as ibsim_main
 
         return ibsim_main(rest) or 0
+    if command == "settings":
+        return _settings(rest)
     print(f"unknown command {command!r}\n{__doc__}", file=sys.stderr)
     return 2
+
+
+README_START = "<!-- settings-table:start -->"
+README_END = "<!-- settings-table:end -->"
+
+
+def readme_with_settings(readme: str) -> str:
+    """The README text with the settings table between its markers regenerated."""
+    from trading.settings import settings_table
+
+    head, _, rest = readme.partition(README_START)
+    _, _, tail = rest.partition(README_END)
+    return f"{head}{README_START}\n{settings_table()}\n{README_END}{tail}"
+
+
+def _settings(args: list[str]) -> int:
+    from pathlib import Path
+
+    from trading.settings import settings_table
+
+    if "--readme" in args:
+        path = Path(__file__).resolve().parent.parent / "README.md"
+        path.write_text(readme_with_settings(path.read_text()))
+        return 0
+    print(settings_table())
+    return 0
