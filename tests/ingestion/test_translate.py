@@ -1,0 +1,186 @@
+"""Translators and the data-quality gate, fed real ib_async/ib_insync Ticker objects."""
+
+from __future__ import annotations
+
+import math
+from datetime import UTC, datetime
+
+import ib_async
+import ib_insync
+import pytest
+
+from trading.broker.translate import (
+    BadTick,
+    DropReason,
+    chain_option_from_contract,
+    exchange_time,
+    nav_from_ticks,
+    option_quote_from_ticker,
+    quote_from_ticker,
+    receive_time,
+)
+from trading.bus import ChainOption, decode, encode
+
+CALL = ChainOption(
+    con_id=500_123_456, local_symbol="TLT   261218C00090000", expiry="20261218", strike=90.0,
+    right="C",
+)  # fmt: skip
+
+
+def greeks(lib=ib_async, **overrides):
+    values = dict(
+        tickAttrib=0, impliedVol=0.16, delta=0.52, optPrice=2.10, pvDividend=0.0, gamma=0.09,
+        vega=0.11, theta=-0.03, undPrice=90.05,
+    )  # fmt: skip
+    values.update(overrides)
+    return lib.OptionComputation(**values)
+
+
+def make_ticker(lib, contract, values):
+    # ib_async's Ticker resets its fields in __post_init__: set them the way the wrapper does.
+    ticker = lib.Ticker(contract=contract)
+    for name, value in values.items():
+        setattr(ticker, name, value)
+    return ticker
+
+
+def stock_ticker(lib=ib_async, **fields):
+    values = dict(bid=90.01, ask=90.03, bidSize=300.0, askSize=500.0, last=90.02)
+    values.update(fields)
+    return make_ticker(lib, lib.Stock("TLT", "SMART", "USD"), values)
+
+
+def option_ticker(lib=ib_async, model=None, **fields):
+    values = dict(bid=2.05, ask=2.15, bidSize=10.0, askSize=12.0)
+    values.update(fields)
+    ticker = make_ticker(lib, lib.Option("TLT", "20261218", 90.0, "C", "SMART"), values)
+    ticker.modelGreeks = greeks(lib) if model is None else model
+    return ticker
+
+
+@pytest.mark.parametrize("lib", [ib_async, ib_insync])
+def test_good_stock_ticker_becomes_a_quote_that_round_trips_the_bus(lib):
+    quote = quote_from_ticker(stock_ticker(lib), "TLT", 15547841, ts_recv=1_700_000_000.5)
+    assert (quote.bid, quote.ask, quote.bid_size, quote.ask_size) == (90.01, 90.03, 300, 500)
+    assert quote.last == 90.02
+    assert quote.ts_recv == 1_700_000_000.5
+    assert quote.ts_exchange == 1_700_000_000.5  # no tick 45: IB gave no time
+    assert decode(encode(quote)) == quote
+
+
+def test_exchange_time_is_ibs_tick_45_when_the_library_kept_it():
+    ticker = stock_ticker(lastTimestamp=datetime(2026, 11, 2, 14, 30, tzinfo=UTC))
+    assert exchange_time(ticker, 5.0) == datetime(2026, 11, 2, 14, 30, tzinfo=UTC).timestamp()
+
+
+def test_receive_time_prefers_the_librarys_socket_stamp():
+    ticker = stock_ticker()
+    assert receive_time(ticker, 7.0) == 7.0
+    ticker.time = datetime(2026, 11, 2, 14, 30, tzinfo=UTC)
+    assert receive_time(ticker, 7.0) == ticker.time.timestamp()
+    ticker.timestamp = 1234.5
+    assert receive_time(ticker, 7.0) == 1234.5
+
+
+@pytest.mark.parametrize(
+    ("fields", "reason", "field"),
+    [
+        ({"bid": math.nan}, DropReason.NAN_PRICE, "bid"),
+        ({"ask": math.nan}, DropReason.NAN_PRICE, "ask"),
+        ({"bid": -1.0}, DropReason.NON_POSITIVE_PRICE, "bid"),  # ib_async's empty side
+        ({"ask": 0.0}, DropReason.NON_POSITIVE_PRICE, "ask"),
+        ({"ask": math.inf}, DropReason.NON_POSITIVE_PRICE, "ask"),
+        ({"bid": 90.05, "ask": 90.03}, DropReason.CROSSED, "bid"),
+        ({"bidSize": 0.0}, DropReason.NON_POSITIVE_SIZE, "bid_size"),
+        ({"askSize": math.nan}, DropReason.NAN_PRICE, "ask_size"),
+    ],
+)
+def test_bad_stock_ticks_are_rejected_with_their_reason(fields, reason, field):
+    with pytest.raises(BadTick) as caught:
+        quote_from_ticker(stock_ticker(**fields), "TLT", 15547841, ts_recv=1.0)
+    assert caught.value.reason is reason
+    assert caught.value.field == field
+    assert isinstance(caught.value, ValueError)
+    assert "TLT" in str(caught.value) and field in str(caught.value)
+
+
+def test_locked_quote_is_allowed_and_a_missing_last_is_none():
+    quote = quote_from_ticker(stock_ticker(bid=90.0, ask=90.0, last=math.nan), "TLT", 1, 1.0)
+    assert quote.bid == quote.ask == 90.0
+    assert quote.last is None
+
+
+@pytest.mark.parametrize("lib", [ib_async, ib_insync])
+def test_good_option_ticker_becomes_an_option_quote_with_ibs_greeks(lib):
+    quote = option_quote_from_ticker(option_ticker(lib), CALL, ts_recv=3.0, max_implied_vol=3.0)
+    assert (quote.con_id, quote.strike, quote.expiry, quote.right) == (
+        CALL.con_id,
+        90.0,
+        "20261218",
+        "C",
+    )
+    assert (quote.implied_vol, quote.delta, quote.gamma) == (0.16, 0.52, 0.09)
+    assert (quote.vega_per_point, quote.theta_per_day) == (0.11, -0.03)
+    assert (quote.model_price, quote.underlying_price) == (2.10, 90.05)
+    assert decode(encode(quote)) == quote
+
+
+@pytest.mark.parametrize(
+    ("model", "reason", "field"),
+    [
+        (None, DropReason.MISSING_GREEKS, "model_greeks"),
+        # The libraries map delta/gamma -2 to None but keep vega/theta at -2.
+        (greeks(delta=None), DropReason.MISSING_GREEKS, "delta"),
+        (greeks(gamma=None), DropReason.MISSING_GREEKS, "gamma"),
+        (greeks(vega=-2.0), DropReason.GREEKS_NOT_COMPUTED, "vega"),
+        (greeks(theta=-2.0), DropReason.GREEKS_NOT_COMPUTED, "theta"),
+        (greeks(impliedVol=None), DropReason.MISSING_GREEKS, "implied_vol"),
+        (greeks(impliedVol=math.nan), DropReason.MISSING_GREEKS, "implied_vol"),
+        (greeks(impliedVol=0.0), DropReason.IMPLAUSIBLE_IV, "implied_vol"),
+        (greeks(impliedVol=3.5), DropReason.IMPLAUSIBLE_IV, "implied_vol"),
+        (greeks(delta=1.2), DropReason.IMPLAUSIBLE_GREEKS, "delta"),
+        (greeks(delta=-0.3), DropReason.IMPLAUSIBLE_GREEKS, "delta"),
+        (greeks(gamma=-0.01), DropReason.IMPLAUSIBLE_GREEKS, "gamma"),
+        (greeks(undPrice=None), DropReason.MISSING_GREEKS, "underlying_price"),
+    ],
+)
+def test_option_ticks_with_missing_or_sentinel_greeks_are_rejected(model, reason, field):
+    ticker = option_ticker()
+    ticker.modelGreeks = model
+    with pytest.raises(BadTick) as caught:
+        option_quote_from_ticker(ticker, CALL, ts_recv=3.0, max_implied_vol=3.0)
+    assert caught.value.reason is reason
+    assert caught.value.field == field
+
+
+def test_option_ticker_with_crossed_book_is_rejected_before_its_greeks_are_read():
+    with pytest.raises(BadTick) as caught:
+        option_quote_from_ticker(option_ticker(bid=2.2, ask=2.1), CALL, 3.0, 3.0)
+    assert caught.value.reason is DropReason.CROSSED
+
+
+@pytest.mark.parametrize("lib", [ib_async, ib_insync])
+def test_nav_is_the_newest_nav_last_tick_of_the_batch(lib):
+    now = datetime(2026, 11, 2, 14, 30, tzinfo=UTC)
+    ticks = [
+        lib.TickData(now, 96, 24.01, 0.0),
+        lib.TickData(now, 1, 24.05, 100.0),
+        lib.TickData(now, 92, 23.90, 0.0),  # NAV close, not the live NAV
+        lib.TickData(now, 96, 24.02, 0.0),
+    ]
+    nav = nav_from_ticks(ticks, "TLTW", ts_exchange=9.0, ts_recv=10.0)
+    assert nav is not None and nav.nav == 24.02 and nav.symbol == "TLTW"
+    assert nav_from_ticks(ticks[1:3], "TLTW", 9.0, 10.0) is None
+    with pytest.raises(BadTick) as caught:
+        nav_from_ticks([lib.TickData(now, 96, -1.0, 0.0)], "TLTW", 9.0, 10.0)
+    assert caught.value.reason is DropReason.BAD_NAV
+
+
+def test_chain_option_from_a_qualified_contract():
+    contract = ib_async.Option("TLT", "20261218", 90.0, "C", "SMART", conId=777,
+                               localSymbol="TLT   261218C00090000")  # fmt: skip
+    assert chain_option_from_contract(contract) == ChainOption(
+        777, "TLT   261218C00090000", "20261218", 90.0, "C"
+    )
+    with pytest.raises(ValueError, match="conId"):
+        chain_option_from_contract(ib_async.Option("TLT", "20261218", 90.0, "C", "SMART"))

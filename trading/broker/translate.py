@@ -1,0 +1,268 @@
+"""Pure IB-to-bus translators with the data-quality gate: a ticker becomes a message or BadTick.
+
+Input is the client library's `Ticker` (ib_async or ib_insync: only the attributes both share are
+read) plus what the caller knows about the instrument; output is a validated bus message. Nothing
+here does I/O or reads a clock: receive times are passed in.
+
+Conventions (IB's): prices per share in USD; option Greeks per share, vega per vol point (0.01),
+theta per calendar day; implied vol annualised as a fraction (0.16 = 16 %). IB's "not computed"
+sentinels are -1 for implied vol / option price / underlying price and -2 for the Greeks; both
+libraries map delta and gamma -2 to None but leave vega and theta at -2, so both are checked.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from datetime import datetime
+from enum import StrEnum
+from typing import Any
+
+from trading.bus import ChainOption, EtfNav, OptionQuote, Quote
+
+NOT_COMPUTED_GREEK = -2.0
+NOT_COMPUTED_VALUE = -1.0
+
+NAV_LAST_TICK = 96
+"""IB tick type "ETF NAV last" (generic tick 577); 92-99 are close, prior close, bid, ask, last,
+frozen last, high, low. Both libraries keep them in `ticker.ticks`; only ib_async also sets
+`ticker.etfNavLast`, so the tick list is what is read."""
+NAV_TICK_TYPES = frozenset(range(92, 100))
+
+
+class DropReason(StrEnum):
+    """Why a tick was not published as good (a metric label: keep the vocabulary small)."""
+
+    NAN_PRICE = "nan_price"  # a price is NaN/missing (bid or ask not yet seen, or sent as NaN)
+    NON_POSITIVE_PRICE = "non_positive_price"  # <= 0, includes ib_async's -1 "empty" side
+    NON_POSITIVE_SIZE = "non_positive_size"
+    CROSSED = "crossed"  # bid > ask
+    MISSING_GREEKS = "missing_greeks"  # no model computation, or a field None / NaN
+    GREEKS_NOT_COMPUTED = "greeks_not_computed"  # IB's -2 (vega, theta) / -1 sentinels
+    IMPLAUSIBLE_IV = "implausible_iv"  # implied vol <= 0 or above the configured ceiling
+    IMPLAUSIBLE_GREEKS = "implausible_greeks"  # call delta outside [0, 1], gamma or vega < 0
+    BAD_NAV = "bad_nav"
+    STALE = "stale"  # silent longer than the configured time
+
+
+class BadTick(ValueError):
+    """A tick that must not be published as good; `reason` is its DropReason."""
+
+    def __init__(self, reason: DropReason, field: str, value: Any, instrument: str):
+        self.reason = reason
+        self.field = field
+        self.value = value
+        self.instrument = instrument
+        super().__init__(f"{instrument}: {field}={value!r} rejected ({reason.value})")
+
+
+def _price(value: Any, field: str, instrument: str) -> float:
+    if value is None or not isinstance(value, int | float) or math.isnan(value):
+        raise BadTick(DropReason.NAN_PRICE, field, value, instrument)
+    if math.isinf(value) or value <= 0.0:
+        raise BadTick(DropReason.NON_POSITIVE_PRICE, field, value, instrument)
+    return float(value)
+
+
+def _size(value: Any, field: str, instrument: str) -> float:
+    if value is None or not isinstance(value, int | float) or not math.isfinite(value):
+        raise BadTick(DropReason.NAN_PRICE, field, value, instrument)
+    if value <= 0.0:
+        raise BadTick(DropReason.NON_POSITIVE_SIZE, field, value, instrument)
+    return float(value)
+
+
+def _two_sided(ticker: Any, instrument: str) -> tuple[float, float, float, float]:
+    """(bid, ask, bid_size, ask_size) of a valid, uncrossed top of book (locked is allowed)."""
+    bid = _price(ticker.bid, "bid", instrument)
+    ask = _price(ticker.ask, "ask", instrument)
+    if bid > ask:
+        raise BadTick(DropReason.CROSSED, "bid", f"{bid} > ask {ask}", instrument)
+    return (
+        bid,
+        ask,
+        _size(ticker.bidSize, "bid_size", instrument),
+        _size(ticker.askSize, "ask_size", instrument),
+    )
+
+
+def _epoch(moment: datetime | None) -> float | None:
+    return None if moment is None else moment.timestamp()
+
+
+def receive_time(ticker: Any, fallback: float) -> float:
+    """Epoch seconds when the library read the ticker's last batch off the socket.
+
+    ib_async stamps `ticker.timestamp` (time.time()); ib_insync only `ticker.time` (datetime);
+    `fallback` (the caller's clock) is used when neither is set.
+    """
+    ts = getattr(ticker, "timestamp", None)
+    if isinstance(ts, float) and ts > 0:
+        return ts
+    when = getattr(ticker, "time", None)
+    if isinstance(when, datetime) and when.year > 1970:
+        return when.timestamp()
+    return fallback
+
+
+def exchange_time(ticker: Any, ts_recv: float) -> float:
+    """IB's time for the tick: tick type 45 (last timestamp, epoch seconds) where the library
+    keeps it (ib_async's `lastTimestamp` / `delayedLastTimestamp`), else the receive time.
+    ib_insync drops tick type 45, so with it this is always the receive time."""
+    for name in ("lastTimestamp", "delayedLastTimestamp"):
+        ts = _epoch(getattr(ticker, name, None))
+        if ts is not None and ts > 0:
+            return ts
+    return ts_recv
+
+
+def _optional_last(value: Any) -> float | None:
+    if isinstance(value, int | float) and math.isfinite(value) and value > 0:
+        return float(value)
+    return None
+
+
+def quote_from_ticker(
+    ticker: Any, symbol: str, con_id: int, ts_recv: float, delayed: bool = False
+) -> Quote:
+    """A stock/ETF top of book, or BadTick. `last` is kept only when finite and positive."""
+    bid, ask, bid_size, ask_size = _two_sided(ticker, symbol)
+    return Quote(
+        symbol=symbol,
+        con_id=con_id,
+        bid=bid,
+        ask=ask,
+        bid_size=bid_size,
+        ask_size=ask_size,
+        last=_optional_last(ticker.last),
+        ts_exchange=exchange_time(ticker, ts_recv),
+        ts_recv=ts_recv,
+        delayed=delayed,
+    )
+
+
+def _greek(value: Any, field: str, instrument: str, sentinel: float) -> float:
+    if value is None or not isinstance(value, int | float) or math.isnan(value):
+        raise BadTick(DropReason.MISSING_GREEKS, field, value, instrument)
+    if value == sentinel:
+        raise BadTick(DropReason.GREEKS_NOT_COMPUTED, field, value, instrument)
+    if math.isinf(value):
+        raise BadTick(DropReason.MISSING_GREEKS, field, value, instrument)
+    return float(value)
+
+
+@dataclass(frozen=True, slots=True)
+class ModelGreeks:
+    """IB's model computation (tick type 13, or 83 delayed) after the sentinel checks."""
+
+    implied_vol: float
+    delta: float
+    gamma: float
+    vega_per_point: float
+    theta_per_day: float
+    model_price: float
+    underlying_price: float
+
+
+def model_greeks(
+    computation: Any, right: str, instrument: str, max_implied_vol: float
+) -> ModelGreeks:
+    """Check IB's OptionComputation: every value present, none at a sentinel, plausible.
+
+    Plausible: 0 < iv <= max_implied_vol; call delta in [0, 1] (put [-1, 0]); gamma >= 0;
+    vega >= 0; option and underlying prices > 0. Theta may have either sign.
+    """
+    if computation is None:
+        raise BadTick(DropReason.MISSING_GREEKS, "model_greeks", None, instrument)
+    iv = _greek(computation.impliedVol, "implied_vol", instrument, NOT_COMPUTED_VALUE)
+    if not 0.0 < iv <= max_implied_vol:
+        raise BadTick(DropReason.IMPLAUSIBLE_IV, "implied_vol", iv, instrument)
+    delta = _greek(computation.delta, "delta", instrument, NOT_COMPUTED_GREEK)
+    gamma = _greek(computation.gamma, "gamma", instrument, NOT_COMPUTED_GREEK)
+    vega = _greek(computation.vega, "vega", instrument, NOT_COMPUTED_GREEK)
+    theta = _greek(computation.theta, "theta", instrument, NOT_COMPUTED_GREEK)
+    model_price = _greek(computation.optPrice, "model_price", instrument, NOT_COMPUTED_VALUE)
+    und = _greek(computation.undPrice, "underlying_price", instrument, NOT_COMPUTED_VALUE)
+    low, high = (0.0, 1.0) if right == "C" else (-1.0, 0.0)
+    if not low <= delta <= high:
+        raise BadTick(DropReason.IMPLAUSIBLE_GREEKS, "delta", delta, instrument)
+    if gamma < 0.0:
+        raise BadTick(DropReason.IMPLAUSIBLE_GREEKS, "gamma", gamma, instrument)
+    if vega < 0.0:
+        raise BadTick(DropReason.IMPLAUSIBLE_GREEKS, "vega", vega, instrument)
+    if model_price < 0.0:
+        raise BadTick(DropReason.NON_POSITIVE_PRICE, "model_price", model_price, instrument)
+    if und <= 0.0:
+        raise BadTick(DropReason.NON_POSITIVE_PRICE, "underlying_price", und, instrument)
+    return ModelGreeks(iv, delta, gamma, vega, theta, model_price, und)
+
+
+def option_quote_from_ticker(
+    ticker: Any,
+    option: ChainOption,
+    ts_recv: float,
+    max_implied_vol: float,
+    delayed: bool = False,
+    underlying: str = "TLT",
+) -> OptionQuote:
+    """An option's top of book with IB's model Greeks, or BadTick."""
+    name = option.local_symbol or str(option.con_id)
+    bid, ask, bid_size, ask_size = _two_sided(ticker, name)
+    greeks = model_greeks(ticker.modelGreeks, option.right, name, max_implied_vol)
+    return OptionQuote(
+        symbol=underlying,
+        con_id=option.con_id,
+        local_symbol=option.local_symbol,
+        expiry=option.expiry,
+        strike=option.strike,
+        right=option.right,
+        bid=bid,
+        ask=ask,
+        bid_size=bid_size,
+        ask_size=ask_size,
+        implied_vol=greeks.implied_vol,
+        delta=greeks.delta,
+        gamma=greeks.gamma,
+        vega_per_point=greeks.vega_per_point,
+        theta_per_day=greeks.theta_per_day,
+        underlying_price=greeks.underlying_price,
+        model_price=greeks.model_price,
+        ts_exchange=exchange_time(ticker, ts_recv),
+        ts_recv=ts_recv,
+        delayed=delayed,
+    )
+
+
+def nav_from_ticks(ticks: Any, symbol: str, ts_exchange: float, ts_recv: float) -> EtfNav | None:
+    """The newest ETF NAV last (tick type 96) among this batch's ticks, None when there is none;
+    BadTick when it is not a finite positive price."""
+    value = None
+    for tick in ticks or ():
+        if tick.tickType == NAV_LAST_TICK:
+            value = tick.price
+    if value is None:
+        return None
+    if not isinstance(value, int | float) or not math.isfinite(value) or value <= 0.0:
+        raise BadTick(DropReason.BAD_NAV, "nav", value, symbol)
+    return EtfNav(symbol=symbol, nav=float(value), ts_exchange=ts_exchange, ts_recv=ts_recv)
+
+
+def chain_option_from_contract(contract: Any) -> ChainOption:
+    """A qualified IB option Contract as the bus's ChainOption (YYYYMMDD expiry, right C/P)."""
+    expiry = str(contract.lastTradeDateOrContractMonth)[:8]
+    right = {"CALL": "C", "PUT": "P"}.get(contract.right, contract.right)
+    if not contract.conId or len(expiry) != 8 or not expiry.isdigit() or right not in ("C", "P"):
+        raise ValueError(
+            f"contract is not a qualified option: conId={contract.conId!r} "
+            f"expiry={contract.lastTradeDateOrContractMonth!r} right={contract.right!r}"
+        )
+    strike = float(contract.strike)
+    if not math.isfinite(strike) or strike <= 0:
+        raise ValueError(f"contract strike={contract.strike!r} must be finite and > 0")
+    return ChainOption(
+        con_id=int(contract.conId),
+        local_symbol=contract.localSymbol,
+        expiry=expiry,
+        strike=strike,
+        right=right,
+    )
