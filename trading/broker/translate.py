@@ -13,12 +13,18 @@ libraries map delta and gamma -2 to None but leave vega and theta at -2, so both
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
 from typing import Any
 
+import numpy as np
+
 from trading.bus import ChainOption, EtfNav, OptionQuote, Quote
+from trading.domain import black_scholes as bs
+from trading.domain.market_hours import EXCHANGE_TIMEZONE
+from trading.domain.options import EXPIRY_CLOSE_TIME
 
 NOT_COMPUTED_GREEK = -2.0
 NOT_COMPUTED_VALUE = -1.0
@@ -266,3 +272,119 @@ def chain_option_from_contract(contract: Any) -> ChainOption:
         strike=strike,
         right=right,
     )
+
+
+# Historical bars (backfill) --------------------------------------------------------------------
+
+
+def bar_end_time(bar_date: Any, bar_seconds: float) -> float:
+    """Epoch seconds at the end of a bar: IB stamps a bar with its start; its close is the value
+    at start + bar size. Accepts an aware datetime (intraday bars) or epoch seconds."""
+    if isinstance(bar_date, datetime):
+        if bar_date.tzinfo is None:
+            raise ValueError(f"bar date={bar_date!r} must be timezone-aware")
+        start = bar_date.timestamp()
+    elif isinstance(bar_date, int | float) and math.isfinite(bar_date):
+        start = float(bar_date)
+    else:
+        raise ValueError(f"bar date={bar_date!r} is neither a datetime nor epoch seconds")
+    return start + bar_seconds
+
+
+def quote_from_bar(
+    symbol: str, con_id: int, close: float, ts_exchange: float, ts_recv: float
+) -> Quote:
+    """A backfilled quote from a MIDPOINT bar: bid = ask = the bar's closing mid, sizes 0 (a bar
+    has no book). Raises BadTick for a close that is not a finite positive price."""
+    mid = _price(close, "close", symbol)
+    return Quote(
+        symbol=symbol,
+        con_id=con_id,
+        bid=mid,
+        ask=mid,
+        bid_size=0.0,
+        ask_size=0.0,
+        last=None,
+        ts_exchange=ts_exchange,
+        ts_recv=ts_recv,
+    )
+
+
+def expiry_epoch(expiry: str) -> float:
+    """Epoch seconds of 16:00 New York time on a YYYYMMDD expiry (when TLT options stop)."""
+    day = datetime.strptime(expiry, "%Y%m%d").date()
+    return datetime.combine(day, EXPIRY_CLOSE_TIME, tzinfo=EXCHANGE_TIMEZONE).timestamp()
+
+
+def option_quotes_from_bars(
+    option: ChainOption,
+    option_mids: Sequence[float],
+    underlying_mids: Sequence[float],
+    end_times: Sequence[float],
+    ts_recv: float,
+    rate: float,
+    div_yield: float,
+    max_implied_vol: float,
+    underlying: str = "TLT",
+) -> tuple[list[OptionQuote], int]:
+    """Backfilled option quotes from MIDPOINT bars of the option and of its underlying at the
+    same bar ends: bid = ask = the option's mid, implied vol solved from it and Greeks from
+    Black-Scholes-Merton (trading.domain.black_scholes) with the given continuous `rate` and
+    `div_yield`, tau = calendar time to 16:00 ET on expiry in 365-day years. IB has no
+    historical Greeks, so these are ours, not IB's. Returns (quotes, bars dropped) where a bar
+    is dropped when its prices are not finite and positive or its vol does not solve or is
+    implausible (> max_implied_vol)."""
+    n = len(option_mids)
+    if not len(underlying_mids) == len(end_times) == n:
+        raise ValueError(
+            f"bar arrays differ in length: option {n}, underlying {len(underlying_mids)}, "
+            f"times {len(end_times)}"
+        )
+    if n == 0:
+        return [], 0
+    price = np.asarray(option_mids, dtype=np.float64)
+    spot = np.asarray(underlying_mids, dtype=np.float64)
+    ends = np.asarray(end_times, dtype=np.float64)
+    usable = np.isfinite(price) & (price > 0) & np.isfinite(spot) & (spot > 0)
+    tau = np.maximum(expiry_epoch(option.expiry) - ends, 0.0) / (bs.DAYS_PER_YEAR * 86_400.0)
+    usable &= tau > 0
+    safe_spot = np.where(usable, spot, 1.0)
+    is_call = option.right == "C"
+    solved = bs.implied_vol_vec(
+        np.where(usable, price, 0.0), safe_spot, option.strike, np.where(usable, tau, 1.0),
+        rate, div_yield, is_call,
+    )  # fmt: skip
+    vol = solved.vol
+    usable &= solved.solved & (vol > 0) & (vol <= max_implied_vol)
+    if not usable.any():
+        return [], n
+    g = bs.greeks_vec(
+        safe_spot[usable], option.strike, tau[usable], rate, div_yield, vol[usable], is_call
+    )
+    quotes = []
+    for j, i in enumerate(np.flatnonzero(usable)):
+        mid = float(price[i])
+        quotes.append(
+            OptionQuote(
+                symbol=underlying,
+                con_id=option.con_id,
+                local_symbol=option.local_symbol,
+                expiry=option.expiry,
+                strike=option.strike,
+                right=option.right,
+                bid=mid,
+                ask=mid,
+                bid_size=0.0,
+                ask_size=0.0,
+                implied_vol=float(vol[i]),
+                delta=float(g["delta"][j]),
+                gamma=float(g["gamma"][j]),
+                vega_per_point=float(g["vega"][j]) / 100.0,
+                theta_per_day=float(g["theta"][j]) / bs.DAYS_PER_YEAR,
+                underlying_price=float(spot[i]),
+                model_price=float(g["price"][j]),
+                ts_exchange=float(ends[i]),
+                ts_recv=ts_recv,
+            )
+        )
+    return quotes, n - len(quotes)
