@@ -1,0 +1,144 @@
+"""A known state of the system, written through the Bus as the services would write it.
+
+Every number is chosen by hand so the tests can state what the dashboard must show; values
+avoid exact halves at the displayed precision so JavaScript's toFixed and Python's format agree.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass
+
+from trading import bus as b
+from trading.bus import Bus, Channels, Keys, Streams
+
+T0 = 1_764_000_000.0  # exchange/bar time of the first spread point (epoch s)
+BAR_S = 60.0
+POINTS = 240
+CALL_CON_ID = 700_000_123
+
+
+def spread_point(i: int) -> b.SpreadPoint:
+    """Point i of a hand-made pair: z follows a sine of amplitude 2.5 (crosses the entry band)."""
+    z = 2.5 * math.sin(i / 20.0)
+    mean, std = 0.01, 0.002
+    return b.SpreadPoint(
+        ts=T0 + i * BAR_S,
+        index_value=88.0 + 0.01 * i,
+        tltw=23.4 + 0.002 * i,
+        beta=0.97 + 0.0001 * i,
+        alpha=0.011,
+        spread=mean + z * std,
+        mean=mean,
+        std=std,
+        z=z,
+        entry_z=2.0,
+        exit_z=0.5,
+        stop_z=4.0,
+        hedge_method="kalman",
+        state="SHORT_SPREAD" if z > 2.0 else "FLAT",
+        call_con_id=CALL_CON_ID,
+        call_strike=90.0,
+        call_expiry="20261218",
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class Seeded:
+    points: tuple[b.SpreadPoint, ...]
+    signals: tuple[b.Signal, ...]
+    quotes: dict[str, b.Quote]
+    navs: dict[str, b.EtfNav]
+    option: b.OptionQuote
+    positions: tuple[b.Position, ...]
+    pnl: b.PnL
+    risk: b.RiskStatus
+    open_orders: tuple[b.OrderEvent, ...]
+    fills: tuple[b.Fill, ...]
+    health: tuple[b.DataHealth, ...]
+    alerts: tuple[b.Alert, ...]
+    now: float
+
+
+async def seed(bus: Bus, points: int = POINTS) -> Seeded:
+    now = time.time()
+    spread = tuple(spread_point(i) for i in range(points))
+    for p in spread:
+        await bus.append(Streams.SPREAD, p)
+    await bus.set_latest(Keys.SPREAD_LATEST, spread[-1])
+    signals = (
+        b.Signal(T0 + 32 * BAR_S, b.SignalAction.ENTER_SHORT_SPREAD, "SHORT_SPREAD", 2.4331,
+                 0.0149, "z above entry"),
+        b.Signal(T0 + 40 * BAR_S, b.SignalAction.NONE, "SHORT_SPREAD", 2.2, 0.014, "hold"),
+        b.Signal(T0 + 61 * BAR_S, b.SignalAction.EXIT, "FLAT", 0.4401, 0.0109, "z inside exit"),
+    )  # fmt: skip
+    for s in signals:
+        await bus.append(Streams.SIGNALS, s)
+    quotes = {
+        "TLT": b.Quote("TLT", 15547841, 90.01, 90.03, 500.0, 700.0, 90.02, T0, now - 1.0),
+        "TLTW": b.Quote("TLTW", 640000001, 23.41, 23.43, 900.0, 800.0, 23.42, T0, now - 2.0),
+    }
+    for symbol, q in quotes.items():
+        await bus.set_latest(Keys.quote(symbol), q)
+        for i in range(50):
+            tick = b.Quote(symbol, q.con_id, q.bid + 0.01 * i, q.ask + 0.01 * i, 1.0, 1.0,
+                           None, T0 + i * BAR_S, now)  # fmt: skip
+            await bus.append(Streams.history(symbol), tick)
+    navs = {"TLTW": b.EtfNav("TLTW", 23.40, T0, now - 3.0)}
+    await bus.set_latest(Keys.nav("TLTW"), navs["TLTW"])
+    option = b.OptionQuote(
+        "TLT", CALL_CON_ID, "TLT   261218C00090000", "20261218", 90.0, "C", 1.52, 1.56, 10.0,
+        12.0, 0.1432, 0.5213, 0.0912, 0.1134, -0.0312, 90.02, 1.54, T0, now - 1.5,
+    )  # fmt: skip
+    await bus.set_latest(Keys.option(CALL_CON_ID), option)
+    await bus.hset_latest(Keys.OPTION_INDEX, str(CALL_CON_ID), option)
+    positions = (
+        b.Position("TLT", "TLT", 15547841, "STK", 300.0, 89.9, 1.0, 90.02, 36.0, 0.0, now),
+        b.Position("TLT", "TLT   261218C00090000", CALL_CON_ID, "OPT", -3.0, 1.61, 100.0, 1.54,
+                   21.0, 0.0, now),
+        b.Position("TLTW", "TLTW", 640000001, "STK", -1100.0, 23.45, 1.0, 23.42, 33.0, 0.0,
+                   now),
+    )  # fmt: skip
+    for p in positions:
+        await bus.hset_latest(Keys.POSITIONS, str(p.con_id), p)
+    pnl = b.PnL(now, realized=-12.34, unrealized=90.0, commissions=4.21, total=73.45,
+                per_pair={"pair-1": 73.45})  # fmt: skip
+    await bus.set_latest(Keys.PNL, pnl)
+    risk = b.RiskStatus(now, "REDUCING", "net delta near limit",
+                        {"net_delta": 0.83, "gross_notional": 0.412, "daily_loss": 0.0,
+                         "orders_per_minute": 1.07})  # fmt: skip
+    await bus.set_latest(Keys.RISK_STATUS, risk)
+    open_orders = (
+        b.OrderEvent(now - 5, "intent-7", 41, 9041, "stock", "TLTW", b.Side.BUY, 200.0, "LMT",
+                     23.44, "Submitted", 0.0, 200.0, 0.0),
+    )  # fmt: skip
+    for o in open_orders:
+        await bus.hset_latest(Keys.OPEN_ORDERS, o.intent_id, o)
+    fills = tuple(
+        b.Fill(now - 60 + i, f"exec-{i}", 30 + i, 9030 + i, f"intent-{i}", "TLTW", "TLTW",
+               640000001, "STK", b.Side.SELL, 100.0 * (i + 1), 23.41 + 0.01 * i, 1.0, 0.35)
+        for i in range(3)
+    )  # fmt: skip
+    for f in fills:
+        await bus.append(Streams.FILLS, f)
+    health = (
+        b.DataHealth("TLT", b.DataStatus.OK, "", now - 1.0),
+        b.DataHealth("TLTW", b.DataStatus.STALE, "no tick for 31 s", now - 0.5),
+    )
+    for h in health:
+        await bus.hset_latest(Keys.HEALTH, h.symbol, h)
+    for service, status in (("strategy", "ok"), ("risk-management", "degraded")):
+        await bus.beat(b.Heartbeat(service, now, status, {}), ttl_s=600)
+    alerts = (b.Alert(now - 10, b.Severity.WARNING, "monitoring", "stale_data", "TLTW stale"),)
+    for a in alerts:
+        await bus.append(Streams.ALERTS, a)
+    return Seeded(spread, signals, quotes, navs, option, positions, pnl, risk, open_orders,
+                  fills, health, alerts, now)  # fmt: skip
+
+
+async def publish_point(bus: Bus, point: b.SpreadPoint) -> None:
+    """What the strategy does per bar: append, set latest, publish."""
+    await bus.append(Streams.SPREAD, point)
+    await bus.set_latest(Keys.SPREAD_LATEST, point)
+    await bus.publish(Channels.SPREAD, point)

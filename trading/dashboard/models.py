@@ -1,0 +1,246 @@
+"""Response shapes of the dashboard's JSON API: one model per panel, all in the OpenAPI document.
+
+Series are columnar (one list per field, all of equal length, oldest first) because that is what
+the browser's chart library draws from and it is the smallest JSON. Timestamps are float epoch
+seconds (UTC); `*_age_s` fields are seconds between a value's timestamp and the moment the panel
+was built. Latest values are the bus messages themselves (trading.bus dataclasses), so the API
+and Redis can never disagree on a field's name or meaning. Missing data is `null` or an empty
+list, never an error.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+
+from pydantic import BaseModel, Field
+
+from trading.bus import (
+    Alert,
+    Command,
+    DataStatus,
+    Fill,
+    Heartbeat,
+    OptionQuote,
+    OrderEvent,
+    PnL,
+    Position,
+    Quote,
+    RiskStatus,
+    SignalAction,
+    SpreadPoint,
+)
+
+
+class PanelName(StrEnum):
+    """The dashboard's panels; each has a JSON endpoint `/api/<name>` and a live event."""
+
+    SPREAD = "spread"
+    PRICES = "prices"
+    HEDGE = "hedge"
+    OPTION = "option"
+    BOOK = "book"
+    RISK = "risk"
+    HEALTH = "health"
+    ALERTS = "alerts"
+
+
+class PlotName(StrEnum):
+    """Server-rendered PNG plots (`/plots/<name>.png`)."""
+
+    SPREAD = "spread"
+    PRICES = "prices"
+    HEDGE = "hedge"
+    RISK = "risk"
+
+
+class ControlCommand(StrEnum):
+    """Operator controls as they appear in the URL, mapped to the bus's Command vocabulary."""
+
+    HALT = "halt"
+    REDUCE = "reduce"
+    RESUME = "resume"
+    FLATTEN = "flatten"
+    KILL = "kill"
+
+    @property
+    def bus_command(self) -> Command:
+        return Command[self.name]
+
+
+class Bands(BaseModel):
+    """The signal's z-score bands: enter beyond +-entry_z, exit inside +-exit_z, stop beyond
+    +-stop_z. From the newest spread point (what the strategy used), else from the settings."""
+
+    entry_z: float
+    exit_z: float
+    stop_z: float
+
+
+class SpreadSeries(BaseModel):
+    """The pair over time. spread = log(tltw) - beta*log(index_value) - alpha; z = (spread -
+    mean)/std over the strategy's rolling window."""
+
+    ts: list[float] = Field(default_factory=list)
+    spread: list[float] = Field(default_factory=list)
+    mean: list[float] = Field(default_factory=list)
+    std: list[float] = Field(default_factory=list)
+    z: list[float] = Field(default_factory=list)
+    beta: list[float] = Field(default_factory=list)
+    index_value: list[float] = Field(default_factory=list)
+    tltw: list[float] = Field(default_factory=list)
+
+
+class TradeMarker(BaseModel):
+    """A signal that acted (anything but NONE), for markers on the z-score chart."""
+
+    ts: float
+    action: SignalAction
+    state: str
+    z: float
+    spread: float
+    reason: str
+
+
+class SpreadPanel(BaseModel):
+    latest: SpreadPoint | None
+    bands: Bands
+    series: SpreadSeries
+    markers: list[TradeMarker]
+    age_s: float | None = Field(description="Seconds since the newest spread point")
+
+
+class PriceSeries(BaseModel):
+    """One instrument's price over time: the quote mid (or last when one side is missing)."""
+
+    ts: list[float] = Field(default_factory=list)
+    price: list[float] = Field(default_factory=list)
+
+
+class InstrumentPrice(BaseModel):
+    symbol: str
+    quote: Quote | None
+    mid: float | None = Field(description="(bid + ask) / 2 when both sides are positive")
+    spread_bp: float | None = Field(description="(ask - bid) / mid x 10,000")
+    nav: float | None = Field(description="Intraday indicative NAV per share (ETFs)")
+    premium_bp: float | None = Field(description="(mid - nav) / nav x 10,000")
+    age_s: float | None = Field(description="Seconds since the quote was received")
+
+
+class PricesPanel(BaseModel):
+    instruments: list[InstrumentPrice]
+    buy_write_index: float | None = Field(description="Newest buy-write index value per share")
+    series: dict[str, PriceSeries] = Field(
+        description="Keyed by TLT, TLTW (quote history) and buy_write_index (spread stream)"
+    )
+
+
+class HedgeSeries(BaseModel):
+    ts: list[float] = Field(default_factory=list)
+    beta: list[float] = Field(default_factory=list)
+
+
+class HedgePanel(BaseModel):
+    """The hedge ratio: beta in log(tltw) = alpha + beta*log(index)."""
+
+    beta: float | None
+    alpha: float | None
+    method: str | None
+    series: HedgeSeries
+
+
+class OptionPanel(BaseModel):
+    """The call being written. Greeks per share are IB's (vega per vol point, theta per calendar
+    day); per-contract figures multiply by the 100-share multiplier."""
+
+    con_id: int | None
+    strike: float | None
+    expiry: str | None
+    quote: OptionQuote | None
+    mid: float | None
+    delta_shares_per_contract: float | None = Field(description="delta x 100")
+    gamma_shares_per_contract: float | None = Field(description="gamma x 100, per $1 of spot")
+    vega_usd_per_point_per_contract: float | None = Field(description="vega_per_point x 100")
+    theta_usd_per_day_per_contract: float | None = Field(description="theta_per_day x 100")
+    age_s: float | None
+
+
+class BookPanel(BaseModel):
+    positions: list[Position]
+    pnl: PnL | None
+    open_orders: list[OrderEvent]
+    fills: list[Fill] = Field(description="Newest first")
+
+
+class LimitUse(BaseModel):
+    name: str
+    used: float = Field(description="Fraction of the limit in use; 1.0 = at the limit")
+    breached: bool = Field(description="used >= 1")
+
+
+class RiskPanel(BaseModel):
+    state: str | None = Field(description="ACTIVE / REDUCING / HALTED; null before risk reports")
+    reason: str | None
+    status: RiskStatus | None
+    limits: list[LimitUse] = Field(description="Most used first")
+    age_s: float | None
+
+
+class InstrumentHealth(BaseModel):
+    symbol: str
+    status: DataStatus
+    reason: str
+    ts: float
+    age_s: float
+
+
+class ServiceHealth(BaseModel):
+    service: str
+    status: str = Field(description="The heartbeat's status, or 'silent' when it has expired")
+    heartbeat: Heartbeat | None
+    age_s: float | None
+
+
+class HealthPanel(BaseModel):
+    instruments: list[InstrumentHealth]
+    services: list[ServiceHealth]
+
+
+class AlertsPanel(BaseModel):
+    alerts: list[Alert] = Field(description="Newest first")
+
+
+class DataAge(BaseModel):
+    source: str
+    ts: float | None
+    age_s: float | None
+
+
+class Healthz(BaseModel):
+    """The dashboard's health: reachable Redis and how old the newest data is."""
+
+    status: str = Field(description="ok / stale (nothing newer than stale_after_s) / no_data")
+    newest_data_ts: float | None
+    newest_data_age_s: float | None
+    stale_after_s: float
+    sources: list[DataAge]
+
+
+class ControlsState(BaseModel):
+    enabled: bool = Field(description="False when no TRADING_HTTP__TOKEN is configured")
+    commands: list[ControlCommand]
+
+
+class ControlRequest(BaseModel):
+    reason: str = Field(default="", max_length=500)
+    issued_by: str = Field(default="dashboard", min_length=1, max_length=100)
+    flatten: bool = Field(default=False, description="With kill: close every position too")
+
+
+class ControlAccepted(BaseModel):
+    command_id: str
+    command: Command
+    entry_id: str = Field(description="The entry's id in the operator command stream")
+
+
+class Problem(BaseModel):
+    detail: str
