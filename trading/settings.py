@@ -162,6 +162,10 @@ class StrategySettings(_Group):
     """Cap on gross notional / capital."""
     order_price_offset_bp: Annotated[float, Field(ge=0)] = 5.0
     """Limit price = mid +/- this offset (towards crossing) in basis points of the price."""
+    refit_bars: PositiveInt = 390
+    """Bars between refits of the spread's OU half-life and Engle-Granger p-value (for Kelly)."""
+    pair_id: str = "TLTBW-TLTW"
+    """Names the pair in intents, fills and P&L (and prefixes every intent id)."""
 
 
 class RiskSettings(_Group):
