@@ -934,6 +934,17 @@ class Bus:
         raw = await self._retry(lambda: self.redis.hget(key, member), f"hget {key}")
         return None if raw is None else orjson.loads(raw)
 
+    async def hget_all_states(self, key: str) -> dict[str, dict[str, Any]]:
+        """Every member of a hash of JSON states (a member that is not JSON is skipped)."""
+        raw = await self._retry(lambda: self.redis.hgetall(key), f"hgetall {key}")
+        out = {}
+        for member, value in raw.items():
+            try:
+                out[member.decode()] = orjson.loads(value)
+            except orjson.JSONDecodeError as exc:
+                log.error("bad state %s[%s] skipped: %s", key, member, exc)
+        return out
+
     # pub/sub ----------------------------------------------------------------------------------
 
     async def publish(self, channel: str, msg: Message) -> None:

@@ -1,0 +1,417 @@
+"""The execution engine: the risk service's whole decision logic, with no I/O and no clock reads.
+
+The live service and the backtest drive the same object; only the fill source differs (IB
+through `trading.broker.execution`, or a simulated fill model).
+
+    engine = ExecutionEngine(settings.risk, stop_z=settings.strategy.stop_z)
+    engine.on_market(msg)                        # Quote / OptionQuote / DataHealth / SpreadPoint
+    decision = engine.decide(intent, now)        # RiskDecision; approved legs are now PLACING
+    engine.order_sent(intent_id, leg_index, order_id, now)
+    event = engine.on_status(order_id, status, filled, remaining, avg_price, now, perm_id, msg)
+    engine.on_fill(fill)                         # bus Fill (idempotent by exec_id)
+    actions = engine.on_command(cmd, now)        # OperatorCommand -> [Action]
+    actions = engine.tick(now)                   # stop-loss, z-stop, daily loss, legging
+    engine.risk_status(now); engine.pnl(now); engine.positions(now)
+
+Actions (what the caller must do, in order): `Cancel(order_ids)` cancels working orders,
+`CancelAll()` cancels every order of the account, `Submit(intent)` gates and places a risk-made
+intent (through `decide`, like any other), `Raise(alert)` appends an alert.
+
+Stop rules, checked on every tick (a pair that is already being flattened is skipped):
+  pair stop-loss: a pair's P&L (realized + unrealized - commissions) <= -pair_stop_loss_usd
+  z-stop: the latest spread z beyond stop_z against the pair's direction (holding TLTW long =
+          LONG_SPREAD, stopped when z <= -stop_z; short TLTW stopped when z >= stop_z)
+  daily loss: day P&L <= -daily_loss_limit_usd -> HALTED + cancel all + flatten every pair.
+Day P&L = total P&L now - total P&L at the first tick of the exchange day (New York date of
+the marks' exchange time); the baseline is kept in `to_state()`.
+"""
+
+from __future__ import annotations
+
+import itertools
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from trading.bus import (
+    Alert,
+    Fill,
+    IntentPurpose,
+    OperatorCommand,
+    OrderEvent,
+    OrderIntent,
+    PnL,
+    Position,
+    RiskDecision,
+    RiskStatus,
+    Severity,
+    SignalAction,
+)
+from trading.domain.market_hours import EXCHANGE_TIMEZONE
+from trading.execution.book import Book
+from trading.execution.gate import GateView, RiskGate
+from trading.execution.intents import flatten_pair, repair_legging
+from trading.execution.marks import Marks
+from trading.execution.state import StateChange, TradingState, TradingStateMachine
+from trading.execution.tracking import LegState, OrderTracker, TrackedLeg
+from trading.settings import RiskSettings
+
+__all__ = ["Cancel", "CancelAll", "ExecutionEngine", "Raise", "Submit"]
+
+SOURCE = "risk-management"
+
+
+@dataclass(frozen=True, slots=True)
+class Cancel:
+    order_ids: tuple[int, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class CancelAll:
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class Submit:
+    intent: OrderIntent
+
+
+@dataclass(frozen=True, slots=True)
+class Raise:
+    alert: Alert
+
+
+Action = Cancel | CancelAll | Submit | Raise
+
+
+@dataclass
+class ExecutionEngine:
+    limits: RiskSettings
+    stop_z: float = 4.0
+    aggressiveness_bp: float = 25.0
+    """How far past the mid risk-made orders are priced (must stay inside price_band_bp)."""
+    marks: Marks = field(default_factory=Marks)
+    book: Book = field(default_factory=Book)
+    tracker: OrderTracker = field(default_factory=OrderTracker)
+    machine: TradingStateMachine = field(default_factory=TradingStateMachine)
+    day: str = ""
+    day_start_total_usd: float = 0.0
+    flattening: dict[str, str] = field(default_factory=dict)  # pair -> flatten intent id
+    decisions: dict[str, RiskDecision] = field(default_factory=dict)
+    _seq: Any = field(default_factory=itertools.count)
+    gate: RiskGate = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.gate = RiskGate(self.limits)
+        if not 0 < self.aggressiveness_bp < self.limits.price_band_bp:
+            raise ValueError(
+                f"aggressiveness_bp={self.aggressiveness_bp!r} must be inside "
+                f"(0, price_band_bp={self.limits.price_band_bp!r})"
+            )
+
+    # inputs ---------------------------------------------------------------------------------
+
+    def on_market(self, msg: Any) -> None:
+        """A market message; raises ValueError (and stores nothing) when it fails validation."""
+        self.marks.update(msg)
+
+    def mark_prices(self) -> dict[int, float]:
+        return {c: m.mid for c, m in self.marks.by_con_id.items()}
+
+    def decide(self, intent: OrderIntent, now: float) -> RiskDecision:
+        """Gate an intent; when approved its legs are registered (PLACING) and attributed."""
+        known = self.decisions.get(intent.intent_id)
+        if known is not None:
+            return known
+        view = GateView(
+            self.book, self.tracker, self.marks, self.machine.state, self.daily_pnl_usd()
+        )
+        decision = self.gate.decide(intent, view, now)
+        self.decisions[intent.intent_id] = decision
+        if decision.approved:
+            self.book.attribute(intent.intent_id, intent.pair_id)
+            self.tracker.register(intent, now)
+        return decision
+
+    def order_sent(self, intent_id: str, leg_index: int, order_id: int, now: float) -> None:
+        self.tracker.assign_order_id(intent_id, leg_index, order_id, now)
+
+    def on_status(
+        self,
+        order_id: int,
+        status: str,
+        filled: float,
+        remaining: float,
+        avg_fill_price: float,
+        now: float,
+        perm_id: int = 0,
+        message: str = "",
+    ) -> OrderEvent | None:
+        """Apply an IB order status; returns the audit event (None for an order not ours)."""
+        leg = self.tracker.on_status(
+            order_id, status, filled, remaining, avg_fill_price, now, perm_id, message
+        )
+        return None if leg is None else order_event(leg, now)
+
+    def on_reject(self, order_id: int, code: int, message: str, now: float) -> OrderEvent | None:
+        leg = self.tracker.on_rejected(order_id, f"IB error {code}: {message}", now)
+        return None if leg is None else order_event(leg, now)
+
+    def on_fill(self, fill: Fill) -> bool:
+        """Book an execution once; returns False when it was already booked."""
+        return self.book.apply_fill(fill)
+
+    # commands and rules ---------------------------------------------------------------------
+
+    def on_command(self, cmd: OperatorCommand, now: float) -> list[Action]:
+        change = self.machine.apply_command(cmd, now)
+        if change is None:
+            return []
+        if change.refused:
+            return [self._alert(now, Severity.WARNING, "command_refused", change.refused)]
+        return self._carry_out(change, now, f"cmd-{cmd.command_id}")
+
+    def _carry_out(self, change: StateChange, now: float, tag: str) -> list[Action]:
+        actions: list[Action] = [
+            self._alert(
+                now,
+                Severity.WARNING,
+                "trading_state",
+                f"trading state {change.state}: {change.reason}",
+            )
+        ]
+        if change.cancel_open_orders:
+            actions.append(CancelAll(change.reason))
+            for leg in self.tracker.open_legs():
+                leg.cancel_requested = True
+        if change.flatten:
+            for pair in self.book.open_pairs():
+                actions.extend(self._flatten(pair, now, IntentPurpose.FLATTEN, change.reason))
+        return actions
+
+    def tick(self, now: float) -> list[Action]:
+        """Run the stop rules and the legging timer; returns what must be done."""
+        actions: list[Action] = []
+        self._roll_day()
+        change = self.machine.check_daily_loss(
+            self.daily_pnl_usd(), self.limits.daily_loss_limit_usd, self.day, now
+        )
+        if change is not None:
+            actions.extend(self._carry_out(change, now, "daily-loss"))
+        marks = self.mark_prices()
+        for pair in self.book.open_pairs():
+            if self._is_flattening(pair):
+                continue
+            pnl = self.book.pair_pnl(pair, marks)["total"]
+            if pnl <= -self.limits.pair_stop_loss_usd:
+                why = (
+                    f"pair {pair} P&L {pnl:.2f} USD reached the stop-loss "
+                    f"-{self.limits.pair_stop_loss_usd:.2f} USD"
+                )
+                actions.extend(self._flatten(pair, now, IntentPurpose.STOP, why))
+                continue
+            z_why = self._z_stop(pair)
+            if z_why:
+                actions.extend(self._flatten(pair, now, IntentPurpose.STOP, z_why))
+        actions.extend(self._legging(now))
+        return actions
+
+    def _z_stop(self, pair: str) -> str:
+        spread = self.marks.spread
+        tltw_id = self.marks.con_id_by_symbol.get("TLTW")
+        if spread is None or tltw_id is None:
+            return ""
+        shares = self.book.quantity(tltw_id, pair)
+        if shares > 0 and spread.z <= -self.stop_z:
+            return f"z {spread.z:.2f} beyond the stop -{self.stop_z:g} for long spread {pair}"
+        if shares < 0 and spread.z >= self.stop_z:
+            return f"z {spread.z:.2f} beyond the stop {self.stop_z:g} for short spread {pair}"
+        return ""
+
+    def _is_flattening(self, pair: str) -> bool:
+        intent_id = self.flattening.get(pair)
+        if intent_id is None:
+            return False
+        legs = self.tracker.legs_of(intent_id)
+        if legs and not all(t.done for t in legs):
+            return True
+        decision = self.decisions.get(intent_id)
+        if not legs and decision is None:
+            return True  # submitted, not yet decided by the caller
+        del self.flattening[pair]
+        return False
+
+    def _flatten(self, pair: str, now: float, purpose: IntentPurpose, why: str) -> list[Action]:
+        if self._is_flattening(pair):
+            return []
+        intent_id = f"{purpose}-{pair}-{int(now * 1000)}-{next(self._seq)}"
+        plan = flatten_pair(
+            pair,
+            self.book.pair_holdings(pair),
+            self.marks,
+            intent_id,
+            now,
+            purpose,
+            self.aggressiveness_bp,
+            why={"reason": why},
+        )
+        actions: list[Action] = []
+        severity = Severity.CRITICAL if purpose is IntentPurpose.STOP else Severity.WARNING
+        actions.append(self._alert(now, severity, str(purpose), why, pair=pair))
+        if plan.unflattened:
+            actions.append(
+                self._alert(
+                    now,
+                    Severity.CRITICAL,
+                    "flatten_incomplete",
+                    f"pair {pair}: cannot close {'; '.join(plan.unflattened)}",
+                    pair=pair,
+                )
+            )
+        if plan.intent is not None:
+            # working orders of the pair are cancelled first: they would re-open what we close
+            open_ids = tuple(
+                t.order_id for t in self.tracker.open_legs() if t.pair_id == pair and t.order_id
+            )
+            if open_ids:
+                for t in self.tracker.open_legs():
+                    if t.order_id in open_ids:
+                        t.cancel_requested = True
+                actions.append(Cancel(open_ids))
+            self.flattening[pair] = plan.intent.intent_id
+            actions.append(Submit(plan.intent))
+        return actions
+
+    def _legging(self, now: float) -> list[Action]:
+        actions: list[Action] = []
+        for breach in self.tracker.legging_breaches(now, self.limits.legging_timeout_s):
+            self.tracker.mark_legging_handled(breach.intent_id)
+            legs = self.tracker.legs_of(breach.intent_id)
+            open_ids = tuple(t.order_id for t in legs if not t.done and t.order_id)
+            for t in legs:
+                if not t.done:
+                    t.cancel_requested = True
+            if open_ids:
+                actions.append(Cancel(open_ids))
+            how = "completing" if breach.complete else "unwinding"
+            fractions = ", ".join(f"{f:.0%}" for f in breach.fractions)
+            actions.append(
+                self._alert(
+                    now,
+                    Severity.CRITICAL,
+                    "legging",
+                    f"intent {breach.intent_id} legged (filled {fractions}) for "
+                    f"{now - breach.first_fill_at:.1f} s: {how}",
+                    pair=breach.pair_id,
+                    intent=breach.intent_id,
+                )
+            )
+            try:
+                repair = repair_legging(breach, legs, self.marks, now, self.aggressiveness_bp)
+            except ValueError as exc:
+                actions.append(self._alert(now, Severity.CRITICAL, "legging_unrepaired", str(exc)))
+                continue
+            if repair is not None:
+                actions.append(Submit(repair))
+        return actions
+
+    # views ----------------------------------------------------------------------------------
+
+    def _roll_day(self) -> None:
+        ts = self.marks.exchange_time
+        if ts <= 0:
+            return
+        day = datetime.fromtimestamp(ts, UTC).astimezone(EXCHANGE_TIMEZONE).date().isoformat()
+        if day != self.day:
+            self.day = day
+            self.day_start_total_usd = self.book.total_pnl(self.mark_prices())["total"]
+
+    def daily_pnl_usd(self) -> float:
+        return self.book.total_pnl(self.mark_prices())["total"] - self.day_start_total_usd
+
+    def pnl(self, now: float) -> PnL:
+        marks = self.mark_prices()
+        total = self.book.total_pnl(marks)
+        return PnL(
+            ts=now,
+            realized=total["realized"],
+            unrealized=total["unrealized"],
+            commissions=total["commissions"],
+            total=total["total"],
+            per_pair={p: self.book.pair_pnl(p, marks)["total"] for p in self.book.pairs()},
+        )
+
+    def positions(self, now: float) -> list[Position]:
+        return self.book.positions(self.mark_prices(), now)
+
+    def risk_status(self, now: float) -> RiskStatus:
+        lim = self.limits
+        marks = self.mark_prices()
+        empty = OrderIntent("status", "", now, IntentPurpose.ENTRY, SignalAction.NONE, ())
+        gross, net_delta, net_vega = self.gate.measures(self.book, self.marks, {}, empty)
+        tlt_id = self.marks.con_id_by_symbol.get("TLT")
+        tltw_id = self.marks.con_id_by_symbol.get("TLTW")
+        units = abs(self.book.quantity(tlt_id)) / 100 if tlt_id else 0.0
+        shares = abs(self.book.quantity(tltw_id)) if tltw_id else 0.0
+        worst_pair = min(
+            (self.book.pair_pnl(p, marks)["total"] for p in self.book.open_pairs()), default=0.0
+        )
+        usage = {
+            "buy_write_units": units / lim.max_buy_write_units,
+            "tltw_shares": shares / lim.max_tltw_shares,
+            "gross_notional": gross / lim.max_gross_notional_usd,
+            "net_delta": abs(net_delta) / lim.max_net_delta_shares,
+            "net_vega": abs(net_vega) / lim.max_net_vega_usd,
+            "order_rate": self.tracker.orders_sent_since(now - 60.0) / lim.max_orders_per_minute,
+            "daily_loss": max(-self.daily_pnl_usd(), 0.0) / lim.daily_loss_limit_usd,
+            "pair_stop_loss": max(-worst_pair, 0.0) / lim.pair_stop_loss_usd,
+        }
+        return RiskStatus(now, str(self.machine.state), self.machine.reason, usage)
+
+    def _alert(self, now: float, severity: Severity, code: str, message: str, **labels) -> Raise:
+        return Raise(Alert(now, severity, SOURCE, code, message, labels))
+
+    # persistence ----------------------------------------------------------------------------
+
+    def to_state(self) -> dict[str, Any]:
+        return {
+            "machine": self.machine.to_state(),
+            "day": self.day,
+            "day_start_total_usd": self.day_start_total_usd,
+            "book": self.book.to_state(),
+        }
+
+    def restore(self, state: dict[str, Any] | None) -> None:
+        if not state:
+            return
+        self.machine = TradingStateMachine.from_state(state["machine"])
+        self.day = state.get("day", "")
+        self.day_start_total_usd = float(state.get("day_start_total_usd", 0.0))
+        for intent_id, pair in state.get("book", {}).get("pair_of_intent", {}).items():
+            self.book.attribute(intent_id, pair)
+
+    @property
+    def state(self) -> TradingState:
+        return self.machine.state
+
+
+def order_event(leg: TrackedLeg, now: float) -> OrderEvent:
+    """The audit record of a leg's current state."""
+    status = leg.ib_status if leg.state is not LegState.REJECTED else "Rejected"
+    return OrderEvent(
+        ts=now,
+        intent_id=leg.intent_id,
+        order_id=leg.order_id,
+        perm_id=leg.perm_id,
+        leg=str(leg.leg.kind),
+        symbol=leg.leg.symbol,
+        side=leg.leg.side,
+        quantity=float(leg.leg.quantity),
+        order_type="LMT",
+        limit_price=leg.leg.limit_price,
+        status=status,
+        filled=leg.filled,
+        remaining=leg.remaining,
+        avg_fill_price=leg.avg_fill_price,
+        message=leg.message,
+    )
