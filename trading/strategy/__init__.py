@@ -1,0 +1,6 @@
+"""The strategy: an engine with no I/O fed bus messages, shared by the live service and the
+backtest. See `trading.strategy.engine` for the API."""
+
+from trading.strategy.engine import EngineConfig, StepResult, StrategyEngine
+
+__all__ = ["EngineConfig", "StepResult", "StrategyEngine"]

@@ -1,0 +1,500 @@
+"""The pair's lifecycle around the quant core's signal machine, and Kelly sizing (no I/O).
+
+Lifecycle (``PairStatus``)::
+
+    FLAT --entry signal, size > 0--> ENTERING --approved--> OPEN --exit/stop/time stop--> EXITING
+      ^                                 |                                                   |
+      +------rejected (blocked)---------+              rejected: back to OPEN, retried      |
+      +-------------------------------------------approved-----------------------------------+
+
+* One pair at a time: nothing new is emitted while an intent is pending (ENTERING, EXITING), and
+  an entry is only possible from FLAT, so a position open or pending is never entered twice.
+* A rejected entry returns to FLAT *blocked*: no new entry until |z| has come back inside the
+  entry band (the quant core's re-entry rule after a stop). Without it the same dislocation
+  would send a fresh intent every bar for risk to reject.
+* A rejected exit returns to OPEN with the signal machine back in the position; the exit signal
+  fires again at the next bar (an exit shrinks exposure: risk admits it even when REDUCING).
+* While risk is HALTED the machine does not run (no signal, no intent); while REDUCING entries
+  are suppressed and exits still go out.
+* An exit closes exactly what the entry opened: the same TLTW shares and buy-write units, the
+  same call contract, even if the index has rolled to another strike since.
+
+Sizing: `trading.domain.kelly.spread_kelly_size` with the Ornstein-Uhlenbeck fit of the spread
+over the z window (`trading.domain.mean_reversion`), a horizon of one half-life, the
+Engle-Granger p-value of (log TLTW TR, log index) over the same window, the Kelly fraction and
+the caps (gross notional and leverage). The fits are refreshed every ``refit_bars`` bars (they
+cost milliseconds; the bar loop costs microseconds).
+
+Attribution: the pair records the hedge (beta, alpha) in force at entry; its spread P&L is
+measured with that hedge, ``entry_sign x ((y - beta_e x - alpha_e) - entry spread)`` in log
+units, never with a hedge estimated later (no look-ahead).
+
+The signal machine's clock is trading time: the number of bars closed x bar_seconds, so its
+time stop (in half-lives of bars) does not fire over a night or a weekend.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import deque
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from enum import StrEnum
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from trading.bus import Fill, IntentPurpose, OrderIntent, RiskDecision, Signal
+from trading.bus import SignalAction as BusAction
+from trading.domain.kelly import KellyLimits, SpreadKellySize, spread_kelly_size
+from trading.domain.mean_reversion import (
+    OrnsteinUhlenbeckFit,
+    engle_granger,
+    fit_ornstein_uhlenbeck,
+)
+from trading.domain.signals import SignalAction, SignalBands, SignalMachine, SpreadPosition
+from trading.settings import StrategySettings
+from trading.strategy.intents import PairLegs, pair_intent, size_legs
+from trading.strategy.legs import HeldCall
+
+if TYPE_CHECKING:
+    from trading.strategy.engine import EngineConfig
+
+
+class PairStatus(StrEnum):
+    FLAT = "FLAT"
+    ENTERING = "ENTERING"
+    OPEN = "OPEN"
+    EXITING = "EXITING"
+
+
+_EXIT_PURPOSE = {
+    SignalAction.EXIT: IntentPurpose.EXIT,
+    SignalAction.STOP: IntentPurpose.STOP,
+    SignalAction.TIME_STOP: IntentPurpose.STOP,
+}
+MIN_FIT_BARS = 30
+"""Fewer spread points than this give no OU fit or cointegration test (size zero)."""
+
+
+@dataclass(frozen=True, slots=True)
+class BarContext:
+    """Everything one bar close knows, handed from the engine to the lifecycle."""
+
+    ts: float
+    z: float
+    spread: float
+    mean: float
+    std: float
+    beta: float
+    alpha: float
+    x: float  # log buy-write index
+    y: float  # log TLTW total return
+    spot: float
+    tltw_mid: float
+    tltw_total_return: float
+    index_level: float
+    call_mid: float
+    call: HeldCall
+    risk_state: str
+    option_mids: dict[int, float]
+
+
+@dataclass(slots=True)
+class OpenPair:
+    """A pair entered (or being entered): its legs, and the hedge and prices at entry."""
+
+    legs: PairLegs
+    entry_intent_id: str
+    entry_ts: float
+    entry_z: float
+    entry_spread: float
+    entry_beta: float
+    entry_alpha: float
+    entry_tltw_mid: float
+    entry_unit_mid: float
+    filled_tltw_shares: float = 0.0
+    last_call_mid: float = math.nan
+
+    def spread_pnl_log(self, x: float, y: float) -> float:
+        """Log-spread gain since entry measured with the entry hedge (positive = profit)."""
+        sign = 1.0 if self.legs.direction == SpreadPosition.LONG_SPREAD.value else -1.0
+        return sign * ((y - self.entry_beta * x - self.entry_alpha) - self.entry_spread)
+
+    def to_state(self) -> dict[str, Any]:
+        return {
+            "legs": self.legs.to_state(),
+            "entry_intent_id": self.entry_intent_id,
+            "entry_ts": self.entry_ts,
+            "entry_z": self.entry_z,
+            "entry_spread": self.entry_spread,
+            "entry_beta": self.entry_beta,
+            "entry_alpha": self.entry_alpha,
+            "entry_tltw_mid": self.entry_tltw_mid,
+            "entry_unit_mid": self.entry_unit_mid,
+            "filled_tltw_shares": self.filled_tltw_shares,
+            "last_call_mid": self.last_call_mid,
+        }
+
+    @classmethod
+    def from_state(cls, state: dict[str, Any]) -> OpenPair:
+        values = dict(state)
+        values["legs"] = PairLegs.from_state(state["legs"])
+        return cls(**values)
+
+
+class PairManager:
+    """The lifecycle of the module docstring: signal machine, sizing, intents, decisions."""
+
+    def __init__(self, settings: StrategySettings, config: EngineConfig) -> None:
+        self.settings = settings
+        self.config = config
+        self.bands = SignalBands(
+            entry_z=settings.entry_z,
+            exit_z=settings.exit_z,
+            stop_z=settings.stop_z,
+            min_distance_bp=settings.min_spread_bp,
+            time_stop_half_lives=settings.time_stop_half_lives,
+        )
+        self.kelly_limits = KellyLimits(
+            fraction=settings.kelly_fraction,
+            max_gross_notional_usd=settings.max_gross_notional_usd,
+            max_leverage=settings.max_leverage,
+            max_cointegration_p_value=settings.cointegration_pvalue,
+        )
+        self.machine = SignalMachine(self.bands)
+        self.status = PairStatus.FLAT
+        self.pair: OpenPair | None = None
+        self.pending: OrderIntent | None = None
+        self.bars = 0
+        window = settings.z_window
+        self.spreads: deque[float] = deque(maxlen=window)
+        self.log_index: deque[float] = deque(maxlen=window)
+        self.log_tltw: deque[float] = deque(maxlen=window)
+        self.fit_bar = -1
+        self.machine_before_exit: dict[str, Any] | None = None
+        self.ou: OrnsteinUhlenbeckFit | None = None
+        self.ou_error = "not fitted yet"
+        self.cointegration_p_value = math.nan
+
+    @property
+    def signal_state(self) -> str:
+        return self.machine.position.value
+
+    # estimators -----------------------------------------------------------------------------
+
+    def record_spread(self, spread: float, x: float, y: float) -> None:
+        self.spreads.append(spread)
+        self.log_index.append(x)
+        self.log_tltw.append(y)
+
+    def refit(self) -> None:
+        """OU fit of the spread and Engle-Granger p-value over the window (every refit_bars)."""
+        self.fit_bar = self.bars
+        if len(self.spreads) < MIN_FIT_BARS:
+            self.ou, self.ou_error = None, f"{len(self.spreads)} bars < {MIN_FIT_BARS}"
+            self.cointegration_p_value = math.nan
+            return
+        try:
+            self.ou, self.ou_error = fit_ornstein_uhlenbeck(np.fromiter(self.spreads, float)), ""
+        except ValueError as exc:
+            self.ou, self.ou_error = None, str(exc)
+        try:
+            result = engle_granger(
+                np.fromiter(self.log_tltw, float), np.fromiter(self.log_index, float)
+            )
+            self.cointegration_p_value = result.p_value
+        except ValueError:
+            self.cointegration_p_value = math.nan
+
+    def _fits_due(self) -> bool:
+        return self.fit_bar < 0 or self.bars - self.fit_bar >= self.settings.refit_bars
+
+    def half_life_bars(self) -> float:
+        return math.inf if self.ou is None else self.ou.half_life
+
+    # bars -----------------------------------------------------------------------------------
+
+    def on_bar(self, bar: BarContext) -> tuple[tuple[Signal, ...], tuple[OrderIntent, ...]]:
+        self.bars += 1
+        if self.pair is not None and self.pair.legs.call_con_id in bar.option_mids:
+            self.pair.last_call_mid = bar.option_mids[self.pair.legs.call_con_id]
+        if bar.risk_state == "HALTED" or self.status in (PairStatus.ENTERING, PairStatus.EXITING):
+            return (), ()
+        if self._fits_due():
+            self.refit()
+        half_life_seconds = self.half_life_bars() * self.settings.bar_seconds
+        clock = datetime.fromtimestamp(self.bars * self.settings.bar_seconds, UTC)
+        distance_bp = (bar.spread - bar.mean) * 1e4
+        was = self.machine.position
+        before = None if was is SpreadPosition.FLAT else self.machine.to_state()
+        if was is SpreadPosition.FLAT and not math.isfinite(half_life_seconds):
+            # No half-life, no time stop and no Kelly size: an entry cannot be sized.
+            half_life_seconds = 1.0
+        decision = self.machine.update(bar.z, distance_bp, clock, half_life_seconds)
+        action = decision.action
+        if action in (SignalAction.ENTER_LONG_SPREAD, SignalAction.ENTER_SHORT_SPREAD):
+            return self._enter(bar, action, decision.reason)
+        if action in _EXIT_PURPOSE:
+            self.machine_before_exit = before
+            return self._exit(bar, action, decision.reason)
+        return (), ()
+
+    def _signal(self, bar: BarContext, action: BusAction, reason: str) -> Signal:
+        return Signal(
+            ts=bar.ts,
+            action=action,
+            state=self.machine.position.value,
+            z=bar.z,
+            spread=bar.spread,
+            reason=reason,
+        )
+
+    def _enter(
+        self, bar: BarContext, action: SignalAction, reason: str
+    ) -> tuple[tuple[Signal, ...], tuple[OrderIntent, ...]]:
+        bus_action = BusAction(action.value)
+        refused = ""
+        if bar.risk_state == "REDUCING":
+            refused = "risk is REDUCING: no new exposure"
+        size = spread_kelly_size(
+            self.ou,
+            bar.spread,
+            self.half_life_bars(),
+            self.settings.capital_usd,
+            bar.beta,
+            self.cointegration_p_value,
+            self.kelly_limits,
+        )
+        direction = (
+            SpreadPosition.LONG_SPREAD
+            if action is SignalAction.ENTER_LONG_SPREAD
+            else SpreadPosition.SHORT_SPREAD
+        )
+        if not refused and size.gross_notional_usd <= 0:
+            refused = f"Kelly size zero: {size.reason or self.ou_error}"
+        if not refused and (size.tltw_notional_usd > 0) != (
+            direction is SpreadPosition.LONG_SPREAD
+        ):
+            refused = (
+                f"the OU mean ({self.ou.mu if self.ou else math.nan:.6f}) is on the other side "
+                f"of the spread ({bar.spread:.6f}) from the z-score's mean"
+            )
+        legs = None
+        if not refused:
+            legs = size_legs(
+                direction.value,
+                size.gross_notional_usd,
+                bar.beta,
+                bar.tltw_mid,
+                bar.spot,
+                bar.call_mid,
+                bar.call.con_id,
+                bar.call.expiry,
+                bar.call.strike,
+            )
+            if legs.tltw_shares <= 0 or legs.buy_write_units <= 0:
+                refused = (
+                    f"size rounds to {legs.tltw_shares} TLTW shares and "
+                    f"{legs.buy_write_units} buy-write units"
+                )
+        if refused or legs is None:
+            # Back to FLAT, blocked until |z| is inside the entry band: no entry every bar.
+            self.machine.flatten()
+            self.machine.blocked = True
+            return (self._signal(bar, BusAction.NONE, f"{reason}; not entered: {refused}"),), ()
+        intent = pair_intent(
+            pair_id=self.config.pair_id,
+            purpose=IntentPurpose.ENTRY,
+            action=bus_action,
+            legs=legs,
+            opening=True,
+            bar_end_ts=bar.ts,
+            tlt_con_id=self.config.tlt_con_id,
+            tltw_con_id=self.config.tltw_con_id,
+            tltw_mid=bar.tltw_mid,
+            tlt_mid=bar.spot,
+            call_mid=bar.call_mid,
+            offset_bp=self.settings.order_price_offset_bp,
+            why=self._why(bar, reason, size),
+        )
+        self.pair = OpenPair(
+            legs=legs,
+            entry_intent_id=intent.intent_id,
+            entry_ts=bar.ts,
+            entry_z=bar.z,
+            entry_spread=bar.spread,
+            entry_beta=bar.beta,
+            entry_alpha=bar.alpha,
+            entry_tltw_mid=bar.tltw_mid,
+            entry_unit_mid=100 * bar.spot - bar.call_mid,
+            last_call_mid=bar.call_mid,
+        )
+        self.pending = intent
+        self.status = PairStatus.ENTERING
+        return (self._signal(bar, bus_action, reason),), (intent,)
+
+    def _exit(
+        self, bar: BarContext, action: SignalAction, reason: str
+    ) -> tuple[tuple[Signal, ...], tuple[OrderIntent, ...]]:
+        bus_action = BusAction(action.value)
+        pair = self.pair
+        if self.status is not PairStatus.OPEN or pair is None:
+            # The machine thought it held a position the book does not: just record it.
+            return (self._signal(bar, bus_action, f"{reason} (no open pair)"),), ()
+        call_mid = bar.option_mids.get(pair.legs.call_con_id, pair.last_call_mid)
+        why = {
+            "reason": reason,
+            "z": bar.z,
+            "spread": bar.spread,
+            "mean": bar.mean,
+            "std": bar.std,
+            "entry_z": self.bands.entry_z,
+            "exit_z": self.bands.exit_z,
+            "stop_z": self.bands.stop_z,
+            "beta_now": bar.beta,
+            "entry_beta": pair.entry_beta,
+            "entry_intent_id": pair.entry_intent_id,
+            "spread_pnl_bp_entry_hedge": pair.spread_pnl_log(bar.x, bar.y) * 1e4,
+        }
+        intent = pair_intent(
+            pair_id=self.config.pair_id,
+            purpose=_EXIT_PURPOSE[action],
+            action=bus_action,
+            legs=pair.legs,
+            opening=False,
+            bar_end_ts=bar.ts,
+            tlt_con_id=self.config.tlt_con_id,
+            tltw_con_id=self.config.tltw_con_id,
+            tltw_mid=bar.tltw_mid,
+            tlt_mid=bar.spot,
+            call_mid=call_mid,
+            offset_bp=self.settings.order_price_offset_bp,
+            why=why,
+        )
+        self.pending = intent
+        self.status = PairStatus.EXITING
+        return (self._signal(bar, bus_action, reason),), (intent,)
+
+    def _why(self, bar: BarContext, reason: str, size: SpreadKellySize) -> dict[str, Any]:
+        ou = self.ou
+        return {
+            "reason": reason,
+            "z": bar.z,
+            "spread": bar.spread,
+            "mean": bar.mean,
+            "std": bar.std,
+            "distance_bp": (bar.spread - bar.mean) * 1e4,
+            "entry_z": self.bands.entry_z,
+            "exit_z": self.bands.exit_z,
+            "stop_z": self.bands.stop_z,
+            "beta": bar.beta,
+            "alpha": bar.alpha,
+            "hedge_method": self.settings.hedge_method.value,
+            "index_level": bar.index_level,
+            "tltw_total_return": bar.tltw_total_return,
+            "kelly": {
+                "fraction": self.kelly_limits.fraction,
+                "full_kelly": size.full_kelly,
+                "applied_fraction_of_equity": size.applied_fraction_of_equity,
+                "gross_notional_usd": size.gross_notional_usd,
+                "leverage": size.leverage,
+                "expected_change": size.expected_change,
+                "change_variance": size.change_variance,
+                "horizon_bars": size.horizon,
+                "capital_usd": size.equity_usd,
+                "cointegration_p_value": size.cointegration_p_value,
+                "capped_by": size.capped_by,
+                "ou_half_life_bars": None if ou is None else ou.half_life,
+                "ou_mean": None if ou is None else ou.mu,
+            },
+        }
+
+    # risk's answers -------------------------------------------------------------------------
+
+    def on_decision(self, decision: RiskDecision) -> tuple[Signal, ...]:
+        pending = self.pending
+        if pending is None or decision.intent_id != pending.intent_id:
+            return ()
+        self.pending = None
+        entering = self.status is PairStatus.ENTERING
+        if decision.approved:
+            if entering:
+                self.status = PairStatus.OPEN
+            else:
+                self.status, self.pair = PairStatus.FLAT, None
+            return ()
+        reasons = "; ".join(f"{r.code}: {r.message}" for r in decision.reasons) or "no reason given"
+        if entering:
+            self.status, self.pair = PairStatus.FLAT, None
+            self.machine.flatten()
+            self.machine.blocked = True
+            note = (
+                f"entry {pending.intent_id} rejected ({reasons}): flat, blocked until |z| < entry"
+            )
+        else:
+            # Still holding: put the machine back in the position so the exit fires again.
+            self.status = PairStatus.OPEN
+            if self.machine_before_exit is not None:
+                last_time = self.machine.last_time
+                self.machine = SignalMachine.from_state(self.machine_before_exit, self.bands)
+                self.machine.last_time = last_time
+            note = f"exit {pending.intent_id} rejected ({reasons}): still open, exit retried"
+        return (
+            Signal(
+                ts=decision.ts,
+                action=BusAction.NONE,
+                state=self.machine.position.value,
+                z=0.0,
+                spread=0.0,
+                reason=note,
+            ),
+        )
+
+    def on_fill(self, fill: Fill) -> None:
+        pair = self.pair
+        if pair is None or fill.con_id != self.config.tltw_con_id:
+            return
+        if fill.intent_id == pair.entry_intent_id:
+            pair.filled_tltw_shares += fill.quantity
+
+    # state ----------------------------------------------------------------------------------
+
+    def to_state(self) -> dict[str, Any]:
+        return {
+            "status": self.status.value,
+            "pair": None if self.pair is None else self.pair.to_state(),
+            "pending": None if self.pending is None else _intent_state(self.pending),
+            "machine": self.machine.to_state(),
+            "machine_before_exit": self.machine_before_exit,
+            "bars": self.bars,
+            "spreads": list(self.spreads),
+            "log_index": list(self.log_index),
+            "log_tltw": list(self.log_tltw),
+        }
+
+    def restore(self, state: dict[str, Any]) -> None:
+        self.status = PairStatus(state["status"])
+        self.pair = None if state["pair"] is None else OpenPair.from_state(state["pair"])
+        self.pending = None if state["pending"] is None else _intent_from_state(state["pending"])
+        self.machine = SignalMachine.from_state(state["machine"], self.bands)
+        self.machine_before_exit = state.get("machine_before_exit")
+        self.bars = int(state["bars"])
+        self.spreads.extend(float(v) for v in state["spreads"])
+        self.log_index.extend(float(v) for v in state["log_index"])
+        self.log_tltw.extend(float(v) for v in state["log_tltw"])
+        self.fit_bar = -1
+
+
+def _intent_state(intent: OrderIntent) -> dict[str, Any]:
+    from trading.bus import to_dict
+
+    return to_dict(intent)
+
+
+def _intent_from_state(state: dict[str, Any]) -> OrderIntent:
+    import orjson
+
+    from trading.bus import decode
+
+    return decode(orjson.dumps({**state, "kind": OrderIntent.KIND}), OrderIntent)

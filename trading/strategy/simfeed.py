@@ -1,0 +1,162 @@
+"""Bus messages from ibsim's market model, without a socket: the strategy's research feed.
+
+`simulated_messages` yields, for each one-minute bar of the model (``MarketModel.bars``), what
+data-ingestion would publish at the bar's close: TLT and TLTW quotes, TLTW's NAV, and the calls
+of the front monthlies around the money with the model's Greeks; plus the option chain at each
+session's open and TLTW's distributions (``Dividends``) before the session they go ex in. Every
+message carries ``ts_exchange = ts_recv`` = the bar's close minus half a second, so feeding them
+to `StrategyEngine.on_message` closes each bar when the next one's first message arrives.
+
+Used by the engine's tests and by `trading.strategy.study` (the preset comparison).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import date, datetime, timedelta
+
+import pandas as pd
+
+from trading.bus import ChainOption, Dividends, EtfNav, Message, OptionChain, OptionQuote, Quote
+from trading.ibsim.config import ET, SimConfig
+from trading.ibsim.instruments import TLT_CON_ID, TLTW_CON_ID, occ_symbol, option_con_id
+from trading.ibsim.market import MarketModel
+
+
+@dataclass(frozen=True, slots=True)
+class FeedConfig:
+    """Which calls to publish: the first ``expiries`` standard monthlies, strikes from
+    ``low`` to ``high`` x the session's opening spot (whole dollars)."""
+
+    expiries: int = 3
+    low: float = 0.95
+    high: float = 1.07
+    bar_seconds: int = 60
+
+
+def premium_shock(model: MarketModel, when: datetime, premium_bp: float) -> None:
+    """TLTW's premium jumps to ``premium_bp`` at ``when`` and mean-reverts (ibsim's fault)."""
+    model.shock_premium(model.calendar.tau(when), premium_bp)
+
+
+def simulated_messages(
+    model: MarketModel, start: date, end: date, feed: FeedConfig = FeedConfig()
+) -> Iterator[Message]:
+    """Messages bar by bar from ``start`` to ``end`` (inclusive), see the module docstring."""
+    frame = model.bars(start, end, bar="1 min")
+    if frame.empty:
+        return
+    calendar = model.calendar
+    registry = model.registry
+    frame = frame.assign(session_day=[t.date() for t in frame.index])
+    for day, rows in frame.groupby("session_day", sort=True):
+        session = calendar.index_of(day)
+        if session is None:
+            continue
+        closes = [t + timedelta(seconds=feed.bar_seconds) for t in rows.index]
+        stamps = [c.timestamp() - 0.5 for c in closes]
+        spot_open = float(rows["tlt_open"].iloc[0])
+        monthlies = [e for e, weekly in registry.listed_expiries(day) if not weekly]
+        chosen = monthlies[: feed.expiries]
+        strikes = [
+            float(k)
+            for k in registry.monthly_strikes
+            if spot_open * feed.low <= k <= spot_open * feed.high
+        ]
+        subscribed = tuple(
+            ChainOption(
+                con_id=option_con_id(expiry, k, "C"),
+                local_symbol=occ_symbol("TLT", expiry.strftime("%Y%m%d"), "C", k),
+                expiry=expiry.strftime("%Y%m%d"),
+                strike=k,
+                right="C",
+            )
+            for expiry in chosen
+            for k in strikes
+        )
+        yield OptionChain(
+            underlying="TLT",
+            underlying_con_id=TLT_CON_ID,
+            expiries=tuple(e.strftime("%Y%m%d") for e in monthlies),
+            strikes=tuple(float(k) for k in registry.monthly_strikes),
+            subscribed=subscribed,
+            spot=spot_open,
+            ts=stamps[0] - 1.0,
+        )
+        distribution = model.tltw_distribution(session)
+        if distribution > 0:
+            yield Dividends(
+                symbol="TLTW",
+                past_12m=0.0,
+                next_12m=12 * distribution,
+                next_ex_date=day.strftime("%Y%m%d"),
+                next_amount=distribution,
+                ts=stamps[0] - 1.0,
+            )
+        close_index = pd.DatetimeIndex(closes)
+        option_frames = [
+            (option, model.option_quotes(close_index, _date(option.expiry), option.strike, "C"))
+            for option in subscribed
+        ]
+        option_rows = [
+            (option, frame_.to_numpy(), list(frame_.columns)) for option, frame_ in option_frames
+        ]
+        tlt_bid = rows["tlt_bid"].to_numpy()
+        tlt_ask = rows["tlt_ask"].to_numpy()
+        tltw_bid = rows["tltw_bid"].to_numpy()
+        tltw_ask = rows["tltw_ask"].to_numpy()
+        navs = rows["tltw_nav"].to_numpy()
+        for i, ts in enumerate(stamps):
+            yield Quote(
+                "TLT", TLT_CON_ID, float(tlt_bid[i]), float(tlt_ask[i]), 100.0, 100.0, None, ts, ts
+            )
+            yield Quote(
+                "TLTW",
+                TLTW_CON_ID,
+                float(tltw_bid[i]),
+                float(tltw_ask[i]),
+                100.0,
+                100.0,
+                None,
+                ts,
+                ts,
+            )
+            yield EtfNav("TLTW", float(navs[i]), ts, ts)
+            for option, values, columns in option_rows:
+                row = dict(zip(columns, values[i], strict=True))
+                bid, ask = float(row["bid"]), float(row["ask"])
+                if not (math.isfinite(bid) and math.isfinite(ask)) or ask <= 0:
+                    continue
+                yield OptionQuote(
+                    symbol="TLT",
+                    con_id=option.con_id,
+                    local_symbol=option.local_symbol,
+                    expiry=option.expiry,
+                    strike=option.strike,
+                    right="C",
+                    bid=bid,
+                    ask=ask,
+                    bid_size=10.0,
+                    ask_size=10.0,
+                    implied_vol=float(row["implied_vol"]),
+                    delta=float(row["delta"]),
+                    gamma=float(row["gamma"]),
+                    vega_per_point=float(row["vega_per_vol_point"]),
+                    theta_per_day=float(row["theta_per_day"]),
+                    underlying_price=float(row["underlying"]),
+                    model_price=float(row["theo"]),
+                    ts_exchange=ts,
+                    ts_recv=ts,
+                )
+
+
+def _date(yyyymmdd: str) -> date:
+    return date(int(yyyymmdd[:4]), int(yyyymmdd[4:6]), int(yyyymmdd[6:8]))
+
+
+def sim_model(seed: int = 1, start: datetime | None = None, **config: object) -> MarketModel:
+    """A market model anchored at ``start`` (default ibsim's 2026-11-02 09:30 ET)."""
+    anchor = start or datetime(2026, 11, 2, 9, 30, tzinfo=ET)
+    return MarketModel(SimConfig(seed=seed, start=anchor, **config))  # type: ignore[arg-type]
