@@ -113,6 +113,18 @@ class IngestionSettings(_Group):
     """How much intraday history to backfill on start (IB duration string)."""
     backfill_bar_size: str = "1 min"
     """Bar size of the backfill (IB bar size string)."""
+    history_interval_s: Annotated[float, Field(ge=0)] = 0.25
+    """At most one history-stream entry per instrument per this many seconds (conflation)."""
+    recentre_hysteresis: Annotated[float, Field(ge=0, lt=1)] = 0.2
+    """Re-centre the calls once another strike is nearer spot by this fraction of the gap."""
+    backfill_timeout_s: Positive = 60.0
+    """How long one historical-data request may take before it is retried."""
+    backfill_retry_s: Positive = 10.0
+    """Wait after a failed historical-data request (pacing violation, farm down)."""
+    backfill_rate: float = 0.04
+    """Continuous rate for the Greeks of backfilled option bars (IB has no historical Greeks)."""
+    backfill_div_yield: float = 0.04
+    """TLT's continuous dividend yield for the Greeks of backfilled option bars."""
 
 
 class StrategySettings(_Group):
