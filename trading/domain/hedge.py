@@ -230,18 +230,22 @@ class RollingOls:
 def rolling_ols_vec(x, y, window: int, min_observations: int | None = None):
     """Vectorized :class:`RollingOls`: (beta, alpha) arrays after each bar, NaN while not ready.
 
-    Computed from pandas' rolling covariance and variance (an independent implementation).
+    Computed from pandas' rolling covariance and variance (an independent implementation) of
+    the series less their overall means: pandas' online sums lose 1e-9 on raw log prices.
     """
     import pandas as pd
 
     min_observations = window if min_observations is None else min_observations
-    xs = pd.Series(np.asarray(x, dtype=np.float64))
-    ys = pd.Series(np.asarray(y, dtype=np.float64))
+    x = np.asarray(x, dtype=np.float64)
+    y = np.asarray(y, dtype=np.float64)
+    centre_x = float(x.mean())
+    centre_y = float(y.mean())
+    xs = pd.Series(x - centre_x)
+    ys = pd.Series(y - centre_y)
     rolling_x = xs.rolling(window, min_periods=min_observations)
     beta = (rolling_x.cov(ys) / rolling_x.var()).to_numpy()
-    alpha = ys.rolling(window, min_periods=min_observations).mean().to_numpy() - beta * (
-        rolling_x.mean().to_numpy()
-    )
+    mean_y = ys.rolling(window, min_periods=min_observations).mean().to_numpy() + centre_y
+    alpha = mean_y - beta * (rolling_x.mean().to_numpy() + centre_x)
     return beta, alpha
 
 
@@ -711,7 +715,9 @@ def rolling_zscore_vec(values, window: int, ddof: int = 1, min_std: float = 0.0)
     NaN where the window is not full."""
     import pandas as pd
 
-    series = pd.Series(np.asarray(values, dtype=np.float64))
+    values = np.asarray(values, dtype=np.float64)
+    # z is shift-invariant; centring first keeps pandas' online sums accurate.
+    series = pd.Series(values - values.mean())
     rolling = series.rolling(window)
     mean = rolling.mean().shift(1)
     std = rolling.std(ddof=ddof).shift(1).clip(lower=min_std)

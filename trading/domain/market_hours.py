@@ -72,11 +72,17 @@ class MarketCalendar:
         cls, first_year: int = _FIRST_YEAR, last_year: int = _LAST_YEAR
     ) -> MarketCalendar:
         """Build from ``exchange_calendars`` XNYS for the given years (inclusive)."""
+        import warnings
+
         import exchange_calendars  # imported here: it takes 0.4 s and most callers never need it
 
-        calendar = exchange_calendars.get_calendar(
-            _CALENDAR_NAME, start=f"{first_year}-01-01", end=f"{last_year}-12-31"
-        )
+        with warnings.catch_warnings():
+            # exchange_calendars 4.13 trips a pandas 3.1 deprecation inside its own code.
+            warnings.simplefilter("ignore", FutureWarning)
+            warnings.simplefilter("ignore", DeprecationWarning)
+            calendar = exchange_calendars.get_calendar(
+                _CALENDAR_NAME, start=f"{first_year}-01-01", end=f"{last_year}-12-31"
+            )
         schedule = calendar.schedule
         sessions = [
             Session(

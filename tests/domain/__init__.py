@@ -1,0 +1,1 @@
+"""Tests of the pure quant core, trading/domain (no Redis, no broker)."""
