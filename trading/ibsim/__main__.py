@@ -1,0 +1,46 @@
+"""``python -m trading.ibsim --port 4002 [--seed N] [--speed X]``: run the simulated gateway."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import signal
+import threading
+from datetime import datetime
+
+from trading.ibsim import ET, SimConfig, SimulatedGateway
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m trading.ibsim", description=__doc__)
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=4002)
+    parser.add_argument("--admin-port", type=int, default=None, help="HTTP fault/truth API")
+    parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--speed", type=float, default=1.0, help="sim seconds per wall second")
+    parser.add_argument("--tick-interval", type=float, default=0.25, help="sim seconds")
+    parser.add_argument("--premium-bp", type=float, default=20.0)
+    parser.add_argument("--premium-half-life-days", type=float, default=1.0)
+    parser.add_argument("--start", default=None, help="YYYY-MM-DDTHH:MM, New York time")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    start = datetime.fromisoformat(args.start).replace(tzinfo=ET) if args.start else None
+    config = SimConfig(
+        seed=args.seed,
+        speed=args.speed,
+        tick_interval_s=args.tick_interval,
+        premium_bp=args.premium_bp,
+        premium_half_life_days=args.premium_half_life_days,
+        start=start,
+    )
+    gateway = SimulatedGateway(config, args.host, args.port, args.admin_port).start()
+    logging.info("ibsim listening on %s:%s (admin %s)", args.host, gateway.port, gateway.admin_port)
+    done = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: done.set())
+    signal.signal(signal.SIGINT, lambda *_: done.set())
+    done.wait()
+    gateway.stop()
+
+
+if __name__ == "__main__":
+    main()

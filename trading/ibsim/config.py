@@ -1,0 +1,132 @@
+"""SimConfig: every knob of the simulated gateway, checked once when it is built."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from datetime import datetime
+from zoneinfo import ZoneInfo
+
+ET = ZoneInfo("America/New_York")
+DEFAULT_START = datetime(2026, 11, 2, 9, 30, tzinfo=ET)
+"""A Monday: runs are deterministic because the clock starts here unless told otherwise."""
+
+
+@dataclass(frozen=True, slots=True)
+class SimConfig:
+    """Configuration of the simulated IB Gateway and its market model (deterministic per seed).
+
+    Clock: the sim runs in trading time. ``start`` (New York time; default 2026-11-02 09:30)
+    is snapped to the next regular session if it falls outside one; the clock then advances at
+    ``speed`` x wall time and jumps over nights, weekends and XNYS holidays, so it is always
+    inside a session. ``firehose=True`` decouples the clock from the wall: every market step
+    advances ``tick_interval_s`` of sim time and steps run back to back, as fast as the clients
+    read (the benchmark mode).
+
+    Market: TLT follows a driftless geometric Brownian motion (``tlt_vol_annual``, a fraction of
+    its variance ``overnight_variance_fraction`` in the overnight gap) anchored at
+    ``tlt_price`` at the first session's open. Options are priced with Black-Scholes (rate
+    ``rate``, TLT's yield ``div_yield`` as a continuous yield) on the implied-volatility
+    surface ``iv(k, T) = iv_atm + iv_term_slope (T - 1/12) + (iv_skew k + iv_smile k^2 / s) / s``
+    with ``k = ln(K / F)`` and ``s = sqrt(max(T, 1/365) * 12)``. TLTW's NAV replicates its index
+    (long TLT, short the one-month call nearest ``tltw_moneyness`` x spot, rolled
+    ``roll_days_before_expiry`` calendar days before the third-Friday expiry, fee
+    ``tltw_fee_annual``, distributions of ``tltw_distribution_yield_annual`` / 12 of NAV on the
+    first session of each month) and is scaled to ``tltw_nav`` at the first session's open.
+    TLTW trades at NAV x (1 + premium); the premium is an Ornstein-Uhlenbeck process in trading
+    time with stationary standard deviation ``premium_bp`` basis points and half-life
+    ``premium_half_life_days`` trading days (``premium_bp = 0`` turns it off).
+    """
+
+    seed: int = 1
+    speed: float = 1.0
+    tick_interval_s: float = 0.25
+    start: datetime | None = None
+    firehose: bool = False
+    history_days: int = 300
+    """Sessions of past generated before ``start`` (historical bars reach this far back)."""
+    account: str = "DU1234567"
+    initial_cash_usd: float = 1_000_000.0
+    tlt_price: float = 90.0
+    tlt_vol_annual: float = 0.15
+    overnight_variance_fraction: float = 0.2
+    rate: float = 0.04
+    div_yield: float = 0.04
+    iv_atm: float = 0.16
+    iv_term_slope: float = 0.02
+    iv_skew: float = -0.10
+    iv_smile: float = 0.5
+    tltw_nav: float = 24.0
+    tltw_moneyness: float = 1.02
+    tltw_fee_annual: float = 0.0035
+    tltw_distribution_yield_annual: float = 0.12
+    roll_days_before_expiry: int = 2
+    premium_bp: float = 20.0
+    premium_half_life_days: float = 1.0
+    stock_commission_per_share_usd: float = 0.005
+    stock_commission_minimum_usd: float = 1.0
+    option_commission_per_contract_usd: float = 0.65
+    server_version: int = 176
+
+    def __post_init__(self) -> None:
+        positive = (
+            "speed",
+            "tick_interval_s",
+            "tlt_price",
+            "tlt_vol_annual",
+            "iv_atm",
+            "tltw_nav",
+            "tltw_moneyness",
+            "premium_half_life_days",
+        )
+        for name in positive:
+            value = getattr(self, name)
+            if not isinstance(value, int | float) or not math.isfinite(value) or value <= 0:
+                raise ValueError(f"SimConfig.{name} must be a finite number > 0, got {value!r}")
+        non_negative = (
+            "overnight_variance_fraction",
+            "tltw_fee_annual",
+            "tltw_distribution_yield_annual",
+            "premium_bp",
+            "initial_cash_usd",
+            "stock_commission_per_share_usd",
+            "stock_commission_minimum_usd",
+            "option_commission_per_contract_usd",
+        )
+        for name in non_negative:
+            value = getattr(self, name)
+            if not isinstance(value, int | float) or not math.isfinite(value) or value < 0:
+                raise ValueError(f"SimConfig.{name} must be a finite number >= 0, got {value!r}")
+        for name in ("rate", "div_yield", "iv_term_slope", "iv_skew", "iv_smile"):
+            value = getattr(self, name)
+            if not isinstance(value, int | float) or not math.isfinite(value):
+                raise ValueError(f"SimConfig.{name} must be a finite number, got {value!r}")
+        if self.overnight_variance_fraction >= 1:
+            raise ValueError(
+                "SimConfig.overnight_variance_fraction must be < 1, "
+                f"got {self.overnight_variance_fraction!r}"
+            )
+        if not isinstance(self.history_days, int) or self.history_days < 1:
+            raise ValueError(
+                f"SimConfig.history_days must be an int >= 1, got {self.history_days!r}"
+            )
+        if not isinstance(self.roll_days_before_expiry, int) or not (
+            0 <= self.roll_days_before_expiry <= 20
+        ):
+            raise ValueError(
+                "SimConfig.roll_days_before_expiry must be an int in [0, 20], "
+                f"got {self.roll_days_before_expiry!r}"
+            )
+        if not 157 <= self.server_version <= 176:
+            raise ValueError(
+                f"SimConfig.server_version must be in [157, 176], got {self.server_version!r}"
+            )
+        if self.start is not None and self.start.tzinfo is None:
+            raise ValueError(f"SimConfig.start must be timezone-aware, got {self.start!r}")
+        if not self.account or "," in self.account:
+            raise ValueError(f"SimConfig.account must be one account code, got {self.account!r}")
+
+    @property
+    def start_time(self) -> datetime:
+        """The requested start, in New York time."""
+        return (self.start or DEFAULT_START).astimezone(ET)

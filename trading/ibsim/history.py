@@ -1,0 +1,335 @@
+"""Historical bars from the market model: IB's request vocabulary, bar building, backtest frames.
+
+Bars are built from the model's one-second grid (the grid the live ticks interpolate), so a
+bar's open and close are the model's values at its edges and its high and low bound every live
+tick inside it. Stocks: TRADES bars are the mid rounded to the cent with the model's prints as
+volume, MIDPOINT the quote mid, BID and ASK the one-cent quote. Options: the theoretical value
+(TRADES, MIDPOINT) or the quoted side (BID, ASK). Intraday bars are aligned to New York wall
+clock multiples of the bar size inside each session (the first hourly bar is 09:30-10:00).
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+import re
+from dataclasses import dataclass
+from datetime import UTC, date, datetime, timedelta
+from enum import StrEnum
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+import numpy as np
+import pandas as pd
+
+from trading.domain import black_scholes as bs
+from trading.ibsim.config import ET
+from trading.ibsim.instruments import TLT, TLTW, Instrument
+from trading.ibsim.market import SECONDS_PER_YEAR, MarketModel
+
+DAY_SECONDS = -1
+WEEK_SECONDS = -2
+MONTH_SECONDS = -3
+_BAR_UNITS = {"sec": 1, "secs": 1, "min": 60, "mins": 60, "hour": 3600, "hours": 3600}
+_PERIOD_BARS = {"day": DAY_SECONDS, "week": WEEK_SECONDS, "month": MONTH_SECONDS}
+
+
+class WhatToShow(StrEnum):
+    TRADES = "TRADES"
+    MIDPOINT = "MIDPOINT"
+    BID = "BID"
+    ASK = "ASK"
+    ADJUSTED_LAST = "ADJUSTED_LAST"
+
+
+class HistoryError(ValueError):
+    """A request IB would answer with error 162; the message is IB's text after the prefix."""
+
+
+@dataclass(frozen=True, slots=True)
+class Bar:
+    start_tau: float
+    open: float
+    high: float
+    low: float
+    close: float
+    volume: float
+    wap: float
+    count: int
+
+
+def parse_bar_size(text: str) -> int:
+    """Bar length in seconds, or DAY_SECONDS / WEEK_SECONDS / MONTH_SECONDS."""
+    match = re.fullmatch(r"\s*(\d+)\s+([a-z]+)\s*", text.lower())
+    if match:
+        count, unit = int(match.group(1)), match.group(2)
+        if unit in _BAR_UNITS and count > 0:
+            seconds = count * _BAR_UNITS[unit]
+            if seconds <= 8 * 3600:
+                return seconds
+        if unit.rstrip("s") in _PERIOD_BARS and count == 1:
+            return _PERIOD_BARS[unit.rstrip("s")]
+    raise HistoryError(f"Invalid bar size {text!r}")
+
+
+def parse_duration(text: str) -> tuple[int, str]:
+    match = re.fullmatch(r"\s*(\d+)\s*([SDWMY])\s*", text.upper())
+    if not match or int(match.group(1)) <= 0:
+        raise HistoryError(f"Invalid duration {text!r}")
+    return int(match.group(1)), match.group(2)
+
+
+def parse_end(text: str) -> datetime | None:
+    """IB endDateTime: '' is now; 'YYYYMMDD HH:MM:SS [zone]' (no zone: New York) or
+    'YYYYMMDD-HH:MM:SS' (UTC)."""
+    text = text.strip()
+    if not text:
+        return None
+    try:
+        if re.fullmatch(r"\d{8}-\d{2}:\d{2}:\d{2}", text):
+            return datetime.strptime(text, "%Y%m%d-%H:%M:%S").replace(tzinfo=UTC)
+        parts = text.split()
+        stamp = datetime.strptime(" ".join(parts[:2]), "%Y%m%d %H:%M:%S")
+        return stamp.replace(tzinfo=ZoneInfo(parts[2]) if len(parts) > 2 else ET)
+    except (ValueError, KeyError, ZoneInfoNotFoundError) as error:
+        raise HistoryError(f"Invalid endDateTime {text!r}") from error
+
+
+def window(model: MarketModel, end_tau: float, duration: str) -> float:
+    """Trading time where a request of ``duration`` ending at ``end_tau`` starts."""
+    count, unit = parse_duration(duration)
+    cal = model.calendar
+    if unit == "S":
+        start = end_tau - count
+    elif unit == "D":
+        start = float(cal.start_tau[max(cal.session_at(end_tau) - count + 1, 0)])
+    else:
+        days = {"W": 7, "M": 30.4375, "Y": 365.25}[unit] * count
+        start = cal.tau(cal.datetime(end_tau) - timedelta(days=days))
+    return max(start, float(cal.start_tau[0]))
+
+
+def seconds_series(model: MarketModel, instrument: Instrument, session: int) -> np.ndarray:
+    """The instrument's model value at each second of a session (mid or theoretical value)."""
+    if instrument.con_id == TLT.con_id:
+        return np.exp(model.tlt_log_path(session))
+    if instrument.con_id == TLTW.con_id:
+        return model.tltw_price_seconds(session)
+    return option_seconds(model, instrument, session)
+
+
+def option_seconds(model: MarketModel, option: Instrument, session: int) -> np.ndarray:
+    spots = np.exp(model.tlt_log_path(session))
+    epochs = model.calendar.open_epoch[session] + np.arange(len(spots))
+    expiry_epoch = model.expiry_epoch(option.expiry_date)
+    tau_years = np.maximum(expiry_epoch - epochs, 0.0) / SECONDS_PER_YEAR
+    vols = model.implied_vol(option.strike, spots, tau_years)
+    c = model.config
+    return bs.greeks_vec(
+        spots, option.strike, tau_years, c.rate, c.div_yield, vols, option.right == "C"
+    )["price"]
+
+
+def _transform(instrument: Instrument, what: WhatToShow, values: np.ndarray) -> np.ndarray:
+    """Mid or theo -> the series IB would show for ``what`` (monotone, so OHLC commute)."""
+    if instrument.is_option:
+        width = np.minimum(0.10, 0.02 + 0.01 * np.floor(values))
+        if what == WhatToShow.BID:
+            return np.maximum(0.0, np.floor((values - width / 2) * 100 + 1e-9) / 100)
+        if what == WhatToShow.ASK:
+            return np.ceil((values + width / 2) * 100 - 1e-9) / 100
+        return values if what == WhatToShow.MIDPOINT else np.round(values, 2)
+    bid = np.floor(values * 100.0) / 100.0
+    if what == WhatToShow.BID:
+        return bid
+    if what == WhatToShow.ASK:
+        return bid + 0.01
+    if what == WhatToShow.MIDPOINT:
+        return bid + 0.005
+    return np.round(values, 2)
+
+
+def _boundaries(model: MarketModel, session: int, bar_seconds: int) -> np.ndarray:
+    """Bar edges (seconds from the open) inside a session, aligned to New York wall time."""
+    cal = model.calendar
+    length = cal.seconds[session]
+    if bar_seconds < 0:
+        return np.array([0, length])
+    opened = datetime.fromtimestamp(float(cal.open_epoch[session]), ET)
+    open_of_day = opened.hour * 3600 + opened.minute * 60 + opened.second
+    first = math.ceil(open_of_day / bar_seconds) * bar_seconds - open_of_day
+    inner = np.arange(first, length, bar_seconds)
+    return np.unique(np.concatenate([[0], inner[inner > 0], [length]]))
+
+
+def _series(
+    model: MarketModel, instrument: Instrument, what: WhatToShow, session: int
+) -> tuple[np.ndarray, np.ndarray | None]:
+    """The per-second values IB would show for ``what`` and, for TRADES, per-second volume."""
+    values = _transform(instrument, what, seconds_series(model, instrument, session))
+    if instrument.is_option or what not in (WhatToShow.TRADES, WhatToShow.ADJUSTED_LAST):
+        return values, None
+    micro = model._micro(session)
+    return values, micro[5] if instrument.con_id == TLT.con_id else micro[7]
+
+
+def _bar(values, volumes, left: float, right: float, start_tau: float) -> Bar:
+    """The bar over seconds [left, right] of a session's series."""
+    a, b = int(left), min(math.ceil(right), len(values) - 1)
+    window_values = values[a : b + 1]
+    close = float(values[min(int(right), len(values) - 1)])
+    traded = volumes[a + 1 : b + 1] if volumes is not None else None
+    return Bar(
+        start_tau=start_tau + float(left),
+        open=float(window_values[0]),
+        high=float(window_values.max()),
+        low=float(window_values.min()),
+        close=close,
+        volume=float(traded.sum()) if traded is not None else 0.0,
+        wap=float(window_values.mean()),
+        count=int(np.count_nonzero(traded)) if traded is not None else 0,
+    )
+
+
+def session_bars(
+    model: MarketModel,
+    instrument: Instrument,
+    what: WhatToShow,
+    bar_seconds: int,
+    session: int,
+    until_second: float | None = None,
+) -> list[Bar]:
+    """Bars of one session (daily: one bar), cut at ``until_second`` for the live session."""
+    values, volumes = _series(model, instrument, what, session)
+    edges = _boundaries(model, session, bar_seconds)
+    if until_second is not None:
+        edges = np.append(edges[edges < until_second], until_second)
+    start_tau = float(model.calendar.start_tau[session])
+    return [
+        _bar(values, volumes, left, right, start_tau) for left, right in itertools.pairwise(edges)
+    ]
+
+
+def current_bar(
+    model: MarketModel, instrument: Instrument, what: str, bar_seconds: int, tau: float
+) -> Bar:
+    """The bar in progress at ``tau`` (for keepUpToDate updates; daily bars: the session)."""
+    cal = model.calendar
+    session = cal.session_at(tau)
+    until = max(tau - cal.start_tau[session], 0.0)
+    values, volumes = _series(model, instrument, WhatToShow(what.upper()), session)
+    edges = _boundaries(model, session, bar_seconds if bar_seconds > 0 else -1)
+    left = float(edges[edges <= until].max()) if until > 0 else 0.0
+    if left == until and left > 0:
+        left = float(edges[edges < until].max())
+    return _bar(values, volumes, left, until, float(cal.start_tau[session]))
+
+
+def bars(
+    model: MarketModel,
+    instrument: Instrument,
+    what: str,
+    bar_size: str,
+    start_tau: float,
+    end_tau: float,
+) -> list[Bar]:
+    """Every bar starting in ``[start_tau, end_tau)``; the last one ends at ``end_tau``."""
+    try:
+        kind = WhatToShow(what.upper())
+    except ValueError as error:
+        raise HistoryError(f"No data of type {what} is available") from error
+    bar_seconds = parse_bar_size(bar_size)
+    cal = model.calendar
+    first, last = cal.session_at(start_tau), cal.session_at(end_tau)
+    if end_tau <= cal.start_tau[last]:
+        last -= 1
+    result: list[Bar] = []
+    for session in range(first, last + 1):
+        until = end_tau - cal.start_tau[session]
+        partial = until if until < cal.seconds[session] else None
+        day = session_bars(model, instrument, kind, bar_seconds, session, partial)
+        if bar_seconds < 0 and day and day[0].start_tau < start_tau:
+            continue
+        result.extend(b for b in day if b.start_tau >= start_tau or bar_seconds < 0)
+    if bar_seconds in (WEEK_SECONDS, MONTH_SECONDS):
+        result = _aggregate(model, result, bar_seconds)
+    return result
+
+
+def _aggregate(model: MarketModel, daily: list[Bar], bar_seconds: int) -> list[Bar]:
+    groups: dict[tuple[int, int], list[Bar]] = {}
+    for bar in daily:
+        day = model.calendar.dates[model.calendar.session_at(bar.start_tau)]
+        key = day.isocalendar()[:2] if bar_seconds == WEEK_SECONDS else (day.year, day.month)
+        groups.setdefault(key, []).append(bar)
+    return [
+        Bar(
+            start_tau=group[0].start_tau,
+            open=group[0].open,
+            high=max(b.high for b in group),
+            low=min(b.low for b in group),
+            close=group[-1].close,
+            volume=sum(b.volume for b in group),
+            wap=sum(b.wap for b in group) / len(group),
+            count=sum(b.count for b in group),
+        )
+        for group in groups.values()
+    ]
+
+
+def bar_label(model: MarketModel, bar: Bar, bar_seconds: int, format_date: int) -> str:
+    """IB's bar date: YYYYMMDD for daily and longer bars, else zoned time or epoch seconds."""
+    if bar_seconds < 0:
+        return model.calendar.dates[model.calendar.session_at(bar.start_tau)].strftime("%Y%m%d")
+    if format_date == 2:
+        return str(int(model.calendar.epoch(bar.start_tau)))
+    return model.calendar.datetime(bar.start_tau).strftime("%Y%m%d %H:%M:%S US/Eastern")
+
+
+def frame(
+    model: MarketModel, start: date | datetime, end: date | datetime, bar: str
+) -> pd.DataFrame:
+    """One row per bar of TLT and TLTW (end date inclusive); see MarketModel.bars."""
+    cal = model.calendar
+    start_tau = cal.tau(start)
+    end_tau = cal.tau(end + timedelta(days=1) if not isinstance(end, datetime) else end)
+    bar_seconds = parse_bar_size(bar)
+    rows = []
+    for session in range(cal.session_at(start_tau), cal.session_at(end_tau - 1e-9) + 1):
+        tlt = np.exp(model.tlt_log_path(session))
+        nav = model._nav_seconds(session) * model._nav_scale
+        premium = model.premium_seconds(session)
+        tltw = nav * (1.0 + premium)
+        position = model.index_position(session)
+        edges = _boundaries(model, session, bar_seconds)
+        for left, right in itertools.pairwise(edges):
+            tau = float(cal.start_tau[session] + left)
+            if not start_tau <= tau < end_tau:
+                continue
+            a, b = int(left), int(right)
+            tlt_close = float(tlt[b])
+            tltw_close = float(tltw[b])
+            tlt_bid = math.floor(tlt_close * 100) / 100
+            tltw_bid = math.floor(tltw_close * 100) / 100
+            rows.append(
+                {
+                    "time": cal.datetime(tau),
+                    "tlt_open": float(tlt[a]),
+                    "tlt_high": float(tlt[a : b + 1].max()),
+                    "tlt_low": float(tlt[a : b + 1].min()),
+                    "tlt_close": tlt_close,
+                    "tlt_bid": tlt_bid,
+                    "tlt_ask": round(tlt_bid + 0.01, 2),
+                    "tltw_open": float(tltw[a]),
+                    "tltw_high": float(tltw[a : b + 1].max()),
+                    "tltw_low": float(tltw[a : b + 1].min()),
+                    "tltw_close": tltw_close,
+                    "tltw_bid": tltw_bid,
+                    "tltw_ask": round(tltw_bid + 0.01, 2),
+                    "tltw_nav": float(nav[b]),
+                    "tltw_premium": float(premium[b]),
+                    "index_call_strike": position.strike,
+                    "index_call_expiry": position.expiry,
+                }
+            )
+    result = pd.DataFrame(rows)
+    return result.set_index("time") if not result.empty else result

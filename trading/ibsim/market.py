@@ -1,0 +1,599 @@
+"""The market model: TLT path, TLT option quotes and Greeks, TLTW NAV, premium and quotes.
+
+Everything is a deterministic function of (config, trading time ``tau``), so the live gateway,
+historical bars and a socket-free backtest (:meth:`MarketModel.bars`) see one and the same
+market. Randomness is drawn per session date from ``numpy.random.default_rng([seed, stream,
+date ordinal])``, so a given date has the same shocks whatever the start or the range asked.
+
+TLT: log-mid on a one-second grid. Each session draws an overnight gap (variance
+``overnight_variance_fraction`` of a day's) and the day's total move; the intraday path is a
+Brownian bridge to that total, drawn only when a day is looked at. Quotes are one cent wide:
+``bid = floor(100 mid) / 100``, ``ask = bid + 0.01``.
+
+TLTW: ``NAV = shares x S - shares x C + cash`` for its index's position (see SimConfig), and
+``price = NAV x (1 + premium)``. The premium is an OU process on a one-minute grid (linear in
+between); :meth:`MarketModel.shock_premium` adds ``(jump - premium) e^{-kappa (tau - tau0)}``.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import OrderedDict
+from dataclasses import dataclass
+from datetime import date, datetime, timedelta
+
+import numpy as np
+import pandas as pd
+from scipy.signal import lfilter
+
+from trading.domain import black_scholes as bs
+from trading.ibsim.config import ET, SimConfig
+from trading.ibsim.instruments import Instrument, InstrumentRegistry
+from trading.ibsim.sessions import SECONDS_PER_DAY, TradingCalendar
+
+TRADING_DAYS_PER_YEAR = 252
+REGULAR_SESSION_SECONDS = 23_400
+SECONDS_PER_YEAR = bs.DAYS_PER_YEAR * SECONDS_PER_DAY
+_STREAM_LEVEL, _STREAM_PATH, _STREAM_PREMIUM, _STREAM_MICRO = 1, 2, 3, 4
+
+
+@dataclass(frozen=True, slots=True)
+class Quote:
+    """Top of book; sizes in shares (contracts for options)."""
+
+    bid: float
+    ask: float
+    bid_size: float
+    ask_size: float
+
+    @property
+    def mid(self) -> float:
+        return 0.5 * (self.bid + self.ask)
+
+
+@dataclass(frozen=True, slots=True)
+class LastTrade:
+    """The tape's last print: price, size and the session's cumulative volume."""
+
+    price: float
+    size: float
+    volume: float
+    second: int
+
+
+@dataclass(frozen=True, slots=True)
+class OptionQuote:
+    """An option's quote and model values; Greeks per share, as IB reports them."""
+
+    quote: Quote
+    theo: float
+    implied_vol: float
+    delta: float
+    gamma: float
+    vega_per_vol_point: float
+    theta_per_day: float
+    underlying: float
+    pv_dividend: float
+
+
+@dataclass(frozen=True, slots=True)
+class Truth:
+    """Ground truth at one instant: TLT mid, TLTW NAV, premium (a fraction) and price."""
+
+    time: datetime
+    tlt_mid: float
+    tltw_nav: float
+    tltw_premium: float
+    tltw_price: float
+
+
+@dataclass(frozen=True, slots=True)
+class IndexPosition:
+    """TLTW's index holdings during one session (unscaled: NAV 1 at the window's first open)."""
+
+    shares: float
+    strike: float
+    expiry: date
+    expiry_epoch: float
+    cash: float
+    distribution: float
+    """Paid at this session's open (ex-date), unscaled; 0 on other days."""
+
+
+@dataclass(frozen=True, slots=True)
+class Snapshot:
+    """The whole market at one step (what the gateway publishes and fills against)."""
+
+    tau: float
+    epoch: float
+    session: int
+    second: int
+    tlt: Quote
+    tltw: Quote
+    tlt_mid: float
+    tltw_nav: float
+    tltw_premium: float
+    tlt_trade: LastTrade
+    tltw_trade: LastTrade
+
+    @property
+    def tltw_price(self) -> float:
+        return self.tltw_nav * (1.0 + self.tltw_premium)
+
+
+class MarketModel:
+    """Deterministic market for a SimConfig; see the module docstring for the model.
+
+    Backtest use (no socket)::
+
+        model = MarketModel(SimConfig(seed=7, start=datetime(2026, 11, 2, 9, 30, tzinfo=ET)))
+        frame = model.bars(date(2026, 1, 5), date(2026, 10, 30), bar="1 min")
+        calls = model.option_quotes(frame.index, date(2026, 11, 20), 92.0, "C")
+
+    Times before ``start`` reach back ``history_days`` sessions; times after it run forward.
+    """
+
+    def __init__(self, config: SimConfig) -> None:
+        self.config = config
+        self.calendar = TradingCalendar(config.start_time, config.history_days)
+        self.registry = InstrumentRegistry(self.calendar, config.tlt_price)
+        size = len(self.calendar)
+        daily_variance = config.tlt_vol_annual**2 / TRADING_DAYS_PER_YEAR
+        self._gap_sigma = math.sqrt(daily_variance * config.overnight_variance_fraction)
+        intraday_variance = daily_variance * (1.0 - config.overnight_variance_fraction)
+        self._second_variance = intraday_variance / REGULAR_SESSION_SECONDS
+        half_life_minutes = config.premium_half_life_days * REGULAR_SESSION_SECONDS / 60.0
+        self._kappa_per_second = math.log(2.0) / (half_life_minutes * 60.0)
+        self._premium_decay = math.exp(-self._kappa_per_second * 60.0)
+        self._premium_shock_sigma = (config.premium_bp / 1e4) * math.sqrt(
+            1.0 - self._premium_decay**2
+        )
+        self._gap = np.full(size, np.nan)
+        self._total = np.full(size, np.nan)
+        self._log_open = np.full(size, np.nan)
+        self._levels_done = -1
+        self._premium_end: list[float] = []
+        self._index: list[IndexPosition] = []
+        self._carried: IndexPosition | None = None
+        self._nav_close: list[float] = []
+        self._paths: OrderedDict[tuple[str, int], np.ndarray] = OrderedDict()
+        self._shocks: list[tuple[float, float]] = []
+        anchor = self.calendar.anchor_index
+        for i in range(anchor, -1, -1):
+            self._draw_level(i)
+        self._log_open[anchor] = math.log(config.tlt_price)
+        for i in range(anchor - 1, -1, -1):
+            self._log_open[i] = self._log_open[i + 1] - self._gap[i + 1] - self._total[i]
+        self._levels_done = anchor
+        self._nav_scale = 1.0
+        start_tau = float(self.calendar.start_tau[anchor])
+        self._nav_scale = config.tltw_nav / self.tltw_nav(start_tau)
+
+    # ----------------------------------------------------------------------------------------
+    # Per-session draws
+
+    def _rng(self, stream: int, session: int) -> np.random.Generator:
+        ordinal = self.calendar.dates[session].toordinal()
+        return np.random.default_rng([self.config.seed, stream, ordinal])
+
+    def _draw_level(self, i: int) -> None:
+        seconds = float(self.calendar.length_s[i])
+        day_sigma = math.sqrt(self._second_variance * seconds)
+        gap, total = self._rng(_STREAM_LEVEL, i).standard_normal(2)
+        self._gap[i] = gap * self._gap_sigma - 0.5 * self._gap_sigma**2
+        self._total[i] = total * day_sigma - 0.5 * day_sigma**2
+
+    def _ensure_levels(self, i: int) -> None:
+        if i >= len(self.calendar):
+            raise ValueError(f"session index {i} is past the simulated calendar")
+        while self._levels_done < i:
+            j = self._levels_done + 1
+            self._draw_level(j)
+            self._log_open[j] = self._log_open[j - 1] + self._total[j - 1] + self._gap[j]
+            self._levels_done = j
+
+    def _cached(self, key: tuple[str, int], build) -> np.ndarray:
+        array = self._paths.get(key)
+        if array is None:
+            array = build()
+            self._paths[key] = array
+            if len(self._paths) > 12:
+                self._paths.popitem(last=False)
+        else:
+            self._paths.move_to_end(key)
+        return array
+
+    def tlt_log_path(self, i: int) -> np.ndarray:
+        """log TLT mid at each second of session ``i`` (length seconds + 1 points)."""
+
+        def build() -> np.ndarray:
+            self._ensure_levels(i)
+            n = self.calendar.seconds[i]
+            steps = self._rng(_STREAM_PATH, i).standard_normal(n) * math.sqrt(self._second_variance)
+            walk = np.concatenate([[0.0], np.cumsum(steps)])
+            weight = np.arange(n + 1) / n
+            return self._log_open[i] + walk + weight * (self._total[i] - walk[-1])
+
+        return self._cached(("tlt", i), build)
+
+    def _premium_minutes(self, i: int) -> np.ndarray:
+        """Premium (fraction) at each minute of session ``i``, before shocks."""
+
+        def build() -> np.ndarray:
+            start = self._premium_start(i)
+            n = math.ceil(self.calendar.seconds[i] / 60)
+            if self.config.premium_bp == 0:
+                return np.zeros(n + 1)
+            shocks = self._rng(_STREAM_PREMIUM, i).standard_normal(n) * self._premium_shock_sigma
+            decay = self._premium_decay
+            path, _ = lfilter([1.0], [1.0, -decay], shocks, zi=[decay * start])
+            return np.concatenate([[start], path])
+
+        return self._cached(("premium", i), build)
+
+    def _premium_start(self, i: int) -> float:
+        """Premium at the open of session ``i`` (the OU runs from 0 at the window's start)."""
+        while len(self._premium_end) < i:
+            self._premium_end.append(float(self._premium_minutes(len(self._premium_end))[-1]))
+        return self._premium_end[i - 1] if i > 0 else 0.0
+
+    def _micro(self, i: int) -> np.ndarray:
+        """Per-second microstructure draws of session ``i`` (sizes and trades), int32 rows."""
+
+        def build() -> np.ndarray:
+            n = self.calendar.seconds[i] + 1
+            rng = self._rng(_STREAM_MICRO, i)
+            rows = np.empty((10, n), dtype=np.int64)
+            rows[0] = rng.integers(1, 60, n) * 100  # TLT bid size
+            rows[1] = rng.integers(1, 60, n) * 100  # TLT ask size
+            rows[2] = rng.integers(1, 20, n) * 100  # TLTW bid size
+            rows[3] = rng.integers(1, 20, n) * 100  # TLTW ask size
+            rows[4] = rng.integers(5, 150, n)  # option size
+            uniform = rng.random((3, n))
+            tlt_size = np.where(uniform[0] < 0.5, rng.integers(1, 10, n) * 100, 0)
+            tltw_size = np.where(uniform[1] < 0.25, rng.integers(1, 5, n) * 100, 0)
+            rows[5] = tlt_size
+            rows[6] = np.cumsum(tlt_size)
+            rows[7] = tltw_size
+            rows[8] = np.cumsum(tltw_size)
+            rows[9] = uniform[2] < 0.5  # the print is at the ask (else the bid)
+            return rows
+
+        return self._cached(("micro", i), build)
+
+    # ----------------------------------------------------------------------------------------
+    # Options
+
+    def implied_vol(self, strike, spot, tau_years):
+        """The surface of SimConfig at strike, spot and time to expiry (floats or arrays)."""
+        c = self.config
+        forward = spot * np.exp((c.rate - c.div_yield) * tau_years)
+        k = np.log(strike / forward)
+        scale = np.sqrt(np.maximum(tau_years, 1.0 / 365.0) * 12.0)
+        vol = c.iv_atm + c.iv_term_slope * (tau_years - 1.0 / 12.0)
+        vol = np.clip(vol + (c.iv_skew * k + c.iv_smile * k * k / scale) / scale, 0.02, 3.0)
+        return float(vol) if np.ndim(vol) == 0 else vol
+
+    def expiry_epoch(self, expiry: date) -> float:
+        index = self.calendar.index_of(expiry)
+        if index is None:
+            return datetime(expiry.year, expiry.month, expiry.day, 16, tzinfo=ET).timestamp()
+        return float(self.calendar.close_epoch[index])
+
+    def option_value(
+        self, spot: float, strike: float, expiry_epoch: float, epoch: float, right: str
+    ) -> float:
+        tau_years = max(expiry_epoch - epoch, 0.0) / SECONDS_PER_YEAR
+        vol = self.implied_vol(strike, spot, tau_years)
+        c = self.config
+        return bs.price(spot, strike, tau_years, c.rate, c.div_yield, vol, right)
+
+    def option_quote(
+        self, option: Instrument, tau: float, spot: float | None = None
+    ) -> OptionQuote:
+        """Quote and model Greeks of an option at ``tau`` (a few cents wide around theo)."""
+        c = self.config
+        epoch = self.calendar.epoch(tau)
+        spot = self.tlt_mid(tau) if spot is None else spot
+        tau_years = max(self.expiry_epoch(option.expiry_date) - epoch, 0.0) / SECONDS_PER_YEAR
+        vol = self.implied_vol(option.strike, spot, tau_years)
+        g = bs.greeks(spot, option.strike, tau_years, c.rate, c.div_yield, vol, option.right)
+        width = min(0.10, 0.02 + 0.01 * math.floor(g.price))
+        bid = max(0.0, math.floor((g.price - width / 2) * 100 + 1e-9) / 100)
+        ask = max(round(bid + 0.01, 2), math.ceil((g.price + width / 2) * 100 - 1e-9) / 100)
+        session = self.calendar.session_at(tau)
+        second = min(int(tau - self.calendar.start_tau[session]), self.calendar.seconds[session])
+        sizes = self._micro(session)[4]
+        offset = int(option.strike * 2) % 17
+        quote = Quote(
+            round(bid, 2), round(ask, 2), float(sizes[second]), float(sizes[second - offset])
+        )
+        return OptionQuote(
+            quote=quote,
+            theo=g.price,
+            implied_vol=vol,
+            delta=g.delta,
+            gamma=g.gamma,
+            vega_per_vol_point=g.vega_per_vol_point,
+            theta_per_day=g.theta_per_day,
+            underlying=spot,
+            pv_dividend=spot * (1.0 - math.exp(-c.div_yield * tau_years)),
+        )
+
+    def option_quotes(self, times, expiry: date, strike: float, right: str) -> pd.DataFrame:
+        """Vectorized model quotes of one option at each time (aware datetimes).
+
+        Columns: underlying, theo, bid, ask, implied_vol, delta, gamma, vega_per_vol_point,
+        theta_per_day (per share; bid/ask a few cents around theo as in the live gateway).
+        """
+        index = pd.DatetimeIndex(times)
+        taus = np.array([self.calendar.tau(t.to_pydatetime()) for t in index])
+        spots = np.array([self.tlt_mid(t) for t in taus])
+        epochs = np.array([self.calendar.epoch(t) for t in taus])
+        tau_years = np.maximum(self.expiry_epoch(expiry) - epochs, 0.0) / SECONDS_PER_YEAR
+        vols = np.array(
+            [self.implied_vol(strike, s, t) for s, t in zip(spots, tau_years, strict=True)]
+        )
+        c = self.config
+        g = bs.greeks_vec(spots, strike, tau_years, c.rate, c.div_yield, vols, right == "C")
+        width = np.minimum(0.10, 0.02 + 0.01 * np.floor(g["price"]))
+        bid = np.maximum(0.0, np.floor((g["price"] - width / 2) * 100 + 1e-9) / 100)
+        ask = np.maximum(bid + 0.01, np.ceil((g["price"] + width / 2) * 100 - 1e-9) / 100)
+        return pd.DataFrame(
+            {
+                "underlying": spots,
+                "theo": g["price"],
+                "bid": bid.round(2),
+                "ask": ask.round(2),
+                "implied_vol": vols,
+                "delta": g["delta"],
+                "gamma": g["gamma"],
+                "vega_per_vol_point": g["vega"] / 100.0,
+                "theta_per_day": g["theta"] / bs.DAYS_PER_YEAR,
+            },
+            index=index,
+        )
+
+    # ----------------------------------------------------------------------------------------
+    # TLTW's index
+
+    def _roll_session(self, expiry: date) -> int:
+        return self.calendar.session_on_or_before(
+            expiry - timedelta(days=self.config.roll_days_before_expiry)
+        )
+
+    def _next_index_expiry(self, after_session: int) -> date:
+        """First monthly expiry whose roll session is after ``after_session``."""
+        day = self.calendar.dates[max(after_session, 0)]
+        year, month = day.year, day.month
+        while True:
+            expiry = self.registry.monthly_expiry(year, month)
+            if self._roll_session(expiry) > after_session:
+                return expiry
+            year, month = (year + 1, 1) if month == 12 else (year, month + 1)
+
+    def _index_strike(self, spot: float) -> float:
+        return float(round(spot * self.config.tltw_moneyness))
+
+    def index_position(self, i: int) -> IndexPosition:
+        """TLTW's index position during session ``i`` (computed forward from the window start).
+
+        At a session's open: cash accrues TLT's yield on the holdings less the fee, over the
+        calendar days since the previous open, and pays the month's distribution on the first
+        session of a month. At the roll session's close the call is bought back, NAV is put
+        back into TLT (shares = NAV / S) and the new call is sold on those shares.
+        """
+        c = self.config
+        cal = self.calendar
+        while len(self._index) <= i:
+            j = len(self._index)
+            self._ensure_levels(j)
+            if j == 0:
+                open_spot = math.exp(self._log_open[0])
+                position = self._written_position(1.0, open_spot, float(cal.open_epoch[0]), -1)
+            else:
+                carried = self._carried
+                close_spot = math.exp(self._log_open[j - 1] + self._total[j - 1])
+                nav = self._nav_close[j - 1]
+                days = (cal.open_epoch[j] - cal.open_epoch[j - 1]) / SECONDS_PER_DAY
+                income = c.div_yield * carried.shares * close_spot - c.tltw_fee_annual * nav
+                new_month = cal.dates[j].month != cal.dates[j - 1].month
+                distribution = c.tltw_distribution_yield_annual / 12.0 * nav if new_month else 0.0
+                position = IndexPosition(
+                    carried.shares,
+                    carried.strike,
+                    carried.expiry,
+                    carried.expiry_epoch,
+                    float(carried.cash + income * days / bs.DAYS_PER_YEAR - distribution),
+                    float(distribution),
+                )
+            close_spot = math.exp(self._log_open[j] + self._total[j])
+            close_epoch = float(cal.close_epoch[j])
+            call = self.option_value(
+                close_spot, position.strike, position.expiry_epoch, close_epoch, "C"
+            )
+            nav = float(position.shares * (close_spot - call) + position.cash)
+            self._index.append(position)
+            self._nav_close.append(nav)
+            self._carried = position
+            if self._roll_session(position.expiry) == j:
+                self._carried = self._written_position(nav, close_spot, close_epoch, j)
+        return self._index[i]
+
+    def _written_position(
+        self, nav: float, spot: float, epoch: float, session: int
+    ) -> IndexPosition:
+        """All of NAV in TLT, short one call per share on the next index expiry."""
+        expiry = self._next_index_expiry(session)
+        strike = self._index_strike(spot)
+        expiry_epoch = self.expiry_epoch(expiry)
+        call = self.option_value(spot, strike, expiry_epoch, epoch, "C")
+        shares = nav / spot
+        return IndexPosition(float(shares), strike, expiry, expiry_epoch, float(shares * call), 0.0)
+
+    # ----------------------------------------------------------------------------------------
+    # Values at an instant
+
+    def tlt_mid(self, tau: float) -> float:
+        session = self.calendar.session_at(tau)
+        path = self.tlt_log_path(session)
+        return math.exp(_interpolate(path, tau - self.calendar.start_tau[session]))
+
+    def tltw_premium(self, tau: float) -> float:
+        session = self.calendar.session_at(tau)
+        minutes = self._premium_minutes(session)
+        premium = _interpolate(minutes, (tau - self.calendar.start_tau[session]) / 60.0)
+        for shock_tau, jump in self._shocks:
+            if tau >= shock_tau:
+                premium += jump * math.exp(-self._kappa_per_second * (tau - shock_tau))
+        return float(premium)
+
+    def tltw_nav(self, tau: float) -> float:
+        session = self.calendar.session_at(tau)
+        return self._nav_scale * _interpolate(
+            self._nav_seconds(session), tau - self.calendar.start_tau[session]
+        )
+
+    def _nav_seconds(self, i: int) -> np.ndarray:
+        """Unscaled TLTW NAV at each second of session ``i``."""
+
+        def build() -> np.ndarray:
+            position = self.index_position(i)
+            spots = np.exp(self.tlt_log_path(i))
+            epochs = self.calendar.open_epoch[i] + np.arange(len(spots))
+            tau_years = np.maximum(position.expiry_epoch - epochs, 0.0) / SECONDS_PER_YEAR
+            vols = self.implied_vol(position.strike, spots, tau_years)
+            c = self.config
+            call = bs.greeks_vec(
+                spots, position.strike, tau_years, c.rate, c.div_yield, vols, True
+            )["price"]
+            return position.shares * (spots - call) + position.cash
+
+        return self._cached(("nav", i), build)
+
+    def premium_seconds(self, i: int) -> np.ndarray:
+        """TLTW premium (fraction, shocks included) at each second of session ``i``."""
+        minutes = self._premium_minutes(i)
+        seconds = np.arange(self.calendar.seconds[i] + 1)
+        premium = np.interp(seconds / 60.0, np.arange(len(minutes)), minutes)
+        start = self.calendar.start_tau[i]
+        for shock_tau, jump in self._shocks:
+            after = seconds >= shock_tau - start
+            premium[after] += jump * np.exp(
+                -self._kappa_per_second * (seconds[after] + start - shock_tau)
+            )
+        return premium
+
+    def tltw_price_seconds(self, i: int) -> np.ndarray:
+        """TLTW market price (NAV x (1 + premium)) at each second of session ``i``."""
+        return self._nav_scale * self._nav_seconds(i) * (1.0 + self.premium_seconds(i))
+
+    def bars(self, start: date | datetime, end: date | datetime, bar: str = "1 min"):
+        """Bars of TLT and TLTW from ``start`` to ``end`` (a date end is inclusive).
+
+        Returns a pandas DataFrame indexed by bar start (New York time) with columns
+        tlt_open/high/low/close (mid), tlt_bid, tlt_ask (at the bar's close), tltw_open/high/
+        low/close (market price), tltw_bid, tltw_ask, tltw_nav, tltw_premium (fraction, at the
+        close), index_call_strike and index_call_expiry (TLTW's index short call). ``bar`` is
+        an IB bar size ("1 min", "5 mins", "1 hour", "1 day"). For option quotes along the same
+        path use :meth:`option_quotes`.
+        """
+        from trading.ibsim.history import frame
+
+        return frame(self, start, end, bar)
+
+    def tltw_distribution(self, session: int) -> float:
+        """Cash distribution per TLTW share going ex at the open of ``session``."""
+        return self._nav_scale * self.index_position(session).distribution
+
+    def shock_premium(self, tau: float, premium_bp: float) -> None:
+        """From ``tau`` on, the premium jumps to ``premium_bp`` and mean-reverts from there."""
+        if not math.isfinite(premium_bp):
+            raise ValueError(f"premium_bp must be finite, got {premium_bp!r}")
+        self._shocks.append((tau, premium_bp / 1e4 - self.tltw_premium(tau)))
+
+    def clear_shocks(self) -> None:
+        self._shocks.clear()
+
+    def truth(self, tau: float) -> Truth:
+        spot = self.tlt_mid(tau)
+        nav = self.tltw_nav(tau)
+        premium = self.tltw_premium(tau)
+        return Truth(self.calendar.datetime(tau), spot, nav, premium, nav * (1.0 + premium))
+
+    def snapshot(self, tau: float) -> Snapshot:
+        cal = self.calendar
+        session = cal.session_at(tau)
+        length = cal.seconds[session]
+        second = min(int(tau - cal.start_tau[session]), length)
+        micro = self._micro(session)
+        spot = self.tlt_mid(tau)
+        nav = self.tltw_nav(tau)
+        premium = self.tltw_premium(tau)
+        tlt = _cent_quote(spot, micro[0][second], micro[1][second])
+        tltw = _cent_quote(nav * (1.0 + premium), micro[2][second], micro[3][second])
+        return Snapshot(
+            tau=tau,
+            epoch=cal.epoch(tau),
+            session=session,
+            second=second,
+            tlt=tlt,
+            tltw=tltw,
+            tlt_mid=spot,
+            tltw_nav=nav,
+            tltw_premium=premium,
+            tlt_trade=_last_trade(micro, 5, 6, second, tlt),
+            tltw_trade=_last_trade(micro, 7, 8, second, tltw),
+        )
+
+
+def _cent_quote(mid: float, bid_size: float, ask_size: float) -> Quote:
+    bid = math.floor(mid * 100.0) / 100.0
+    return Quote(round(bid, 2), round(bid + 0.01, 2), float(bid_size), float(ask_size))
+
+
+def _last_trade(micro: np.ndarray, size_row: int, volume_row: int, second: int, quote: Quote):
+    """The latest print at or before ``second`` (at the quote of this step)."""
+    sizes = micro[size_row]
+    traded = second
+    while traded > 0 and sizes[traded] == 0:
+        traded -= 1
+    price = quote.ask if micro[9][traded] else quote.bid
+    return LastTrade(price, float(sizes[traded]), float(micro[volume_row][second]), traded)
+
+
+def _interpolate(values: np.ndarray, offset: float) -> float:
+    """Linear interpolation of a per-second (or per-minute) grid at ``offset`` grid units."""
+    last = len(values) - 1
+    if offset >= last:
+        return float(values[last])
+    if offset <= 0.0:
+        return float(values[0])
+    index = int(offset)
+    low = values[index]
+    return float(low + (offset - index) * (values[index + 1] - low))
+
+
+class QuoteBoard:
+    """Every instrument's quote at one snapshot; option quotes are computed once, on demand."""
+
+    def __init__(self, model: MarketModel, snapshot: Snapshot) -> None:
+        self.model = model
+        self.snapshot = snapshot
+        self._options: dict[int, OptionQuote] = {}
+
+    def option(self, option: Instrument) -> OptionQuote:
+        found = self._options.get(option.con_id)
+        if found is None:
+            found = self.model.option_quote(option, self.snapshot.tau, self.snapshot.tlt_mid)
+            self._options[option.con_id] = found
+        return found
+
+    def quote(self, instrument: Instrument) -> Quote:
+        if instrument.is_option:
+            return self.option(instrument).quote
+        return self.snapshot.tlt if instrument.symbol == "TLT" else self.snapshot.tltw
+
+    def mark(self, instrument: Instrument) -> float:
+        """Mark price for portfolio values: the quote mid (per share)."""
+        return self.quote(instrument).mid

@@ -1,0 +1,512 @@
+"""The gateway: the sim clock, the market loop, fan-out to sessions, and the threaded runner."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import math
+import threading
+import time
+from collections.abc import Callable
+from datetime import date
+from typing import Any
+
+from trading.ibsim import messages
+from trading.ibsim.broker import (
+    Broker,
+    Execution,
+    OrderStatus,
+    WorkingOrder,
+)
+from trading.ibsim.config import SimConfig
+from trading.ibsim.history import bar_label, current_bar
+from trading.ibsim.instruments import TLTW_CON_ID
+from trading.ibsim.market import MarketModel, QuoteBoard, Truth
+from trading.ibsim.marketdata import DELAY_SECONDS
+from trading.ibsim.protocol import OrderRequest, frame
+from trading.ibsim.session import ACCOUNT_SUMMARY_TAGS, Session
+
+log = logging.getLogger("trading.ibsim")
+
+ACCOUNT_PUSH_SECONDS = 180.0
+PNL_PUSH_SECONDS = 1.0
+BAR_PUSH_SECONDS = 1.0
+FIREHOSE_STEPS_PER_YIELD = 64
+
+
+class SimClock:
+    """Sim trading time = origin + speed x wall seconds since the origin was set."""
+
+    def __init__(self, speed: float) -> None:
+        self.speed = speed
+        self.reset(0.0)
+
+    def reset(self, tau: float) -> None:
+        self._origin_tau = tau
+        self._origin_wall = time.monotonic()
+
+    def target(self) -> float:
+        return self._origin_tau + self.speed * (time.monotonic() - self._origin_wall)
+
+
+class GatewayCore:
+    """All state of one simulated gateway; every method runs on its event loop."""
+
+    def __init__(self, config: SimConfig) -> None:
+        self.config = config
+        self.model = MarketModel(config)
+        self.broker = Broker(config, self.model.registry, self)
+        self.sessions: set[Session] = set()
+        self.clock = SimClock(config.speed)
+        self._server: asyncio.AbstractServer | None = None
+        self._market_task: asyncio.Task | None = None
+        self._reset_state()
+
+    def _reset_state(self) -> None:
+        self.tau = self.model.calendar.anchor_tau
+        self._step = 0
+        self.clock.reset(self.tau)
+        self.market_data_stopped = False
+        self.pacing_violation_next = False
+        self.bad_quotes: dict[str, str] = {}
+        self.board = QuoteBoard(self.model, self.model.snapshot(self.tau))
+        self._delayed_board: QuoteBoard | None = None
+        self._last_account_push = self.tau
+        self._last_pnl_push = self.tau
+        self._last_bar_push = self.tau
+        self._session_base(self.board)
+
+    def _session_base(self, board: QuoteBoard) -> None:
+        self._open_net_liquidation = self.broker.account_values(board)["NetLiquidation"]
+        self._open_marks = {
+            con_id: board.mark(held.instrument) for con_id, held in self.broker.positions.items()
+        }
+
+    def reset(self) -> None:
+        """Clear orders, positions, executions and faults; restart the market at ``start``."""
+        self.broker.reset()
+        self.model.clear_shocks()
+        self._reset_state()
+
+    # ----------------------------------------------------------------------------------------
+    # Serving
+
+    async def start(self, host: str, port: int) -> int:
+        loop = asyncio.get_running_loop()
+        self._server = await loop.create_server(lambda: Session(self), host, port)
+        self._market_task = loop.create_task(self._market_loop())
+        return self._server.sockets[0].getsockname()[1]
+
+    async def stop(self) -> None:
+        if self._market_task is not None:
+            self._market_task.cancel()
+        for session in list(self.sessions):
+            session.close()
+        if self._server is not None:
+            self._server.close()
+            await self._server.wait_closed()
+
+    def now_epoch(self) -> float:
+        return self.board.snapshot.epoch
+
+    def today(self) -> date:
+        return self.model.calendar.dates[self.board.snapshot.session]
+
+    def session_index(self) -> int:
+        return self.board.snapshot.session
+
+    def next_order_id(self, client_id: int) -> int:
+        ids = [order_id for (owner, order_id) in self.broker.orders if owner == client_id]
+        return max(ids, default=0) + 1
+
+    def board_for(self, delayed: bool) -> QuoteBoard:
+        if not delayed:
+            return self.board
+        if self._delayed_board is None:
+            tau = max(self.tau - DELAY_SECONDS, float(self.model.calendar.start_tau[0]))
+            self._delayed_board = QuoteBoard(self.model, self.model.snapshot(tau))
+        return self._delayed_board
+
+    def truth(self) -> Truth:
+        return self.model.truth(self.tau)
+
+    # ----------------------------------------------------------------------------------------
+    # The market loop
+
+    async def _market_loop(self) -> None:
+        interval = self.config.tick_interval_s
+        anchor = self.model.calendar.anchor_tau
+        try:
+            while True:
+                if self.config.firehose:
+                    await self._writable()
+                    for _ in range(FIREHOSE_STEPS_PER_YIELD):
+                        self._step += 1
+                        self.advance(anchor + self._step * interval)
+                    await asyncio.sleep(0)
+                    continue
+                target = self.clock.target()
+                due = math.floor((target - anchor) / interval + 1e-9)
+                if due <= self._step:
+                    wait = (anchor + (self._step + 1) * interval - target) / self.clock.speed
+                    await asyncio.sleep(max(wait, 0.0005))
+                    continue
+                self._step = due
+                self.advance(anchor + due * interval)
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            log.exception("market loop failed")
+            raise
+
+    async def _writable(self) -> None:
+        for session in list(self.sessions):
+            if not session.writable.is_set():
+                await session.writable.wait()
+
+    def advance(self, tau: float) -> None:
+        """Move the market to ``tau``: session events, fills, then market data."""
+        calendar = self.model.calendar
+        previous = self.board.snapshot.session
+        current = calendar.session_at(tau)
+        for session in range(previous, current):
+            self._session_close(session)
+            self._session_open(session + 1)
+        self.tau = tau
+        self.board = QuoteBoard(self.model, self.model.snapshot(tau))
+        self._delayed_board = None
+        self.broker.on_step(self.board)
+        self._publish()
+        if tau - self._last_account_push >= ACCOUNT_PUSH_SECONDS:
+            self._last_account_push = tau
+            self._push_account(list(self.broker.positions))
+        if tau - self._last_pnl_push >= PNL_PUSH_SECONDS:
+            self._last_pnl_push = tau
+            self._push_pnl()
+
+    def _session_close(self, session: int) -> None:
+        """At a close: settle expiring options, cancel DAY orders."""
+        calendar = self.model.calendar
+        close_tau = calendar.end_tau(session) - 1e-6
+        board = QuoteBoard(self.model, self.model.snapshot(close_tau))
+        epoch = float(calendar.close_epoch[session])
+        day = calendar.dates[session]
+        for order in list(self.broker.orders.values()):
+            if not order.done and order.request.tif in ("", "DAY"):
+                order.status = OrderStatus.CANCELLED
+                order.completed_epoch = epoch
+                self.order_changed(order, False)
+        for held in list(self.broker.positions.values()):
+            instrument = held.instrument
+            if instrument.is_option and held.quantity and instrument.expiry_date <= day:
+                self.broker.settle(instrument, held.quantity, board.snapshot.tlt_mid, epoch)
+
+    def _session_open(self, session: int) -> None:
+        """At an open: TLTW's distribution goes ex and is paid to holders."""
+        held = self.broker.positions.get(TLTW_CON_ID)
+        distribution = self.model.tltw_distribution(session)
+        if held is not None and held.quantity and distribution:
+            self.broker.credit(held.quantity * distribution)
+        tau = float(self.model.calendar.start_tau[session])
+        self._session_base(QuoteBoard(self.model, self.model.snapshot(tau)))
+
+    def _publish(self) -> None:
+        if self.market_data_stopped:
+            return
+        faults, self.bad_quotes = self.bad_quotes, {}
+        push_bars = self.tau - self._last_bar_push >= BAR_PUSH_SECONDS
+        if push_bars:
+            self._last_bar_push = self.tau
+        for session in list(self.sessions):
+            chunks = []
+            for subscription in session.market_data.values():
+                board = self.board_for(subscription.delayed)
+                instrument = subscription.instrument
+                fault = faults.get(instrument.local_symbol) if instrument is not None else None
+                chunks.append(subscription.ticks(board, fault))
+            if push_bars:
+                for req_id, (instrument, what, bar_seconds, format_date) in list(
+                    session.history_updates.items()
+                ):
+                    bar = current_bar(self.model, instrument, what, bar_seconds, self.tau)
+                    label = bar_label(self.model, bar, bar_seconds, format_date)
+                    chunks.append(
+                        frame(
+                            [
+                                90,
+                                req_id,
+                                bar.count,
+                                label,
+                                bar.open,
+                                bar.close,
+                                bar.high,
+                                bar.low,
+                                bar.wap,
+                                bar.volume,
+                            ]
+                        )
+                    )
+            if chunks:
+                session.send(b"".join(chunks))
+
+    # ----------------------------------------------------------------------------------------
+    # Broker events -> sessions
+
+    def _owner(self, client_id: int) -> list[Session]:
+        return [s for s in self.sessions if s.client_id == client_id]
+
+    def order_changed(self, order: WorkingOrder, open_order: bool) -> None:
+        for session in self._owner(order.client_id):
+            if open_order:
+                session.send(messages.open_order(session.version, order))
+            session.send(messages.order_status(order))
+
+    def order_error(self, client_id: int, order_id: int, code: int, message: str) -> None:
+        for session in self._owner(client_id):
+            session.error(order_id, code, message)
+
+    def _execution_sessions(self, execution: Execution) -> list[Session]:
+        if execution.order_id == 0:  # exercise, assignment: the account's, so everyone's
+            return [s for s in self.sessions if s.client_id is not None]
+        return self._owner(execution.client_id)
+
+    def executed(self, execution: Execution) -> None:
+        for session in self._execution_sessions(execution):
+            session.send(messages.exec_details(-1, execution, self.config.account))
+
+    def commission_reported(self, execution: Execution) -> None:
+        for session in self._execution_sessions(execution):
+            session.send(messages.commission_report(execution))
+
+    def positions_changed(self, con_ids: list[int]) -> None:
+        self._push_account(con_ids)
+        self._push_pnl()
+
+    def _push_account(self, con_ids: list[int]) -> None:
+        account = self.config.account
+        held = [
+            self.broker.positions[c] for c in dict.fromkeys(con_ids) if c in self.broker.positions
+        ]
+        for session in list(self.sessions):
+            if session.positions:
+                session.send(b"".join(messages.position(account, p) for p in held))
+            if session.account_updates:
+                session.send(self.account_update_frames(held))
+            for req_id, tags in session.summaries.items():
+                session.send(self.account_summary_frames(req_id, tags))
+            for req_id in session.multi_updates:
+                session.send(self.account_multi_frames(req_id))
+
+    def _push_pnl(self) -> None:
+        for session in list(self.sessions):
+            for req_id in session.pnl:
+                session.send(self.pnl_frame(req_id))
+            for req_id, con_id in session.pnl_single.items():
+                session.send(self.pnl_single_frame(req_id, con_id))
+
+    # ----------------------------------------------------------------------------------------
+    # Account messages
+
+    def account_update_frames(self, held: list | None = None) -> bytes:
+        account = self.config.account
+        values = self.broker.account_values(self.board)
+        out = [messages.account_value(key, value, "USD", account) for key, value in values.items()]
+        out.append(messages.account_value("AccountCode", account, "", account))
+        out.append(messages.account_value("AccountType", "INDIVIDUAL", "", account))
+        out.append(messages.account_value("Currency", "USD", "USD", account))
+        positions = list(self.broker.positions.values()) if held is None else held
+        for position in positions:
+            if held is not None or position.quantity:
+                mark = self.board.mark(position.instrument)
+                out.append(messages.portfolio(account, position, mark))
+        stamp = self.model.calendar.datetime(self.tau).strftime("%H:%M")
+        out.append(frame([8, 1, stamp]))
+        return b"".join(out)
+
+    def account_multi_frames(self, req_id: int) -> bytes:
+        account = self.config.account
+        values = self.broker.account_values(self.board)
+        return b"".join(
+            frame([73, 1, req_id, account, "", key, f"{value:.2f}", "USD"])
+            for key, value in values.items()
+        )
+
+    def account_summary_frames(self, req_id: int, tags: frozenset[str]) -> bytes:
+        account = self.config.account
+        values: dict[str, Any] = self.broker.account_values(self.board)
+        net = values["NetLiquidation"]
+        values["Cushion"] = values["ExcessLiquidity"] / net if net else 0.0
+        values["Leverage"] = values["GrossPositionValue"] / net if net else 0.0
+        out = []
+        for tag, source in ACCOUNT_SUMMARY_TAGS.items():
+            if tags and tag not in tags and "All" not in tags:
+                continue
+            if tag == "AccountType":
+                out.append(frame([63, 1, req_id, account, tag, source, ""]))
+                continue
+            value = values[source] if isinstance(source, str) else source
+            value = values[tag] if value is None else value
+            out.append(frame([63, 1, req_id, account, tag, f"{value:.2f}", "USD"]))
+        return b"".join(out)
+
+    def pnl_frame(self, req_id: int) -> bytes:
+        values = self.broker.account_values(self.board)
+        daily = values["NetLiquidation"] - self._open_net_liquidation
+        return frame([94, req_id, daily, values["UnrealizedPnL"], values["RealizedPnL"]])
+
+    def pnl_single_frame(self, req_id: int, con_id: int) -> bytes:
+        held = self.broker.positions.get(con_id)
+        if held is None:
+            return frame([95, req_id, 0.0, 0.0, 0.0, 0.0, 0.0])
+        instrument = held.instrument
+        mark = self.board.mark(instrument)
+        value = held.quantity * mark * instrument.multiplier
+        unrealized = value - held.quantity * held.average_cost
+        opened = self._open_marks.get(con_id, mark)
+        daily = held.quantity * (mark - opened) * instrument.multiplier
+        return frame([95, req_id, held.quantity, daily, unrealized, held.realized_pnl, value])
+
+    def what_if(self, request: OrderRequest, version: int, client_id: int) -> bytes:
+        """openOrder with whatIf=1 and margin estimates (the order is not placed)."""
+        instrument, legs = self.broker._resolve(request, self.today())
+        order = WorkingOrder(request, client_id, 0, instrument, legs)
+        sides = [(leg.instrument, leg.ratio) for leg in legs] or [(instrument, 1)]
+        notional = sum(
+            request.quantity * ratio * self.board.mark(item) * item.multiplier
+            for item, ratio in sides
+        )
+        before = self.broker.account_values(self.board)
+        change = 0.25 * abs(notional)
+        margins = {
+            "initMarginBefore": before["InitMarginReq"],
+            "maintMarginBefore": before["MaintMarginReq"],
+            "equityWithLoanBefore": before["EquityWithLoanValue"],
+            "initMarginChange": change,
+            "maintMarginChange": change,
+            "equityWithLoanChange": 0.0,
+            "initMarginAfter": before["InitMarginReq"] + change,
+            "maintMarginAfter": before["MaintMarginReq"] + change,
+            "equityWithLoanAfter": before["EquityWithLoanValue"],
+        }
+        text = {key: f"{value:.2f}" for key, value in margins.items()}
+        return messages.open_order(version, order, text)
+
+    # ----------------------------------------------------------------------------------------
+    # Faults (see admin.Faults for the public, thread-safe API)
+
+    def drop_connections(self) -> None:
+        for session in list(self.sessions):
+            session.close()
+
+    def broadcast_error(self, code: int, req_id: int, message: str) -> None:
+        for session in list(self.sessions):
+            if session.client_id is not None:
+                session.error(req_id, code, message)
+                if code == 1101:  # "data lost": the subscriptions are gone
+                    session.market_data.clear()
+                    session.history_updates.clear()
+
+
+class SimulatedGateway:
+    """The simulated IB Gateway in a background thread with its own asyncio loop.
+
+    ``gw = SimulatedGateway(SimConfig(seed=1), port=0, admin_port=0)``; ``gw.start()`` returns
+    once both ports listen (``gw.port``, ``gw.admin_port``); ``gw.stop()`` is idempotent; the
+    object is also a context manager. ``gw.faults`` injects failures, ``gw.truth()`` reads TLTW's
+    true NAV and premium, ``gw.reset()`` clears the account and restarts the market.
+    """
+
+    def __init__(
+        self,
+        config: SimConfig | None = None,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        admin_port: int | None = None,
+    ) -> None:
+        self.config = config or SimConfig()
+        self.host = host
+        self._requested_port = port
+        self._requested_admin_port = admin_port
+        self.port = 0
+        self.admin_port: int | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._thread: threading.Thread | None = None
+        self._core: GatewayCore | None = None
+        self._admin = None
+        self._stopped = False
+
+    def start(self) -> SimulatedGateway:
+        from trading.ibsim.admin import AdminServer, Faults
+
+        if self._thread is not None:
+            raise RuntimeError("SimulatedGateway.start() was already called")
+        ready = threading.Event()
+        failure: list[BaseException] = []
+
+        def run() -> None:
+            loop = asyncio.new_event_loop()
+            asyncio.set_event_loop(loop)
+            self._loop = loop
+            try:
+                self._core = GatewayCore(self.config)
+                self.faults = Faults(self._core, loop)
+                self.port = loop.run_until_complete(
+                    self._core.start(self.host, self._requested_port)
+                )
+                if self._requested_admin_port is not None:
+                    self._admin = AdminServer(self.faults, self._core)
+                    self.admin_port = loop.run_until_complete(
+                        self._admin.start(self.host, self._requested_admin_port)
+                    )
+            except BaseException as error:  # reported to the caller of start()
+                failure.append(error)
+                ready.set()
+                loop.close()
+                return
+            ready.set()
+            try:
+                loop.run_forever()
+            finally:
+                loop.run_until_complete(self._shutdown())
+                loop.close()
+
+        self._thread = threading.Thread(target=run, name="ibsim", daemon=True)
+        self._thread.start()
+        ready.wait()
+        if failure:
+            self._thread.join()
+            raise failure[0]
+        return self
+
+    async def _shutdown(self) -> None:
+        if self._admin is not None:
+            await self._admin.stop()
+        if self._core is not None:
+            await self._core.stop()
+
+    def call(self, function: Callable[..., Any], *args: Any) -> Any:
+        """Run ``function(*args)`` on the gateway loop and return its result."""
+        if self._loop is None or self._core is None:
+            raise RuntimeError("SimulatedGateway is not running")
+        return self.faults.call(function, *args)
+
+    def truth(self) -> Truth:
+        return self.call(lambda: self._core.truth())
+
+    def reset(self) -> None:
+        self.call(lambda: self._core.reset())
+
+    def stop(self) -> None:
+        if self._stopped or self._loop is None:
+            self._stopped = True
+            return
+        self._stopped = True
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        if self._thread is not None:
+            self._thread.join(timeout=10)
+
+    def __enter__(self) -> SimulatedGateway:
+        return self.start() if self._thread is None else self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
