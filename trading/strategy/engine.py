@@ -36,9 +36,9 @@ return; the hedge (delta-neutral, rolling OLS or Kalman) and the rolling z-score
 ``y - beta x - alpha`` (the hedge through the previous bar; `trading.domain.hedge`); (5) the
 position lifecycle and the quant core's signal state machine (`trading.strategy.position`).
 
-Emits nothing while data is stale; while risk is HALTED the estimators still learn (the window
-keeps no holes) and spread points are published, but no signal runs and no intent is sent;
-while REDUCING only exits are sent.
+Emits nothing while data is stale or while ``warming_up`` (replaying history). While risk is
+HALTED the estimators still learn (the window keeps no holes) and spread points are published,
+but no signal runs and no intent is sent; while REDUCING only exits are sent.
 """
 
 from __future__ import annotations
@@ -141,6 +141,8 @@ class StrategyEngine:
         self.last_bar_date: date | None = None
         self.bars_closed = 0
         self.risk_state = "ACTIVE"
+        self.warming_up = False
+        """True while replaying history: the estimators learn, no signal runs, no intent."""
         self.last_skip = "no bar yet"
 
     @classmethod
@@ -215,6 +217,13 @@ class StrategyEngine:
         RiskStatus: on_risk_status,
         Fill: on_fill,
     }
+
+    def update(self, msg: Message) -> None:
+        """Apply a market, health or risk-status message without closing a bar (seeding the
+        latest values after a restart: their timestamps may be old)."""
+        handler = self._DISPATCH.get(type(msg))
+        if handler is not None:
+            handler(self, msg)
 
     def on_message(self, msg: Message, now_wall: float | None = None) -> StepResult:
         """Close the open bar if ``msg`` is from a later bar, then apply ``msg``."""
@@ -315,7 +324,7 @@ class StrategyEngine:
             index_level=mark.level,
             call_mid=mark.call_mid,
             call=mark.call,
-            risk_state=self.risk_state,
+            risk_state="WARMUP" if self.warming_up else self.risk_state,
             option_mids={c: q.mid for c, q in market.options.items()},
         )
         signals, intents = self.pairs.on_bar(context)

@@ -219,7 +219,9 @@ class PairManager:
         self.bars += 1
         if self.pair is not None and self.pair.legs.call_con_id in bar.option_mids:
             self.pair.last_call_mid = bar.option_mids[self.pair.legs.call_con_id]
-        if bar.risk_state == "HALTED" or self.status in (PairStatus.ENTERING, PairStatus.EXITING):
+        if bar.risk_state in ("HALTED", "WARMUP"):
+            return (), ()
+        if self.status in (PairStatus.ENTERING, PairStatus.EXITING):
             return (), ()
         if self._fits_due():
             self.refit()
@@ -393,6 +395,9 @@ class PairManager:
             "hedge_method": self.settings.hedge_method.value,
             "index_level": bar.index_level,
             "tltw_total_return": bar.tltw_total_return,
+            "tltw_mid": bar.tltw_mid,
+            "tlt_mid": bar.spot,
+            "call_mid": bar.call_mid,
             "kelly": {
                 "fraction": self.kelly_limits.fraction,
                 "full_kelly": size.full_kelly,

@@ -1,0 +1,316 @@
+"""The strategy service: moves messages between Redis and `trading.strategy.StrategyEngine`.
+
+Start: restore the engine's state (`Keys.STRATEGY_STATE`); if its estimators could not be
+restored, warm up by replaying the history streams (TLT, TLTW, the chain's calls) with trading
+off; seed the latest values (chain, quotes, options, NAV, distributions, health, risk status);
+re-append a pending intent that never reached the intent stream. Then:
+
+* ticks (pub/sub) go into a conflating inbox keyed by instrument: the engine always acts on the
+  latest tick of each instrument, and a burst it cannot keep up with is conflated, not queued;
+* risk decisions and fills are read from their streams (never conflated) with a cursor kept in
+  the state;
+* every bar's outputs are written in this order: state (with the pending intent) -> intent
+  stream -> spread point and signals. A crash after the state write re-appends the intent at
+  start (same deterministic id); a crash before it recomputes the same bar.
+* a one-second watchdog reports stale data (heartbeat "degraded") even when no tick arrives.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from typing import Any
+
+from trading.bus import (
+    Bus,
+    Channels,
+    DataHealth,
+    Dividends,
+    EtfNav,
+    Fill,
+    Keys,
+    Message,
+    OptionChain,
+    OptionQuote,
+    OrderIntent,
+    Quote,
+    RiskDecision,
+    RiskStatus,
+    Streams,
+)
+from trading.observability import BAD_MESSAGES, ERRORS
+from trading.service import ServiceContext, run_service
+from trading.strategy import StepResult, StrategyEngine
+from trading.strategy import metrics as m
+
+SERVICE = "strategy"
+POLL_S = 0.05
+WARMUP_BATCH = 10_000
+
+
+def inbox_key(msg: Message) -> tuple[Any, ...]:
+    """Ticks of one instrument replace each other in the inbox; everything else is kept."""
+    if isinstance(msg, Quote | EtfNav | DataHealth | Dividends):
+        return (msg.KIND, msg.symbol)
+    if isinstance(msg, OptionQuote):
+        return (msg.KIND, msg.con_id)
+    if isinstance(msg, RiskStatus | OptionChain):
+        return (msg.KIND,)
+    return (msg.KIND, id(msg))
+
+
+class StrategyService:
+    """The I/O around one engine (see the module docstring)."""
+
+    def __init__(self, ctx: ServiceContext, engine: StrategyEngine) -> None:
+        self.ctx = ctx
+        self.bus: Bus = ctx.bus
+        self.engine = engine
+        self.inbox: dict[tuple[Any, ...], tuple[Message, float]] = {}
+        self.chain_ts: float | None = None
+        self.wake = asyncio.Event()
+        self.cursors = {Streams.DECISIONS: "0", Streams.FILLS: "0"}
+
+    # start ----------------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        state = await self.bus.get_state(Keys.STRATEGY_STATE)
+        restored = False
+        if state is not None:
+            self.cursors.update(state.get("cursors", {}))
+            restored = self.engine.restore(state["engine"])
+        chain = await self.bus.get_latest(Keys.CHAIN, OptionChain)
+        if chain is not None:
+            self.apply(chain)
+            self.chain_ts = chain.ts
+        if not restored:
+            await self.warm_up(chain)
+        await self.seed_latest()
+        await self.resend_pending()
+        await self.poll_streams()
+
+    async def warm_up(self, chain: OptionChain | None) -> None:
+        """Replay the history streams through the engine in time order, trading off."""
+        streams = [Streams.history("TLT"), Streams.history("TLTW")]
+        if chain is not None:
+            streams += [Streams.history(str(o.con_id)) for o in chain.subscribed]
+        history: list[Message] = []
+        for stream in streams:
+            after = "0"
+            while True:
+                entries = await self.bus.read_after(stream, after, count=WARMUP_BATCH)
+                history += [e.message for e in entries]
+                if len(entries) < WARMUP_BATCH:
+                    break
+                after = entries[-1].entry_id
+        history.sort(key=lambda msg: getattr(msg, "ts_exchange", 0.0))
+        self.engine.warming_up = True
+        try:
+            for msg in history:
+                self.apply(msg, now_wall=None)
+        finally:
+            self.engine.warming_up = False
+        self.ctx.log.info(
+            "warmed up from history",
+            extra={"event.action": "warm_up", "strategy.messages": len(history)},
+        )
+
+    async def seed_latest(self) -> None:
+        bus = self.bus
+        for symbol in ("TLT", "TLTW"):
+            for key, kind in ((Keys.quote(symbol), Quote), (Keys.dividends(symbol), Dividends)):
+                msg = await bus.get_latest(key, kind)
+                if msg is not None:
+                    self.apply(msg, now_wall=None, step=False)
+        nav = await bus.get_latest(Keys.nav("TLTW"), EtfNav)
+        for msg in [nav, *(await bus.hget_all(Keys.OPTION_INDEX, OptionQuote)).values()]:
+            if msg is not None:
+                self.apply(msg, now_wall=None, step=False)
+        for health in (await bus.hget_all(Keys.HEALTH, DataHealth)).values():
+            self.apply(health)
+        status = await bus.get_latest(Keys.RISK_STATUS, RiskStatus)
+        if status is not None:
+            self.apply(status)
+
+    async def resend_pending(self) -> None:
+        """A pending intent saved in the state but not in the intent stream is appended again."""
+        pending = self.engine.pairs.pending
+        if pending is None:
+            return
+        recent = await self.bus.read_range(Streams.INTENTS, 1000, OrderIntent)
+        if any(e.message.intent_id == pending.intent_id for e in recent):
+            return
+        await self.bus.append(Streams.INTENTS, pending)
+        self.ctx.log.warning(
+            "re-appended a pending intent after restart",
+            extra={"event.action": "intent_resent", "order.ref": pending.intent_id},
+        )
+
+    # the loop -------------------------------------------------------------------------------
+
+    def apply(self, msg: Message, now_wall: float | None = None, step: bool = True) -> StepResult:
+        """Feed one message to the engine; a bad one is dropped, counted and logged."""
+        try:
+            if step:
+                result = self.engine.on_message(msg, now_wall)
+            else:  # seeding latest values must not close a bar on an old timestamp
+                self.engine.update(msg)
+                result = StepResult()
+        except ValueError as exc:
+            BAD_MESSAGES.labels(SERVICE, msg.KIND, type(exc).__name__).inc()
+            self.ctx.log.warning(
+                "message dropped: %s",
+                exc,
+                extra={"event.action": "message_dropped", "event.reason": str(exc)},
+            )
+            return StepResult()
+        m.MESSAGES.labels(msg.KIND).inc()
+        return result
+
+    async def listen(self) -> None:
+        channels = (Channels.QUOTES, Channels.OPTIONS, Channels.NAV, Channels.HEALTH, Channels.BOOK)
+        count = 0
+        async for _channel, msg in self.bus.subscribe(*channels):
+            if isinstance(msg, Quote | OptionQuote | EtfNav | DataHealth | RiskStatus):
+                key = inbox_key(msg)
+                if key in self.inbox:
+                    m.CONFLATED.inc()
+                self.inbox[key] = (msg, time.perf_counter())
+                self.wake.set()
+                count += 1
+                if count % 256 == 0:
+                    await asyncio.sleep(0)  # let the processor drain a long burst
+
+    async def process(self) -> None:
+        while True:
+            await self.wake.wait()
+            self.wake.clear()
+            batch, self.inbox = self.inbox, {}
+            ordered = sorted(batch.values(), key=lambda item: getattr(item[0], "ts_exchange", 0.0))
+            for msg, arrived in ordered:
+                result = self.apply(msg, now_wall=time.time())
+                if result.bar_end_ts is not None:
+                    await self.publish(result, arrived)
+
+    async def publish(self, result: StepResult, arrived: float | None) -> None:
+        """Write one bar's outputs; ``arrived`` is when the tick that closed it came in."""
+        bus = self.bus
+        m.BARS.labels("point" if result.spread_point else "skipped").inc()
+        if result.intents or result.signals:
+            await self.save_state()
+        for intent in result.intents:
+            await bus.append(Streams.INTENTS, intent)
+            await bus.hset_latest(Keys.PENDING_INTENTS, intent.intent_id, intent)
+            m.INTENTS.labels(intent.purpose.value).inc()
+            if arrived is not None:
+                m.TICK_TO_INTENT_SECONDS.observe(time.perf_counter() - arrived)
+            self.ctx.log.info(
+                "order intent",
+                extra={
+                    "event.action": "intent_emitted",
+                    "order.ref": intent.intent_id,
+                    "strategy.action": intent.action.value,
+                    "strategy.z": intent.why.get("z"),
+                },
+            )
+        point = result.spread_point
+        if point is not None:
+            await bus.set_latest(Keys.SPREAD_LATEST, point)
+            await bus.publish(Channels.SPREAD, point)
+            await bus.append(Streams.SPREAD, point)
+            m.ZSCORE.set(point.z)
+            m.BETA.set(point.beta)
+        for signal in result.signals:
+            await bus.publish(Channels.SIGNALS, signal)
+            await bus.append(Streams.SIGNALS, signal)
+            m.SIGNALS.labels(signal.action.value).inc()
+        if not (result.intents or result.signals):
+            await self.save_state()
+
+    async def save_state(self) -> None:
+        started = time.perf_counter()
+        state = {"engine": self.engine.to_state(), "cursors": dict(self.cursors)}
+        await self.bus.set_state(Keys.STRATEGY_STATE, state)
+        m.STATE_SAVE_SECONDS.observe(time.perf_counter() - started)
+
+    async def poll_streams(self) -> None:
+        """Apply new risk decisions and fills (in stream order, never conflated)."""
+        changed = False
+        for stream, kind in ((Streams.DECISIONS, RiskDecision), (Streams.FILLS, Fill)):
+            entries = await self.bus.read_after(stream, self.cursors[stream], 1000, kind)
+            for entry in entries:
+                self.cursors[stream] = entry.entry_id
+                if isinstance(entry.message, RiskDecision):
+                    pending = self.engine.pairs.pending
+                    signals = self.engine.on_decision(entry.message)
+                    if pending is not None and self.engine.pairs.pending is None:
+                        changed = True
+                        m.DECISIONS.labels(str(entry.message.approved).lower()).inc()
+                        await self.bus.hdel(Keys.PENDING_INTENTS, pending.intent_id)
+                        for signal in signals:
+                            await self.bus.append(Streams.SIGNALS, signal)
+                else:
+                    self.apply(entry.message)
+        if changed:
+            await self.save_state()
+
+    async def poll_forever(self) -> None:
+        while True:
+            await asyncio.sleep(POLL_S)
+            await self.poll_streams()
+
+    async def refresh_keys(self) -> None:
+        """The chain (re-centred by data-ingestion) and distributions live in keys only."""
+        chain = await self.bus.get_latest(Keys.CHAIN, OptionChain)
+        if chain is not None and chain.ts != self.chain_ts:
+            self.chain_ts = chain.ts
+            self.apply(chain)
+        for symbol in ("TLT", "TLTW"):
+            dividends = await self.bus.get_latest(Keys.dividends(symbol), Dividends)
+            if dividends is not None:
+                self.apply(dividends, step=False)
+
+    async def watchdog(self) -> None:
+        stale_after = self.engine.config.stale_after_s
+        while True:
+            await self.refresh_keys()
+            problems = self.engine.market.problems(time.time(), stale_after)
+            m.DATA_STALE.set(1 if problems else 0)
+            self.ctx.status.update(self.engine.status())
+            self.ctx.status["state"] = "degraded" if problems else "ok"
+            self.ctx.status["data_problems"] = problems
+            await asyncio.sleep(1.0)
+
+
+async def main(ctx: ServiceContext) -> None:
+    engine = StrategyEngine.from_settings(ctx.settings)
+    service = StrategyService(ctx, engine)
+    await service.start()
+    ctx.status.update(engine.status())
+    ctx.status["state"] = "ok"
+    tasks = [
+        asyncio.create_task(coro)
+        for coro in (
+            service.listen(),
+            service.process(),
+            service.poll_forever(),
+            service.watchdog(),
+        )
+    ]
+    try:
+        done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_EXCEPTION)
+        for task in done:
+            if task.exception() is not None:
+                ERRORS.labels(SERVICE, type(task.exception()).__name__).inc()
+                raise task.exception()  # type: ignore[misc]
+    finally:
+        for task in tasks:
+            task.cancel()
+        for task in tasks:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+
+
+if __name__ == "__main__":
+    run_service(SERVICE, main)

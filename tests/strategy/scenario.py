@@ -1,0 +1,45 @@
+"""A seeded market-model scenario shared by the strategy tests: TLTW's premium blows out to
++80 bp at noon on 2026-10-28 and mean-reverts (half-life one trading day)."""
+
+from __future__ import annotations
+
+import functools
+from datetime import date, datetime
+from typing import Any
+
+from trading.bus import Message
+from trading.ibsim.config import ET
+from trading.settings import Settings, load_settings
+from trading.strategy.simfeed import premium_shock, sim_model, simulated_messages
+
+SHOCK_TIME = datetime(2026, 10, 28, 12, 0, tzinfo=ET)
+SHOCK_BP = 80.0
+FIRST_DAY = date(2026, 10, 26)
+LAST_DAY = date(2026, 10, 29)
+Z_WINDOW = 390
+
+
+@functools.cache
+def shock_messages() -> tuple[Message, ...]:
+    """Four sessions of one-minute bars (about 56,000 messages), generated once per process."""
+    model = sim_model(seed=1, history_days=30)
+    premium_shock(model, SHOCK_TIME, SHOCK_BP)
+    return tuple(simulated_messages(model, FIRST_DAY, LAST_DAY))
+
+
+def scenario_settings(**strategy: Any) -> Settings:
+    """Short windows so a test warms up in a day; bands wide enough that only the shock trades
+    (entry 6, stop 50); no time stop; the cointegration gate opened (one day of bars cannot
+    show cointegration of a premium with a one-day half-life)."""
+    values: dict[str, Any] = {
+        "preset": "replica",
+        "z_window": Z_WINDOW,
+        "ols_window": Z_WINDOW,
+        "entry_z": 6.0,
+        "exit_z": 0.5,
+        "stop_z": 50.0,
+        "time_stop_half_lives": 1000.0,
+        "cointegration_pvalue": 0.99,
+        "refit_bars": 60,
+    }
+    return load_settings(strategy=values | strategy)

@@ -1,0 +1,246 @@
+"""The strategy engine on a seeded market-model scenario (no Redis, no socket)."""
+
+from __future__ import annotations
+
+import math
+from datetime import datetime
+
+import numpy as np
+import orjson
+import pytest
+
+from tests.strategy.scenario import SHOCK_TIME, Z_WINDOW, scenario_settings, shock_messages
+from trading.bus import (
+    DataHealth,
+    DataStatus,
+    IntentPurpose,
+    LegKind,
+    OrderIntent,
+    Quote,
+    RiskDecision,
+    RiskReason,
+    RiskStatus,
+    Side,
+    SignalAction,
+    SpreadPoint,
+)
+from trading.domain.hedge import rolling_zscore_vec
+from trading.ibsim.config import ET
+from trading.settings import HedgeMethod
+from trading.strategy import StepResult, StrategyEngine
+from trading.strategy.position import PairStatus
+
+
+def run(engine: StrategyEngine, messages, approve: bool = True, now_wall=None):
+    """Feed messages; answer each intent with an approval (or rejection). Returns the outputs."""
+    points: list[SpreadPoint] = []
+    intents: list[OrderIntent] = []
+    signals = []
+    for msg in messages:
+        result: StepResult = engine.on_message(msg, now_wall(msg) if now_wall else None)
+        if result.spread_point is not None:
+            points.append(result.spread_point)
+        signals += result.signals
+        for intent in result.intents:
+            intents.append(intent)
+            reasons = () if approve else (RiskReason("GROSS_NOTIONAL", "over the limit"),)
+            signals += engine.on_decision(
+                RiskDecision(intent.intent_id, intent.ts, approve, reasons)
+            )
+    return points, intents, signals
+
+
+def sides(intent: OrderIntent) -> dict[LegKind, Side]:
+    return {leg.kind: leg.side for leg in intent.legs}
+
+
+def test_premium_blowout_enters_short_spread_then_exits_with_the_same_legs():
+    engine = StrategyEngine.from_settings(scenario_settings())
+
+    _, intents, _ = run(engine, shock_messages())
+
+    assert [i.purpose for i in intents] == [IntentPurpose.ENTRY, IntentPurpose.EXIT]
+    entry, exit_ = intents
+    assert entry.action is SignalAction.ENTER_SHORT_SPREAD
+    assert entry.ts == SHOCK_TIME.timestamp()  # the bar the shock lands in
+    assert sides(entry) == {LegKind.STOCK: Side.SELL, LegKind.BUY_WRITE: Side.BUY}
+    assert exit_.action is SignalAction.EXIT
+    assert sides(exit_) == {LegKind.STOCK: Side.BUY, LegKind.BUY_WRITE: Side.SELL}
+    for opened, closed in zip(entry.legs, exit_.legs, strict=True):
+        assert (closed.quantity, closed.option_con_id) == (opened.quantity, opened.option_con_id)
+    assert entry.why["z"] >= 6.0 and entry.why["kelly"]["gross_notional_usd"] > 0
+    assert exit_.ts > entry.ts and abs(exit_.why["z"]) <= 0.5
+    assert exit_.why["spread_pnl_bp_entry_hedge"] > 0  # the premium came back in
+    assert engine.pairs.status is PairStatus.FLAT
+
+
+def test_entry_legs_are_sized_dollar_neutral_in_the_hedge_and_priced_through_the_mid():
+    engine = StrategyEngine.from_settings(scenario_settings())
+
+    _, intents, _ = run(engine, shock_messages())
+
+    entry = intents[0]
+    why = entry.why
+    bw = next(leg for leg in entry.legs if leg.kind is LegKind.BUY_WRITE)
+    stock = next(leg for leg in entry.legs if leg.kind is LegKind.STOCK)
+    tltw_usd = why["kelly"]["gross_notional_usd"] / (1 + why["beta"])
+    tltw_mid, tlt_mid, call_mid = why["tltw_mid"], why["tlt_mid"], why["call_mid"]
+    assert stock.quantity == round(tltw_usd / tltw_mid)
+    assert bw.quantity == round(tltw_usd * why["beta"] / (100 * (tlt_mid - call_mid)))
+    # SHORT_SPREAD: sell TLTW 5 bp under its mid (cent below), buy the buy-write 5 bp over.
+    assert stock.limit_price == math.floor(tltw_mid * (1 - 5e-4) * 100) / 100
+    assert bw.limit_price == math.ceil((100 * tlt_mid - call_mid) * (1 + 5e-4) * 100) / 100
+    assert (bw.option_strike, bw.option_expiry) == (engine.leg.held.strike, engine.leg.held.expiry)
+
+
+def test_live_zscore_series_equals_the_quant_core_vectorized_computation():
+    settings = scenario_settings()
+    engine = StrategyEngine.from_settings(settings)
+
+    points, _, _ = run(engine, shock_messages())
+
+    spreads = np.array([p.spread for p in points])
+    live = np.array([p.z for p in points])
+    vectorized = rolling_zscore_vec(
+        spreads, Z_WINDOW, ddof=1, min_std=settings.strategy.z_std_floor
+    )
+    assert len(points) > 2 * Z_WINDOW
+    # From Z_WINDOW on, both windows hold only points' spreads.
+    np.testing.assert_allclose(live[Z_WINDOW:], vectorized[Z_WINDOW:], rtol=0, atol=1e-9)
+    for p in points[:50]:
+        assert p.spread == pytest.approx(
+            math.log(p.tltw) - p.beta * math.log(p.index_value) - p.alpha
+        )
+
+
+@pytest.mark.parametrize("method", [HedgeMethod.OLS, HedgeMethod.KALMAN])
+def test_statistical_hedges_produce_a_spread_and_trade_the_shock(method):
+    engine = StrategyEngine.from_settings(scenario_settings(hedge_method=method.value))
+
+    points, intents, _ = run(engine, shock_messages())
+
+    assert points and all(p.hedge_method == method.value for p in points)
+    assert intents and intents[0].action is SignalAction.ENTER_SHORT_SPREAD
+
+
+def test_restart_mid_position_resumes_without_a_second_entry():
+    messages = shock_messages()
+    first = StrategyEngine.from_settings(scenario_settings())
+    cut = next(
+        i
+        for i, m in enumerate(messages)
+        if getattr(m, "ts_exchange", 0) > SHOCK_TIME.timestamp() + 600
+    )
+    _, intents_before, _ = run(first, messages[:cut])
+    assert [i.purpose for i in intents_before] == [IntentPurpose.ENTRY]
+    saved = orjson.loads(orjson.dumps(first.to_state()))  # through JSON, as in Redis
+
+    second = StrategyEngine.from_settings(scenario_settings())
+    assert second.restore(saved) is True
+    _, intents_after, _ = run(second, messages[cut:])
+
+    assert second.pairs.status is PairStatus.FLAT
+    assert [i.purpose for i in intents_after] == [IntentPurpose.EXIT]
+    assert intents_after[0].legs[0].option_con_id == intents_before[0].legs[0].option_con_id
+
+
+def test_restart_with_changed_settings_keeps_the_position_but_relearns_estimators():
+    messages = shock_messages()
+    first = StrategyEngine.from_settings(scenario_settings())
+    run(first, messages[: len(messages) * 3 // 4])
+    saved = orjson.loads(orjson.dumps(first.to_state()))
+
+    second = StrategyEngine.from_settings(scenario_settings(z_window=200))
+
+    assert second.restore(saved) is False
+    assert second.pairs.status is first.pairs.status
+    assert second.zscore.ready is False
+
+
+def test_stale_health_stops_bars_and_ok_health_resumes_them():
+    engine = StrategyEngine.from_settings(scenario_settings())
+    messages = shock_messages()
+    half = len(messages) // 2
+    run(engine, messages[:half])
+    stale = DataHealth("TLTW", DataStatus.STALE, "no tick for 30 s", 0.0)
+
+    engine.on_health(stale)
+    points, intents, signals = run(engine, messages[half : half + 2000])
+    assert (points, intents, signals) == ([], [], [])
+    assert engine.last_skip.startswith("stale: TLTW stale")
+
+    engine.on_health(DataHealth("TLTW", DataStatus.OK, "", 0.0))
+    points, _, _ = run(engine, messages[half + 2000 : half + 4000])
+    assert points
+
+
+def test_silent_feed_in_wall_time_is_stale():
+    engine = StrategyEngine.from_settings(scenario_settings())
+
+    points, _, _ = run(engine, shock_messages()[:5000], now_wall=lambda m: 1e10)
+
+    assert points == []
+    assert "silent for" in engine.last_skip
+
+
+def test_halted_risk_publishes_points_but_emits_no_signal_or_intent():
+    engine = StrategyEngine.from_settings(scenario_settings())
+    engine.on_risk_status(RiskStatus(0.0, "HALTED", "daily loss"))
+
+    points, intents, signals = run(engine, shock_messages())
+
+    assert points and intents == [] and signals == []
+
+
+def test_rejected_entry_goes_flat_and_waits_for_z_inside_the_entry_band():
+    engine = StrategyEngine.from_settings(scenario_settings())
+
+    points, intents, signals = run(engine, shock_messages(), approve=False)
+
+    assert [i.purpose for i in intents] == [IntentPurpose.ENTRY]  # not one per bar
+    assert engine.pairs.status is PairStatus.FLAT
+    rejection = next(s for s in signals if "rejected" in s.reason)
+    assert "GROSS_NOTIONAL" in rejection.reason
+    entry_bar = intents[0].ts
+    after = [p for p in points if p.ts > entry_bar]
+    assert any(abs(p.z) >= 6 for p in after)  # still beyond the band, yet no second intent
+
+
+def test_replica_holds_the_same_call_expiry_as_tltws_index_after_its_roll():
+    from tests.strategy.scenario import FIRST_DAY
+    from trading.strategy.simfeed import sim_model
+
+    model = sim_model(seed=1, history_days=30)
+    frame = model.bars(FIRST_DAY, FIRST_DAY, bar="1 min")
+    engine = StrategyEngine.from_settings(scenario_settings())
+
+    run(engine, shock_messages()[:3000])
+
+    held = engine.leg.held
+    assert held is not None
+    assert held.expiry == frame["index_call_expiry"].iloc[-1].strftime("%Y%m%d")
+    assert abs(held.strike - frame["index_call_strike"].iloc[-1]) <= 1.0
+
+
+def test_crossed_or_nan_quotes_are_refused_naming_the_field():
+    engine = StrategyEngine.from_settings(scenario_settings())
+    crossed = Quote("TLTW", 1, 25.0, 24.9, 1.0, 1.0, None, 1.0, 1.0)
+    nan_bid = Quote("TLT", 1, math.nan, 90.0, 1.0, 1.0, None, 1.0, 1.0)
+
+    with pytest.raises(ValueError, match="crossed"):
+        engine.on_quote(crossed)
+    with pytest.raises(ValueError, match=r"quote\[TLT\]\.bid"):
+        engine.on_quote(nan_bid)
+    with pytest.raises(ValueError, match="risk_status.state"):
+        engine.on_risk_status(RiskStatus(0.0, "PAUSED", ""))
+
+
+def test_bars_close_on_exchange_time_and_a_gap_closes_one_bar():
+    engine = StrategyEngine.from_settings(scenario_settings())
+    ts0 = datetime(2026, 10, 26, 10, 0, 5, tzinfo=ET).timestamp()
+
+    assert engine.step(ts0).bar_end_ts is None
+    assert engine.step(ts0 + 30).bar_end_ts is None
+    assert engine.step(ts0 + 60).bar_end_ts == ts0 - 5 + 60
+    assert engine.step(ts0 + 86_400).bar_end_ts == ts0 - 5 + 120
+    assert engine.step(ts0 + 86_410).bar_end_ts is None
