@@ -45,7 +45,6 @@ from trading.bus import (
     RiskDecision,
     RiskStatus,
     Severity,
-    SignalAction,
 )
 from trading.domain.market_hours import EXCHANGE_TIMEZONE
 from trading.execution.book import Book
@@ -347,8 +346,12 @@ class ExecutionEngine:
     def risk_status(self, now: float) -> RiskStatus:
         lim = self.limits
         marks = self.mark_prices()
-        empty = OrderIntent("status", "", now, IntentPurpose.ENTRY, SignalAction.NONE, ())
-        gross, net_delta, net_vega = self.gate.measures(self.book, self.marks, {}, empty)
+        view = GateView(
+            self.book, self.tracker, self.marks, self.machine.state, self.daily_pnl_usd()
+        )
+        measures = self.gate.measures(view)
+        gross = measures["gross_notional_usd"]
+        net_delta, net_vega = measures["net_delta_shares"], measures["net_vega_usd"]
         tlt_id = self.marks.con_id_by_symbol.get("TLT")
         tltw_id = self.marks.con_id_by_symbol.get("TLTW")
         units = abs(self.book.quantity(tlt_id)) / 100 if tlt_id else 0.0

@@ -1,46 +1,43 @@
 """The risk gate: one decision per order intent, with every reason it was refused.
 
-Pure: `RiskGate(limits).decide(intent, view, now) -> RiskDecision`, where `view` is a
-`GateView` of the live book (positions, open orders, marks and Greeks, the day's P&L, the
-trading state). No I/O, no clock reads: `now` is wall time (epoch s, for staleness and the order
-rate) and the market-hours clock is the latest exchange timestamp in the marks.
+Pure: `RiskGate(limits).decide(intent, view, now) -> RiskDecision` (the bus message), where
+`view` is a `GateView` of the live book (positions, working orders, marks and Greeks, the day's
+P&L, the trading state). No I/O, no clock reads: `now` is wall time (epoch s) and the market
+clock is the latest exchange timestamp in the marks.
 
-Exposure of an intent, instrument by instrument (signed, shares or contracts):
-  BUY_WRITE BUY u  -> stock +100u, call -u;   BUY_WRITE SELL u -> stock -100u, call +u;
-  STOCK BUY q      -> +q;                     STOCK SELL q     -> -q.
-"After" = the book's net position + the same-direction rest of working orders + the intent
-(worst case). An order *reduces* when no instrument's |position| grows.
+The rules are the quant core's `trading.domain.risk.check_order`; this module builds its inputs
+from the live book and maps the settings onto its limits:
 
-Rules (codes are `RiskCode`); a limit is only enforced on an order that makes its measure
-worse, so an order that shrinks a breach always passes:
-  HALTED        state HALTED admits only the risk service's own reducing intents
-                (purpose FLATTEN, UNWIND, STOP);
-  REDUCE_ONLY   state REDUCING admits only reducing intents;
-  POSITION_LIMIT |stock of a buy-write| / 100 <= max_buy_write_units;
-                |shares of a STOCK leg| <= max_tltw_shares;
-  GROSS_NOTIONAL sum |q| x mid x multiplier over the book after the order <= max_gross;
-  ORDER_SIZE    sum over legs of quantity x limit price <= max_order_notional_usd
-                (a BAG limit is already per unit of 100 shares);
-  PRICE_BAND    |limit / mid - 1| <= price_band_bp / 10^4 for every leg (BAG mid = 100 S - C);
-  NET_DELTA     |TLT shares + 100 x sum calls x delta + TLTW shares x d_tltw| <= max (shares);
-                d_tltw = beta x P_tltw / (S - C) x (1 - delta_C), TLTW's TLT-share delta per
-                share through the hedged buy-write index (beta from the latest SpreadPoint,
-                1 if none; C the index's call, else the intent's); an approximation;
-  NET_VEGA      |100 x sum calls x vega_per_point| <= max_net_vega_usd (USD per vol point;
-                TLTW's embedded short call is not counted);
-  ORDER_RATE    orders sent in the last 60 s + legs of this intent <= max_orders_per_minute;
-  DAILY_LOSS    a non-reducing order is refused once the day's P&L <= -daily_loss_limit_usd;
-  STALE_DATA    each instrument of the intent quoted within stale_after_s (wall time) and its
-                DataHealth OK;
-  MARKET_CLOSED the exchange time of the marks is inside an XNYS regular session.
+* The whole intent is checked as ONE combined order (quantity 1, leg ratios = the signed
+  shares/contracts of every leg: BUY u buy-write units -> TLT +100u, call -u; SELL q TLTW ->
+  TLTW -q), so position, gross, delta, vega, reduce-only and daily-loss rules see both legs
+  together. The price band is checked per intent leg (the BAG against 100 S - C, TLTW against
+  its mid), so one leg's error cannot hide behind the other's.
+* Positions are the book's net positions plus every working order as if filled: a second
+  intent cannot slip past a limit while the first is still working, and an exit cannot be sent
+  twice (the second would cross zero, which REDUCING refuses).
+* Leg keys are conIds as text. Limits: TLT max_buy_write_units x 100 shares, each call
+  max_buy_write_units contracts, TLTW max_tltw_shares; price band price_band_bp / 10^4 of the
+  leg's gross value per unit (domain convention).
+* Deltas per share in TLT shares: TLT 1, a call its delta, TLTW
+  d = beta x P_tltw / (S - C) x (1 - delta_C), its TLT delta through the hedged buy-write index
+  (beta from the latest SpreadPoint, 1 if none; C the index's call, else the intent's), an
+  approximation. Vega per share in USD per vol point: a call's IB vega; TLTW's embedded short
+  call is not counted.
+* Order rate: the domain rejects when `max` orders were sent in the window; an intent of n legs
+  is counted by adding n - 1 sends at `now`, so sent + n <= max_orders_per_minute passes.
+* Quote age is wall-clock: each quote's time is shifted so that exchange-now minus quote time
+  equals wall-now minus its receive time.
+* HALTED admits the risk service's own FLATTEN/UNWIND/STOP intents when they shrink exposure:
+  they are checked as if the state were REDUCING. Halting must never stop us getting out.
+* `check_market_hours=False` drops MARKET_CLOSED (demos on a clock outside the session).
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
-from enum import StrEnum
 
 from trading.bus import (
     IntentLeg,
@@ -50,34 +47,31 @@ from trading.bus import (
     RiskDecision,
     RiskReason,
     Side,
+    SignalAction,
 )
+from trading.domain import risk as domain_risk
+from trading.domain.common import Side as DomainSide
 from trading.domain.market_hours import MarketCalendar, market_calendar
+from trading.domain.risk import RiskCode, TradingState
 from trading.execution.book import Book
 from trading.execution.marks import BUY_WRITE_SHARES, Marks
-from trading.execution.state import TradingState
 from trading.execution.tracking import OrderTracker
 from trading.settings import RiskSettings
 
-__all__ = ["RISK_MADE_PURPOSES", "GateView", "RiskCode", "RiskGate", "intent_exposure"]
+__all__ = [
+    "INVALID",
+    "RISK_MADE_PURPOSES",
+    "GateView",
+    "RiskGate",
+    "intent_exposure",
+    "leg_exposure",
+    "risk_limits",
+]
 
 RISK_MADE_PURPOSES = frozenset({IntentPurpose.FLATTEN, IntentPurpose.UNWIND, IntentPurpose.STOP})
 ORDER_RATE_WINDOW_S = 60.0
-
-
-class RiskCode(StrEnum):
-    POSITION_LIMIT = "POSITION_LIMIT"
-    GROSS_NOTIONAL = "GROSS_NOTIONAL"
-    ORDER_SIZE = "ORDER_SIZE"
-    PRICE_BAND = "PRICE_BAND"
-    NET_DELTA = "NET_DELTA"
-    NET_VEGA = "NET_VEGA"
-    ORDER_RATE = "ORDER_RATE"
-    DAILY_LOSS = "DAILY_LOSS"
-    STALE_DATA = "STALE_DATA"
-    MARKET_CLOSED = "MARKET_CLOSED"
-    HALTED = "HALTED"
-    REDUCE_ONLY = "REDUCE_ONLY"
-    INVALID = "INVALID"
+INVALID = "INVALID"
+"""Reason code of an intent that cannot be evaluated at all (no legs, bad quantity, ...)."""
 
 
 @dataclass
@@ -89,7 +83,6 @@ class GateView:
     marks: Marks
     state: TradingState
     daily_pnl_usd: float
-    stock_con_ids: frozenset[int] = field(default_factory=frozenset)
 
 
 def leg_exposure(leg: IntentLeg) -> dict[int, float]:
@@ -113,15 +106,31 @@ def intent_exposure(legs: tuple[IntentLeg, ...]) -> dict[int, float]:
     return out
 
 
-def _leg_mid(leg: IntentLeg, marks: Marks) -> float | None:
-    if leg.kind is LegKind.BUY_WRITE:
-        assert leg.option_con_id is not None
-        return marks.buy_write_mid(leg.con_id, leg.option_con_id)
-    return marks.mid(leg.con_id)
+def risk_limits(s: RiskSettings, option_con_ids: set[int], stock_ids: dict[str, int]):
+    """The domain limits for these settings and the instruments in play."""
+    max_position = {str(c): float(s.max_buy_write_units) for c in option_con_ids}
+    if "TLT" in stock_ids:
+        max_position[str(stock_ids["TLT"])] = float(s.max_buy_write_units * BUY_WRITE_SHARES)
+    for symbol, con_id in stock_ids.items():
+        if symbol != "TLT":
+            max_position[str(con_id)] = float(s.max_tltw_shares)
+    return domain_risk.RiskLimits(
+        max_position=max_position,
+        max_gross_notional_usd=s.max_gross_notional_usd,
+        max_order_quantity=1e12,
+        max_order_notional_usd=s.max_order_notional_usd,
+        price_band_fraction=s.price_band_bp / 1e4,
+        max_net_delta_shares=s.max_net_delta_shares,
+        max_net_vega_usd=s.max_net_vega_usd,
+        max_orders_per_window=s.max_orders_per_minute,
+        order_rate_window_seconds=ORDER_RATE_WINDOW_S,
+        max_daily_loss_usd=s.daily_loss_limit_usd,
+        max_quote_age_seconds=s.stale_after_s,
+    )
 
 
 class RiskGate:
-    """Applies the rules above; `limits` is the risk settings group."""
+    """Applies the domain rules to an intent and the live book; `limits` is settings.risk."""
 
     def __init__(self, limits: RiskSettings, calendar: MarketCalendar | None = None):
         self.limits = limits
@@ -138,200 +147,161 @@ class RiskGate:
         return RiskDecision(intent.intent_id, now, not reasons, tuple(reasons))
 
     def reasons(self, intent: OrderIntent, view: GateView, now: float) -> list[RiskReason]:
-        lim = self.limits
-        out: list[RiskReason] = []
-
-        def add(code: RiskCode, message: str) -> None:
-            out.append(RiskReason(str(code), message))
-
+        problems = [f"legs[{i}]: {p}" for i, leg in enumerate(intent.legs) if (p := _problem(leg))]
         if not intent.legs:
-            add(RiskCode.INVALID, "intent has no legs")
-            return out
-        for i, leg in enumerate(intent.legs):
-            problem = _leg_problem(leg)
-            if problem:
-                add(RiskCode.INVALID, f"legs[{i}]: {problem}")
-        if out:
-            return out
+            problems.append("intent has no legs")
+        if problems:
+            return [RiskReason(INVALID, p) for p in problems]
 
-        delta = intent_exposure(intent.legs)
-        book, marks = view.book, view.marks
-        before = {c: book.quantity(c) for c in delta}
-        after = {c: before[c] + delta[c] for c in delta}
-        reduces = all(abs(after[c]) <= abs(before[c]) + 1e-9 for c in delta)
-
-        # state
-        if view.state is TradingState.HALTED and not (
-            reduces and intent.purpose in RISK_MADE_PURPOSES
-        ):
-            add(RiskCode.HALTED, "trading is HALTED: only the risk service's reducing orders")
-        elif view.state is TradingState.REDUCING and not reduces:
-            add(RiskCode.REDUCE_ONLY, "trading is REDUCING: this order would grow a position")
-
-        # worst case with working orders in the same direction
-        worst = dict(after)
-        for t in view.tracker.open_legs():
-            for c, q in leg_exposure(t.leg).items():
-                if c in worst and (q > 0) == (delta[c] > 0):
-                    worst[c] += q * t.open_quantity / t.leg.quantity
-
-        # position limits
-        for leg in intent.legs:
-            c = leg.con_id
-            if abs(after[c]) <= abs(before[c]):
-                continue
-            if leg.kind is LegKind.BUY_WRITE:
-                units = abs(worst[c]) / BUY_WRITE_SHARES
-                if units > lim.max_buy_write_units:
-                    add(
-                        RiskCode.POSITION_LIMIT,
-                        f"{leg.symbol} buy-write units after the order (with working orders) "
-                        f"{units:g} exceed {lim.max_buy_write_units}",
-                    )
-            elif abs(worst[c]) > lim.max_tltw_shares:
-                add(
-                    RiskCode.POSITION_LIMIT,
-                    f"{leg.symbol} shares after the order (with working orders) "
-                    f"{abs(worst[c]):g} exceed {lim.max_tltw_shares}",
-                )
-
-        # order size and price band
-        order_notional = sum(leg.quantity * leg.limit_price for leg in intent.legs)
-        if order_notional > lim.max_order_notional_usd:
-            add(
-                RiskCode.ORDER_SIZE,
-                f"order notional {order_notional:,.2f} USD exceeds "
-                f"{lim.max_order_notional_usd:,.2f} USD",
-            )
-        for i, leg in enumerate(intent.legs):
-            mid = _leg_mid(leg, marks)
-            if mid is None or mid <= 0:
-                add(RiskCode.STALE_DATA, f"legs[{i}] {leg.symbol}: no mid to check the price")
-                continue
-            off_bp = abs(leg.limit_price / mid - 1.0) * 1e4
-            if off_bp > lim.price_band_bp:
-                add(
-                    RiskCode.PRICE_BAND,
-                    f"legs[{i}] {leg.symbol} limit {leg.limit_price:.2f} is {off_bp:.1f} bp from "
-                    f"mid {mid:.4f}, band {lim.price_band_bp:g} bp",
-                )
-
-        # book measures before and after
-        gross_before, delta_before, vega_before = self.measures(book, marks, {}, intent)
-        gross_after, delta_after, vega_after = self.measures(book, marks, delta, intent)
-        if gross_after > lim.max_gross_notional_usd and gross_after > gross_before:
-            add(
-                RiskCode.GROSS_NOTIONAL,
-                f"gross notional after the order {gross_after:,.2f} USD exceeds "
-                f"{lim.max_gross_notional_usd:,.2f} USD",
-            )
-        if abs(delta_after) > lim.max_net_delta_shares and abs(delta_after) > abs(delta_before):
-            add(
-                RiskCode.NET_DELTA,
-                f"net delta after the order {delta_after:,.1f} TLT shares exceeds "
-                f"{lim.max_net_delta_shares:,.1f}",
-            )
-        if abs(vega_after) > lim.max_net_vega_usd and abs(vega_after) > abs(vega_before):
-            add(
-                RiskCode.NET_VEGA,
-                f"net vega after the order {vega_after:,.2f} USD/vol point exceeds "
-                f"{lim.max_net_vega_usd:,.2f}",
-            )
-
-        # order rate
+        marks = view.marks
+        exchange_now = marks.exchange_time if marks.exchange_time > 0 else now
+        moment = datetime.fromtimestamp(exchange_now, UTC)
+        projected = self.projected_positions(view)
+        changes = intent_exposure(intent.legs)
+        instruments = self.instruments(view, intent, projected, set(changes), exchange_now, now)
+        state = view.state
+        if state is TradingState.HALTED and intent.purpose in RISK_MADE_PURPOSES:
+            state = TradingState.REDUCING
         sent = view.tracker.orders_sent_since(now - ORDER_RATE_WINDOW_S)
-        if sent + len(intent.legs) > lim.max_orders_per_minute:
-            add(
-                RiskCode.ORDER_RATE,
-                f"{sent} orders in the last 60 s + {len(intent.legs)} would exceed "
-                f"{lim.max_orders_per_minute} per minute",
-            )
+        times = [moment] * (sent + len(intent.legs) - 1)
+        book = domain_risk.BookSnapshot(
+            instruments, view.daily_pnl_usd, tuple(times), state, moment
+        )
+        options = {leg.option_con_id for leg in intent.legs if leg.option_con_id}
+        options |= {c for c, m in marks.by_con_id.items() if m.expiry}
+        stock_ids = dict(marks.con_id_by_symbol)
+        for leg in intent.legs:
+            stock_ids.setdefault(leg.symbol, leg.con_id)
+        limits = risk_limits(self.limits, options, stock_ids)
 
-        # daily loss
-        if view.daily_pnl_usd <= -lim.daily_loss_limit_usd and not reduces:
-            add(
-                RiskCode.DAILY_LOSS,
-                f"day P&L {view.daily_pnl_usd:,.2f} USD is at or below the limit "
-                f"-{lim.daily_loss_limit_usd:,.2f} USD",
-            )
-
-        # data freshness
-        for con_id in delta:
-            age = marks.age_s(con_id, now)
-            mark = marks.get(con_id)
-            name = mark.symbol if mark else str(con_id)
-            if age is None:
-                add(RiskCode.STALE_DATA, f"{name}: no quote")
-            elif age > lim.stale_after_s:
-                add(
-                    RiskCode.STALE_DATA,
-                    f"{name}: last quote {age:.1f} s old, limit {lim.stale_after_s:g} s",
+        combined = domain_risk.OrderRequest(
+            legs=tuple(domain_risk.OrderLeg(str(c), _ratio(q)) for c, q in changes.items() if q),
+            side=DomainSide.BUY,
+            quantity=1.0,
+            limit_price=math.fsum(_signed_value(leg) for leg in intent.legs),
+        )
+        decision = domain_risk.check_order(combined, book, limits, self.calendar)
+        out = [r for r in decision.reasons if r.code is not RiskCode.PRICE_BAND]
+        stale = any(r.code is RiskCode.STALE_DATA for r in out)
+        if not stale:
+            for i, leg in enumerate(intent.legs):
+                request = domain_risk.OrderRequest(
+                    legs=tuple(
+                        domain_risk.OrderLeg(str(c), _ratio(q / leg.quantity))
+                        for c, q in leg_exposure(_as_buy(leg)).items()
+                    ),
+                    side=DomainSide(str(leg.side)),
+                    quantity=float(leg.quantity),
+                    limit_price=leg.limit_price,
                 )
+                for r in domain_risk.check_order(request, book, limits, self.calendar).reasons:
+                    if r.code is RiskCode.PRICE_BAND:
+                        out.append(
+                            domain_risk.RiskReason(r.code, f"legs[{i}] {leg.symbol}: {r.message}")
+                        )
         for symbol in sorted({leg.symbol for leg in intent.legs}):
             health = marks.unhealthy(symbol)
             if health is not None:
-                add(RiskCode.STALE_DATA, f"{symbol}: data {health.status}: {health.reason}")
-
-        # market hours
-        if lim.check_market_hours:
-            ts = marks.exchange_time
-            if ts <= 0:
-                add(RiskCode.MARKET_CLOSED, "no exchange time seen yet")
-            else:
-                moment = datetime.fromtimestamp(ts, UTC)
-                if not self.calendar.is_open(moment):
-                    add(
-                        RiskCode.MARKET_CLOSED,
-                        f"market closed at exchange time {moment.isoformat()}",
+                out.append(
+                    domain_risk.RiskReason(
+                        RiskCode.STALE_DATA, f"{symbol}: data {health.status}: {health.reason}"
                     )
-        return out
-
-    def measures(
-        self, book: Book, marks: Marks, delta: dict[int, float], intent: OrderIntent
-    ) -> tuple[float, float, float]:
-        """(gross notional USD, net delta in TLT shares, net vega USD per vol point)."""
-        qty: dict[int, float] = {c: h.quantity for c, h in book.net_holdings().items()}
-        meta = {c: h for c, h in book.net_holdings().items()}
-        for c, q in delta.items():
-            qty[c] = qty.get(c, 0.0) + q
-        option_ids = {leg.option_con_id for leg in intent.legs if leg.option_con_id}
-        option_ids |= {c for c, h in meta.items() if h.sec_type == "OPT"}
-        stock_of_bw = {leg.con_id for leg in intent.legs if leg.kind is LegKind.BUY_WRITE}
-        tltw_delta = self._tltw_delta(marks, intent)
-        gross = net_delta = net_vega = 0.0
-        for c, q in qty.items():
-            if abs(q) < 1e-12:
-                continue
-            mark = marks.get(c)
-            is_option = c in option_ids
-            multiplier = 100.0 if is_option else 1.0
-            price = mark.mid if mark else (meta[c].avg_cost if c in meta else 0.0)
-            gross += abs(q) * price * multiplier
-            if is_option:
-                d = mark.delta if mark else 0.5
-                net_delta += q * 100.0 * d
-                net_vega += q * 100.0 * (mark.vega_per_point if mark else 0.0)
-            elif (
-                c in stock_of_bw
-                or (mark and mark.symbol == "TLT")
-                or (c in meta and meta[c].symbol == "TLT")
-            ):
-                net_delta += q
-            else:
-                net_delta += q * tltw_delta
-        return gross, net_delta, net_vega
+                )
+        if not self.limits.check_market_hours:
+            out = [r for r in out if r.code is not RiskCode.MARKET_CLOSED]
+        return [RiskReason(str(r.code), r.message) for r in out]
 
     @staticmethod
-    def _tltw_delta(marks: Marks, intent: OrderIntent) -> float:
+    def projected_positions(view: GateView) -> dict[int, float]:
+        """Book net positions plus every working order as if filled (signed)."""
+        out = view.book.net_quantities()
+        for t in view.tracker.open_legs():
+            for c, q in leg_exposure(t.leg).items():
+                out[c] = out.get(c, 0.0) + q * t.open_quantity / t.leg.quantity
+        return out
+
+    def instruments(
+        self,
+        view: GateView,
+        intent: OrderIntent,
+        positions: dict[int, float],
+        in_order: set[int],
+        exchange_now: float,
+        now: float,
+    ) -> dict[str, domain_risk.InstrumentRisk]:
+        """Every instrument held or traded, as the domain rules see it."""
+        marks = view.marks
+        tltw_delta = self.tltw_delta(marks, intent)
+        out = {}
+        for con_id in set(positions) | in_order:
+            mark = marks.get(con_id)
+            if mark is None:
+                if con_id in in_order:
+                    continue  # the domain reports the missing quote as STALE_DATA
+                out[str(con_id)] = self._unmarked(view.book, con_id, positions[con_id])
+                continue
+            if mark.expiry:  # an option
+                delta, vega, multiplier = mark.delta, mark.vega_per_point, 100.0
+            elif mark.symbol == "TLT":
+                delta, vega, multiplier = 1.0, 0.0, 1.0
+            else:
+                delta, vega, multiplier = tltw_delta, 0.0, 1.0
+            quote_time = datetime.fromtimestamp(exchange_now - (now - mark.ts_recv), UTC)
+            out[str(con_id)] = domain_risk.InstrumentRisk(
+                key=str(con_id),
+                position=positions.get(con_id, 0.0),
+                bid=mark.bid,
+                ask=mark.ask,
+                quote_time=quote_time,
+                multiplier=multiplier,
+                delta=delta,
+                vega=vega,
+            )
+        return out
+
+    def measures(self, view: GateView, intent: OrderIntent | None = None) -> dict[str, float]:
+        """Gross notional (USD), net delta (TLT shares) and net vega (USD/point) of the book."""
+        dummy = intent or OrderIntent("status", "", 0.0, IntentPurpose.ENTRY, SignalAction.NONE, ())
+        now = view.marks.exchange_time
+        instruments = self.instruments(view, dummy, view.book.net_quantities(), set(), now, now)
+        gross = math.fsum(abs(i.position) * i.mid * i.multiplier for i in instruments.values())
+        delta = math.fsum(i.position * i.delta * i.multiplier for i in instruments.values())
+        vega = math.fsum(i.position * i.vega * i.multiplier for i in instruments.values())
+        return {"gross_notional_usd": gross, "net_delta_shares": delta, "net_vega_usd": vega}
+
+    @staticmethod
+    def _unmarked(book: Book, con_id: int, position: float) -> domain_risk.InstrumentRisk:
+        """A held instrument with no quote: valued at its average cost, an option at delta 0.5
+        (at the money) and no vega; it only enters the book totals, never the order's legs."""
+        meta = book.meta.get(con_id)
+        is_option = meta is not None and meta.sec_type == "OPT"
+        price = 0.0
+        for pair_book in book.books.values():
+            p = pair_book.position(str(con_id))
+            if p is not None and p.average_price > 0:
+                price = p.average_price
+        price = price or 0.01
+        return domain_risk.InstrumentRisk(
+            key=str(con_id),
+            position=position,
+            bid=price,
+            ask=price,
+            quote_time=None,
+            multiplier=100.0 if is_option else 1.0,
+            delta=0.5 if is_option else 1.0,
+        )
+
+    @staticmethod
+    def tltw_delta(marks: Marks, intent: OrderIntent) -> float:
         """TLT-share delta of one TLTW share (see the module docstring)."""
         spread = marks.spread
         beta = spread.beta if spread is not None and math.isfinite(spread.beta) else 1.0
         call_id = spread.call_con_id if spread is not None else 0
         if marks.get(call_id) is None:
             call_id = next((leg.option_con_id or 0 for leg in intent.legs if leg.option_con_id), 0)
-        tlt_id = marks.con_id_by_symbol.get("TLT", 0)
-        tltw_id = marks.con_id_by_symbol.get("TLTW", 0)
-        tlt, tltw, call = marks.get(tlt_id), marks.get(tltw_id), marks.get(call_id)
+        tlt = marks.get(marks.con_id_by_symbol.get("TLT", 0))
+        tltw = marks.get(marks.con_id_by_symbol.get("TLTW", 0))
+        call = marks.get(call_id)
         if tlt is None or tltw is None:
             return 0.0
         call_mid = call.mid if call else 0.0
@@ -342,7 +312,25 @@ class RiskGate:
         return beta * tltw.mid / index * (1.0 - call_delta)
 
 
-def _leg_problem(leg: IntentLeg) -> str:
+def _ratio(q: float) -> int:
+    r = round(q)
+    if abs(r - q) > 1e-9:
+        raise ValueError(f"leg quantity must be whole, got {q!r}")
+    return int(r)
+
+
+def _as_buy(leg: IntentLeg) -> IntentLeg:
+    """The leg with side BUY (the domain's OrderRequest carries the side apart from ratios)."""
+    return replace(leg, side=Side.BUY)
+
+
+def _signed_value(leg: IntentLeg) -> float:
+    """The leg's limit value in the combined order: +quantity x limit for a BUY, - for a SELL."""
+    sign = 1.0 if leg.side is Side.BUY else -1.0
+    return sign * leg.quantity * leg.limit_price
+
+
+def _problem(leg: IntentLeg) -> str:
     if leg.quantity <= 0:
         return f"quantity must be positive, got {leg.quantity!r}"
     if not math.isfinite(leg.limit_price) or leg.limit_price <= 0:

@@ -17,18 +17,12 @@ shrink exposure: halting must never stop us getting out.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from enum import StrEnum
 from typing import Any
 
 from trading.bus import Command, OperatorCommand
+from trading.domain.risk import TradingState
 
 __all__ = ["StateChange", "TradingState", "TradingStateMachine"]
-
-
-class TradingState(StrEnum):
-    ACTIVE = "ACTIVE"
-    REDUCING = "REDUCING"
-    HALTED = "HALTED"
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,0 +1,90 @@
+"""The book: positions, average cost and P&L to the cent, by hand."""
+
+from __future__ import annotations
+
+import pytest
+
+from tests.risk.helpers import CALL_ID, TLT_ID, TLTW_ID, fill
+from trading.bus import Side
+from trading.execution.book import UNATTRIBUTED, Book
+
+
+def entered_book() -> Book:
+    """Short spread: buy one buy-write (100 TLT at 90.00, one call sold at 1.60), sell 375 TLTW."""
+    book = Book()
+    book.attribute("i-1", "p-1")
+    book.apply_fill(fill("e1", TLT_ID, Side.BUY, 100, 90.00, commission=1.00))
+    book.apply_fill(fill("e2", CALL_ID, Side.SELL, 1, 1.60, sec_type="OPT", commission=0.65))
+    book.apply_fill(fill("e3", 0, Side.BUY, 1, 8840.0, sec_type="BAG"))
+    book.apply_fill(fill("e4", TLTW_ID, Side.SELL, 375, 24.00, commission=1.875, symbol="TLTW"))
+    return book
+
+
+def test_book_pnl_of_an_entered_pair_is_right_to_the_cent():
+    book = entered_book()
+    marks = {TLT_ID: 90.50, CALL_ID: 1.80, TLTW_ID: 24.10}
+    pnl = book.pair_pnl("p-1", marks)
+    # TLT +0.50 x 100 = 50; call -(1.80 - 1.60) x 100 = -20; TLTW -(0.10) x 375 = -37.50
+    assert pnl["unrealized"] == pytest.approx(-7.50, abs=1e-9)
+    assert pnl["commissions"] == pytest.approx(3.525, abs=1e-9)
+    assert pnl["total"] == pytest.approx(-11.025, abs=1e-9)
+    assert book.quantity(TLT_ID) == 100
+    assert book.quantity(CALL_ID) == -1
+    assert book.quantity(TLTW_ID) == -375
+    assert book.quantity(0) == 0  # a BAG-level execution moves no position
+
+
+def test_book_realizes_on_reduce_and_reopens_across_zero():
+    book = Book()
+    book.apply_fill(fill("a", TLT_ID, Side.BUY, 100, 90.00))
+    book.apply_fill(fill("b", TLT_ID, Side.BUY, 100, 92.00))  # avg 91.00
+    book.apply_fill(fill("c", TLT_ID, Side.SELL, 50, 93.00))  # +2 x 50 = 100
+    (holding,) = book.pair_holdings(UNATTRIBUTED)
+    assert holding.avg_cost == pytest.approx(91.00)
+    assert holding.realized_usd == pytest.approx(100.0)
+    book.apply_fill(fill("d", TLT_ID, Side.SELL, 200, 90.00))  # 150 closed at -1: -150; -50 @ 90
+    (holding,) = book.pair_holdings(UNATTRIBUTED)
+    assert holding.realized_usd == pytest.approx(-50.0)
+    assert (holding.quantity, holding.avg_cost) == (-50, pytest.approx(90.00))
+    book.apply_fill(fill("e", TLT_ID, Side.BUY, 50, 89.00))  # the short closes at +1 x 50
+    assert book.pair_holdings(UNATTRIBUTED) == []
+    assert book.pair_pnl(UNATTRIBUTED, {})["realized"] == pytest.approx(0.0)
+
+
+def test_book_attributes_fills_to_the_pair_of_their_intent():
+    book = entered_book()
+    book.apply_fill(fill("z", TLTW_ID, Side.BUY, 10, 24.0, symbol="TLTW", intent_id="other"))
+    assert book.quantity(TLTW_ID, "p-1") == -375
+    assert book.quantity(TLTW_ID, UNATTRIBUTED) == 10
+    assert book.quantity(TLTW_ID) == -365
+    assert book.open_pairs() == ["p-1", UNATTRIBUTED]
+
+
+def test_book_ignores_a_replayed_execution():
+    book = entered_book()
+    assert not book.apply_fill(fill("e1", TLT_ID, Side.BUY, 100, 90.00, commission=1.00))
+    assert book.quantity(TLT_ID) == 100
+    assert book.pair_pnl("p-1", {})["commissions"] == pytest.approx(3.525)
+
+
+def test_book_refuses_a_fill_with_non_positive_quantity():
+    with pytest.raises(ValueError, match="quantity"):
+        Book().apply_fill(fill("x", TLT_ID, Side.BUY, 0, 90.0))
+
+
+def test_book_option_realized_pnl_uses_the_multiplier():
+    book = Book()
+    book.apply_fill(fill("s", CALL_ID, Side.SELL, 2, 1.60, sec_type="OPT", commission=1.30))
+    book.apply_fill(fill("b", CALL_ID, Side.BUY, 2, 1.10, sec_type="OPT", commission=1.30))
+    pnl = book.pair_pnl(UNATTRIBUTED, {})
+    assert pnl["realized"] == pytest.approx(100.0)  # (1.60 - 1.10) x 2 x 100
+    assert pnl["total"] == pytest.approx(97.40)
+
+
+def test_book_positions_message_nets_pairs_and_prices_at_the_mark():
+    book = entered_book()
+    positions = {p.con_id: p for p in book.positions({TLT_ID: 90.5, CALL_ID: 1.8}, 1.0)}
+    assert positions[CALL_ID].quantity == -1 and positions[CALL_ID].multiplier == 100
+    assert positions[CALL_ID].unrealized_pnl == pytest.approx(-20.0)
+    assert positions[TLT_ID].unrealized_pnl == pytest.approx(50.0)
+    assert positions[TLTW_ID].market_price is None

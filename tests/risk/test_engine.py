@@ -1,0 +1,215 @@
+"""The execution engine without I/O: stops, daily loss, kill switch, legging, commands."""
+
+from __future__ import annotations
+
+import pytest
+
+from tests.risk.helpers import (
+    CALL_ID,
+    NOW,
+    TLT_ID,
+    TLTW_ID,
+    buy_write_leg,
+    fill,
+    intent,
+    option,
+    quote,
+    tltw_leg,
+)
+from trading.bus import Command, IntentPurpose, LegKind, OperatorCommand, Side, SpreadPoint
+from trading.domain.risk import TradingState
+from trading.execution.engine import Cancel, CancelAll, ExecutionEngine, Raise, Submit
+from trading.settings import RiskSettings
+
+BW_MID = 100 * 90.00 - 1.60
+
+
+def engine(**limits) -> ExecutionEngine:
+    e = ExecutionEngine(RiskSettings(**limits))
+    set_marks(e, tlt=90.00, call=1.60, tltw=24.00)
+    return e
+
+
+def set_marks(e: ExecutionEngine, tlt: float, call: float, tltw: float, ts: float = NOW) -> None:
+    e.on_market(quote("TLT", TLT_ID, tlt - 0.01, tlt + 0.01, ts))
+    e.on_market(quote("TLTW", TLTW_ID, tltw - 0.01, tltw + 0.01, ts))
+    e.on_market(option(call - 0.05, call + 0.05, ts=ts))
+
+
+def enter(e: ExecutionEngine, units: int = 1, shares: int = 375) -> None:
+    """Approve and fill a short-spread entry at the marks (buy the buy-write, sell TLTW)."""
+    entry = intent(buy_write_leg(Side.BUY, units, BW_MID), tltw_leg(Side.SELL, shares, 24.0))
+    assert e.decide(entry, NOW).approved
+    e.order_sent("i-1", 0, 1, NOW)
+    e.order_sent("i-1", 1, 2, NOW)
+    e.on_fill(fill("f1", TLT_ID, Side.BUY, 100 * units, 90.00))
+    e.on_fill(fill("f2", CALL_ID, Side.SELL, units, 1.60, sec_type="OPT"))
+    e.on_fill(fill("f3", TLTW_ID, Side.SELL, shares, 24.00, symbol="TLTW"))
+    e.on_status(1, "Filled", units, 0, BW_MID, NOW)
+    e.on_status(2, "Filled", shares, 0, 24.0, NOW)
+
+
+def submitted(actions) -> list:
+    return [a.intent for a in actions if isinstance(a, Submit)]
+
+
+def test_pair_stop_loss_flattens_both_legs():
+    e = engine(pair_stop_loss_usd=100.0)
+    enter(e)
+    assert submitted(e.tick(NOW)) == []
+    # TLTW +0.30 against the short 375 = -112.50 USD, beyond the 100 USD stop
+    set_marks(e, tlt=90.00, call=1.60, tltw=24.30)
+    (flatten,) = submitted(e.tick(NOW + 1))
+    assert flatten.purpose is IntentPurpose.STOP and flatten.pair_id == "p-1"
+    legs = {leg.kind: leg for leg in flatten.legs}
+    bw, stock = legs[LegKind.BUY_WRITE], legs[LegKind.STOCK]
+    assert (bw.side, bw.quantity, bw.option_con_id) == (Side.SELL, 1, CALL_ID)
+    assert (stock.side, stock.quantity, stock.con_id) == (Side.BUY, 375, TLTW_ID)
+    assert e.decide(flatten, NOW + 1).approved
+    # no second flatten while the first is working
+    assert submitted(e.tick(NOW + 2)) == []
+
+
+def test_z_stop_flattens_a_short_spread_when_z_runs_away():
+    e = engine()
+    enter(e)
+    point = SpreadPoint(
+        NOW,
+        88.4,
+        24.0,
+        1.0,
+        0.0,
+        0.01,
+        0.0,
+        0.001,
+        4.5,
+        2.0,
+        0.5,
+        4.0,
+        "delta",
+        "SHORT_SPREAD",
+        CALL_ID,
+        90.0,
+        "20261218",
+    )
+    e.on_market(point)
+    (flatten,) = submitted(e.tick(NOW))
+    assert flatten.purpose is IntentPurpose.STOP
+
+
+def test_daily_loss_limit_halts_cancels_and_flattens():
+    e = engine(daily_loss_limit_usd=100.0, pair_stop_loss_usd=1_000.0)
+    e.tick(NOW)  # the day starts flat
+    enter(e)
+    set_marks(e, tlt=89.00, call=1.10, tltw=24.00)  # TLT -100, call +50: -50
+    assert e.tick(NOW + 1) == [] and e.state is TradingState.ACTIVE
+    set_marks(e, tlt=88.50, call=0.90, tltw=24.10)  # -150 + 70 - 37.50 = -117.50
+    actions = e.tick(NOW + 2)
+    assert e.state is TradingState.HALTED
+    assert any(isinstance(a, CancelAll) for a in actions)
+    (flatten,) = submitted(actions)
+    assert flatten.purpose is IntentPurpose.FLATTEN
+    assert e.decide(flatten, NOW + 2).approved  # HALTED still admits getting out
+    entry = intent(buy_write_leg(Side.BUY, 1, 8849.10), intent_id="i-2")
+    assert [r.code for r in e.decide(entry, NOW + 2).reasons][:1] == ["HALTED"]
+    resume = OperatorCommand("c-9", NOW, Command.RESUME, "ops")
+    (alert,) = e.on_command(resume, NOW + 3)
+    assert isinstance(alert, Raise) and alert.alert.code == "command_refused"
+    assert e.state is TradingState.HALTED
+
+
+def test_kill_switch_cancels_everything_and_flattens_when_asked():
+    e = engine()
+    enter(e)
+    resting = intent(tltw_leg(Side.SELL, 100, 24.0), intent_id="i-3")
+    assert e.decide(resting, NOW).approved
+    e.order_sent("i-3", 0, 7, NOW)
+    actions = e.on_command(OperatorCommand("k-1", NOW, Command.KILL, "ops", flatten=True), NOW)
+    assert e.state is TradingState.HALTED
+    assert any(isinstance(a, CancelAll) for a in actions)
+    (flatten,) = submitted(actions)
+    assert {leg.kind for leg in flatten.legs} == {LegKind.BUY_WRITE, LegKind.STOCK}
+    # a repeated command (same id, e.g. re-read after a restart) does nothing
+    assert e.on_command(OperatorCommand("k-1", NOW, Command.KILL, "ops"), NOW) == []
+
+
+def test_operator_commands_move_the_trading_state():
+    e = engine()
+    e.on_command(OperatorCommand("c-1", NOW, Command.REDUCE, "ops"), NOW)
+    assert e.state is TradingState.REDUCING
+    e.on_command(OperatorCommand("c-2", NOW, Command.HALT, "ops"), NOW)
+    assert e.state is TradingState.HALTED
+    e.on_command(OperatorCommand("c-3", NOW, Command.RESUME, "ops"), NOW)
+    assert e.state is TradingState.ACTIVE
+
+
+def test_legging_timeout_cancels_the_lagging_leg_and_unwinds_the_filled_one():
+    e = engine(legging_timeout_s=30.0)
+    entry = intent(buy_write_leg(Side.BUY, 2, BW_MID), tltw_leg(Side.SELL, 750, 24.0))
+    assert e.decide(entry, NOW).approved
+    e.order_sent("i-1", 0, 1, NOW)
+    e.order_sent("i-1", 1, 2, NOW)
+    e.on_status(1, "Filled", 2, 0, BW_MID, NOW + 1)
+    e.on_status(2, "Submitted", 0, 750, 0, NOW + 1)
+    assert submitted(e.tick(NOW + 20)) == []
+    actions = e.tick(NOW + 32)
+    assert Cancel((2,)) in actions
+    assert any(isinstance(a, Raise) and a.alert.code == "legging" for a in actions)
+    (unwind,) = submitted(actions)
+    assert unwind.purpose is IntentPurpose.UNWIND and unwind.intent_id == "i-1:unwind"
+    (leg,) = unwind.legs
+    assert (leg.kind, leg.side, leg.quantity) == (LegKind.BUY_WRITE, Side.SELL, 2)
+    assert leg.limit_price == pytest.approx(8975.90)  # 8998.40 x (1 - 25 bp) = 8975.904, down
+    assert submitted(e.tick(NOW + 40)) == []  # handled once
+
+
+def test_legging_with_partial_fills_unwinds_only_the_excess():
+    e = engine(legging_timeout_s=30.0)
+    entry = intent(buy_write_leg(Side.BUY, 4, BW_MID), tltw_leg(Side.SELL, 1500, 24.0))
+    e.decide(entry, NOW)
+    e.order_sent("i-1", 0, 1, NOW)
+    e.order_sent("i-1", 1, 2, NOW)
+    e.on_status(1, "Submitted", 3, 1, BW_MID, NOW)  # 75 %
+    e.on_status(2, "Submitted", 375, 1125, 24.0, NOW)  # 25 %
+    (unwind,) = submitted(e.tick(NOW + 31))
+    (leg,) = unwind.legs
+    assert (leg.kind, leg.side, leg.quantity) == (LegKind.BUY_WRITE, Side.SELL, 2)
+
+
+def test_an_exit_that_legs_is_completed_not_unwound():
+    e = engine(legging_timeout_s=30.0)
+    enter(e)
+    exit_ = intent(
+        buy_write_leg(Side.SELL, 1, BW_MID),
+        tltw_leg(Side.BUY, 375, 24.0),
+        intent_id="x-1",
+        purpose=IntentPurpose.EXIT,
+    )
+    assert e.decide(exit_, NOW).approved
+    e.order_sent("x-1", 0, 5, NOW)
+    e.order_sent("x-1", 1, 6, NOW)
+    e.on_status(6, "Filled", 375, 0, 24.0, NOW)
+    (complete,) = submitted(e.tick(NOW + 31))
+    (leg,) = complete.legs
+    assert (leg.kind, leg.side, leg.quantity) == (LegKind.BUY_WRITE, Side.SELL, 1)
+    assert complete.intent_id == "x-1:complete"
+
+
+def test_a_rejected_order_is_final_and_reported_as_rejected():
+    e = engine()
+    entry = intent(tltw_leg(Side.SELL, 100, 24.0))
+    e.decide(entry, NOW)
+    e.order_sent("i-1", 0, 9, NOW)
+    e.on_status(9, "Cancelled", 0, 100, 0, NOW)  # ib_async's view of a refused order
+    event = e.on_reject(9, 201, "Order rejected - reason: test", NOW)
+    assert event.status == "Rejected" and "201" in event.message
+    assert e.tracker.open_legs() == []
+    assert e.decide(entry, NOW).approved  # the same intent id is decided once, not re-placed
+    assert e.tracker.leg("i-1", 0).order_id == 9
+
+
+def test_engine_refuses_a_crossed_quote():
+    e = engine()
+    with pytest.raises(ValueError, match="crossed"):
+        e.on_market(quote("TLTW", TLTW_ID, 24.10, 24.00))
+    assert e.marks.mid(TLTW_ID) == pytest.approx(24.00)
