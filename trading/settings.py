@@ -69,7 +69,9 @@ class IBSettings(_Group):
     """Seconds for the API handshake and start-up sync before a connection attempt fails."""
     max_backoff_s: Positive = 60.0
     """Reconnecting too fast is how bots hit error 326 (client id in use): back off, with jitter."""
-    market_data_type: Literal[1, 2, 3, 4] = 1
+    # An int range, not Literal[1, 2, 3, 4]: a Literal of ints refuses the text "3" that an
+    # environment variable carries.
+    market_data_type: Annotated[int, Field(ge=1, le=4)] = 1
     """1 live, 2 frozen, 3 delayed, 4 delayed-frozen. Falls back to 3 on error 10167/354."""
     library: Literal["ib_async", "ib_insync"] = "ib_async"
     """The client library: ib_async (maintained) or the archived ib_insync 0.9.86 (same API)."""
