@@ -4,7 +4,7 @@ A chart wants the newest few thousand points of a stream on every request. Decod
 time would cost milliseconds; instead each `StreamColumns` keeps the newest `capacity` rows in
 memory and a refresh asks Redis only for the newest entry id (one round trip), reading the
 entries after the last one it holds when there are new ones. A stream that was trimmed below
-what we hold or recreated (its newest id is older than ours) is reloaded from scratch.
+what we hold, or deleted and recreated (the newest entry we hold is gone), is reloaded.
 """
 
 from __future__ import annotations
@@ -31,6 +31,10 @@ def parse_entry_id(entry_id: str) -> tuple[int, int]:
     return int(ms), int(seq or 0)
 
 
+def _id(entry_id: tuple[int, int]) -> str:
+    return f"{entry_id[0]}-{entry_id[1]}"
+
+
 class StreamColumns:
     """The newest `capacity` rows of one stream, as columns. Column 0 is the timestamp."""
 
@@ -53,19 +57,25 @@ class StreamColumns:
     async def refresh(self) -> None:
         """Bring the columns up to date with the stream (one round trip when nothing is new)."""
         async with self._lock:
-            newest = await self.bus.redis.xrevrange(self.stream, count=1)
+            held = self._last_id
+            async with self.bus.redis.pipeline(transaction=False) as pipe:
+                pipe.xrevrange(self.stream, count=1)
+                if held is not None:  # does the newest entry we hold still exist?
+                    pipe.xrange(self.stream, min=_id(held), max=_id(held), count=1)
+                replies = await pipe.execute()
+            newest = replies[0]
             if not newest:
                 self._clear()
                 return
             newest_id = parse_entry_id(newest[0][0].decode())
-            if newest_id == self._last_id:
+            if newest_id == held:
                 return
-            if self._last_id is None or newest_id < self._last_id:
+            if held is None or newest_id < held or not replies[1]:
+                # Recreated, or trimmed past everything we hold: start again from the newest.
                 self._clear()
                 await self._load_newest()
                 return
-            low = f"({self._last_id[0]}-{self._last_id[1]}"
-            raw = await self.bus.redis.xrange(self.stream, min=low, count=self.capacity)
+            raw = await self.bus.redis.xrange(self.stream, min="(" + _id(held), count=self.capacity)
             if len(raw) == self.capacity and parse_entry_id(raw[-1][0].decode()) != newest_id:
                 self._clear()  # more new entries than we keep: only the newest matter
                 await self._load_newest()
