@@ -488,13 +488,15 @@ def _black_otm(forward: float, strike: float, total_vol: float) -> tuple[float, 
     return value, forward * _norm_pdf(d1), d1 * d2 / total_vol
 
 
-def _black_otm_vec(forward, strike, total_vol):
-    """Vectorized :func:`_black_otm`."""
-    log_moneyness = np.log(forward / strike) / total_vol
-    d1 = log_moneyness + 0.5 * total_vol
-    d2 = log_moneyness - 0.5 * total_vol
-    sign = 2.0 * (strike >= forward) - 1.0
-    value = sign * (forward * ndtr(sign * d1) - strike * ndtr(sign * d2))
+def _black_otm_vec(forward, strike, log_moneyness, sign, total_vol):
+    """Vectorized :func:`_black_otm`; ``log_moneyness`` = ln(F/K) and ``sign`` = +1 for the
+    call (K >= F), -1 for the put, passed in because they do not change between iterations."""
+    scaled = log_moneyness / total_vol
+    half = 0.5 * total_vol
+    d1 = scaled + half
+    d2 = scaled - half
+    value = forward * ndtr(sign * d1) - strike * ndtr(sign * d2)
+    value *= sign
     vega = forward * _norm_pdf_vec(d1)
     return value, vega, d1 * d2 / total_vol
 
@@ -661,6 +663,8 @@ def implied_vol_vec(
         )
 
     target = undiscounted - intrinsic
+    log_moneyness = np.log(forward / strike)
+    otm_sign = 2.0 * (strike >= forward) - 1.0
     sqrt_tau = np.sqrt(tau_years)
     high = MAX_VOL_ANNUAL * sqrt_tau
     high_start = high.copy()
@@ -678,7 +682,9 @@ def implied_vol_vec(
     for _ in range(_IV_MAX_ITERATIONS):
         if position.size == 0:
             break
-        value, vega, d1_d2_over_s = _black_otm_vec(forward, strike, total_vol)
+        value, vega, d1_d2_over_s = _black_otm_vec(
+            forward, strike, log_moneyness, otm_sign, total_vol
+        )
         with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
             error = np.log(value) - log_target  # -inf where the price underflows to 0
             below_target = error < 0.0
@@ -702,8 +708,19 @@ def implied_vol_vec(
         solution[position[done]] = candidate[done]
         going = ~done
         position = position[going]
-        forward, strike, log_target, tolerance, low, high, total_vol = (
-            array[going] for array in (forward, strike, log_target, tolerance, low, high, candidate)
+        forward, strike, log_moneyness, otm_sign, log_target, tolerance, low, high, total_vol = (
+            array[going]
+            for array in (
+                forward,
+                strike,
+                log_moneyness,
+                otm_sign,
+                log_target,
+                tolerance,
+                low,
+                high,
+                candidate,
+            )
         )
 
     capped = solution >= high_start * (1.0 - 1e-12)
