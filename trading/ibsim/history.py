@@ -202,7 +202,8 @@ def session_bars(
     values, volumes = _series(model, instrument, what, session)
     edges = _boundaries(model, session, bar_seconds)
     if until_second is not None:
-        edges = np.append(edges[edges < until_second], until_second)
+        # A session that opened this instant still has its one-price bar [0, 0].
+        edges = np.append(edges[edges < until_second] if until_second else [0], until_second)
     start_tau = float(model.calendar.start_tau[session])
     return [
         _bar(values, volumes, left, right, start_tau) for left, right in itertools.pairwise(edges)
@@ -231,8 +232,13 @@ def bars(
     bar_size: str,
     start_tau: float,
     end_tau: float,
+    live: bool = False,
 ) -> list[Bar]:
-    """Every bar starting in ``[start_tau, end_tau)``; the last one ends at ``end_tau``."""
+    """Every bar overlapping ``[start_tau, end_tau)``; the last one ends at ``end_tau``.
+
+    ``live``: the end is the sim's present, so a session that has just opened has its
+    (one-price) bar; an explicit end at an open means the close before it.
+    """
     try:
         kind = WhatToShow(what.upper())
     except ValueError as error:
@@ -240,7 +246,7 @@ def bars(
     bar_seconds = parse_bar_size(bar_size)
     cal = model.calendar
     first, last = cal.session_at(start_tau), cal.session_at(end_tau)
-    if end_tau <= cal.start_tau[last]:
+    if end_tau <= cal.start_tau[last] and not live:
         last -= 1
     result: list[Bar] = []
     for session in range(first, last + 1):
@@ -249,7 +255,9 @@ def bars(
         day = session_bars(model, instrument, kind, bar_seconds, session, partial)
         if bar_seconds < 0 and day and day[0].start_tau < start_tau:
             continue
-        result.extend(b for b in day if b.start_tau >= start_tau or bar_seconds < 0)
+        # Bars that overlap the window: IB's '3600 S' of minutes starts with the minute in
+        # which the window opens.
+        result.extend(b for b in day if b.start_tau + bar_seconds > start_tau or bar_seconds < 0)
     if bar_seconds in (WEEK_SECONDS, MONTH_SECONDS):
         result = _aggregate(model, result, bar_seconds)
     return result

@@ -369,7 +369,7 @@ class Session(asyncio.Protocol):
             end_tau = now if end is None else min(core.model.calendar.tau(end), now)
             start_tau = window(core.model, end_tau, duration)
             bar_seconds = parse_bar_size(bar_size)
-            found = bars(core.model, instrument, what, bar_size, start_tau, end_tau)
+            found = bars(core.model, instrument, what, bar_size, start_tau, end_tau, end is None)
         except HistoryError as error:
             self.error(req_id, 162, prefix + str(error))
             return

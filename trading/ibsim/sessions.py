@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import bisect
+import warnings
 from datetime import date, datetime, timedelta
 from functools import lru_cache
 
@@ -16,7 +17,10 @@ SECONDS_PER_DAY = 86_400.0
 
 @lru_cache(maxsize=8)
 def _xnys_schedule(first: date, last: date) -> tuple[tuple[date, ...], np.ndarray, np.ndarray]:
-    calendar = exchange_calendars.get_calendar("XNYS", start=first, end=last)
+    with warnings.catch_warnings():
+        # exchange_calendars 4.13 reads Series.values, which pandas 3.1 deprecates.
+        warnings.filterwarnings("ignore", message="Series.values returning")
+        calendar = exchange_calendars.get_calendar("XNYS", start=first, end=last)
     schedule = calendar.schedule
     dates = tuple(ts.date() for ts in schedule.index)
     opens = schedule["open"].astype("int64").to_numpy() / 1e9
