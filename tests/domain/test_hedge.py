@@ -237,3 +237,21 @@ def test_zscore_is_unchanged_by_an_affine_map_of_the_spread(values, scale, shift
             continue  # a (nearly) flat window: z is undefined or ill-conditioned
         assert z is not None and z_mapped is not None
         assert z_mapped == pytest.approx(z, rel=1e-6, abs=1e-6)
+
+
+def test_tracker_with_delta_neutral_hedger_keeps_the_spread_continuous_across_a_beta_change():
+    tracker = SpreadTracker(DeltaNeutralHedger(), RollingZScore(2, min_std=0.0))
+    first = delta_neutral_hedge(90.0, 0.52, 1.6, 26.0, 0.30, 0.3)
+    second = delta_neutral_hedge(91.0, 0.60, 2.0, 26.2, 0.35, 0.3)
+    assert tracker.update(3.26, 4.5, first) is None  # the first bar anchors alpha
+    observation = tracker.update(3.265, 4.505, second)
+    assert observation.beta == pytest.approx(first.log_beta)
+    spread_now = observation.spread
+    # The re-anchored hedge prices the same bar to the same spread.
+    assert 3.265 - tracker.hedge.beta * 4.505 - tracker.hedge.alpha == pytest.approx(spread_now)
+    tracker.update(3.268, 4.507, second)
+    tracker.update(3.266, 4.506, second)  # the z window of 2 is now full
+    restored = SpreadTracker.from_state(json.loads(json.dumps(tracker.to_state())))
+    assert restored.update(3.27, 4.51, second) == tracker.update(3.27, 4.51, second)
+    with pytest.raises(ValueError, match="delta_hedge"):
+        tracker.update(3.27, 4.51)

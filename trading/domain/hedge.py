@@ -744,17 +744,19 @@ class SpreadObservation:
 class SpreadTracker:
     """spread_t = y_t - beta_{t-1} x_t - alpha_{t-1}, its rolling z-score, then the hedge update.
 
-    ``hedge`` is a :class:`RollingOls` or a :class:`KalmanHedge`. ``update`` returns None until
-    the hedge has an estimate (for the Kalman filter, which always has one, until it has seen
-    ``warmup_updates`` bars); the observation's ``zscore`` is None until the z window is full.
-    ``distance_bp`` = (spread - rolling mean) x 10,000 (log spread, so basis points of price).
+    ``hedge`` is a :class:`RollingOls`, a :class:`KalmanHedge` or a :class:`DeltaNeutralHedger`
+    (which needs the bar's :class:`DeltaNeutralHedge` passed to ``update``). ``update`` returns
+    None until the hedge has an estimate (for the Kalman filter, which always has one, until it
+    has seen ``warmup_updates`` bars); the observation's ``zscore`` is None until the z window
+    is full. ``distance_bp`` = (spread - rolling mean) x 10,000 (log spread, so basis points of
+    price).
     """
 
     __slots__ = ("hedge", "updates", "warmup_updates", "zscore")
 
     def __init__(
         self,
-        hedge: RollingOls | KalmanHedge,
+        hedge: RollingOls | KalmanHedge | DeltaNeutralHedger,
         zscore: RollingZScore,
         warmup_updates: int = 0,
         updates: int = 0,
@@ -766,8 +768,12 @@ class SpreadTracker:
         self.warmup_updates = warmup_updates
         self.updates = updates
 
-    def update(self, log_tltw: float, log_index: float) -> SpreadObservation | None:
+    def update(
+        self, log_tltw: float, log_index: float, delta_hedge: DeltaNeutralHedge | None = None
+    ) -> SpreadObservation | None:
         hedge = self.hedge
+        if isinstance(hedge, DeltaNeutralHedger) and delta_hedge is None:
+            raise ValueError("delta_hedge is required with a DeltaNeutralHedger")
         beta = hedge.beta
         alpha = hedge.alpha
         observation = None
@@ -778,14 +784,17 @@ class SpreadTracker:
             observation = SpreadObservation(
                 beta, alpha, value, z, mean, self.zscore.last_std, (value - mean) * 1e4
             )
-        hedge.update(log_index, log_tltw)
+        if isinstance(hedge, DeltaNeutralHedger):
+            hedge.update(log_index, log_tltw, delta_hedge)
+        else:
+            hedge.update(log_index, log_tltw)
         self.updates += 1
         return observation
 
     def to_state(self) -> dict[str, Any]:
-        kind = "kalman" if isinstance(self.hedge, KalmanHedge) else "ols"
+        kinds = {KalmanHedge: "kalman", RollingOls: "ols", DeltaNeutralHedger: "delta"}
         return {
-            "hedge_kind": kind,
+            "hedge_kind": kinds[type(self.hedge)],
             "hedge": self.hedge.to_state(),
             "zscore": self.zscore.to_state(),
             "warmup_updates": self.warmup_updates,
@@ -795,12 +804,15 @@ class SpreadTracker:
     @classmethod
     def from_state(cls, state: dict[str, Any]) -> SpreadTracker:
         kind = state["hedge_kind"]
+        hedge: RollingOls | KalmanHedge | DeltaNeutralHedger
         if kind == "kalman":
-            hedge: RollingOls | KalmanHedge = KalmanHedge.from_state(state["hedge"])
+            hedge = KalmanHedge.from_state(state["hedge"])
         elif kind == "ols":
             hedge = RollingOls.from_state(state["hedge"])
+        elif kind == "delta":
+            hedge = DeltaNeutralHedger.from_state(state["hedge"])
         else:
-            raise ValueError(f"hedge_kind must be 'kalman' or 'ols', got {kind!r}")
+            raise ValueError(f"hedge_kind must be 'kalman', 'ols' or 'delta', got {kind!r}")
         return cls(
             hedge,
             RollingZScore.from_state(state["zscore"]),
