@@ -94,3 +94,11 @@ def test_bad_fills_and_marks_raise_value_error():
         book.pair_pnl({})
     with pytest.raises(ValueError, match="multiplier"):
         book.apply(Fill("TLT", Side.BUY, 1, 90.0, multiplier=100))
+
+
+def test_numpy_scalars_are_accepted_as_numbers():
+    import numpy as np
+
+    book = Book()
+    position = book.apply(Fill("TLTW", Side.BUY, np.int64(100), np.float64(26.0)))
+    assert position.quantity == 100 and position.average_price == 26.0

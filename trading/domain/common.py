@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import math
 from enum import StrEnum
 
-__all__ = ["Side"]
+__all__ = ["Side", "is_finite_number"]
 
 
 class Side(StrEnum):
@@ -12,3 +13,14 @@ class Side(StrEnum):
 
     BUY = "BUY"
     SELL = "SELL"
+
+
+def is_finite_number(value: object) -> bool:
+    """True for a real number (int, float, numpy scalar) that is finite; False for NaN, inf,
+    None, strings and anything else float() refuses."""
+    if isinstance(value, str | bytes):
+        return False
+    try:
+        return math.isfinite(float(value))  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        return False

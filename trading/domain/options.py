@@ -14,6 +14,7 @@ from datetime import date, datetime, time, timedelta
 from enum import StrEnum
 
 from trading.domain.black_scholes import DAYS_PER_YEAR
+from trading.domain.common import is_finite_number
 from trading.domain.market_hours import EXCHANGE_TIMEZONE, MarketCalendar, market_calendar
 
 __all__ = [
@@ -96,7 +97,7 @@ class OptionChain:
         if not self.strikes:
             raise ValueError("strikes must not be empty")
         for strike in self.strikes:
-            if not (isinstance(strike, int | float) and math.isfinite(strike) and strike > 0):
+            if not (is_finite_number(strike) and strike > 0):
                 raise ValueError(f"strikes must be finite and > 0, got {strike!r}")
         object.__setattr__(self, "expiries", tuple(sorted(set(self.expiries))))
         object.__setattr__(self, "strikes", tuple(sorted({float(s) for s in self.strikes})))

@@ -22,7 +22,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from trading.domain.common import Side
+from trading.domain.common import Side, is_finite_number
 
 __all__ = ["Book", "Fill", "LegPnl", "PairPnl", "Position"]
 
@@ -51,7 +51,7 @@ class Fill:
             ("multiplier", 0.0, True),
         ):
             value = getattr(self, name)
-            if not (isinstance(value, int | float) and math.isfinite(value)):
+            if not is_finite_number(value):
                 raise ValueError(f"{name} must be finite, got {value!r}")
             if value < minimum or (strict and value == minimum):
                 relation = ">" if strict else ">="

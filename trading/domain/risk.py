@@ -41,7 +41,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from enum import StrEnum
 
-from trading.domain.common import Side
+from trading.domain.common import Side, is_finite_number
 from trading.domain.market_hours import MarketCalendar, market_calendar
 
 __all__ = [
@@ -98,7 +98,7 @@ class RiskDecision:
 
 
 def _check_limit(name: str, value: float) -> None:
-    if not (isinstance(value, int | float) and math.isfinite(value) and value >= 0):
+    if not (is_finite_number(value) and value >= 0):
         raise ValueError(f"{name} must be finite and >= 0, got {value!r}")
 
 
@@ -157,7 +157,7 @@ class InstrumentRisk:
     def __post_init__(self) -> None:
         for name in ("position", "multiplier", "delta", "vega"):
             value = getattr(self, name)
-            if not (isinstance(value, int | float) and math.isfinite(value)):
+            if not is_finite_number(value):
                 raise ValueError(f"{self.key}: {name} must be finite, got {value!r}")
         if self.multiplier <= 0:
             raise ValueError(f"{self.key}: multiplier must be > 0, got {self.multiplier!r}")

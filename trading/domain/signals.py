@@ -32,6 +32,8 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Any
 
+from trading.domain.common import is_finite_number
+
 __all__ = [
     "SignalAction",
     "SignalBands",
@@ -69,7 +71,7 @@ class SignalBands:
     def __post_init__(self) -> None:
         for name in ("entry_z", "exit_z", "stop_z", "min_distance_bp", "time_stop_half_lives"):
             value = getattr(self, name)
-            if not (isinstance(value, int | float) and math.isfinite(value) and value >= 0):
+            if not (is_finite_number(value) and value >= 0):
                 raise ValueError(f"{name} must be finite and >= 0, got {value!r}")
         if not self.exit_z < self.entry_z < self.stop_z:
             raise ValueError(
