@@ -38,7 +38,8 @@ class TradingCalendar:
 
     def __init__(self, anchor: datetime, sessions_before: int, years_after: int = 6) -> None:
         anchor_day = anchor.astimezone(ET).date()
-        first = anchor_day - timedelta(days=int(sessions_before * 7 / 5) + 20)
+        # Holidays: ~252 sessions a year, so 1.5 calendar days per session leaves room.
+        first = anchor_day - timedelta(days=int(sessions_before * 1.5) + 30)
         last = anchor_day + timedelta(days=366 * years_after)
         dates, opens, closes = _xnys_schedule(first, last)
         anchor_epoch = anchor.timestamp()

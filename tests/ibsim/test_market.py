@@ -1,0 +1,167 @@
+"""The market model without a socket: statistics, TLTW's index rules, determinism, bars."""
+
+from __future__ import annotations
+
+import math
+from datetime import date, datetime
+
+import numpy as np
+import pytest
+import statsmodels.api as sm
+
+from trading.domain import black_scholes as bs
+from trading.ibsim import ET, MarketModel, SimConfig
+from trading.ibsim.history import bars, current_bar
+from trading.ibsim.instruments import TLT, occ_symbol, option_con_id, third_friday
+
+START = datetime(2026, 11, 2, 9, 30, tzinfo=ET)
+
+
+@pytest.fixture(scope="module")
+def model() -> MarketModel:
+    return MarketModel(SimConfig(seed=3, start=START, history_days=520))
+
+
+@pytest.fixture(scope="module")
+def year(model: MarketModel):
+    """A year of hourly bars ending the day before the start."""
+    return model.bars(date(2025, 10, 1), date(2026, 10, 30), bar="1 hour")
+
+
+def test_start_is_anchored_at_the_configured_prices(model):
+    truth = model.truth(model.calendar.anchor_tau)
+    assert truth.time == START
+    assert truth.tlt_mid == pytest.approx(90.0)
+    assert truth.tltw_nav == pytest.approx(24.0)
+    assert truth.tltw_price == pytest.approx(24.0 * (1 + truth.tltw_premium))
+
+
+def test_tlt_realized_volatility_is_about_15_percent(year):
+    daily = year.groupby(year.index.date)["tlt_close"].last()
+    returns = np.diff(np.log(daily.to_numpy()))
+    # ~270 daily returns: the standard error of the volatility estimate is ~0.15/sqrt(540).
+    assert returns.std(ddof=1) * math.sqrt(252) == pytest.approx(0.15, abs=0.025)
+
+
+def test_premium_is_ou_with_20bp_scale_and_one_day_half_life(year):
+    premium = year.groupby(year.index.date)["tltw_premium"].last().to_numpy()
+    assert premium.std(ddof=1) == pytest.approx(0.0020, abs=0.0004)
+    # AR(1) of daily closes: coefficient exp(-ln 2 / 1 day) = 0.5.
+    fit = sm.OLS(premium[1:], sm.add_constant(premium[:-1])).fit()
+    assert fit.params[1] == pytest.approx(0.5, abs=0.12)
+
+
+def test_price_is_nav_times_one_plus_premium(year):
+    implied = year["tltw_nav"] * (1 + year["tltw_premium"])
+    np.testing.assert_allclose(year["tltw_close"], implied, rtol=1e-12)
+
+
+def test_zero_premium_scale_turns_the_premium_off():
+    quiet = MarketModel(SimConfig(seed=3, premium_bp=0.0, history_days=30))
+    frame = quiet.bars(date(2026, 10, 26), date(2026, 10, 30), bar="30 mins")
+    assert (frame["tltw_premium"] == 0).all()
+    np.testing.assert_allclose(frame["tltw_close"], frame["tltw_nav"])
+
+
+def test_index_rolls_at_the_wednesday_close_to_the_next_monthly_near_102_percent(model, year):
+    # October 2026: third Friday the 16th, so the roll is Wednesday the 14th at the close.
+    assert third_friday(2026, 10) == date(2026, 10, 16)
+    before = year.loc[year.index.date == date(2026, 10, 14)]
+    after = year.loc[year.index.date == date(2026, 10, 15)]
+    assert set(before["index_call_expiry"]) == {date(2026, 10, 16)}
+    assert set(after["index_call_expiry"]) == {date(2026, 11, 20)}
+    close_spot = float(before["tlt_close"].iloc[-1])
+    assert after["index_call_strike"].iloc[0] == round(1.02 * close_spot)
+
+
+def test_distribution_goes_ex_on_the_first_session_of_the_month(model, year):
+    session = model.calendar.index_of(date(2026, 10, 1))
+    previous_close_nav = float(year.loc[year.index.date == date(2026, 9, 30), "tltw_nav"].iloc[-1])
+    assert model.tltw_distribution(session) == pytest.approx(0.12 / 12 * previous_close_nav)
+    assert model.tltw_distribution(session + 1) == 0.0
+
+
+def test_nav_drops_by_the_distribution_at_the_ex_date_open():
+    # No overnight gap in TLT: the NAV moves overnight only by the distribution (1% of NAV),
+    # the day's accrual (+(4% - 0.35%)/365) and the short call's time decay (< 0.1%).
+    model = MarketModel(SimConfig(seed=3, overnight_variance_fraction=0.0, history_days=40))
+    session = model.calendar.index_of(date(2026, 10, 1))
+    close = model.tltw_nav(model.calendar.start_tau[session] - 1e-6)
+    opened = model.tltw_nav(float(model.calendar.start_tau[session]))
+    assert opened / close - 1 == pytest.approx(-0.01, abs=0.0015)
+
+
+def test_same_seed_same_market_other_seed_other_market():
+    window = (date(2026, 10, 28), date(2026, 10, 30))
+    first = MarketModel(SimConfig(seed=9, history_days=20)).bars(*window, bar="5 mins")
+    again = MarketModel(SimConfig(seed=9, history_days=20)).bars(*window, bar="5 mins")
+    other = MarketModel(SimConfig(seed=10, history_days=20)).bars(*window, bar="5 mins")
+    assert first.equals(again)
+    assert not np.allclose(first["tlt_close"], other["tlt_close"])
+
+
+def test_option_quote_brackets_black_scholes_at_the_surface(model):
+    tau = model.calendar.anchor_tau + 3600.0
+    option = model.registry.option(date(2026, 12, 18), 91.0, "C")
+    quote = model.option_quote(option, tau)
+    spot = model.tlt_mid(tau)
+    expiry = datetime(2026, 12, 18, 16, tzinfo=ET).timestamp()
+    tau_years = (expiry - model.calendar.epoch(tau)) / (365 * 86400)
+    vol = model.implied_vol(91.0, spot, tau_years)
+    reference = bs.price(spot, 91.0, tau_years, 0.04, 0.04, vol, "C")
+    assert quote.theo == pytest.approx(reference, rel=1e-12)
+    assert quote.quote.bid <= reference <= quote.quote.ask
+    assert 0.02 <= round(quote.quote.ask - quote.quote.bid, 2) <= 0.11
+    assert 0.10 < vol < 0.25
+
+
+def test_skew_and_term_structure(model):
+    one_month, six_months = 30 / 365, 182 / 365
+    atm = model.implied_vol(90.0, 90.0, one_month)
+    assert model.implied_vol(85.0, 90.0, one_month) > atm  # puts richer: negative skew
+    assert model.implied_vol(90.0, 90.0, six_months) > atm  # upward term structure
+
+
+def test_bars_bound_every_live_tick_inside_them(model):
+    tau0 = model.calendar.anchor_tau + 600.0
+    found = bars(model, TLT, "MIDPOINT", "1 min", tau0, tau0 + 120)
+    live = [model.snapshot(tau0 + 0.25 * k).tlt.mid for k in range(480)]
+    lows, highs = min(b.low for b in found), max(b.high for b in found)
+    assert lows <= min(live) and max(live) <= highs
+    assert found[0].open == pytest.approx(model.snapshot(tau0).tlt.mid)
+
+
+def test_current_bar_agrees_with_the_finished_bar(model):
+    tau = model.calendar.anchor_tau + 3600.0 + 59.999
+    partial = current_bar(model, TLT, "TRADES", 60, tau)
+    (finished,) = [
+        b
+        for b in bars(model, TLT, "TRADES", "1 min", tau - 59, tau + 1)
+        if b.start_tau == partial.start_tau
+    ]
+    assert (partial.open, partial.high, partial.low) == (finished.open, finished.high, finished.low)
+
+
+def test_hourly_bars_align_to_the_clock(year):
+    day = year.loc[year.index.date == date(2026, 10, 29)]
+    assert [t.strftime("%H:%M") for t in day.index] == [
+        "09:30", "10:00", "11:00", "12:00", "13:00", "14:00", "15:00",
+    ]  # fmt: skip
+
+
+def test_option_identity_is_stable_and_occ_shaped():
+    con_id = option_con_id(date(2026, 12, 18), 90.5, "P")
+    assert con_id == option_con_id(date(2026, 12, 18), 90.5, "P") < 2**31
+    assert con_id != option_con_id(date(2026, 12, 18), 90.5, "C")
+    assert occ_symbol("TLT", "20261218", "P", 90.5) == "TLT   261218P00090500"
+    with pytest.raises(ValueError, match="strike"):
+        option_con_id(date(2026, 12, 18), 90.25, "C")
+
+
+def test_bad_configuration_is_refused_naming_the_field():
+    with pytest.raises(ValueError, match="tlt_vol_annual"):
+        SimConfig(tlt_vol_annual=float("nan"))
+    with pytest.raises(ValueError, match="speed"):
+        SimConfig(speed=0)
+    with pytest.raises(ValueError, match="start"):
+        SimConfig(start=datetime(2026, 11, 2, 9, 30))
