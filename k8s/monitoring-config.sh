@@ -1,48 +1,50 @@
 #!/usr/bin/env bash
-# Load the repository's Grafana dashboards and Prometheus alert rules into the monitoring stack
-# as ConfigMaps (k8s/monitoring-stack.yaml mounts them by name). Idempotent: run it after every
-# change to monitoring/grafana/dashboards/ or the rule files. Needs kubectl on a cluster where
-# k8s/monitoring-stack.yaml is applied.
+# Load the repository's monitoring configuration into the monitoring stack as ConfigMaps
+# (k8s/monitoring-stack.yaml mounts them by name), then restart Prometheus and Grafana so they
+# read it. Idempotent: run it after applying k8s/monitoring-stack.yaml and after every change to
+# the files below. Needs kubectl pointed at the cluster.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 NAMESPACE="${MONITORING_NAMESPACE:-trading-monitoring}"
-DASHBOARDS="monitoring/grafana/dashboards"
-RULES_DIR="monitoring/prometheus"
 
-shopt -s nullglob
-dashboards=("$DASHBOARDS"/*.json)
-# Alert rule files only (names with "rules" or "alerts"), not a local scrape configuration.
-rules=()
-for f in "$RULES_DIR"/*rules*.y*ml "$RULES_DIR"/*alerts*.y*ml; do
-  case "$f" in
-    *test*) ;;  # promtool unit tests stay out
-    *) rules+=("$f") ;;
-  esac
+PROMETHEUS_CONFIG="monitoring/prometheus/prometheus-kubernetes.yml"
+PROMETHEUS_RULES="monitoring/prometheus/alerts.yml"
+GRAFANA_DATASOURCES="monitoring/grafana/provisioning/datasources/prometheus.yml"
+GRAFANA_PROVIDERS="monitoring/grafana/provisioning/dashboards/trading.yml"
+GRAFANA_DASHBOARDS="monitoring/grafana/dashboards"
+
+for f in "$PROMETHEUS_CONFIG" "$PROMETHEUS_RULES" "$GRAFANA_DATASOURCES" "$GRAFANA_PROVIDERS"; do
+  if [ ! -f "$f" ]; then
+    echo "monitoring-config: $f is missing" >&2
+    exit 1
+  fi
 done
+shopt -s nullglob
+dashboards=("$GRAFANA_DASHBOARDS"/*.json)
 shopt -u nullglob
-
 if [ ${#dashboards[@]} -eq 0 ]; then
-  echo "monitoring-config: no dashboards in $DASHBOARDS" >&2
+  echo "monitoring-config: no dashboards in $GRAFANA_DASHBOARDS" >&2
   exit 1
 fi
 
-from_files() {
+# configmap NAME --from-file=KEY=PATH...: create or update (apply keeps it declarative).
+configmap() {
   local name="$1"
   shift
-  local args=()
-  for f in "$@"; do
-    args+=("--from-file=$f")
-  done
-  kubectl -n "$NAMESPACE" create configmap "$name" "${args[@]}" --dry-run=client -o yaml |
+  kubectl -n "$NAMESPACE" create configmap "$name" "$@" --dry-run=client -o yaml |
     kubectl apply -f -
 }
 
-from_files grafana-dashboards "${dashboards[@]}"
-if [ ${#rules[@]} -gt 0 ]; then
-  from_files prometheus-rules "${rules[@]}"
-else
-  echo "monitoring-config: no alert rule files in $RULES_DIR; Prometheus runs without rules" >&2
-fi
-# Pick up the new files (both read them only at start).
-kubectl -n "$NAMESPACE" rollout restart deployment/grafana deployment/prometheus
+configmap prometheus-config "--from-file=prometheus.yml=$PROMETHEUS_CONFIG"
+configmap prometheus-rules "--from-file=alerts.yml=$PROMETHEUS_RULES"
+configmap grafana-provisioning \
+  "--from-file=datasources.yml=$GRAFANA_DATASOURCES" \
+  "--from-file=dashboards.yml=$GRAFANA_PROVIDERS"
+dashboard_args=()
+for f in "${dashboards[@]}"; do
+  dashboard_args+=("--from-file=$f")
+done
+configmap grafana-dashboards "${dashboard_args[@]}"
+
+kubectl -n "$NAMESPACE" rollout restart deployment/prometheus deployment/grafana
