@@ -4,7 +4,8 @@ The liveness probe of every service container (Kubernetes exec probe and Docker 
 "Alive" means more than "the process is up": the heartbeat key `hb:<service>` (written by
 `trading.observability.heartbeat_loop` every `TRADING_HEARTBEAT_INTERVAL_S` seconds with a TTL of
 three intervals) exists, decodes, names this service, is at most `max_age_s` old
-(default: three intervals, the same bound as the TTL) and its status is not a failing one.
+(default: three intervals, the same bound as the TTL) and no more than that in the future (clock
+skew between nodes), and its status is not a failing one.
 A service that is "degraded" (for example reconnecting to the broker) stays alive: a restart
 would not bring the broker back, and killing risk-management mid-reconnect helps nobody.
 
@@ -56,6 +57,9 @@ def judge_heartbeat(
     age_s = now_s - beat.ts
     if age_s > max_age_s:
         return HealthVerdict(False, f"heartbeat is {age_s:.1f}s old (max {max_age_s:.1f}s)")
+    if age_s < -max_age_s:
+        # Clocks of two nodes differ by milliseconds; more means the check cannot be trusted.
+        return HealthVerdict(False, f"heartbeat is {-age_s:.1f}s in the future (clock skew)")
     if beat.status in FAILING_STATUSES:
         return HealthVerdict(False, f"service reports status {beat.status!r}: {beat.detail}")
     return HealthVerdict(True, f"status {beat.status!r}, {age_s:.1f}s old")

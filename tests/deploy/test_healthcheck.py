@@ -50,6 +50,13 @@ def test_heartbeat_older_than_max_age_is_unhealthy():
     assert not judge_heartbeat(beat(ts=NOW_S - 6.01), "strategy", NOW_S, max_age_s=6.0).healthy
 
 
+def test_heartbeat_from_the_future_beyond_max_age_is_unhealthy():
+    assert judge_heartbeat(beat(ts=NOW_S + 1.0), "strategy", NOW_S, max_age_s=6.0).healthy
+    verdict = judge_heartbeat(beat(ts=NOW_S + 60.0), "strategy", NOW_S, max_age_s=6.0)
+    assert not verdict.healthy
+    assert "future" in verdict.reason
+
+
 @pytest.mark.parametrize("status", ["failing", "error"])
 def test_failing_status_is_unhealthy(status):
     assert not judge_heartbeat(beat(status), "strategy", NOW_S, max_age_s=6.0).healthy
