@@ -640,3 +640,19 @@ def test_workflow_tests_with_the_readme_command():
     assert re.search(r"^make test$", ci_script, flags=re.MULTILINE)
     lint = _workflow()["jobs"]["lint"]["steps"]
     assert any(step.get("run") == "make lint" for step in lint)
+
+
+def test_dockerignore_keeps_what_the_images_copy():
+    patterns = [
+        line.strip()
+        for line in (ROOT / ".dockerignore").read_text().splitlines()
+        if line.strip() and not line.startswith("#")
+    ]
+    assert ".venv" in patterns and ".git" in patterns
+    for image, path in dockerfiles().items():
+        for ins in dockerfile_instructions(path):
+            if ins.keyword != "COPY":
+                continue
+            for source in ins.arguments.split()[:-1]:
+                ignored = [p for p in patterns if fnmatch.fnmatch(source, p.removeprefix("**/"))]
+                assert not ignored, f"{image}: COPY {source} is excluded by .dockerignore {ignored}"
