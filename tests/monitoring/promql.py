@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 import shutil
+from collections.abc import Iterable
 from pathlib import Path
 
 import pytest
@@ -39,11 +40,16 @@ def _base(name: str) -> str:
 
 def defined_metric_names() -> set[str]:
     """trading_* names written as string literals in the code (Gauge("trading_..."), ...)."""
-    names: set[str] = set()
+    return defined_metric_names_in(
+        path for folder in _CODE_FOLDERS for path in (ROOT / folder).rglob("*.py")
+    )
+
+
+def defined_metric_names_in(paths: Iterable[Path]) -> set[str]:
     literal = re.compile(r"[\"'](trading_[a-z0-9_]+)[\"']")
-    for folder in _CODE_FOLDERS:
-        for path in (ROOT / folder).rglob("*.py"):
-            names |= {_base(n) for n in literal.findall(path.read_text(encoding="utf-8"))}
+    names: set[str] = set()
+    for path in paths:
+        names |= {_base(n) for n in literal.findall(path.read_text(encoding="utf-8"))}
     return names
 
 

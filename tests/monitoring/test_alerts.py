@@ -203,3 +203,20 @@ def test_tracker_keeps_unevaluated_conditions_while_redis_is_down():
 def test_tracker_refuses_a_non_positive_repeat_interval():
     with pytest.raises(ValueError, match="repeat_s"):
         AlertTracker("monitoring", repeat_s=0.0)
+
+
+def test_stale_options_make_one_alert_for_the_chain():
+    snapshot = Snapshot(
+        NOW,
+        True,
+        heartbeats=ALIVE,
+        quotes=FRESH,
+        health={
+            "539280348": health("539280348", DataStatus.STALE),
+            "539280352": health("539280352", DataStatus.STALE),
+            "539280356": health("539280356", DataStatus.OK),
+        },
+    )
+    [condition] = check(snapshot)
+    assert dict(condition.labels) == {"symbol": "options"}
+    assert condition.message.startswith("2 option(s) stale")

@@ -15,7 +15,7 @@ from enum import StrEnum
 
 from trading.bus import Alert, DataStatus, Severity
 from trading.monitoring.pipeline import LeggedIntent
-from trading.monitoring.snapshot import Snapshot
+from trading.monitoring.snapshot import Snapshot, is_option_name
 from trading.settings import Settings
 
 
@@ -33,6 +33,8 @@ class AlertCode(StrEnum):
 
 
 EVERY_CODE = frozenset(AlertCode)
+OPTIONS_LABEL = "options"
+"""The `symbol` label of the one data_stale alert that covers every stale option."""
 _SEVERITY_ORDER = {Severity.INFO: 0, Severity.WARNING: 1, Severity.CRITICAL: 2}
 
 
@@ -95,9 +97,10 @@ def evaluate(
     """Every condition active in `snapshot`.
 
     A service is silent when its heartbeat key is gone and it was seen before or the monitor
-    has run `startup_grace_s`. A quote is stale when data-ingestion says so, or when it is older
-    than `quote_stale_after_s` (or absent after the grace period) while the market is open
-    (or always, with `market_hours_only` off).
+    has run `startup_grace_s`. A stock's quote is stale when data-ingestion says so, or when it
+    is older than `quote_stale_after_s` (or absent after the grace period) while the market is
+    open (or always, with `market_hours_only` off). Options data-ingestion marks stale make one
+    alert, symbol="options".
     """
     if not snapshot.redis_up:
         return [_condition(AlertCode.REDIS_DOWN, Severity.CRITICAL, "Redis is unreachable")]
@@ -161,7 +164,8 @@ def _stale_data(
 ) -> list[Condition]:
     age_counts = market_open or not rules.market_hours_only
     out = []
-    for symbol in sorted(set(watched_symbols) | set(snapshot.health) | set(snapshot.quotes)):
+    stocks = {name for name in snapshot.health if not is_option_name(name)}
+    for symbol in sorted(set(watched_symbols) | stocks | set(snapshot.quotes)):
         reasons = []
         verdict = snapshot.health.get(symbol)
         if verdict is not None and verdict.status is DataStatus.STALE:
@@ -176,6 +180,20 @@ def _stale_data(
         if reasons:
             message = f"{symbol} data is stale: " + "; ".join(reasons)
             out.append(_condition(AlertCode.DATA_STALE, Severity.WARNING, message, symbol=symbol))
+    stale_options = sorted(
+        name
+        for name, verdict in snapshot.health.items()
+        if is_option_name(name) and verdict.status is DataStatus.STALE
+    )
+    if stale_options:  # one alert for the chain, not one per option
+        message = (
+            f"{len(stale_options)} option(s) stale per data-ingestion: "
+            + ", ".join(stale_options[:5])
+            + (", ..." if len(stale_options) > 5 else "")
+        )
+        out.append(
+            _condition(AlertCode.DATA_STALE, Severity.WARNING, message, symbol=OPTIONS_LABEL)
+        )
     return out
 
 

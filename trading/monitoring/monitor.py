@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections import Counter as Counter_
 from collections import deque
 from collections.abc import Callable
 from datetime import UTC, datetime
@@ -166,9 +167,9 @@ class Monitor:
                 alert.message,
                 extra={"event.action": f"alert_{alert.labels['state']}", "alert.code": alert.code},
             )
-        ACTIVE_ALERTS.clear()
-        for condition in self.tracker.active:
-            ACTIVE_ALERTS.labels(condition.code.value).inc()
+        active = Counter_(condition.code for condition in self.tracker.active)
+        for code in AlertCode:  # every code, 0 included, so "nothing firing" is a value
+            ACTIVE_ALERTS.labels(code.value).set(active.get(code, 0))
         self.outbox.extend(alerts)
         if snapshot.redis_up:
             await self._flush()

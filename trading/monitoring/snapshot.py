@@ -111,6 +111,11 @@ class Snapshot:
     """Keys whose value failed validation (left out of the snapshot, counted as bad messages)."""
 
 
+def is_option_name(name: str) -> bool:
+    """Data-ingestion names an option's health by its conId, a stock's by its symbol."""
+    return name.isdigit()
+
+
 def stream_id_ms(entry_id: bytes | str) -> int:
     """The millisecond part of a stream id "1700000000000-3"."""
     text = entry_id.decode() if isinstance(entry_id, bytes) else entry_id
@@ -218,7 +223,7 @@ async def _read(bus: Bus, symbols: tuple[str, ...], now_s: float) -> Snapshot:
     redis_now_s = await _redis_time_s(bus)
     info = await _redis_info(bus)
     health = await bus.hget_all(Keys.HEALTH, DataHealth)
-    watched = sorted(set(symbols) | set(health))
+    watched = sorted(set(symbols) | {name for name in health if not is_option_name(name)})
     quotes: dict[str, Quote] = {}
     navs: dict[str, EtfNav] = {}
     for symbol in watched:
