@@ -14,11 +14,12 @@ from trading.ibsim import SimulatedGateway
 
 @contextlib.asynccontextmanager
 async def connected(
-    ibm: ModuleType, gateway: SimulatedGateway, client_id: int = 1
+    ibm: ModuleType, gateway: SimulatedGateway | int, client_id: int = 1
 ) -> AsyncIterator[Any]:
-    """An IB() of library ``ibm`` connected to ``gateway``; disconnected afterwards."""
+    """An IB() of library ``ibm`` connected to ``gateway`` (or a port); disconnected after."""
+    port = gateway if isinstance(gateway, int) else gateway.port
     ib = ibm.IB()
-    await ib.connectAsync("127.0.0.1", gateway.port, clientId=client_id, timeout=5)
+    await ib.connectAsync("127.0.0.1", port, clientId=client_id, timeout=5)
     try:
         yield ib
     finally:

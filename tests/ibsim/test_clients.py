@@ -276,3 +276,32 @@ async def test_delayed_market_data_type(live, ibm):
         assert 10167 in [code for _, code, _ in errors]
         # Delayed values are the market 15 minutes of trading time earlier.
         assert math.isfinite(ticker.ask) and ticker.ask - ticker.bid == pytest.approx(0.01)
+
+
+async def test_keep_up_to_date_bars_follow_the_live_market(live, ibm):
+    async with connected(ibm, live) as ib:
+        (tlt,) = await qualified(ib, ibm.Stock("TLT", "SMART", "USD"))
+        bars = await ib.reqHistoricalDataAsync(
+            tlt, "", "600 S", "1 min", "MIDPOINT", True, keepUpToDate=True
+        )
+        count = len(bars)
+        updates = []
+        bars.updateEvent += lambda bar_list, has_new_bar: updates.append(bar_list[-1].close)
+        await eventually(lambda: len(updates) >= 2, timeout_s=5)
+        assert len(bars) in (count, count + 1)  # the bar in progress is replaced in place
+        (ticker,) = await ib.reqTickersAsync(tlt)
+        assert abs(bars[-1].close - (ticker.bid + ticker.ask) / 2) < 0.05
+        ib.cancelHistoricalData(bars)
+
+
+async def test_combo_market_data_quotes_the_net_price(frozen, ibm):
+    async with connected(ibm, frozen) as ib:
+        tlt, call = await qualified(
+            ib, ibm.Stock("TLT", "SMART", "USD"), ibm.Option("TLT", "20261218", 90, "C", "SMART")
+        )
+        (call_ticker,) = await ib.reqTickersAsync(call)
+        combo = ib.reqMktData(covered_call(ibm, tlt, call), "", False, False)
+        await eventually(lambda: combo.bid > 0 and combo.ask > 0)
+        # Buy 100 TLT at the ask, sell the call at the bid (IB's per-share option convention).
+        assert combo.ask == pytest.approx(100 * 90.01 - call_ticker.bid)
+        assert combo.bid == pytest.approx(100 * 90.00 - call_ticker.ask)

@@ -13,6 +13,7 @@ from __future__ import annotations
 import itertools
 import math
 import re
+from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from enum import StrEnum
@@ -225,7 +226,7 @@ def current_bar(
     return _bar(values, volumes, left, until, float(cal.start_tau[session]))
 
 
-def bars(
+def iter_bars(
     model: MarketModel,
     instrument: Instrument,
     what: str,
@@ -233,11 +234,13 @@ def bars(
     start_tau: float,
     end_tau: float,
     live: bool = False,
-) -> list[Bar]:
-    """Every bar overlapping ``[start_tau, end_tau)``; the last one ends at ``end_tau``.
+) -> Iterator[list[Bar]]:
+    """Bars overlapping ``[start_tau, end_tau)``, one list per session (daily bars: one bar;
+    weekly and monthly bars: one list at the end). The last bar ends at ``end_tau``.
 
     ``live``: the end is the sim's present, so a session that has just opened has its
-    (one-price) bar; an explicit end at an open means the close before it.
+    (one-price) bar; an explicit end at an open means the close before it. Bars of completed
+    sessions are cached on the model.
     """
     try:
         kind = WhatToShow(what.upper())
@@ -248,19 +251,44 @@ def bars(
     first, last = cal.session_at(start_tau), cal.session_at(end_tau)
     if end_tau <= cal.start_tau[last] and not live:
         last -= 1
-    result: list[Bar] = []
+    daily: list[Bar] = []
     for session in range(first, last + 1):
         until = end_tau - cal.start_tau[session]
         partial = until if until < cal.seconds[session] else None
-        day = session_bars(model, instrument, kind, bar_seconds, session, partial)
-        if bar_seconds < 0 and day and day[0].start_tau < start_tau:
+        key = (instrument.con_id, kind, bar_seconds if bar_seconds > 0 else -1, session)
+        day = model.bar_cache.get(key) if partial is None else None
+        if day is None:
+            day = session_bars(model, instrument, kind, bar_seconds, session, partial)
+            if partial is None:
+                model.bar_cache[key] = day
+        if bar_seconds < 0:
+            if day and day[0].start_tau >= start_tau:
+                daily.extend(day)
             continue
         # Bars that overlap the window: IB's '3600 S' of minutes starts with the minute in
         # which the window opens.
-        result.extend(b for b in day if b.start_tau + bar_seconds > start_tau or bar_seconds < 0)
-    if bar_seconds in (WEEK_SECONDS, MONTH_SECONDS):
-        result = _aggregate(model, result, bar_seconds)
-    return result
+        yield [b for b in day if b.start_tau + bar_seconds > start_tau]
+    if bar_seconds == DAY_SECONDS:
+        yield daily
+    elif bar_seconds < 0:
+        yield _aggregate(model, daily, bar_seconds)
+
+
+def bars(
+    model: MarketModel,
+    instrument: Instrument,
+    what: str,
+    bar_size: str,
+    start_tau: float,
+    end_tau: float,
+    live: bool = False,
+) -> list[Bar]:
+    """All of :func:`iter_bars` in one list."""
+    return [
+        bar
+        for chunk in iter_bars(model, instrument, what, bar_size, start_tau, end_tau, live)
+        for bar in chunk
+    ]
 
 
 def _aggregate(model: MarketModel, daily: list[Bar], bar_seconds: int) -> list[Bar]:

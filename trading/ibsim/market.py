@@ -158,6 +158,8 @@ class MarketModel:
         self._nav_close: list[float] = []
         self._paths: OrderedDict[tuple[str, int], np.ndarray] = OrderedDict()
         self._shocks: list[tuple[float, float]] = []
+        self.bar_cache: dict[tuple, object] = {}
+        """Bars of completed sessions, kept by the history module (cleared with the shocks)."""
         anchor = self.calendar.anchor_index
         for i in range(anchor, -1, -1):
             self._draw_level(i)
@@ -238,25 +240,25 @@ class MarketModel:
         return self._premium_end[i - 1] if i > 0 else 0.0
 
     def _micro(self, i: int) -> np.ndarray:
-        """Per-second microstructure draws of session ``i`` (sizes and trades), int32 rows."""
+        """Per-second microstructure of session ``i``: rows of quote sizes and prints."""
 
         def build() -> np.ndarray:
             n = self.calendar.seconds[i] + 1
-            rng = self._rng(_STREAM_MICRO, i)
+            # One block of uniforms, mapped to integer ranges: several times faster than
+            # separate integer draws, and history reads a year of these.
+            u = self._rng(_STREAM_MICRO, i).random((8, n))
             rows = np.empty((10, n), dtype=np.int64)
-            rows[0] = rng.integers(1, 60, n) * 100  # TLT bid size
-            rows[1] = rng.integers(1, 60, n) * 100  # TLT ask size
-            rows[2] = rng.integers(1, 20, n) * 100  # TLTW bid size
-            rows[3] = rng.integers(1, 20, n) * 100  # TLTW ask size
-            rows[4] = rng.integers(5, 150, n)  # option size
-            uniform = rng.random((3, n))
-            tlt_size = np.where(uniform[0] < 0.5, rng.integers(1, 10, n) * 100, 0)
-            tltw_size = np.where(uniform[1] < 0.25, rng.integers(1, 5, n) * 100, 0)
-            rows[5] = tlt_size
-            rows[6] = np.cumsum(tlt_size)
-            rows[7] = tltw_size
-            rows[8] = np.cumsum(tltw_size)
-            rows[9] = uniform[2] < 0.5  # the print is at the ask (else the bid)
+            rows[0] = (1 + (u[0] * 59).astype(np.int64)) * 100  # TLT bid size, 100-5,900
+            rows[1] = (1 + (u[1] * 59).astype(np.int64)) * 100  # TLT ask size
+            rows[2] = (1 + (u[2] * 19).astype(np.int64)) * 100  # TLTW bid size, 100-1,900
+            rows[3] = (1 + (u[3] * 19).astype(np.int64)) * 100  # TLTW ask size
+            rows[4] = 5 + (u[4] * 145).astype(np.int64)  # option size, 5-149 contracts
+            # A TLT print in half the seconds (100-900 shares), TLTW in a quarter (100-400).
+            rows[5] = np.where(u[5] < 0.5, (1 + (u[5] * 18).astype(np.int64)) * 100, 0)
+            rows[7] = np.where(u[6] < 0.25, (1 + (u[6] * 16).astype(np.int64)) * 100, 0)
+            rows[6] = np.cumsum(rows[5])
+            rows[8] = np.cumsum(rows[7])
+            rows[9] = u[7] < 0.5  # the print is at the ask (else the bid)
             return rows
 
         return self._cached(("micro", i), build)
@@ -510,10 +512,12 @@ class MarketModel:
         """From ``tau`` on, the premium jumps to ``premium_bp`` and mean-reverts from there."""
         if not math.isfinite(premium_bp):
             raise ValueError(f"premium_bp must be finite, got {premium_bp!r}")
+        self.bar_cache.clear()
         self._shocks.append((tau, premium_bp / 1e4 - self.tltw_premium(tau)))
 
     def clear_shocks(self) -> None:
         self._shocks.clear()
+        self.bar_cache.clear()
 
     def truth(self, tau: float) -> Truth:
         spot = self.tlt_mid(tau)

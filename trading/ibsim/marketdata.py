@@ -13,6 +13,8 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 
+import numpy as np
+
 from trading.domain import black_scholes as bs
 from trading.ibsim.broker import Leg
 from trading.ibsim.instruments import TLTW_CON_ID, Instrument
@@ -134,6 +136,16 @@ class Subscription:
                 out.append(tick_price(req, self.tick_type(7), trade.price, 0.0))
         if first:
             model = board.model
+            # The session's range so far, from the model's path up to this second.
+            if is_tltw:
+                path = model.tltw_price_seconds(snapshot.session)[: snapshot.second + 1]
+            else:
+                path = np.exp(model.tlt_log_path(snapshot.session)[: snapshot.second + 1])
+            self.day_high = max(self.day_high, round(float(path.max()), 2))
+            self.day_low = min(self.day_low, round(float(path.min()), 2))
+            out.append(tick_price(req, self.tick_type(6), self.day_high, 0.0))
+            out.append(tick_price(req, self.tick_type(7), self.day_low, 0.0))
+            out.append(tick_price(req, self.tick_type(14), round(float(path[0]), 2), 0.0))
             previous = max(snapshot.session - 1, 0)
             if is_tltw:
                 close = float(model.tltw_price_seconds(previous)[-1])

@@ -142,7 +142,7 @@ class GatewayCore:
                     await self._writable()
                     for _ in range(FIREHOSE_STEPS_PER_YIELD):
                         self._step += 1
-                        self.advance(anchor + self._step * interval)
+                        self._advance_logged(anchor + self._step * interval)
                     await asyncio.sleep(0)
                     continue
                 target = self.clock.target()
@@ -152,12 +152,16 @@ class GatewayCore:
                     await asyncio.sleep(max(wait, 0.0005))
                     continue
                 self._step = due
-                self.advance(anchor + due * interval)
+                self._advance_logged(anchor + due * interval)
         except asyncio.CancelledError:
             raise
+
+    def _advance_logged(self, tau: float) -> None:
+        """advance(), logging a failure instead of ending the market loop."""
+        try:
+            self.advance(tau)
         except Exception:
-            log.exception("market loop failed")
-            raise
+            log.exception("market step at tau %.3f failed", tau)
 
     async def _writable(self) -> None:
         for session in list(self.sessions):

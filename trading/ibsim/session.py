@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING
 
@@ -12,8 +13,9 @@ from trading.ibsim.broker import Leg, OrderRejected
 from trading.ibsim.config import ET
 from trading.ibsim.history import (
     HistoryError,
+    WhatToShow,
     bar_label,
-    bars,
+    iter_bars,
     parse_bar_size,
     parse_end,
     window,
@@ -61,6 +63,18 @@ ACCOUNT_SUMMARY_TAGS = {
 }
 
 
+@dataclass(frozen=True, slots=True)
+class HistoryRequest:
+    req_id: int
+    instrument: Instrument
+    what: str
+    bar_size: str
+    bar_seconds: int
+    start_tau: float
+    end_tau: float
+    live: bool
+
+
 class Session(asyncio.Protocol):
     """The server side of one client connection; everything runs on the gateway loop."""
 
@@ -82,7 +96,7 @@ class Session(asyncio.Protocol):
         self.writable = asyncio.Event()
         self.writable.set()
         self.closed = False
-        self._pending: list[bytes] = []
+        self._tasks: set[asyncio.Task] = set()
         self._handlers = {
             1: self.req_market_data,
             2: self.cancel_market_data,
@@ -138,8 +152,9 @@ class Session(asyncio.Protocol):
         self.writable.set()
 
     def send(self, data: bytes) -> None:
-        if data and self.transport is not None and not self.closed:
-            self.transport.write(data)
+        transport = self.transport
+        if data and transport is not None and not self.closed and not transport.is_closing():
+            transport.write(data)
 
     def close(self) -> None:
         if self.transport is not None:
@@ -160,8 +175,10 @@ class Session(asyncio.Protocol):
                 self.dispatch(fields)
             except (ProtocolError, ValueError, IndexError) as error:
                 log.error("bad request %s: %s", fields[:3], error)
-                req_id = _request_id(fields)
-                self.error(req_id, 320, f"Error reading request: {error}")
+                self.error(_request_id(fields), 320, f"Error reading request: {error}")
+            except Exception as error:  # a simulator bug must not take the connection down
+                log.exception("request %s failed", fields[:3])
+                self.error(_request_id(fields), 321, f"Error validating request: {error}")
 
     def handshake(self, text: str) -> None:
         low, high = parse_version_range(text)
@@ -369,20 +386,49 @@ class Session(asyncio.Protocol):
             end_tau = now if end is None else min(core.model.calendar.tau(end), now)
             start_tau = window(core.model, end_tau, duration)
             bar_seconds = parse_bar_size(bar_size)
-            found = bars(core.model, instrument, what, bar_size, start_tau, end_tau, end is None)
+            WhatToShow(what.upper())
         except HistoryError as error:
             self.error(req_id, 162, prefix + str(error))
             return
-        model = core.model
-        out: list[object] = [17, req_id]
+        except ValueError:
+            self.error(req_id, 162, prefix + f"No data of type {what} is available")
+            return
+        request = HistoryRequest(
+            req_id, instrument, what, bar_size, bar_seconds, start_tau, end_tau, end is None
+        )
+        task = asyncio.get_running_loop().create_task(
+            self._send_history(request, format_date, keep_up_to_date)
+        )
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _send_history(
+        self, request: HistoryRequest, format_date: int, keep_up_to_date: bool
+    ) -> None:
+        """Build the bars a session at a time, letting the market loop run in between."""
+        model = self.core.model
+        found = []
+        for chunk in iter_bars(
+            model,
+            request.instrument,
+            request.what,
+            request.bar_size,
+            request.start_tau,
+            request.end_tau,
+            request.live,
+        ):
+            found.extend(chunk)
+            await asyncio.sleep(0)
+        epoch = model.calendar.epoch
+        out: list[object] = [17, request.req_id]
         out += [
-            messages.ib_time(model.calendar.epoch(start_tau)),
-            messages.ib_time(model.calendar.epoch(end_tau)),
+            messages.ib_time(epoch(request.start_tau)),
+            messages.ib_time(epoch(request.end_tau)),
         ]
         out.append(len(found))
         for bar in found:
             out += [
-                bar_label(model, bar, bar_seconds, format_date),
+                bar_label(model, bar, request.bar_seconds, format_date),
                 bar.open,
                 bar.high,
                 bar.low,
@@ -393,7 +439,12 @@ class Session(asyncio.Protocol):
             ]
         self.send(frame(out))
         if keep_up_to_date:
-            self.history_updates[req_id] = (instrument, what, bar_seconds, format_date)
+            self.history_updates[request.req_id] = (
+                request.instrument,
+                request.what,
+                request.bar_seconds,
+                format_date,
+            )
 
     # ----------------------------------------------------------------------------------------
     # Orders
