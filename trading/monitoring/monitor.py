@@ -183,8 +183,9 @@ class Monitor:
             while self.outbox:
                 alert = self.outbox[0]
                 await asyncio.wait_for(self.bus.append(Streams.ALERTS, alert), self.timeout_s)
+                self.outbox.popleft()  # in the stream: never appended twice
+                # The live push is best effort: a page that missed it reads the stream.
                 await asyncio.wait_for(self.bus.publish(Channels.ALERTS, alert), self.timeout_s)
-                self.outbox.popleft()
         except (TimeoutError, *RETRYABLE) as exc:
             log.warning("alerts kept for later, Redis refused them: %s", exc)
 
