@@ -305,3 +305,33 @@ async def test_combo_market_data_quotes_the_net_price(frozen, ibm):
         # Buy 100 TLT at the ask, sell the call at the bid (IB's per-share option convention).
         assert combo.ask == pytest.approx(100 * 90.01 - call_ticker.bid)
         assert combo.bid == pytest.approx(100 * 90.00 - call_ticker.ask)
+
+
+async def test_pnl_subscription_reports_the_unrealized_loss_of_the_spread(frozen, ibm):
+    async with connected(ibm, frozen) as ib:
+        (tlt,) = await qualified(ib, ibm.Stock("TLT", "SMART", "USD"))
+        pnl = ib.reqPnL("DU1234567")
+        trade = ib.placeOrder(tlt, ibm.MarketOrder("BUY", 100))
+        await eventually(lambda: trade.isDone())
+        # Bought 100 at the ask 90.01 plus $1: marked at the mid 90.005 that is -$1.50.
+        await eventually(lambda: pnl.unrealizedPnL == pytest.approx(-1.50))
+        assert pnl.realizedPnL == 0.0
+        ib.cancelPnL("DU1234567")
+
+
+async def test_tltw_distribution_tick_announces_the_next_ex_date(live, ibm):
+    async with connected(ibm, live) as ib:
+        (tltw,) = await qualified(ib, ibm.Stock("TLTW", "SMART", "USD"))
+        ticker = ib.reqMktData(tltw, "456", False, False)
+        await eventually(lambda: ticker.dividends is not None)
+        dividends = ticker.dividends
+        assert dividends.nextDate == date(2026, 12, 1)  # first session of December
+        assert dividends.nextAmount == pytest.approx(0.01 * 24.0, rel=0.02)  # 12% a year / 12
+        assert dividends.past12Months > 10 * dividends.nextAmount
+
+
+async def test_head_timestamp_is_the_start_of_the_generated_history(live, ibm):
+    async with connected(ibm, live) as ib:
+        (tlt,) = await qualified(ib, ibm.Stock("TLT", "SMART", "USD"))
+        head = await ib.reqHeadTimeStampAsync(tlt, "TRADES", True, 1)
+        assert head.date() < date(2025, 9, 1)  # 300 sessions before 2026-11-02

@@ -25,7 +25,7 @@ import pandas as pd
 from trading.domain import black_scholes as bs
 from trading.ibsim.config import ET
 from trading.ibsim.instruments import TLT, TLTW, Instrument
-from trading.ibsim.market import SECONDS_PER_YEAR, MarketModel
+from trading.ibsim.market import SECONDS_PER_YEAR, MarketModel, option_bid_ask, stock_bid
 
 DAY_SECONDS = -1
 WEEK_SECONDS = -2
@@ -133,13 +133,10 @@ def option_seconds(model: MarketModel, option: Instrument, session: int) -> np.n
 def _transform(instrument: Instrument, what: WhatToShow, values: np.ndarray) -> np.ndarray:
     """Mid or theo -> the series IB would show for ``what`` (monotone, so OHLC commute)."""
     if instrument.is_option:
-        width = np.minimum(0.10, 0.02 + 0.01 * np.floor(values))
-        if what == WhatToShow.BID:
-            return np.maximum(0.0, np.floor((values - width / 2) * 100 + 1e-9) / 100)
-        if what == WhatToShow.ASK:
-            return np.ceil((values + width / 2) * 100 - 1e-9) / 100
+        if what in (WhatToShow.BID, WhatToShow.ASK):
+            return option_bid_ask(values)[0 if what == WhatToShow.BID else 1]
         return values if what == WhatToShow.MIDPOINT else np.round(values, 2)
-    bid = np.floor(values * 100.0) / 100.0
+    bid = stock_bid(values)
     if what == WhatToShow.BID:
         return bid
     if what == WhatToShow.ASK:
@@ -344,8 +341,8 @@ def frame(
             a, b = int(left), int(right)
             tlt_close = float(tlt[b])
             tltw_close = float(tltw[b])
-            tlt_bid = math.floor(tlt_close * 100) / 100
-            tltw_bid = math.floor(tltw_close * 100) / 100
+            tlt_bid = float(stock_bid(tlt_close))
+            tltw_bid = float(stock_bid(tltw_close))
             rows.append(
                 {
                     "time": cal.datetime(tau),

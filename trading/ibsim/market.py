@@ -37,6 +37,24 @@ SECONDS_PER_YEAR = bs.DAYS_PER_YEAR * SECONDS_PER_DAY
 _STREAM_LEVEL, _STREAM_PATH, _STREAM_PREMIUM, _STREAM_MICRO = 1, 2, 3, 4
 
 
+def stock_bid(mid):
+    """One-cent market around a mid: ``bid = floor(100 mid) / 100`` (ask = bid + 0.01).
+
+    Works on floats and numpy arrays; the 1e-9 keeps a mid of exactly 90.00 at bid 90.00.
+    """
+    return np.floor(np.asarray(mid) * 100.0 + 1e-9) / 100.0
+
+
+def option_bid_ask(theo):
+    """An option's market around its theoretical value: width 2 cents plus a cent per dollar
+    of premium, at most 10 cents; bid >= 0, ask >= bid + 0.01 (floats or numpy arrays)."""
+    theo = np.asarray(theo)
+    width = np.minimum(0.10, 0.02 + 0.01 * np.floor(theo))
+    bid = np.maximum(0.0, np.floor((theo - width / 2) * 100 + 1e-9) / 100)
+    ask = np.maximum(bid + 0.01, np.ceil((theo + width / 2) * 100 - 1e-9) / 100)
+    return bid.round(2), ask.round(2)
+
+
 @dataclass(frozen=True, slots=True)
 class Quote:
     """Top of book; sizes in shares (contracts for options)."""
@@ -300,16 +318,12 @@ class MarketModel:
         tau_years = max(self.expiry_epoch(option.expiry_date) - epoch, 0.0) / SECONDS_PER_YEAR
         vol = self.implied_vol(option.strike, spot, tau_years)
         g = bs.greeks(spot, option.strike, tau_years, c.rate, c.div_yield, vol, option.right)
-        width = min(0.10, 0.02 + 0.01 * math.floor(g.price))
-        bid = max(0.0, math.floor((g.price - width / 2) * 100 + 1e-9) / 100)
-        ask = max(round(bid + 0.01, 2), math.ceil((g.price + width / 2) * 100 - 1e-9) / 100)
+        bid, ask = option_bid_ask(g.price)
         session = self.calendar.session_at(tau)
         second = min(int(tau - self.calendar.start_tau[session]), self.calendar.seconds[session])
         sizes = self._micro(session)[4]
         offset = int(option.strike * 2) % 17
-        quote = Quote(
-            round(bid, 2), round(ask, 2), float(sizes[second]), float(sizes[second - offset])
-        )
+        quote = Quote(float(bid), float(ask), float(sizes[second]), float(sizes[second - offset]))
         return OptionQuote(
             quote=quote,
             theo=g.price,
@@ -338,15 +352,13 @@ class MarketModel:
         )
         c = self.config
         g = bs.greeks_vec(spots, strike, tau_years, c.rate, c.div_yield, vols, right == "C")
-        width = np.minimum(0.10, 0.02 + 0.01 * np.floor(g["price"]))
-        bid = np.maximum(0.0, np.floor((g["price"] - width / 2) * 100 + 1e-9) / 100)
-        ask = np.maximum(bid + 0.01, np.ceil((g["price"] + width / 2) * 100 - 1e-9) / 100)
+        bid, ask = option_bid_ask(g["price"])
         return pd.DataFrame(
             {
                 "underlying": spots,
                 "theo": g["price"],
-                "bid": bid.round(2),
-                "ask": ask.round(2),
+                "bid": bid,
+                "ask": ask,
                 "implied_vol": vols,
                 "delta": g["delta"],
                 "gamma": g["gamma"],
@@ -552,7 +564,7 @@ class MarketModel:
 
 
 def _cent_quote(mid: float, bid_size: float, ask_size: float) -> Quote:
-    bid = math.floor(mid * 100.0) / 100.0
+    bid = float(stock_bid(mid))
     return Quote(round(bid, 2), round(bid + 0.01, 2), float(bid_size), float(ask_size))
 
 

@@ -70,6 +70,26 @@ def bad_quote(bid: float, ask: float, kind: str) -> tuple[float, float]:
     return round(ask + 0.05, 2), ask
 
 
+def distributions(board: QuoteBoard) -> str:
+    """IB's dividend tick (59) for TLTW: 'past 12 months,next 12 months,next ex-date,amount'.
+
+    The next amount is the declared estimate, the monthly yield on today's NAV (the exact one
+    is set at the close before the ex-date, so announcing it would leak the future)."""
+    model = board.model
+    calendar = model.calendar
+    session = board.snapshot.session
+    today = calendar.dates[session]
+    year_ago = today.replace(year=today.year - 1)
+    first = max(calendar.session_on_or_before(year_ago) + 1, 0)
+    past = sum(model.tltw_distribution(s) for s in range(first, session + 1))
+    ex_session = session + 1
+    while calendar.dates[ex_session].month == calendar.dates[ex_session - 1].month:
+        ex_session += 1
+    amount = model.config.tltw_distribution_yield_annual / 12.0 * board.snapshot.tltw_nav
+    ex_date = calendar.dates[ex_session].strftime("%Y%m%d")
+    return f"{past:.4f},{12 * amount:.4f},{ex_date},{amount:.4f}"
+
+
 @dataclass(slots=True)
 class Subscription:
     """One reqMktData stream (instrument is None for a BAG, described by ``legs``)."""
@@ -159,6 +179,9 @@ class Subscription:
                 out.append(tick_generic(req, 24, iv))
         if is_tltw:
             self._nav(board, out, first)
+            if 456 in self.generic_ticks and (first or self.sent.get(59) != snapshot.session):
+                self.sent[59] = snapshot.session
+                out.append(tick_string(req, 59, distributions(board)))
 
     def _nav(self, board: QuoteBoard, out: list[bytes], first: bool) -> None:
         """NAV ticks: last (96), frozen (97), bid/ask (94/95), high/low (98/99), closes (92/93)."""

@@ -98,8 +98,10 @@ class GatewayCore:
         return self._server.sockets[0].getsockname()[1]
 
     async def stop(self) -> None:
-        if self._market_task is not None:
-            self._market_task.cancel()
+        tasks = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
         for session in list(self.sessions):
             session.close()
         if self._server is not None:
