@@ -7,23 +7,17 @@ import random
 
 import pytest
 
+from tests.ingestion.pacing_rules import pacing_violations
 from trading.broker.pacing import PacingGate, PacingLimiter, PacingRules
 
 IB_RULES = PacingRules()
 
 
-def violations(times_and_keys, rules=IB_RULES):
-    """Independent check of a send log against the rules: a list of what broke."""
-    broken = []
-    for i, (t, key) in enumerate(times_and_keys):
-        earlier = times_and_keys[:i]
-        if any(k == key and t - s < rules.identical_window_s for s, k in earlier):
-            broken.append(("identical", t, key))
-        if sum(1 for s, _ in earlier if t - s < rules.burst_window_s) + 1 > rules.burst_limit:
-            broken.append(("burst", t, key))
-        if sum(1 for s, _ in earlier if t - s < rules.window_s) + 1 > rules.window_limit:
-            broken.append(("window", t, key))
-    return broken
+def violations(log, rules=IB_RULES):
+    return pacing_violations(
+        log, rules.identical_window_s, rules.burst_limit, rules.burst_window_s,
+        rules.window_limit, rules.window_s,
+    )  # fmt: skip
 
 
 def simulate(keys, rules=IB_RULES):

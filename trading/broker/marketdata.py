@@ -567,6 +567,8 @@ class MarketDataFeed:
         for con_id in added:
             option = chain_option_from_contract(wanted[con_id])
             self._subscribe(_Line(str(con_id), wanted[con_id], option, OPTION_GENERIC_TICKS))
+        # Queued before the next await, so the first live entries are held for the backfill.
+        self._queue_backfill([str(c) for c in added])
         gone = self._options_published - set(wanted)
         for con_id in gone:
             self.health.forget(str(con_id))
@@ -586,12 +588,13 @@ class MarketDataFeed:
             spot=spot,
             ts=self.clock(),
         )
-        batch = Batch()
+        # Through the writer's batch, after any tick of a dropped call already queued there,
+        # so no late tick puts a dropped call back into the index.
+        batch = self._batch
         batch.hdel(Keys.OPTION_INDEX, *(str(c) for c in gone))
         batch.hdel(Keys.HEALTH, *(str(c) for c in gone))
         batch.set_latest(Keys.CHAIN, encode(chain))
-        await self.bus.execute(batch)
-        self._queue_backfill([str(c) for c in added])
+        self._flush_wake.set()
         self._update_status()
         self.log.info(
             "calls centred on strike %s (TLT %.2f): %d added, %d dropped, %d lines",
