@@ -17,6 +17,7 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TextIO
 
 from trading.redis_server import EmbeddedRedis, free_port
 from trading.settings import Settings, SettingsError, load_settings
@@ -43,13 +44,25 @@ class Child:
 
 
 class Runner:
-    def __init__(self, settings: Settings, json_logs: bool = False, services: tuple = SERVICES):
+    def __init__(
+        self,
+        settings: Settings,
+        json_logs: bool = False,
+        services: tuple = SERVICES,
+        env: dict[str, str] | None = None,
+        output: TextIO | None = None,
+        log_dir: Path | None = None,
+    ):
         self.settings = settings
         self.json_logs = json_logs
         self.services = services
+        self.output = output or sys.stdout
+        self.log_dir = log_dir
+        """When set, each child writes its log to <log_dir>/<name>.log instead of the terminal."""
         self.children: list[Child] = []
         self.redis: EmbeddedRedis | None = None
-        self.env = dict(os.environ)
+        self.env = dict(os.environ if env is None else env)
+        self.ib_port: int | None = None
         self.stopping = False
 
     # -- start ----------------------------------------------------------------------------------
@@ -68,11 +81,13 @@ class Runner:
             port = free_port()
             self.env["TRADING_IB__HOST"] = "127.0.0.1"
             self.env["TRADING_IB__PORT"] = str(port)
+            self.ib_port = port
             cmd = [
                 sys.executable, "-m", "trading.ibsim", "--host", "127.0.0.1",
                 "--port", str(port), "--seed", str(s.sim.seed), "--speed", str(s.sim.speed),
                 "--premium-bp", str(s.sim.premium_bp),
                 "--premium-half-life-days", str(s.sim.premium_half_life_days),
+                "--tick-interval", str(s.sim.effective_tick_interval_s),
             ]  # fmt: skip
             if s.sim.admin_port:
                 cmd += ["--admin-port", str(s.sim.admin_port)]
@@ -88,6 +103,15 @@ class Runner:
         self._say(f"dashboard: http://{s.http.host}:{s.http.port}/   (Ctrl-C stops everything)")
 
     def _spawn(self, name: str, cmd: list[str]) -> None:
+        if self.log_dir is not None:
+            self.log_dir.mkdir(parents=True, exist_ok=True)
+            with open(self.log_dir / f"{name}.log", "ab") as sink:
+                proc = subprocess.Popen(
+                    cmd, cwd=ROOT, env=self.env, stdout=sink, stderr=subprocess.STDOUT,
+                    start_new_session=True,
+                )  # fmt: skip
+            self.children.append(Child(name, proc, ""))
+            return
         proc = subprocess.Popen(
             cmd,
             cwd=ROOT,
@@ -148,12 +172,12 @@ class Runner:
 
     def _emit(self, child: Child, line: str) -> None:
         tag = f"{child.name:>15} |"
-        if sys.stdout.isatty():
+        if self.output.isatty():
             tag = f"\033[{child.colour}m{tag}\033[0m"
-        print(f"{tag} {line}", flush=True)
+        print(f"{tag} {line}", file=self.output, flush=True)
 
     def _say(self, text: str) -> None:
-        print(f"{'run':>15} | {text}", flush=True)
+        print(f"{'run':>15} | {text}", file=self.output, flush=True)
 
     # -- stop -----------------------------------------------------------------------------------
 

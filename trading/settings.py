@@ -144,8 +144,10 @@ class StrategySettings(_Group):
     """delta: from the option deltas; ols: rolling OLS of log prices; kalman: Kalman filter."""
     ols_window: PositiveInt = 7800
     """Rolling OLS window in bars. A day of one-minute bars (390) absorbs the premium."""
-    kalman_delta: Positive = 1e-9
-    """Kalman process noise (per bar). 1e-4, the textbook default, lets beta chase the premium."""
+    kalman_delta: Positive = 1e-14
+    """Kalman process noise (per bar). The filter's memory is about sqrt(obs_var / delta) bars:
+    1e-14 with obs_var 1e-6 remembers ~10,000 one-minute bars (~25 sessions). The textbook 1e-4,
+    or even 1e-9 (~32 bars), lets beta chase the very premium the strategy trades."""
     kalman_obs_var: Positive = 1e-6
     """Kalman observation noise variance of the log spread (per bar)."""
     z_window: PositiveInt = 15600
@@ -170,9 +172,10 @@ class StrategySettings(_Group):
     """Size zero unless the Engle-Granger test rejects no-cointegration at this p-value."""
     capital_usd: Positive = 100_000.0
     """Capital the Kelly fraction applies to."""
-    max_gross_notional_usd: Positive = 200_000.0
-    """Cap on the gross notional (both legs) the sizing may ask for."""
-    max_leverage: Positive = 2.0
+    max_gross_notional_usd: Positive = 100_000.0
+    """Cap on the gross notional (both legs) the sizing may ask for; at most
+    TRADING_RISK__MAX_ORDER_NOTIONAL_USD, or every full-size entry would be rejected."""
+    max_leverage: Positive = 1.0
     """Cap on gross notional / capital."""
     order_price_offset_bp: Annotated[float, Field(ge=0)] = 5.0
     """Limit price = mid +/- this offset (towards crossing) in basis points of the price."""
@@ -256,6 +259,15 @@ class SimSettings(_Group):
     """Half-life of the simulated premium's mean reversion, in trading days."""
     admin_port: Annotated[int, Field(ge=0, lt=65536)] = 0
     """Port of the simulator's fault/truth HTTP API (0 = off)."""
+    tick_interval_s: Positive | None = None
+    """Simulated seconds between quote updates. Unset: speed x 0.1 (ten updates per wall
+    second per instrument), at least 0.25."""
+
+    @property
+    def effective_tick_interval_s(self) -> float:
+        if self.tick_interval_s is not None:
+            return self.tick_interval_s
+        return max(0.25, 0.1 * self.speed)
 
 
 class Settings(BaseSettings):
@@ -340,6 +352,12 @@ def unsafe_settings(s: Settings) -> list[str]:
     if not 0.0 < st.kelly_fraction <= 1.0:
         problems.append(
             f"{env_name('strategy', 'kelly_fraction')}={st.kelly_fraction} must be in (0, 1]"
+        )
+    if st.max_gross_notional_usd > s.risk.max_order_notional_usd:
+        problems.append(
+            f"{env_name('strategy', 'max_gross_notional_usd')}={st.max_gross_notional_usd} "
+            f"exceeds {env_name('risk', 'max_order_notional_usd')}="
+            f"{s.risk.max_order_notional_usd}: the risk gate would reject every full-size entry"
         )
     if s.risk.max_order_notional_usd > s.risk.max_gross_notional_usd:
         problems.append(

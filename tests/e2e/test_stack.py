@@ -1,0 +1,168 @@
+"""The whole stack, as `make run` starts it, on ibsim: a premium blow-out is traded end to end.
+
+Redis, ibsim and the five services run as separate processes (the runner behind `make run`).
+The test shocks TLTW's premium through ibsim's admin API and checks what a user would see: both
+legs of the entry filled, the position on the dashboard's API, the exit, and a P&L that equals
+what the fills imply.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from trading import bus as b
+from trading.redis_server import free_port
+from trading.runner import Runner
+from trading.settings import load_settings
+
+from tests.support import eventually
+
+pytestmark = pytest.mark.slow
+
+SPEED = 600.0  # 10 simulated minutes per second: a trading day in 39 s
+
+
+def _env(tmp_path: Path, http_port: int, admin_port: int) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("TRADING_")}
+    env.update(
+        {
+            "TRADING_REDIS__DATA_DIR": str(tmp_path / "redis"),
+            "TRADING_HTTP__PORT": str(http_port),
+            "TRADING_HTTP__TOKEN": "e2e-token",
+            "TRADING_SIM__SEED": "3",
+            "TRADING_SIM__SPEED": str(SPEED),
+            "TRADING_SIM__ADMIN_PORT": str(admin_port),
+            "TRADING_SIM__PREMIUM_BP": "2",  # a quiet premium, so the shock is the only signal
+            "TRADING_STRATEGY__PRESET": "replica",
+            "TRADING_STRATEGY__Z_WINDOW": "120",
+            "TRADING_STRATEGY__ENTRY_Z": "3",
+            "TRADING_STRATEGY__EXIT_Z": "0.5",
+            "TRADING_STRATEGY__STOP_Z": "50",
+            "TRADING_STRATEGY__MIN_SPREAD_BP": "5",
+            "TRADING_INGESTION__BACKFILL_DURATION": "1 D",
+            "TRADING_RISK__STALE_AFTER_S": "30",
+            "TRADING_METRICS__PORT": "0",
+        }
+    )
+    return env
+
+
+def _get(url: str, token: str | None = None, data: bytes | None = None) -> dict:
+    request = urllib.request.Request(url, data=data, method="POST" if data is not None else "GET")
+    if token:
+        request.add_header("Authorization", f"Bearer {token}")
+    if data is not None:
+        request.add_header("Content-Type", "application/json")
+    with urllib.request.urlopen(request, timeout=5) as response:
+        return json.loads(response.read() or b"{}")
+
+
+def _poll(url: str) -> dict:
+    """GET for polling: a server still starting answers {} instead of raising."""
+    try:
+        return _get(url)
+    except OSError:
+        return {}
+
+
+async def _read(url: str, stream: str, expect: type[b.M]) -> list[b.M]:
+    bus = await b.Bus.connect(url, "e2e-test", attempts=5)
+    try:
+        return [e.message for e in await bus.read_after(stream, expect=expect)]
+    finally:
+        await bus.close()
+
+
+def _fills(url: str) -> list[b.Fill]:
+    return asyncio.run(_read(url, b.Streams.FILLS, b.Fill))
+
+
+def _intents(url: str) -> list[b.OrderIntent]:
+    return asyncio.run(_read(url, b.Streams.INTENTS, b.OrderIntent))
+
+
+def test_premium_blowout_is_entered_filled_shown_exited_and_accounted(tmp_path):
+    http_port, admin_port = free_port(), free_port()
+    env = _env(tmp_path, http_port, admin_port)
+    settings = load_settings(
+        redis={"data_dir": str(tmp_path / "redis")},
+        sim={"seed": 3, "speed": SPEED, "admin_port": admin_port, "premium_bp": 2.0},
+    )
+    runner = Runner(settings, json_logs=True, env=env, log_dir=tmp_path / "logs")
+    try:
+        runner.start()
+        redis_url = runner.env["TRADING_REDIS__URL"]
+        dashboard = f"http://127.0.0.1:{http_port}"
+        admin = f"http://127.0.0.1:{admin_port}"
+
+        # The system is up: data flowing, a spread point on the dashboard.
+        eventually(
+            lambda: _poll(f"{dashboard}/api/spread").get("latest"), timeout_s=90, what="spread"
+        )
+
+        # TLTW's premium blows out to 80 bp over NAV: TLTW is rich, so SHORT_SPREAD.
+        _get(f"{admin}/faults/shock_premium", data=json.dumps({"bp": 80.0}).encode())
+        entry = eventually(
+            lambda: [i for i in _intents(redis_url) if i.purpose == b.IntentPurpose.ENTRY],
+            timeout_s=90,
+            what="an entry intent",
+        )[0]
+        assert entry.action == b.SignalAction.ENTER_SHORT_SPREAD
+        sides = {leg.kind: leg.side for leg in entry.legs}
+        assert sides == {b.LegKind.STOCK: b.Side.SELL, b.LegKind.BUY_WRITE: b.Side.BUY}
+
+        # Both legs of the entry fill; the dashboard shows the position.
+        def entry_filled() -> bool:
+            fills = [f for f in _fills(redis_url) if f.intent_id == entry.intent_id]
+            return {f.symbol for f in fills if f.sec_type == "STK"} >= {"TLT", "TLTW"} and any(
+                f.sec_type == "OPT" for f in fills
+            )
+
+        eventually(entry_filled, timeout_s=60, what="both legs of the entry filled")
+        book = eventually(
+            lambda: _poll(f"{dashboard}/api/book").get("positions"), timeout_s=30, what="positions"
+        )
+        by_symbol = {p["local_symbol"]: p["quantity"] for p in book}
+        assert by_symbol.get("TLTW", 0) < 0 and by_symbol.get("TLT", 0) > 0
+
+        # The premium reverts (one-day half-life): the exit follows and the book goes flat.
+        exit_intent = eventually(
+            lambda: [
+                i for i in _intents(redis_url)
+                if i.purpose in (b.IntentPurpose.EXIT, b.IntentPurpose.STOP)
+            ],
+            timeout_s=120,
+            what="an exit intent",
+        )[0]  # fmt: skip
+        assert {leg.kind: leg.side for leg in exit_intent.legs} == {
+            b.LegKind.STOCK: b.Side.BUY,
+            b.LegKind.BUY_WRITE: b.Side.SELL,
+        }
+
+        def flat() -> bool:
+            positions = _get(f"{dashboard}/api/book").get("positions") or []
+            return all(abs(p["quantity"]) < 1e-9 for p in positions)
+
+        eventually(flat, timeout_s=60, what="flat after the exit")
+
+        # P&L equals what the fills imply: cash flows of every leg fill minus commissions.
+        fills = [f for f in _fills(redis_url) if f.sec_type != "BAG"]
+        implied = sum(
+            (-1 if f.side == b.Side.BUY else 1) * f.quantity * f.price * f.multiplier - f.commission
+            for f in fills
+        )
+        pnl = _get(f"{dashboard}/api/book")["pnl"]
+        assert pnl["total"] == pytest.approx(implied, abs=0.01)
+        assert pnl["unrealized"] == pytest.approx(0.0, abs=0.01)
+    finally:
+        runner.stop()
+        for log in sorted((tmp_path / "logs").glob("*.log")):
+            errors = [line for line in log.read_text().splitlines() if '"log.level": "error"' in line]
+            if errors:
+                print(f"--- {log.name}: {len(errors)} error lines, first: {errors[0][:500]}")
