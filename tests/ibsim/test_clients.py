@@ -6,6 +6,7 @@ known by hand: TLT bid 90.00, ask 90.01 (one cent wide, bid = floor(100 mid) / 1
 
 from __future__ import annotations
 
+import asyncio
 import math
 import time
 from datetime import UTC, date, datetime
@@ -15,7 +16,7 @@ import pytest
 
 from tests.ibsim.clients import connected, error_codes, eventually, qualified
 from trading.domain import black_scholes as bs
-from trading.ibsim import ET
+from trading.ibsim import ET, SimConfig, SimulatedGateway
 
 ANCHOR_UTC = datetime(2026, 11, 2, 14, 30, tzinfo=UTC)
 
@@ -335,3 +336,22 @@ async def test_head_timestamp_is_the_start_of_the_generated_history(live, ibm):
         (tlt,) = await qualified(ib, ibm.Stock("TLT", "SMART", "USD"))
         head = await ib.reqHeadTimeStampAsync(tlt, "TRADES", True, 1)
         assert head.date() < date(2025, 9, 1)  # 300 sessions before 2026-11-02
+
+
+async def test_a_fast_clock_skips_the_night_and_keeps_serving(ibm):
+    # 7,200x: two sim hours a second; the market loop must still let requests through.
+    with SimulatedGateway(SimConfig(seed=2, speed=7200.0, tick_interval_s=1.0), port=0) as gw:
+        async with connected(ibm, gw) as ib:
+            (tlt,) = await qualified(ib, ibm.Stock("TLT", "SMART", "USD"))
+            ticker = ib.reqMktData(tlt, "", False, False)
+            await ib.reqHistoricalDataAsync(
+                tlt, "", "1 D", "5 mins", "TRADES", True, keepUpToDate=True
+            )
+            await eventually(lambda: gw.truth().time.date() > date(2026, 11, 2), timeout_s=10)
+            started = time.perf_counter()
+            current = await asyncio.wait_for(ib.reqCurrentTimeAsync(), 2)
+            assert time.perf_counter() - started < 1.0
+            sim = current.astimezone(ET)
+            assert sim.date() > date(2026, 11, 2)
+            assert (9, 30) <= (sim.hour, sim.minute) < (16, 0)  # always inside a session
+            assert ticker.bid > 0

@@ -307,6 +307,17 @@ class Broker:
             if is_child and child.client_id == order.client_id and not child.done:
                 self._cancel(child, epoch)
 
+    def end_of_session(self, day: date, spot: float, epoch: float) -> None:
+        """The close of ``day``: DAY orders are cancelled, options expiring on or before it
+        are exercised or assigned against ``spot`` (see :meth:`settle`)."""
+        for order in list(self.orders.values()):
+            if not order.done and order.request.tif in DAY_TIFS:
+                self._cancel(order, epoch)
+        for held in list(self.positions.values()):
+            option = held.instrument
+            if option.is_option and held.quantity and option.expiry_date <= day:
+                self.settle(option, held.quantity, spot, epoch)
+
     def open_orders(self, client_id: int | None = None) -> list[WorkingOrder]:
         return [o for o in self.orders.values() if not o.done and client_id in (None, o.client_id)]
 

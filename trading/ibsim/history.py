@@ -215,11 +215,11 @@ def current_bar(
     cal = model.calendar
     session = cal.session_at(tau)
     until = max(tau - cal.start_tau[session], 0.0)
-    values, volumes = _series(model, instrument, WhatToShow(what.upper()), session)
     edges = _boundaries(model, session, bar_seconds if bar_seconds > 0 else -1)
     left = float(edges[edges <= until].max()) if until > 0 else 0.0
     if left == until and left > 0:
         left = float(edges[edges < until].max())
+    values, volumes = _series(model, instrument, WhatToShow(what.upper()), session)
     return _bar(values, volumes, left, until, float(cal.start_tau[session]))
 
 
@@ -261,6 +261,7 @@ def iter_bars(
         if bar_seconds < 0:
             if day and day[0].start_tau >= start_tau:
                 daily.extend(day)
+            yield []  # a session done: the caller may let the event loop run
             continue
         # Bars that overlap the window: IB's '3600 S' of minutes starts with the minute in
         # which the window opens.

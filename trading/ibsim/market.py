@@ -134,10 +134,6 @@ class Snapshot:
     tlt_trade: LastTrade
     tltw_trade: LastTrade
 
-    @property
-    def tltw_price(self) -> float:
-        return self.tltw_nav * (1.0 + self.tltw_premium)
-
 
 class MarketModel:
     """Deterministic market for a SimConfig; see the module docstring for the model.

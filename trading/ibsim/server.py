@@ -12,12 +12,7 @@ from datetime import date
 from typing import Any
 
 from trading.ibsim import messages
-from trading.ibsim.broker import (
-    Broker,
-    Execution,
-    OrderStatus,
-    WorkingOrder,
-)
+from trading.ibsim.broker import Broker, Execution, WorkingOrder
 from trading.ibsim.config import SimConfig
 from trading.ibsim.history import bar_label, current_bar
 from trading.ibsim.instruments import TLTW_CON_ID
@@ -155,6 +150,8 @@ class GatewayCore:
                     continue
                 self._step = due
                 self._advance_logged(anchor + due * interval)
+                # At high speed the clock is always due again: let the clients' I/O in.
+                await asyncio.sleep(0)
         except asyncio.CancelledError:
             raise
 
@@ -191,21 +188,12 @@ class GatewayCore:
             self._push_pnl()
 
     def _session_close(self, session: int) -> None:
-        """At a close: settle expiring options, cancel DAY orders."""
+        """At a close: DAY orders expire, expiring options settle at the closing spot."""
         calendar = self.model.calendar
-        close_tau = calendar.end_tau(session) - 1e-6
-        board = QuoteBoard(self.model, self.model.snapshot(close_tau))
-        epoch = float(calendar.close_epoch[session])
-        day = calendar.dates[session]
-        for order in list(self.broker.orders.values()):
-            if not order.done and order.request.tif in ("", "DAY"):
-                order.status = OrderStatus.CANCELLED
-                order.completed_epoch = epoch
-                self.order_changed(order, False)
-        for held in list(self.broker.positions.values()):
-            instrument = held.instrument
-            if instrument.is_option and held.quantity and instrument.expiry_date <= day:
-                self.broker.settle(instrument, held.quantity, board.snapshot.tlt_mid, epoch)
+        spot = self.model.tlt_mid(calendar.end_tau(session) - 1e-6)
+        self.broker.end_of_session(
+            calendar.dates[session], spot, float(calendar.close_epoch[session])
+        )
 
     def _session_open(self, session: int) -> None:
         """At an open: TLTW's distribution goes ex and is paid to holders."""
@@ -213,6 +201,7 @@ class GatewayCore:
         distribution = self.model.tltw_distribution(session)
         if held is not None and held.quantity and distribution:
             self.broker.credit(held.quantity * distribution)
+            self._push_account([TLTW_CON_ID])
         tau = float(self.model.calendar.start_tau[session])
         self._session_base(QuoteBoard(self.model, self.model.snapshot(tau)))
 

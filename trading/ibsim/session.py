@@ -169,7 +169,12 @@ class Session(asyncio.Protocol):
             return
         for fields in messages_in:
             if self.version == 0:
-                self.handshake(fields[0])
+                try:
+                    self.handshake(fields[0])
+                except ProtocolError as error:
+                    log.error("closing connection: %s", error)
+                    self.close()
+                    return
                 continue
             try:
                 self.dispatch(fields)
