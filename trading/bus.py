@@ -1165,6 +1165,16 @@ class Batch:
     def hset_latest(self, key: str, member: str, data: bytes) -> None:
         self.commands.append(("HSET", key, member, data))
 
+    def set_many(self, values: dict[str, bytes]) -> None:
+        """Latest values of many keys in one command (MSET)."""
+        if values:
+            self.commands.append(("MSET", *(x for item in values.items() for x in item)))
+
+    def hset_many(self, key: str, members: dict[str, bytes]) -> None:
+        """Many members of one hash in one command (HSET key m1 v1 m2 v2 ...)."""
+        if members:
+            self.commands.append(("HSET", key, *(x for item in members.items() for x in item)))
+
     def hdel(self, key: str, *members: str) -> None:
         if members:
             self.commands.append(("HDEL", key, *members))

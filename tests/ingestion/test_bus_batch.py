@@ -40,3 +40,17 @@ async def test_batch_sets_hsets_publishes_and_appends_in_one_round_trip(bus):
 
 async def test_empty_batch_is_a_no_op(bus):
     await bus.execute(Batch())
+
+
+async def test_batch_sets_many_keys_and_hash_members_in_one_command_each(bus):
+    a = Quote("TLT", 1, 90.0, 90.1, 1.0, 1.0, None, 1.0, 2.0)
+    b = Quote("TLTW", 2, 24.0, 24.1, 1.0, 1.0, None, 1.0, 2.0)
+    batch = Batch()
+    batch.set_many({Keys.quote("TLT"): encode(a), Keys.quote("TLTW"): encode(b)})
+    batch.hset_many(Keys.OPTION_INDEX, {"1": encode(a), "2": encode(b)})
+    batch.set_many({})
+    batch.hset_many(Keys.OPTION_INDEX, {})
+    assert len(batch) == 2
+    await bus.execute(batch)
+    assert await bus.get_latest(Keys.quote("TLTW"), Quote) == b
+    assert await bus.hget_all(Keys.OPTION_INDEX, Quote) == {"1": a, "2": b}

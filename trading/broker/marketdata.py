@@ -408,7 +408,9 @@ class MarketDataFeed:
         self.ticks_received = 0
         self.quotes_published = 0
         self._options_published: set[int] = set()  # con_ids in OPTION_INDEX / HEALTH
-        self._batch = Batch()
+        self._batch = Batch()  # publishes, history entries, deletions: in order
+        self._latest: dict[str, bytes] = {}  # key -> newest value: one MSET per round
+        self._index: dict[str, bytes] = {}  # con_id -> newest option: one HSET per round
         self._batch_ts: list[float] = []
         self._batch_lines: list[_Line] = []
         self._flush_wake = asyncio.Event()
@@ -588,8 +590,11 @@ class MarketDataFeed:
             spot=spot,
             ts=self.clock(),
         )
-        # Through the writer's batch, after any tick of a dropped call already queued there,
-        # so no late tick puts a dropped call back into the index.
+        # Through the writer's batch, with the dropped calls' queued values discarded, so no
+        # late tick puts a dropped call back into the index.
+        for con_id in gone:
+            self._latest.pop(Keys.option(con_id), None)
+            self._index.pop(str(con_id), None)
         batch = self._batch
         batch.hdel(Keys.OPTION_INDEX, *(str(c) for c in gone))
         batch.hdel(Keys.HEALTH, *(str(c) for c in gone))
@@ -671,12 +676,13 @@ class MarketDataFeed:
                 self._drop(name, bad)
                 continue
             data = encode(msg)
+            # Every good tick is published; the latest-value keys only need the newest.
             if line.option is None:
-                batch.set_latest(Keys.quote(name), data)
+                self._latest[Keys.quote(name)] = data
                 batch.publish(Channels.QUOTES, data)
             else:
-                batch.set_latest(Keys.option(contract.conId), data)
-                batch.hset_latest(Keys.OPTION_INDEX, name, data)
+                self._latest[Keys.option(contract.conId)] = data
+                self._index[name] = data
                 batch.publish(Channels.OPTIONS, data)
             if self.conflator.due(name, ts_recv):
                 held = self._history_held.get(name)
@@ -697,7 +703,7 @@ class MarketDataFeed:
                 self._nav(ticker, msg.ts_exchange, ts_recv, batch)
             elif name == UNDERLYING:
                 self._maybe_recentre((msg.bid + msg.ask) / 2.0)
-        if batch.commands:
+        if batch.commands or self._latest:
             self._flush_wake.set()
 
     def _nav(self, ticker: Any, ts_exchange: float, ts_recv: float, batch: Batch) -> None:
@@ -708,7 +714,7 @@ class MarketDataFeed:
             return
         if nav is not None:
             data = encode(nav)
-            batch.set_latest(Keys.nav(ETF), data)
+            self._latest[Keys.nav(ETF)] = data
             batch.publish(Channels.NAV, data)
 
     def _drop(self, name: str, bad: BadTick) -> None:
@@ -726,10 +732,15 @@ class MarketDataFeed:
         while True:
             await self._flush_wake.wait()
             self._flush_wake.clear()
-            if not self._batch.commands:
+            if not (self._batch.commands or self._latest):
                 continue
-            batch, stamps, lines = self._batch, self._batch_ts, self._batch_lines
+            batch = Batch()
+            batch.set_many(self._latest)
+            batch.hset_many(Keys.OPTION_INDEX, self._index)
+            batch.commands.extend(self._batch.commands)
+            stamps, lines = self._batch_ts, self._batch_lines
             self._batch, self._batch_ts, self._batch_lines = Batch(), [], []
+            self._latest, self._index = {}, {}
             await self.bus.execute(batch)
             done = time.time()
             self.quotes_published += len(stamps)
