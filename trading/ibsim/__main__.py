@@ -22,6 +22,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--premium-bp", type=float, default=20.0)
     parser.add_argument("--premium-half-life-days", type=float, default=1.0)
     parser.add_argument("--start", default=None, help="YYYY-MM-DDTHH:MM, New York time")
+    parser.add_argument(
+        "--firehose", action="store_true", help="steps back to back, as fast as clients read"
+    )
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
     start = datetime.fromisoformat(args.start).replace(tzinfo=ET) if args.start else None
@@ -32,6 +35,7 @@ def main(argv: list[str] | None = None) -> None:
         premium_bp=args.premium_bp,
         premium_half_life_days=args.premium_half_life_days,
         start=start,
+        firehose=args.firehose,
     )
     gateway = SimulatedGateway(config, args.host, args.port, args.admin_port).start()
     logging.info("ibsim listening on %s:%s (admin %s)", args.host, gateway.port, gateway.admin_port)
