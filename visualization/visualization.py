@@ -24,7 +24,6 @@ other service; the app itself has no /metrics route.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import sys
 import time
@@ -44,7 +43,7 @@ from prometheus_client import Gauge
 from trading.bus import Bus
 from trading.dashboard import models as m
 from trading.dashboard.controls import ControlsOff, Unauthorized, check_token, controls_enabled
-from trading.dashboard.live import LiveFeed
+from trading.dashboard.live import LiveFeed, stop_tasks
 from trading.dashboard.queries import (
     DEFAULT_POINTS,
     SERIES_CAPACITY,
@@ -133,7 +132,7 @@ def create_app(
         queries = DashboardQueries(bus, settings, timeout_s=query_timeout_s)
         feed = LiveFeed(queries, interval_s=push_interval_s)
         app.state.queries, app.state.feed = queries, feed
-        tasks = [asyncio.create_task(feed.run())]
+        tasks = feed.start()
         if heartbeat:
             status = lambda: ("ok", {"live_pages": len(feed.clients)})  # noqa: E731
             tasks.append(
@@ -145,11 +144,7 @@ def create_app(
             yield
         finally:
             feed.close()
-            for task in tasks:
-                task.cancel()
-            for task in tasks:
-                with contextlib.suppress(asyncio.CancelledError, Exception):
-                    await task
+            await stop_tasks(tasks)
             if owned:
                 await bus.close()
 

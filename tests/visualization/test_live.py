@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 
 import orjson
@@ -10,7 +11,7 @@ import orjson
 from tests.visualization.seed import BAR_S, T0, publish_point, seed, spread_point
 from trading import bus as b
 from trading.bus import Channels, Keys
-from trading.dashboard.live import sse_event
+from trading.dashboard.live import sse_event, stop_tasks
 from trading.dashboard.models import PanelName
 
 
@@ -82,3 +83,16 @@ async def test_a_page_that_falls_behind_gets_a_reset(app):
     assert events == [("reset", {})]
     await stream.aclose()
     assert not feed.clients
+
+
+async def test_stop_tasks_ends_a_task_that_swallowed_its_first_cancel():
+    async def stubborn() -> None:
+        # What redis-py sometimes does while opening a pub/sub connection: swallow the cancel.
+        with contextlib.suppress(asyncio.CancelledError):
+            await asyncio.sleep(60)
+        await asyncio.sleep(60)
+
+    task = asyncio.create_task(stubborn())
+    await asyncio.sleep(0)
+    await stop_tasks([task], grace_s=0.1)
+    assert task.cancelled()

@@ -3,13 +3,15 @@
 Each renderer takes a panel model (the same one the JSON API returns) and a size in pixels and
 returns PNG bytes. Figures are built with the object API (`Figure`, not pyplot), so renders in
 worker threads share no global state. An empty panel draws an empty chart saying "no data yet".
-Times on the x axis are UTC.
+Times on the x axis are New York (exchange) time, as on the page.
 """
 
 from __future__ import annotations
 
 import io
-from datetime import UTC, datetime
+import warnings
+from datetime import datetime
+from zoneinfo import ZoneInfo
 
 import matplotlib
 
@@ -21,6 +23,7 @@ from matplotlib.figure import Figure
 from trading.bus import SignalAction
 from trading.dashboard.models import HedgePanel, PricesPanel, RiskPanel, SpreadPanel
 
+MARKET_TZ = ZoneInfo("America/New_York")
 DPI = 100
 MIN_SIDE_PX = 200
 MAX_SIDE_PX = 4000
@@ -42,13 +45,13 @@ def _figure(width_px: int, height_px: int) -> Figure:
 
 
 def _times(ts: list[float]) -> list[datetime]:
-    return [datetime.fromtimestamp(t, UTC) for t in ts]
+    return [datetime.fromtimestamp(t, MARKET_TZ) for t in ts]
 
 
 def _date_axis(ax) -> None:
-    locator = AutoDateLocator()
+    locator = AutoDateLocator(tz=MARKET_TZ)
     ax.xaxis.set_major_locator(locator)
-    ax.xaxis.set_major_formatter(ConciseDateFormatter(locator))
+    ax.xaxis.set_major_formatter(ConciseDateFormatter(locator, tz=MARKET_TZ))
 
 
 def _no_data(ax) -> None:
@@ -58,7 +61,10 @@ def _no_data(ax) -> None:
 
 def _png(fig: Figure) -> bytes:
     buffer = io.BytesIO()
-    fig.savefig(buffer, format="png", dpi=DPI)
+    with warnings.catch_warnings():
+        # At the smallest sizes constrained layout gives up and says so; the PNG is still drawn.
+        warnings.filterwarnings("ignore", "constrained_layout not applied", UserWarning)
+        fig.savefig(buffer, format="png", dpi=DPI)
     return buffer.getvalue()
 
 

@@ -5,6 +5,8 @@
 "use strict";
 
 const MAX_POINTS = 20000;
+const MARKET_TZ = "America/New_York";  // chart times in exchange time, as the plots are
+const tzDate = (ts) => uPlot.tzDate(new Date(ts * 1000), MARKET_TZ);
 const PANELS = ["spread", "prices", "hedge", "option", "book", "risk", "health", "alerts"];
 const state = { spread: null, prices: null, hedge: null, charts: {}, loaded: new Set() };
 
@@ -17,7 +19,8 @@ function signed(x, digits = 2) {
   return x === null || x === undefined ? "–" : (x > 0 ? "+" : "") + x.toFixed(digits);
 }
 function time(ts) {
-  return ts ? new Date(ts * 1000).toISOString().replace("T", " ").slice(0, 19) : "–";
+  // "sv-SE" formats as YYYY-MM-DD HH:MM:SS.
+  return ts ? new Date(ts * 1000).toLocaleString("sv-SE", { timeZone: MARKET_TZ }) : "–";
 }
 function el(tag, text, cls) {
   const node = document.createElement(tag);
@@ -82,8 +85,8 @@ function chartFor(id, opts, data) {
   if (!chart) {
     box.replaceChildren();
     const width = Math.max(300, box.clientWidth - 8);
-    chart = new uPlot({ width, height: box.classList.contains("small") ? 180 : 240, ...opts },
-      data, box);
+    chart = new uPlot({ width, height: box.classList.contains("small") ? 180 : 240, tzDate,
+      ...opts }, data, box);
     state.charts[id] = chart;
   } else {
     // Keep the reader's zoom: rescale only when the whole held range was in view.

@@ -1,0 +1,144 @@
+"""The dashboard in a real headless Chromium: charts draw, numbers match Redis, pushes arrive.
+
+Needs the Debian packages `chromium` and `chromium-driver` (.ci/run installs them) and the
+`selenium` Python package; the test skips, saying which is missing, when they are absent.
+Set DASHBOARD_SCREENSHOT=<path> to also save the screenshot there.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import shutil
+import threading
+from pathlib import Path
+
+import httpx
+import pytest
+import uvicorn
+
+from tests.support import eventually
+from tests.visualization.conftest import TOKEN
+from tests.visualization.seed import POINTS, publish_point, seed, spread_point
+from trading.bus import Bus
+from trading.redis_server import free_port
+from trading.settings import load_settings
+from visualization import create_app
+
+pytestmark = pytest.mark.browser
+
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+CHROMEDRIVER = shutil.which("chromedriver")
+
+
+async def _with_bus(url: str, action):
+    bus = await Bus.connect(url, "test-browser", attempts=20)
+    try:
+        return await action(bus)
+    finally:
+        await bus.close()
+
+
+@pytest.fixture
+def dashboard_url(redis_url):
+    """The real app under uvicorn on a free port, in a thread; stopped even if the test fails."""
+    settings = load_settings(redis={"url": redis_url}, http={"token": TOKEN})
+    app = create_app(settings, redis_url, heartbeat=True)
+    port = free_port()
+    config = uvicorn.Config(
+        app, host="127.0.0.1", port=port, log_config=None, timeout_graceful_shutdown=1
+    )
+    server = uvicorn.Server(config)
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    url = f"http://127.0.0.1:{port}/"
+    try:
+        eventually(lambda: httpx.get(url + "healthz").status_code == 200, what="dashboard up")
+        yield url
+    finally:
+        server.should_exit = True
+        thread.join(10)
+
+
+@pytest.fixture
+def browser():
+    if CHROMIUM is None or CHROMEDRIVER is None:
+        pytest.skip("headless Chromium is not installed (apt-get install chromium chromium-driver)")
+    webdriver = pytest.importorskip("selenium.webdriver", reason="selenium is not installed")
+    options = webdriver.ChromeOptions()
+    options.binary_location = CHROMIUM
+    for flag in (
+        "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+        "--disable-background-networking", "--disable-component-update", "--disable-sync",
+        "--disable-dev-shm-usage", "--window-size=1400,2600",
+    ):  # fmt: skip
+        options.add_argument(flag)
+    profile = Path(os.environ.get("TMPDIR", "/tmp")) / f"chromium-profile-{os.getpid()}"
+    options.add_argument(f"--user-data-dir={profile}")
+    driver = webdriver.Chrome(options=options, service=webdriver.ChromeService(CHROMEDRIVER))
+    try:
+        yield driver
+    finally:
+        driver.quit()
+        shutil.rmtree(profile, ignore_errors=True)
+
+
+def text(driver, selector: str) -> str:
+    return driver.find_element("css selector", selector).text
+
+
+def row_texts(driver, table_id: str) -> list[list[str]]:
+    rows = driver.find_elements("css selector", f"#{table_id} tbody tr")
+    return [[cell.text for cell in row.find_elements("css selector", "td")] for row in rows]
+
+
+def test_dashboard_draws_charts_shows_redis_numbers_and_takes_pushes(
+    redis_url, dashboard_url, browser, tmp_path
+):
+    seeded = asyncio.run(_with_bus(redis_url, seed))
+    browser.get(dashboard_url)
+    body = browser.find_element("tag name", "body")
+    eventually(lambda: body.get_attribute("data-ready") == "true", what="panels loaded")
+    for chart in ("chart-z", "chart-spread", "chart-prices", "chart-hedge"):
+        box = browser.find_element("id", chart)
+        eventually(lambda box=box: box.get_attribute("data-drawn") == "true", what=chart)
+        assert box.find_element("css selector", "canvas").size["width"] > 200
+    assert browser.find_element("id", "chart-z").get_attribute("data-points") == str(POINTS)
+
+    latest = seeded.points[-1]
+    assert text(browser, "#z-value") == f"{latest.z:.2f}"
+    assert text(browser, "#pair-state") == latest.state
+    assert text(browser, "#pnl-total") == f"{seeded.pnl.total:+.2f}"
+    assert text(browser, "#risk-state") == seeded.risk.state
+    assert text(browser, "#hedge-beta") == f"{latest.beta:.4f}"
+    option = {r[0]: r[1] for r in row_texts(browser, "option-table")}
+    assert option["delta (per share)"] == f"{seeded.option.delta:.4f}"
+    assert option["vega $/vol pt (contract)"] == f"{seeded.option.vega_per_point * 100:.2f}"
+    positions = {r[0]: r for r in row_texts(browser, "positions-table")}
+    assert positions["TLTW"][2] == "-1100" and positions["TLT"][2] == "300"
+    assert [r[6] for r in row_texts(browser, "fills-table")] == ["intent-2", "intent-1", "intent-0"]
+    prices = {r[0]: r for r in row_texts(browser, "prices-table")}
+    assert prices["TLTW"][5] == f"{(23.42 - 23.40) / 23.40 * 1e4:.1f}"
+    services = {r[0]: r[1] for r in row_texts(browser, "services-table")}
+    assert services["strategy"] == "ok" and services["data-ingestion"] == "silent"
+    limits = browser.find_elements("css selector", "#risk-limits .limit")
+    assert [x.get_attribute("data-limit") for x in limits][:2] == ["orders_per_minute", "net_delta"]
+    assert not browser.find_element("css selector", "button[data-command=halt]").get_attribute(
+        "disabled"
+    )
+
+    # A new bar published by the strategy reaches the page without a reload.
+    new_point = spread_point(POINTS + 7)
+    asyncio.run(_with_bus(redis_url, lambda bus: publish_point(bus, new_point)))
+    eventually(lambda: text(browser, "#z-value") == f"{new_point.z:.2f}", what="pushed z")
+    eventually(
+        lambda: (
+            browser.find_element("id", "chart-z").get_attribute("data-points") == str(POINTS + 1)
+        ),
+        what="pushed point drawn",
+    )
+
+    shot = tmp_path / "dashboard.png"
+    assert browser.save_screenshot(str(shot)) and shot.stat().st_size > 10_000
+    if target := os.environ.get("DASHBOARD_SCREENSHOT"):
+        shutil.copy(shot, target)
