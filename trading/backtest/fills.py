@@ -1,0 +1,194 @@
+"""The backtest's broker: fills an intent's legs against the book's bid/ask, with IB commissions.
+
+Fill rule (the same as ibsim's matching, without the displayed-size limit): a limit order fills
+in full when it is marketable against the quotes in force (a buy at the ask when ask <= limit,
+a sell at the bid when bid >= limit), else it rests and is tried again at every later bar
+close, and is cancelled at the end of the day it was placed (a DAY order). A buy-write leg
+(BAG: 100 TLT + 1 short call per unit) fills as its legs: a BUY buys TLT at the ask and sells
+the call at the bid, a SELL sells TLT at the bid and buys the call at the ask; the combo price
+is IB's convention ``100 x S - C`` (C per share) and is compared with the limit.
+
+Commissions: IB's fixed schedule as ibsim charges it (`SimConfig`: stock USD per share with a
+per-order minimum, options USD per contract); each leg of a combo is charged as its own order.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+from dataclasses import dataclass, field
+
+from trading.bus import Fill, IntentLeg, LegKind, OrderIntent, Side
+from trading.execution.marks import Marks
+from trading.ibsim.config import SimConfig
+
+SHARES_PER_UNIT = 100
+OPTION_MULTIPLIER = 100.0
+
+
+@dataclass(frozen=True, slots=True)
+class CommissionSchedule:
+    """IB's fixed commission schedule, read from ibsim's configuration (one source of truth)."""
+
+    stock_per_share_usd: float
+    stock_minimum_usd: float
+    option_per_contract_usd: float
+
+    @classmethod
+    def from_sim(cls, config: SimConfig | None = None) -> CommissionSchedule:
+        c = config or SimConfig()
+        return cls(
+            c.stock_commission_per_share_usd,
+            c.stock_commission_minimum_usd,
+            c.option_commission_per_contract_usd,
+        )
+
+    def stock_usd(self, shares: float) -> float:
+        """max(per_share x shares, minimum) for one stock order of ``shares``."""
+        return max(self.stock_per_share_usd * shares, self.stock_minimum_usd)
+
+    def option_usd(self, contracts: float) -> float:
+        """per_contract x contracts."""
+        return self.option_per_contract_usd * contracts
+
+
+@dataclass(frozen=True, slots=True)
+class LegExecution:
+    """What one intent leg did: the combo (or share) price, and the bus fills it produced."""
+
+    intent_id: str
+    leg_index: int
+    order_id: int
+    price: float
+    """Per unit in IB's convention: 100 x S - C for a buy-write, per share for TLTW."""
+    fills: tuple[Fill, ...]
+
+
+@dataclass(slots=True)
+class RestingOrder:
+    intent: OrderIntent
+    leg_index: int
+    order_id: int
+    day: str
+    """Exchange date (YYYY-MM-DD) it was placed on: cancelled once the day is over."""
+
+
+@dataclass
+class FillModel:
+    """Marketable-or-rest fills of intent legs against `Marks`; see the module docstring."""
+
+    schedule: CommissionSchedule = field(default_factory=CommissionSchedule.from_sim)
+    resting: dict[int, RestingOrder] = field(default_factory=dict)
+    _order_ids: itertools.count = field(default_factory=lambda: itertools.count(1))
+    _exec_ids: itertools.count = field(default_factory=lambda: itertools.count(1))
+
+    def next_order_id(self) -> int:
+        return next(self._order_ids)
+
+    def try_fill(
+        self, intent: OrderIntent, leg_index: int, order_id: int, marks: Marks, now: float
+    ) -> LegExecution | None:
+        """Fill the leg in full if it is marketable now, else None (it should rest)."""
+        leg = intent.legs[leg_index]
+        if leg.kind is LegKind.BUY_WRITE:
+            return self._fill_buy_write(intent, leg_index, leg, order_id, marks, now)
+        return self._fill_stock(intent, leg_index, leg, order_id, marks, now)
+
+    def _touch(self, marks: Marks, con_id: int, buying: bool, what: str) -> float:
+        mark = marks.get(con_id)
+        if mark is None:
+            raise ValueError(f"no quote for {what} (conId {con_id}): cannot fill")
+        return mark.ask if buying else mark.bid
+
+    def _fill_stock(
+        self,
+        intent: OrderIntent,
+        leg_index: int,
+        leg: IntentLeg,
+        order_id: int,
+        marks: Marks,
+        now: float,
+    ) -> LegExecution | None:
+        buying = leg.side is Side.BUY
+        price = self._touch(marks, leg.con_id, buying, leg.symbol)
+        if not _marketable(price, leg.limit_price, buying):
+            return None
+        fill = self._fill(
+            intent, order_id, leg.symbol, leg.symbol, leg.con_id, "STK", leg.side,
+            float(leg.quantity), price, 1.0, self.schedule.stock_usd(leg.quantity), now,
+        )  # fmt: skip
+        return LegExecution(intent.intent_id, leg_index, order_id, price, (fill,))
+
+    def _fill_buy_write(
+        self,
+        intent: OrderIntent,
+        leg_index: int,
+        leg: IntentLeg,
+        order_id: int,
+        marks: Marks,
+        now: float,
+    ) -> LegExecution | None:
+        if leg.option_con_id is None:
+            raise ValueError(f"intent {intent.intent_id} leg {leg_index}: option_con_id missing")
+        buying = leg.side is Side.BUY
+        stock_price = self._touch(marks, leg.con_id, buying, leg.symbol)
+        # The call is sold when the unit is bought (and bought back when it is sold).
+        call_price = self._touch(marks, leg.option_con_id, not buying, "the call")
+        combo = SHARES_PER_UNIT * stock_price - call_price
+        if not _marketable(combo, leg.limit_price, buying):
+            return None
+        call_mark = marks.get(leg.option_con_id)
+        call_symbol = call_mark.symbol if call_mark is not None else str(leg.option_con_id)
+        shares = float(leg.quantity * SHARES_PER_UNIT)
+        call_side = Side.SELL if buying else Side.BUY
+        fills = (
+            self._fill(
+                intent, order_id, leg.symbol, leg.symbol, leg.con_id, "STK", leg.side, shares,
+                stock_price, 1.0, self.schedule.stock_usd(shares), now,
+            ),
+            self._fill(
+                intent, order_id, leg.symbol, call_symbol, leg.option_con_id, "OPT", call_side,
+                float(leg.quantity), call_price, OPTION_MULTIPLIER,
+                self.schedule.option_usd(leg.quantity), now,
+            ),
+        )  # fmt: skip
+        return LegExecution(intent.intent_id, leg_index, order_id, combo, fills)
+
+    def _fill(
+        self,
+        intent: OrderIntent,
+        order_id: int,
+        symbol: str,
+        local_symbol: str,
+        con_id: int,
+        sec_type: str,
+        side: Side,
+        quantity: float,
+        price: float,
+        multiplier: float,
+        commission: float,
+        now: float,
+    ) -> Fill:
+        return Fill(
+            ts=now,
+            exec_id=f"bt.{next(self._exec_ids):08d}",
+            order_id=order_id,
+            perm_id=order_id,
+            intent_id=intent.intent_id,
+            symbol=symbol,
+            local_symbol=local_symbol,
+            con_id=con_id,
+            sec_type=sec_type,
+            side=side,
+            quantity=quantity,
+            price=price,
+            multiplier=multiplier,
+            commission=round(commission, 10),
+        )
+
+
+def _marketable(price: float, limit: float, buying: bool) -> bool:
+    if not (math.isfinite(price) and price > 0):
+        return False
+    # Half a tenth of a cent of slack: prices and limits are cents held in floats.
+    return price <= limit + 5e-4 if buying else price >= limit - 5e-4

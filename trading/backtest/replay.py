@@ -1,0 +1,289 @@
+"""The replay: bus messages through the live strategy and risk engines, with simulated fills.
+
+One loop drives the same objects as the live services, with nothing re-implemented:
+
+* `trading.strategy.engine.StrategyEngine` (the strategy service's engine) gets every message
+  through ``on_message``; each bar close yields spread points, signals and intents;
+* `trading.execution.engine.ExecutionEngine` (the risk service's engine) gates each intent
+  (``decide``), is told of orders (``order_sent``, ``on_status``) and fills (``on_fill``), and
+  runs its stop rules (``tick``) at every bar close while anything is held or working; the
+  orders it makes itself (flatten, stop, legging repair) go through ``decide`` like any other;
+* the strategy gets the decisions, the fills and the risk state, as over Redis;
+* `trading.backtest.fills.FillModel` stands in for IB.
+
+Time: the exchange timestamps of the data are the clock (``now`` of every engine call is the
+bar close the intent was made at); there is no wall clock, so a replay is deterministic.
+Latency is zero: an intent made at a bar close is gated and filled on the quotes of that bar
+close (the prices it was computed from), the optimistic end; the commissions and the half
+spread are still paid.
+
+The risk engine's marks are applied lazily (the latest quote per conId is kept, and applied
+before the engine is asked anything): a mark only ever holds the latest quote, so this gives
+the same answers as applying every tick, at a fraction of the cost while flat.
+
+Equity = ``capital_usd`` + the book's total P&L (realized - commissions + unrealized at mids),
+sampled at every bar close.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+
+from trading.backtest.fills import FillModel, LegExecution, RestingOrder
+from trading.bus import (
+    Alert,
+    DataHealth,
+    Fill,
+    Message,
+    OptionQuote,
+    OrderIntent,
+    Quote,
+    RiskDecision,
+    Signal,
+    SpreadPoint,
+)
+from trading.domain.market_hours import EXCHANGE_TIMEZONE
+from trading.execution.engine import Cancel, CancelAll, ExecutionEngine, Raise, Submit
+from trading.settings import Settings
+from trading.strategy.engine import StrategyEngine
+
+
+@dataclass(frozen=True, slots=True)
+class EquityPoint:
+    ts: float
+    equity_usd: float
+    gross_notional_usd: float
+    """Gross notional held (sum of |quantity x multiplier x mid|) at this bar close."""
+
+
+@dataclass(frozen=True, slots=True)
+class IntentRecord:
+    """An intent, risk's decision on it, and what filled (in order of decision)."""
+
+    intent: OrderIntent
+    decision: RiskDecision
+    executions: tuple[LegExecution, ...] = ()
+    source: str = "strategy"
+    """"strategy" or "risk" (flatten, stop and legging repairs the risk engine makes)."""
+
+
+@dataclass
+class BacktestResult:
+    """Everything a replay produced, in time order."""
+
+    settings: Settings
+    equity: list[EquityPoint] = field(default_factory=list)
+    spread_points: list[SpreadPoint] = field(default_factory=list)
+    signals: list[Signal] = field(default_factory=list)
+    records: list[IntentRecord] = field(default_factory=list)
+    fills: list[Fill] = field(default_factory=list)
+    fill_mids: dict[str, float] = field(default_factory=dict)
+    """The mid of each fill's instrument when it filled, by exec id (the half-spread cost)."""
+    alerts: list[Alert] = field(default_factory=list)
+    messages: int = 0
+    bad_messages: int = 0
+    bars: int = 0
+    skipped_bars: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def intents(self) -> list[OrderIntent]:
+        return [r.intent for r in self.records]
+
+    @property
+    def capital_usd(self) -> float:
+        return self.settings.strategy.capital_usd
+
+
+class Replay:
+    """Drives the engines over a message stream; see the module docstring."""
+
+    def __init__(self, settings: Settings, fill_model: FillModel | None = None) -> None:
+        self.settings = settings
+        self.strategy = StrategyEngine.from_settings(settings)
+        self.execution = ExecutionEngine(settings.risk, stop_z=settings.strategy.stop_z)
+        self.fills = fill_model or FillModel()
+        self.result = BacktestResult(settings)
+        self._pending_marks: dict[int, Quote | OptionQuote] = {}
+        self._risk_state = str(self.execution.state)
+        self._flat_equity = settings.strategy.capital_usd
+        self._held = False
+
+    # the loop -------------------------------------------------------------------------------
+
+    def run(
+        self, messages: Iterable[Message], on_bar: Callable[[float], None] | None = None
+    ) -> BacktestResult:
+        result = self.result
+        strategy = self.strategy
+        pending = self._pending_marks
+        for msg in messages:
+            result.messages += 1
+            try:
+                step = strategy.on_message(msg)
+            except ValueError:
+                # The live service drops the one message, counts it and goes on.
+                result.bad_messages += 1
+                continue
+            if step.bar_end_ts is not None:
+                self._bar_closed(step)
+                if on_bar is not None:
+                    on_bar(step.bar_end_ts)
+            if isinstance(msg, Quote | OptionQuote):
+                pending[msg.con_id] = msg
+            elif isinstance(msg, DataHealth):
+                self.execution.on_market(msg)
+        return result
+
+    def _bar_closed(self, step) -> None:
+        result = self.result
+        now = float(step.bar_end_ts)
+        result.bars += 1
+        if step.skipped:
+            key = step.skipped.split(":", 1)[0]
+            result.skipped_bars[key] = result.skipped_bars.get(key, 0) + 1
+        if step.spread_point is not None:
+            result.spread_points.append(step.spread_point)
+            self.execution.on_market(step.spread_point)
+        result.signals.extend(step.signals)
+        active = bool(step.intents) or self._held or bool(self.fills.resting)
+        if active:
+            self._apply_marks()
+            for intent in step.intents:
+                self._submit(intent, now, "strategy")
+            self._retry_resting(now)
+            self._run_actions(self.execution.tick(now), now)
+            self._sync_risk_state(now)
+        self._record_equity(now)
+
+    # marks and risk state -------------------------------------------------------------------
+
+    def _apply_marks(self) -> None:
+        if not self._pending_marks:
+            return
+        for msg in self._pending_marks.values():
+            try:
+                self.execution.on_market(msg)
+            except ValueError:
+                self.result.bad_messages += 1
+        self._pending_marks.clear()
+
+    def _sync_risk_state(self, now: float) -> None:
+        state = str(self.execution.state)
+        if state != self._risk_state:
+            self._risk_state = state
+            self.strategy.on_risk_status(self.execution.risk_status(now))
+
+    # orders ---------------------------------------------------------------------------------
+
+    def _submit(self, intent: OrderIntent, now: float, source: str) -> None:
+        execution = self.execution
+        decision = execution.decide(intent, now)
+        self.result.signals.extend(self.strategy.on_decision(decision))
+        executions: list[LegExecution] = []
+        if decision.approved:
+            for index in range(len(intent.legs)):
+                order_id = self.fills.next_order_id()
+                execution.order_sent(intent.intent_id, index, order_id, now)
+                done = self._try(intent, index, order_id, now)
+                if done is None:
+                    execution.on_status(order_id, "Submitted", 0.0, intent.legs[index].quantity,
+                                        0.0, now)  # fmt: skip
+                    self.fills.resting[order_id] = RestingOrder(
+                        intent, index, order_id, _exchange_day(now)
+                    )
+                else:
+                    executions.append(done)
+        self.result.records.append(IntentRecord(intent, decision, tuple(executions), source))
+
+    def _try(
+        self, intent: OrderIntent, index: int, order_id: int, now: float
+    ) -> LegExecution | None:
+        try:
+            done = self.fills.try_fill(intent, index, order_id, self.execution.marks, now)
+        except ValueError as exc:
+            self.execution.on_reject(order_id, 201, str(exc), now)
+            return None
+        if done is None:
+            return None
+        quantity = float(intent.legs[index].quantity)
+        self.execution.on_status(order_id, "Filled", quantity, 0.0, done.price, now)
+        for fill in done.fills:
+            self._book(fill)
+        return done
+
+    def _book(self, fill: Fill) -> None:
+        if self.execution.on_fill(fill):
+            self.strategy.on_fill(fill)
+            self.result.fills.append(fill)
+            mark = self.execution.marks.get(fill.con_id)
+            if mark is not None:
+                self.result.fill_mids[fill.exec_id] = mark.mid
+        self._held = bool(self.execution.book.open_pairs())
+        if not self._held:
+            self._flat_equity = self._equity_now()
+
+    def _retry_resting(self, now: float) -> None:
+        today = _exchange_day(now)
+        for order_id, order in list(self.fills.resting.items()):
+            if order.day != today:
+                self._cancel(order_id, now)
+                continue
+            done = self._try(order.intent, order.leg_index, order_id, now)
+            if done is not None:
+                del self.fills.resting[order_id]
+                self._attach(order.intent.intent_id, done)
+
+    def _attach(self, intent_id: str, done: LegExecution) -> None:
+        records = self.result.records
+        for i in range(len(records) - 1, -1, -1):
+            if records[i].intent.intent_id == intent_id:
+                r = records[i]
+                records[i] = IntentRecord(r.intent, r.decision, (*r.executions, done), r.source)
+                return
+
+    def _cancel(self, order_id: int, now: float) -> None:
+        order = self.fills.resting.pop(order_id, None)
+        if order is not None:
+            remaining = float(order.intent.legs[order.leg_index].quantity)
+            self.execution.on_status(order_id, "Cancelled", 0.0, remaining, 0.0, now)
+
+    def _run_actions(self, actions: list, now: float) -> None:
+        for action in actions:
+            if isinstance(action, Submit):
+                self._submit(action.intent, now, "risk")
+            elif isinstance(action, Cancel):
+                for order_id in action.order_ids:
+                    self._cancel(order_id, now)
+            elif isinstance(action, CancelAll):
+                for order_id in list(self.fills.resting):
+                    self._cancel(order_id, now)
+            elif isinstance(action, Raise):
+                self.result.alerts.append(action.alert)
+
+    # equity ---------------------------------------------------------------------------------
+
+    def _equity_now(self) -> float:
+        total = self.execution.book.total_pnl(self.execution.mark_prices())["total"]
+        return self.settings.strategy.capital_usd + total
+
+    def _record_equity(self, now: float) -> None:
+        if not self._held:
+            self.result.equity.append(EquityPoint(now, self._flat_equity, 0.0))
+            return
+        marks = self.execution.mark_prices()
+        book = self.execution.book
+        gross = 0.0
+        for con_id, quantity in book.net_quantities().items():
+            meta = book.meta.get(con_id)
+            multiplier = meta.multiplier if meta is not None else 1.0
+            gross += abs(quantity * multiplier * marks.get(con_id, 0.0))
+        total = book.total_pnl(marks)["total"]
+        self.result.equity.append(
+            EquityPoint(now, self.settings.strategy.capital_usd + total, gross)
+        )
+
+
+def _exchange_day(ts: float) -> str:
+    return datetime.fromtimestamp(ts, UTC).astimezone(EXCHANGE_TIMEZONE).date().isoformat()

@@ -1,0 +1,89 @@
+"""Market data for the backtest as the bus messages data-ingestion publishes, in time order.
+
+Sources:
+
+* ``sim``: ibsim's market model (`trading.ibsim.market.MarketModel`), seeded, through the
+  strategy's socket-free feed (`trading.strategy.simfeed.simulated_messages`): one-minute bars
+  of TLT and TLTW quotes, TLTW's NAV and distributions, the front monthly calls with the model's
+  Greeks. The model is anchored where the live ibsim is (2026-11-02 09:30 New York, reaching
+  back ``history_days`` sessions), so a seeded period is the same market the live stack sees.
+  The ground truth (TLTW's premium to NAV) comes with it, for the R-squared of the spread.
+* ``csv``: a file in the format of `trading.backtest.csvfile` (validated before replay).
+* ``ib``: historical bars from IB's reqHistoricalData (`trading.backtest.ibsource`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import date, datetime, timedelta
+
+import numpy as np
+import pandas as pd
+
+from trading.bus import Message
+from trading.ibsim.config import DEFAULT_START, ET, SimConfig
+from trading.ibsim.market import MarketModel
+from trading.strategy.simfeed import FeedConfig, simulated_messages
+
+BACKTEST_FEED = FeedConfig()
+"""Three monthlies, strikes 95-107% of the session's open (the strategy's research feed): wide
+enough that a call still held after spot moved keeps its quotes (the risk gate refuses to
+trade against a stale quote of anything in the book)."""
+
+
+@dataclass(frozen=True, slots=True)
+class SimSource:
+    """ibsim's market for ``seed``, premium scale and half-life, from ``start`` to ``end``."""
+
+    seed: int
+    start: date
+    end: date
+    premium_bp: float = 20.0
+    premium_half_life_days: float = 1.0
+    feed: FeedConfig = BACKTEST_FEED
+
+    def __post_init__(self) -> None:
+        if self.end < self.start:
+            raise ValueError(f"end {self.end} is before start {self.start}")
+
+    def model(self) -> MarketModel:
+        anchor = DEFAULT_START
+        sessions_back = int(np.busday_count(self.start, anchor.date())) + 5
+        return MarketModel(
+            SimConfig(
+                seed=self.seed,
+                start=anchor,
+                history_days=max(300, sessions_back),
+                premium_bp=self.premium_bp,
+                premium_half_life_days=self.premium_half_life_days,
+            )
+        )
+
+    def messages(self, model: MarketModel | None = None) -> Iterator[Message]:
+        return simulated_messages(model or self.model(), self.start, self.end, self.feed)
+
+    def sessions(self, model: MarketModel | None = None) -> int:
+        """Trading sessions in the period (for the progress bar)."""
+        m = model or self.model()
+        return sum(1 for d in m.calendar.dates if self.start <= d <= self.end)
+
+
+def true_premium(model: MarketModel, start: date, end: date) -> pd.Series:
+    """TLTW's premium to NAV (a fraction) at each one-minute bar close, indexed by the close as
+    epoch seconds: the ground truth the spread should track."""
+    frame = model.bars(start, end, bar="1 min")
+    closes = np.array([(t + timedelta(minutes=1)).timestamp() for t in frame.index])
+    return pd.Series(frame["tltw_premium"].to_numpy(), index=closes, name="premium")
+
+
+def parse_day(text: str) -> date:
+    """A YYYY-MM-DD date (ValueError naming the text otherwise)."""
+    try:
+        return date.fromisoformat(text)
+    except ValueError:
+        raise ValueError(f"date must be YYYY-MM-DD, got {text!r}") from None
+
+
+def session_open(day: date) -> datetime:
+    return datetime(day.year, day.month, day.day, 9, 30, tzinfo=ET)
