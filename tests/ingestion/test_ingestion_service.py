@@ -374,7 +374,7 @@ async def _counter_above(metric, label, value) -> bool:
 async def test_option_subscriptions_follow_tlt_when_it_moves_a_strike(gateway, redis_url):
     async with ingestion(gateway, redis_url, max_market_data_lines=14) as running:
         await async_eventually(lambda: _lines(running, 14), 5, what="14 lines")
-        chain = await running.bus.get_latest(Keys.CHAIN, OptionChain)
+        chain = await async_eventually(lambda: running.bus.get_latest(Keys.CHAIN, OptionChain))
         assert sorted({o.strike for o in chain.subscribed}) == [88.0, 89.0, 90.0, 91.0, 92.0, 93.0]
         # The feed believes TLT is at 93.4: the calls move up and the ones far below go.
         running.feed._recentring = True  # hold the tick-driven re-centre while we move it

@@ -771,13 +771,13 @@ class MarketDataFeed:
             STALE.labels(name).set(1 if h.status is DataStatus.STALE else 0)
         if not changes:
             return
+        self._update_status()  # the heartbeat agrees with md:health from the moment it is sent
         batch = Batch()
         for change in changes:
             data = encode(change)
             batch.hset_latest(Keys.HEALTH, change.symbol, data)
             batch.publish(Channels.HEALTH, data)
         await self.bus.execute(batch)
-        self._update_status()
         for change in changes:
             level = logging.INFO if change.status is DataStatus.OK else logging.WARNING
             self.log.log(
