@@ -26,6 +26,7 @@ from trading.bus import (
     Channels,
     DataHealth,
     DataStatus,
+    Dividends,
     EtfNav,
     Keys,
     OptionChain,
@@ -144,10 +145,14 @@ async def test_quotes_greeks_and_nav_land_in_redis_within_a_second_of_start(
             tlt = await bus.get_latest(Keys.quote("TLT"), Quote)
             tltw = await bus.get_latest(Keys.quote("TLTW"), Quote)
             nav = await bus.get_latest(Keys.nav("TLTW"), EtfNav)
+            div = await bus.get_latest(Keys.dividends("TLTW"), Dividends)
             options = await bus.hget_all(Keys.OPTION_INDEX, OptionQuote)
-            return tlt and tltw and nav and len(options) == 14 and (tlt, tltw, nav, options)
+            ready = tlt and tltw and nav and div and len(options) == 14
+            return ready and (tlt, tltw, nav, div, options)
 
-        tlt, tltw, nav, options = await async_eventually(everything_there, 1.0, what="all data")
+        tlt, tltw, nav, div, options = await async_eventually(
+            everything_there, 1.0, what="all data"
+        )
         elapsed = time.monotonic() - start
         chain = await bus.get_latest(Keys.CHAIN, OptionChain)
     finally:
@@ -160,6 +165,10 @@ async def test_quotes_greeks_and_nav_land_in_redis_within_a_second_of_start(
     assert tlt.con_id == 15547841 and 0 < tlt.bid <= tlt.ask
     assert tltw.symbol == "TLTW" and 0 < tltw.bid <= tltw.ask
     assert 0.9 < tltw.bid / nav.nav < 1.1  # TLTW trades near its NAV
+    # TLTW's next distribution (IB's dividend tick): the first session of December, a twelfth
+    # of ibsim's 12% yield on NAV.
+    assert div.next_ex_date == "20261201"
+    assert div.next_amount == pytest.approx(0.12 / 12 * nav.nav, rel=0.01)
     if library == "ib_async":  # ib_insync drops tick type 45: the receive time stands in
         assert tlt.ts_exchange < tlt.ts_recv - 86_400  # ibsim's clock is in its own past
     # Front monthly and the next, 3 strikes each side of the money: 2 x 7 calls.

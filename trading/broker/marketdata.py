@@ -32,6 +32,7 @@ from trading.broker.translate import (
     DropReason,
     bar_end_time,
     chain_option_from_contract,
+    dividends_from_ticker,
     nav_from_ticks,
     option_quote_from_ticker,
     option_quotes_from_bars,
@@ -61,10 +62,11 @@ from trading.settings import Settings
 UNDERLYING = "TLT"
 ETF = "TLTW"
 STOCK_GENERIC_TICKS = ""
-ETF_GENERIC_TICKS = "576,577,578"
-"""IB's ETF NAV generic ticks (tick types 92-99: NAV close, prior close, bid, ask, last, frozen
-last, high, low). ib_async maps them to ticker.etfNav*; ib_insync ignores them but keeps them
-in ticker.ticks, which is what `nav_from_ticks` reads."""
+ETF_GENERIC_TICKS = "456,576,577,578"
+"""IB's dividend generic tick (456: tick type 59, the distributions the strategy adds back for
+total return) and ETF NAV generic ticks (tick types 92-99: NAV close, prior close, bid, ask,
+last, frozen last, high, low). ib_async maps the NAV ticks to ticker.etfNav*; ib_insync ignores
+them but keeps them in ticker.ticks, which is what `nav_from_ticks` reads."""
 OPTION_GENERIC_TICKS = ""
 """Model Greeks (tick type 13) come with every option subscription; nothing extra is needed."""
 DELAYED_MARKET_DATA = 3
@@ -410,6 +412,7 @@ class MarketDataFeed:
         self._options_published: set[int] = set()  # con_ids in OPTION_INDEX / HEALTH
         self._batch = Batch()  # publishes, history entries, deletions: in order
         self._latest: dict[str, bytes] = {}  # key -> newest value: one MSET per round
+        self._last_dividends: tuple | None = None
         self._index: dict[str, bytes] = {}  # con_id -> newest option: one HSET per round
         self._batch_ts: list[float] = []
         self._batch_lines: list[_Line] = []
@@ -701,6 +704,7 @@ class MarketDataFeed:
                 )  # fmt: skip
             if name == ETF:
                 self._nav(ticker, msg.ts_exchange, ts_recv, batch)
+                self._dividends(ticker, msg.ts_exchange, batch)
             elif name == UNDERLYING:
                 self._maybe_recentre((msg.bid + msg.ask) / 2.0)
         if batch.commands or self._latest:
@@ -716,6 +720,23 @@ class MarketDataFeed:
             data = encode(nav)
             self._latest[Keys.nav(ETF)] = data
             batch.publish(Channels.NAV, data)
+
+    def _dividends(self, ticker: Any, ts_exchange: float, batch: Batch) -> None:
+        """Publish the distributions when IB's dividend tick changes (once a session or so)."""
+        try:
+            div = dividends_from_ticker(ticker, ETF, ts_exchange)
+        except BadTick as bad:
+            self._drop(ETF, bad)
+            return
+        if div is None:
+            return
+        key = (div.past_12m, div.next_12m, div.next_ex_date, div.next_amount)
+        if key == self._last_dividends:
+            return
+        self._last_dividends = key
+        data = encode(div)
+        self._latest[Keys.dividends(ETF)] = data
+        batch.publish(Channels.NAV, data)
 
     def _drop(self, name: str, bad: BadTick) -> None:
         DROPS.labels(bad.reason.value).inc()

@@ -21,7 +21,7 @@ from typing import Any
 
 import numpy as np
 
-from trading.bus import ChainOption, EtfNav, OptionQuote, Quote
+from trading.bus import ChainOption, Dividends, EtfNav, OptionQuote, Quote
 from trading.domain import black_scholes as bs
 from trading.domain.market_hours import EXCHANGE_TIMEZONE
 from trading.domain.options import EXPIRY_CLOSE_TIME
@@ -48,6 +48,7 @@ class DropReason(StrEnum):
     IMPLAUSIBLE_IV = "implausible_iv"  # implied vol <= 0 or above the configured ceiling
     IMPLAUSIBLE_GREEKS = "implausible_greeks"  # call delta outside [0, 1], gamma or vega < 0
     BAD_NAV = "bad_nav"
+    BAD_DIVIDENDS = "bad_dividends"
     STALE = "stale"  # silent longer than the configured time
 
 
@@ -251,6 +252,31 @@ def nav_from_ticks(ticks: Any, symbol: str, ts_exchange: float, ts_recv: float) 
     if not isinstance(value, int | float) or not math.isfinite(value) or value <= 0.0:
         raise BadTick(DropReason.BAD_NAV, "nav", value, symbol)
     return EtfNav(symbol=symbol, nav=float(value), ts_exchange=ts_exchange, ts_recv=ts_recv)
+
+
+def dividends_from_ticker(ticker: Any, symbol: str, ts: float) -> Dividends | None:
+    """IB's dividend tick (59, generic tick 456) as parsed by the client into
+    ``ticker.dividends`` (past12Months, next12Months, nextDate, nextAmount); None when absent.
+    BadTick when an amount is negative or not finite."""
+    div = getattr(ticker, "dividends", None)
+    if div is None:
+        return None
+    amounts = {}
+    for name in ("past12Months", "next12Months", "nextAmount"):
+        value = getattr(div, name, None)
+        value = 0.0 if value is None else value
+        if not isinstance(value, int | float) or not math.isfinite(value) or value < 0.0:
+            raise BadTick(DropReason.BAD_DIVIDENDS, name, value, symbol)
+        amounts[name] = float(value)
+    next_date = getattr(div, "nextDate", None)
+    return Dividends(
+        symbol=symbol,
+        past_12m=amounts["past12Months"],
+        next_12m=amounts["next12Months"],
+        next_ex_date=next_date.strftime("%Y%m%d") if next_date else "",
+        next_amount=amounts["nextAmount"],
+        ts=ts,
+    )
 
 
 def chain_option_from_contract(contract: Any) -> ChainOption:
