@@ -39,6 +39,7 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from fastapi.staticfiles import StaticFiles
 from fastapi.templating import Jinja2Templates
 from prometheus_client import Gauge
+from pydantic import BaseModel
 
 from trading.bus import Bus
 from trading.dashboard import models as m
@@ -170,47 +171,41 @@ def create_app(
         context = {"controls_enabled": enabled, "commands": list(m.ControlCommand)}
         return templates.TemplateResponse(request, "index.html", context)
 
-    @app.get("/api/spread", tags=["panels"])
-    async def spread(
-        q: Queries, limit: Points = DEFAULT_POINTS, since: Since = None
-    ) -> m.SpreadPanel:
-        return await q.spread(limit, since)
+    @app.get("/api/spread", tags=["panels"], response_model=m.SpreadPanel)
+    async def spread(q: Queries, limit: Points = DEFAULT_POINTS, since: Since = None) -> Response:
+        return json_response(await q.spread(limit, since))
 
-    @app.get("/api/prices", tags=["panels"])
-    async def prices(
-        q: Queries, limit: Points = DEFAULT_POINTS, since: Since = None
-    ) -> m.PricesPanel:
-        return await q.prices(limit, since)
+    @app.get("/api/prices", tags=["panels"], response_model=m.PricesPanel)
+    async def prices(q: Queries, limit: Points = DEFAULT_POINTS, since: Since = None) -> Response:
+        return json_response(await q.prices(limit, since))
 
-    @app.get("/api/hedge", tags=["panels"])
-    async def hedge(
-        q: Queries, limit: Points = DEFAULT_POINTS, since: Since = None
-    ) -> m.HedgePanel:
-        return await q.hedge(limit, since)
+    @app.get("/api/hedge", tags=["panels"], response_model=m.HedgePanel)
+    async def hedge(q: Queries, limit: Points = DEFAULT_POINTS, since: Since = None) -> Response:
+        return json_response(await q.hedge(limit, since))
 
-    @app.get("/api/option", tags=["panels"])
-    async def option(q: Queries) -> m.OptionPanel:
-        return await q.option()
+    @app.get("/api/option", tags=["panels"], response_model=m.OptionPanel)
+    async def option(q: Queries) -> Response:
+        return json_response(await q.option())
 
-    @app.get("/api/book", tags=["panels"])
-    async def book(q: Queries, fills: Annotated[int, Query(ge=1, le=1000)] = 20) -> m.BookPanel:
-        return await q.book(fills)
+    @app.get("/api/book", tags=["panels"], response_model=m.BookPanel)
+    async def book(q: Queries, fills: Annotated[int, Query(ge=1, le=1000)] = 20) -> Response:
+        return json_response(await q.book(fills))
 
-    @app.get("/api/risk", tags=["panels"])
-    async def risk(q: Queries) -> m.RiskPanel:
-        return await q.risk()
+    @app.get("/api/risk", tags=["panels"], response_model=m.RiskPanel)
+    async def risk(q: Queries) -> Response:
+        return json_response(await q.risk())
 
-    @app.get("/api/health", tags=["panels"])
-    async def health(q: Queries) -> m.HealthPanel:
-        return await q.health()
+    @app.get("/api/health", tags=["panels"], response_model=m.HealthPanel)
+    async def health(q: Queries) -> Response:
+        return json_response(await q.health())
 
-    @app.get("/api/alerts", tags=["panels"])
-    async def alerts(q: Queries, limit: Annotated[int, Query(ge=1, le=1000)] = 50) -> m.AlertsPanel:
-        return await q.alerts(limit)
+    @app.get("/api/alerts", tags=["panels"], response_model=m.AlertsPanel)
+    async def alerts(q: Queries, limit: Annotated[int, Query(ge=1, le=1000)] = 50) -> Response:
+        return json_response(await q.alerts(limit))
 
-    @app.get("/healthz", tags=["health"])
-    async def healthz(q: Queries) -> m.Healthz:
-        return await q.healthz()
+    @app.get("/healthz", tags=["health"], response_model=m.Healthz)
+    async def healthz(q: Queries) -> Response:
+        return json_response(await q.healthz())
 
     @app.get(
         "/plots/{name}.png",
@@ -254,6 +249,12 @@ def create_app(
         return await q.send_command(command, body or m.ControlRequest())
 
     return app
+
+
+def json_response(panel: BaseModel) -> Response:
+    """The panel serialised once by pydantic (in Rust). Returning a Response skips FastAPI's
+    re-validation of an already-validated model: half the time of a large series panel."""
+    return Response(panel.model_dump_json(), media_type="application/json")
 
 
 async def counted(events: AsyncIterator[bytes]) -> AsyncIterator[bytes]:

@@ -224,20 +224,19 @@ class DashboardQueries:
         await self.spread_series.refresh()
         await self.signal_series.refresh()
         columns = self.spread_series.newest(limit, since)
-        first_ts = self.spread_series.newest(limit)["ts"][:1]
+        first_ts = self.spread_series.first_ts(limit)
         signals = self.signal_series.newest(MAX_MARKERS)
         markers = [
             TradeMarker(ts=ts, action=action, state=state, z=z, spread=spread, reason=reason)
             for ts, action, state, z, spread, reason in zip(*signals.values(), strict=True)
-            if not first_ts or ts >= first_ts[0]
+            if first_ts is None or ts >= first_ts
         ]
-        newest_write = await self.bus.redis.xrevrange(Streams.SPREAD, count=1)
         return SpreadPanel(
             latest=latest,
             bands=self._bands(latest),
             series=SpreadSeries(**columns),
             markers=markers,
-            age_s=self._age(_entry_ts(newest_write[0][0])) if newest_write else None,
+            age_s=self._age(self.spread_series.last_write_ts),
         )
 
     @bounded

@@ -131,6 +131,16 @@ class StreamColumns:
             for name, column in zip(self.names, self._columns, strict=True)
         }
 
+    def first_ts(self, limit: int) -> float | None:
+        """Timestamp of the oldest of the newest `limit` rows."""
+        size = len(self)
+        return self._columns[0][size - min(limit, size)] if size else None
+
+    @property
+    def last_write_ts(self) -> float | None:
+        """Wall-clock time Redis appended the newest entry held (its id's milliseconds)."""
+        return None if self._last_id is None else self._last_id[0] / 1000.0
+
     def last(self, column: str) -> Any | None:
         values = self._columns[self.names.index(column)]
         return values[-1] if values else None
