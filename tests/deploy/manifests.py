@@ -22,7 +22,7 @@ MONITORING_MANIFEST = ROOT / "k8s" / "monitoring-stack.yaml"
 IBSIM_MANIFEST = ROOT / "k8s" / "ibsim.yaml"
 MANIFESTS = (MAIN_MANIFEST, MONITORING_MANIFEST, IBSIM_MANIFEST)
 WORKFLOW = ROOT / ".github" / "workflows" / "ci-cd.yml"
-DEPLOY_DOC = ROOT / "docs" / "deploy.md"
+DEPLOY_DOC = ROOT / "README.md"
 NAMESPACE = "trading"
 
 SERVICE_NAMES = tuple(name for name, _ in SERVICES)

@@ -426,9 +426,9 @@ def test_secrets_are_referenced_by_name_and_the_deploy_guide_creates_each():
         # The command with its continuation lines.
         pattern = rf"create secret generic {name}\b(?P<args>(?:[^\n]*\\\n)*[^\n]*)"
         command = re.search(pattern, guide)
-        assert command, f"docs/deploy.md does not create Secret {name}"
+        assert command, f"the README does not create Secret {name}"
         assert re.search(rf"--from-(literal|file)={re.escape(key)}=", command["args"]), (
-            f"docs/deploy.md: Secret {name} lacks key {key}"
+            f"README: Secret {name} lacks key {key}"
         )
 
 
