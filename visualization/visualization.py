@@ -26,20 +26,18 @@ from __future__ import annotations
 import asyncio
 import logging
 import sys
-import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Annotated
 
+import uvicorn
 from fastapi import Depends, FastAPI, HTTPException, Query, Request
 from fastapi import Path as PathParam
 from fastapi.responses import HTMLResponse, JSONResponse, Response, StreamingResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from fastapi.staticfiles import StaticFiles
 from fastapi.templating import Jinja2Templates
-from prometheus_client import Gauge
-from pydantic import BaseModel
 
 from trading.bus import Bus
 from trading.dashboard import models as m
@@ -51,38 +49,14 @@ from trading.dashboard.queries import (
     DashboardQueries,
     DataUnavailable,
 )
-from trading.observability import heartbeat_loop, histogram, setup_logging, start_metrics
+from trading.dashboard.web import GracefulServer, RequestTimer, counted, json_response
+from trading.observability import heartbeat_loop, setup_logging, start_metrics
 from trading.redis_server import redis_url_or_embedded
 from trading.settings import Settings, SettingsError, load_settings
 
 SERVICE = "visualization"
 HERE = Path(__file__).resolve().parent
 log = logging.getLogger(SERVICE)
-
-REQUEST_SECONDS = histogram(
-    "trading_dashboard_request_seconds", "Dashboard HTTP request latency", ("route",)
-)
-LIVE_PAGES = Gauge("trading_dashboard_live_pages", "Pages connected to the live event stream")
-
-
-class RequestTimer:
-    """ASGI middleware timing each request by its route template (not its raw path)."""
-
-    def __init__(self, app) -> None:
-        self.app = app
-
-    async def __call__(self, scope, receive, send) -> None:
-        if scope["type"] != "http":
-            return await self.app(scope, receive, send)
-        start = time.perf_counter()
-        try:
-            await self.app(scope, receive, send)
-        finally:
-            route = scope.get("route")
-            REQUEST_SECONDS.labels(getattr(route, "path", "unmatched")).observe(
-                time.perf_counter() - start
-            )
-
 
 BEARER = HTTPBearer(auto_error=False, description="TRADING_HTTP__TOKEN")
 
@@ -251,25 +225,8 @@ def create_app(
     return app
 
 
-def json_response(panel: BaseModel) -> Response:
-    """The panel serialised once by pydantic (in Rust). Returning a Response skips FastAPI's
-    re-validation of an already-validated model: half the time of a large series panel."""
-    return Response(panel.model_dump_json(), media_type="application/json")
-
-
-async def counted(events: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
-    LIVE_PAGES.inc()
-    try:
-        async for event in events:
-            yield event
-    finally:
-        LIVE_PAGES.dec()
-
-
 def main() -> None:
     """Process entry point: settings, logging, metrics, Redis (embedded if unset), uvicorn."""
-    import uvicorn
-
     try:
         settings = load_settings()
     except SettingsError as exc:
@@ -289,7 +246,7 @@ def main() -> None:
         timeout_graceful_shutdown=3,  # live event streams never end by themselves
     )
     try:
-        uvicorn.Server(config).run()
+        GracefulServer(config).run()
     finally:
         if embedded is not None:
             embedded.stop()
