@@ -355,3 +355,19 @@ async def test_a_fast_clock_skips_the_night_and_keeps_serving(ibm):
             assert sim.date() > date(2026, 11, 2)
             assert (9, 30) <= (sim.hour, sim.minute) < (16, 0)  # always inside a session
             assert ticker.bid > 0
+
+
+async def test_the_master_client_sees_every_clients_orders(ibm):
+    with SimulatedGateway(SimConfig(seed=2, speed=1e-9, master_client_id=9), port=0) as gw:
+        async with connected(ibm, gw, client_id=9) as master, connected(ibm, gw, 1) as trader:
+            (tlt,) = await qualified(trader, ibm.Stock("TLT", "SMART", "USD"))
+            order = ibm.MarketOrder("BUY", 100, orderRef="intent-1")
+            trade = trader.placeOrder(tlt, order)
+            await eventually(lambda: trade.isDone())
+            seen = await eventually(
+                lambda: [t for t in master.trades() if t.order.orderRef == "intent-1"]
+            )
+            assert seen[0].orderStatus.status == "Filled"
+            assert [f.execution.execId for f in seen[0].fills] == [
+                f.execution.execId for f in trade.fills
+            ]

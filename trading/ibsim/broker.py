@@ -168,7 +168,7 @@ class Broker:
             if existing is not None and existing.done:
                 raise OrderRejected(103, f"Duplicate order id {request.order_id}")
             today = self.registry.calendar.dates[board.snapshot.session]
-            instrument, legs = self._resolve(request, today)
+            instrument, legs = self.resolve(request, today)
             self._validate(request)
         except OrderRejected as rejection:
             self.listener.order_error(client_id, request.order_id, rejection.code, str(rejection))
@@ -213,9 +213,10 @@ class Broker:
         self._next_perm_id += 1
         return self._next_perm_id
 
-    def _resolve(
+    def resolve(
         self, request: OrderRequest, today: date
     ) -> tuple[Instrument | None, tuple[Leg, ...]]:
+        """The order's instrument (None for a BAG) and its combo legs; OrderRejected if unknown."""
         if request.contract.sec_type.upper() == "BAG":
             if not request.legs:
                 raise OrderRejected(201, "Order rejected - reason:a BAG order needs combo legs")

@@ -67,6 +67,9 @@ class SimConfig:
     stock_commission_minimum_usd: float = 1.0
     option_commission_per_contract_usd: float = 0.65
     server_version: int = 176
+    master_client_id: int | None = None
+    """As TWS's "Master API client ID": this client also receives every other client's order
+    status, open orders and executions (None: each client sees only its own)."""
 
     def __post_init__(self) -> None:
         positive = (

@@ -166,7 +166,7 @@ def _series(
     values = _transform(instrument, what, seconds_series(model, instrument, session))
     if instrument.is_option or what not in (WhatToShow.TRADES, WhatToShow.ADJUSTED_LAST):
         return values, None
-    micro = model._micro(session)
+    micro = model.microstructure(session)
     return values, micro[5] if instrument.con_id == TLT.con_id else micro[7]
 
 
@@ -330,7 +330,7 @@ def frame(
     rows = []
     for session in range(cal.session_at(start_tau), cal.session_at(end_tau - 1e-9) + 1):
         tlt = np.exp(model.tlt_log_path(session))
-        nav = model._nav_seconds(session) * model._nav_scale
+        nav = model.tltw_nav_seconds(session)
         premium = model.premium_seconds(session)
         tltw = nav * (1.0 + premium)
         position = model.index_position(session)

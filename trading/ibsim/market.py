@@ -253,7 +253,7 @@ class MarketModel:
             self._premium_end.append(float(self._premium_minutes(len(self._premium_end))[-1]))
         return self._premium_end[i - 1] if i > 0 else 0.0
 
-    def _micro(self, i: int) -> np.ndarray:
+    def microstructure(self, i: int) -> np.ndarray:
         """Per-second microstructure of session ``i``: rows of quote sizes and prints."""
 
         def build() -> np.ndarray:
@@ -317,7 +317,7 @@ class MarketModel:
         bid, ask = option_bid_ask(g.price)
         session = self.calendar.session_at(tau)
         second = min(int(tau - self.calendar.start_tau[session]), self.calendar.seconds[session])
-        sizes = self._micro(session)[4]
+        sizes = self.microstructure(session)[4]
         offset = int(option.strike * 2) % 17
         quote = Quote(float(bid), float(ask), float(sizes[second]), float(sizes[second - offset]))
         return OptionQuote(
@@ -494,9 +494,13 @@ class MarketModel:
             )
         return premium
 
+    def tltw_nav_seconds(self, i: int) -> np.ndarray:
+        """TLTW NAV at each second of session ``i``."""
+        return self._nav_scale * self._nav_seconds(i)
+
     def tltw_price_seconds(self, i: int) -> np.ndarray:
         """TLTW market price (NAV x (1 + premium)) at each second of session ``i``."""
-        return self._nav_scale * self._nav_seconds(i) * (1.0 + self.premium_seconds(i))
+        return self.tltw_nav_seconds(i) * (1.0 + self.premium_seconds(i))
 
     def bars(self, start: date | datetime, end: date | datetime, bar: str = "1 min"):
         """Bars of TLT and TLTW from ``start`` to ``end`` (a date end is inclusive).
@@ -538,7 +542,7 @@ class MarketModel:
         session = cal.session_at(tau)
         length = cal.seconds[session]
         second = min(int(tau - cal.start_tau[session]), length)
-        micro = self._micro(session)
+        micro = self.microstructure(session)
         spot = self.tlt_mid(tau)
         nav = self.tltw_nav(tau)
         premium = self.tltw_premium(tau)

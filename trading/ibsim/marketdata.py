@@ -208,7 +208,7 @@ class Subscription:
     def _previous_nav(self, board: QuoteBoard) -> float:
         model = board.model
         session = max(board.snapshot.session - 1, 0)
-        return float(model._nav_seconds(session)[-1] * model._nav_scale)
+        return float(model.tltw_nav_seconds(session)[-1])
 
     def _option(self, board: QuoteBoard, out: list[bytes], fault: str | None, first: bool):
         option = board.option(self.instrument)

@@ -103,9 +103,9 @@ def contract_data(
         instrument.long_name,
         "" if option else "NASDAQ",  # primaryExchange
         instrument.expiry[:6] if option else "",  # contractMonth
-        "" if option else "Funds",
-        "" if option else "Equity Fund",
-        "" if option else "Growth-Small Cap",
+        "" if option else "Funds",  # industry
+        "" if option else "Fixed Income",  # category
+        "",  # subcategory
         "US/Eastern",
         trading_hours,
         trading_hours,  # liquidHours: the sim only has regular hours

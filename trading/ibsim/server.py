@@ -248,7 +248,9 @@ class GatewayCore:
     # Broker events -> sessions
 
     def _owner(self, client_id: int) -> list[Session]:
-        return [s for s in self.sessions if s.client_id == client_id]
+        """The session of the client that placed an order, and the master client's."""
+        master = self.config.master_client_id
+        return [s for s in self.sessions if s.client_id in (client_id, master)]
 
     def order_changed(self, order: WorkingOrder, open_order: bool) -> None:
         for session in self._owner(order.client_id):
@@ -257,7 +259,8 @@ class GatewayCore:
             session.send(messages.order_status(order))
 
     def order_error(self, client_id: int, order_id: int, code: int, message: str) -> None:
-        for session in self._owner(client_id):
+        # Only the placing client: its order id may be another client's pending request id.
+        for session in (s for s in self.sessions if s.client_id == client_id):
             session.error(order_id, code, message)
 
     def _execution_sessions(self, execution: Execution) -> list[Session]:
@@ -363,7 +366,7 @@ class GatewayCore:
 
     def what_if(self, request: OrderRequest, version: int, client_id: int) -> bytes:
         """openOrder with whatIf=1 and margin estimates (the order is not placed)."""
-        instrument, legs = self.broker._resolve(request, self.today())
+        instrument, legs = self.broker.resolve(request, self.today())
         order = WorkingOrder(request, client_id, 0, instrument, legs)
         sides = [(leg.instrument, leg.ratio) for leg in legs] or [(instrument, 1)]
         notional = sum(
