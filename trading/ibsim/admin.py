@@ -42,15 +42,14 @@ class Faults:
     returns once the fault has taken effect (bad input raises ValueError in the caller)."""
 
     def __init__(self, core: GatewayCore, loop: asyncio.AbstractEventLoop) -> None:
+        """Built on the gateway's thread, which is remembered as the loop's thread."""
         self._core = core
         self._loop = loop
+        self._loop_thread = threading.get_ident()
 
     def call(self, function: Callable[..., Any], *args: Any) -> Any:
-        try:
-            running = asyncio.get_running_loop()
-        except RuntimeError:
-            running = None
-        if running is self._loop or threading.current_thread().name == "ibsim":
+        """Run ``function(*args)`` on the gateway loop and return its result (or raise)."""
+        if threading.get_ident() == self._loop_thread:
             return function(*args)
 
         async def run() -> Any:
