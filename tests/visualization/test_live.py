@@ -10,7 +10,7 @@ import orjson
 
 from tests.visualization.seed import BAR_S, T0, publish_point, seed, spread_point
 from trading import bus as b
-from trading.bus import Channels, Keys
+from trading.bus import Channels, Keys, Streams
 from trading.dashboard.live import sse_event, stop_tasks
 from trading.dashboard.models import PanelName
 
@@ -96,3 +96,27 @@ async def test_stop_tasks_ends_a_task_that_swallowed_its_first_cancel():
     await asyncio.sleep(0)
     await stop_tasks([task], grace_s=0.1)
     assert task.cancelled()
+
+
+async def test_prices_push_keeps_a_cursor_per_series_on_different_clocks(app, bus):
+    # Quote history runs ahead of the bars (a bar is stamped at its start, published at its end).
+    await seed(bus, points=10)
+    stream = app.state.feed.events()
+    await next_events(stream, lambda e: len(e) >= 1)
+    ahead = b.Quote("TLT", 1, 91.0, 91.02, 1.0, 1.0, None, T0 + 60 * BAR_S, time.time())
+    await bus.append(Streams.history("TLT"), ahead)
+    await bus.publish(Channels.QUOTES, ahead)
+    await next_events(
+        stream, lambda e: any(n == "prices" and d["series"]["TLT"]["ts"] for n, d in e)
+    )
+    late_bar = spread_point(12)  # older than the newest quote, newer than the last bar
+    await publish_point(bus, late_bar)
+
+    def index_pushed(events) -> bool:
+        return any(
+            n == "prices" and d["series"]["buy_write_index"]["ts"] == [late_bar.ts]
+            for n, d in events
+        )
+
+    await next_events(stream, index_pushed)
+    await stream.aclose()

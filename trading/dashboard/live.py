@@ -58,14 +58,16 @@ def sse_event(event: str, data: Any) -> bytes:
     return b"event: " + event.encode() + b"\ndata: " + body + b"\n\n"
 
 
-def _newest_ts(panel: BaseModel) -> float | None:
-    """The newest series timestamp in a panel (the cursor of the next push)."""
+def newest_times(panel: BaseModel) -> dict[str, float]:
+    """The newest timestamp of each series in a panel: the cursors of the next push.
+
+    A panel with one series (spread, hedge) reports it as "series"; prices by its keys.
+    """
     series = getattr(panel, "series", None)
     if series is None:
-        return None
-    columns = series.values() if isinstance(series, dict) else [series]
-    stamps = [c.ts[-1] for c in columns if c.ts]
-    return max(stamps) if stamps else None
+        return {}
+    named = series if isinstance(series, dict) else {"series": series}
+    return {name: columns.ts[-1] for name, columns in named.items() if columns.ts}
 
 
 class LiveFeed:
@@ -85,7 +87,7 @@ class LiveFeed:
         self.keepalive_s = keepalive_s
         self.queue_size = queue_size
         self.dirty: set[PanelName] = set()
-        self.cursors: dict[PanelName, float | None] = {}
+        self.cursors: dict[PanelName, dict[str, float]] = {}
         self.clients: set[asyncio.Queue[bytes | None]] = set()
         self.pushed = 0
         self._closed = False
@@ -127,9 +129,7 @@ class LiveFeed:
                 self.dirty.add(name)  # retry on the next tick
                 raise
             if name in SERIES_PANELS:
-                newest = _newest_ts(panel)
-                if newest is not None:
-                    self.cursors[name] = newest
+                self.cursors.setdefault(name, {}).update(newest_times(panel))
             self.broadcast(sse_event(name, panel))
 
     def broadcast(self, event: bytes) -> None:
@@ -156,7 +156,7 @@ class LiveFeed:
             # The only page: series pushes start from now (the page loads what came before).
             for name in SERIES_PANELS:
                 with contextlib.suppress(DataUnavailable):
-                    self.cursors[name] = _newest_ts(await self.queries.panel(name))
+                    self.cursors[name] = newest_times(await self.queries.panel(name))
         self.clients.add(queue)
         try:
             yield sse_event("hello", {"panels": [p.value for p in PanelName]})

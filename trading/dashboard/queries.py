@@ -240,8 +240,18 @@ class DashboardQueries:
         )
 
     @bounded
-    async def prices(self, limit: int = DEFAULT_POINTS, since: float | None = None) -> PricesPanel:
-        """TLT and TLTW quotes (with TLTW's NAV premium) and the buy-write index."""
+    async def prices(
+        self,
+        limit: int = DEFAULT_POINTS,
+        since: float | None = None,
+        since_by_series: dict[str, float] | None = None,
+    ) -> PricesPanel:
+        """TLT and TLTW quotes (with TLTW's NAV premium) and the buy-write index.
+
+        The three series run on different writers' clocks, so the live push keeps one cursor
+        per series (`since_by_series`, keyed like `PricesPanel.series`); `since` applies to all.
+        """
+        cursors = since_by_series or {}
         wanted: dict[str, type[Message]] = {Keys.quote(s): Quote for s in INSTRUMENTS}
         wanted.update({Keys.nav(s): EtfNav for s in INSTRUMENTS})
         latest = await self._latest_many(wanted)
@@ -266,9 +276,9 @@ class DashboardQueries:
         series = {}
         for symbol, columns in self.price_series.items():
             await columns.refresh()
-            series[symbol] = PriceSeries(**columns.newest(limit, since))
+            series[symbol] = PriceSeries(**columns.newest(limit, cursors.get(symbol, since)))
         await self.spread_series.refresh()
-        index = self.spread_series.newest(limit, since)
+        index = self.spread_series.newest(limit, cursors.get("buy_write_index", since))
         series["buy_write_index"] = PriceSeries(ts=index["ts"], price=index["index_value"])
         return PricesPanel(
             instruments=instruments,
@@ -406,15 +416,17 @@ class DashboardQueries:
             sources=[DataAge(source=s, ts=ts, age_s=self._age(ts)) for s, ts in sources],
         )
 
-    async def panel(self, name: PanelName, since: float | None = None) -> Any:
-        """Any panel by name (the live push): series panels only send points after `since`."""
+    async def panel(self, name: PanelName, since: dict[str, float] | None = None) -> Any:
+        """Any panel by name (the live push): series panels only send points newer than their
+        cursor in `since` (series name -> timestamp; "series" for a panel with one)."""
+        since = since or {}
         match name:
             case PanelName.SPREAD:
-                return await self.spread(since=since)
+                return await self.spread(since=since.get("series"))
             case PanelName.PRICES:
-                return await self.prices(since=since)
+                return await self.prices(since_by_series=since)
             case PanelName.HEDGE:
-                return await self.hedge(since=since)
+                return await self.hedge(since=since.get("series"))
             case PanelName.OPTION:
                 return await self.option()
             case PanelName.BOOK:
