@@ -23,6 +23,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from prometheus_client import Counter
@@ -79,7 +80,8 @@ class RiskRuntime:
         self.ready = asyncio.Event()
         self.writes: asyncio.Queue = asyncio.Queue()
         self.status: dict[str, dict[str, Any]] = {}  # intent_id -> INTENT_STATUS record
-        self.positions_written: set[str] = set()
+        self.after_place: Callable[[OrderIntent], Awaitable[None]] | None = None
+        """Called between placeOrder and recording "placed": the seam crash tests kill at."""
 
     # start-up -------------------------------------------------------------------------------
 
@@ -274,6 +276,8 @@ class RiskRuntime:
         for leg_order, order_id in to_send:
             self.client.place(leg_order, order_id)
         INTENT_TO_ORDER.observe(time.perf_counter() - t0)
+        if self.after_place is not None:
+            await self.after_place(intent)
         rec = dict(rec, status=PLACED)
         await self.bus.hset_state(Keys.INTENT_STATUS, intent.intent_id, rec)
         self.status[intent.intent_id] = rec
@@ -286,7 +290,9 @@ class RiskRuntime:
         return True
 
     async def handle_command(self, cmd: OperatorCommand) -> None:
-        await self.execute(self.engine.on_command(cmd, time.time()))
+        now = time.time()
+        await self.execute(self.engine.on_command(cmd, now))
+        await self.publish_book(now)  # the new trading state is visible at once
 
     async def execute(self, actions: list) -> None:
         for action in actions:
@@ -444,7 +450,10 @@ class RiskRuntime:
         finally:
             stop.set()
             for task in tasks:
-                task.cancel()
-            for task in tasks:
+                # A cancellation can be swallowed when it races a completing wait_for inside a
+                # client library (Python 3.11); keep cancelling until each task is done.
+                while not task.done():
+                    task.cancel()
+                    await asyncio.wait({task}, timeout=0.1)
                 with contextlib.suppress(asyncio.CancelledError, Exception):
-                    await task
+                    task.result()

@@ -1,0 +1,456 @@
+"""risk-management end to end: ibsim + a real redis-server + the real ib_async client.
+
+The marks come from the real data-ingestion service running against the same gateway; the
+intents are written to the intent stream as the strategy would; what IB did is read back through
+a separate ib_async client (its own client id), never from the service under test.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import math
+from collections.abc import AsyncIterator
+
+import data_ingestion
+import pytest
+import risk_management
+from ib_async import IB
+
+from tests.support import async_eventually
+from trading.bus import (
+    Alert,
+    Bus,
+    Command,
+    Fill,
+    IntentLeg,
+    IntentPurpose,
+    Keys,
+    LegKind,
+    OperatorCommand,
+    OptionQuote,
+    OrderEvent,
+    OrderIntent,
+    PnL,
+    Quote,
+    RiskDecision,
+    RiskStatus,
+    Side,
+    SignalAction,
+    Streams,
+)
+from trading.execution.runtime import RiskRuntime
+from trading.ibsim import SimConfig, SimulatedGateway
+from trading.service import ServiceContext, serve
+from trading.settings import load_settings
+
+TLT_ID = 15547841
+TLTW_ID = 545186218
+OBSERVER_CLIENT_ID = 77
+
+
+@pytest.fixture
+def gateway():
+    gw = SimulatedGateway(SimConfig(seed=3, speed=1.0)).start()
+    try:
+        yield gw
+    finally:
+        gw.stop()
+
+
+def settings_for(gateway, redis_url, **risk):
+    return load_settings(
+        redis={"url": redis_url},
+        ib={"port": gateway.port, "connect_timeout_s": 5},
+        risk=risk,
+    )
+
+
+@contextlib.asynccontextmanager
+async def running(name, main, settings, redis_url) -> AsyncIterator[asyncio.Task]:
+    task = asyncio.create_task(serve(name, main, settings, redis_url, metrics_port=0))
+    try:
+        yield task
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+
+
+@contextlib.asynccontextmanager
+async def market(gateway, redis_url, bus) -> AsyncIterator[None]:
+    """data-ingestion publishing quotes; returns once TLT, TLTW and some calls are in Redis."""
+    settings = settings_for(gateway, redis_url)
+    async with running(data_ingestion.SERVICE, data_ingestion.main, settings, redis_url):
+
+        async def ready():
+            tlt = await bus.get_latest(Keys.quote("TLT"), Quote)
+            tltw = await bus.get_latest(Keys.quote("TLTW"), Quote)
+            options = await bus.hget_all(Keys.OPTION_INDEX, OptionQuote)
+            return tlt and tltw and len(options) >= 4
+
+        await async_eventually(ready, 15, what="quotes in Redis")
+        yield
+
+
+@contextlib.asynccontextmanager
+async def risk_service(gateway, redis_url, **risk) -> AsyncIterator[asyncio.Task]:
+    settings = settings_for(gateway, redis_url, **risk)
+    async with running(risk_management.SERVICE, risk_management.main, settings, redis_url) as t:
+        yield t
+
+
+@contextlib.asynccontextmanager
+async def observer(gateway) -> AsyncIterator[IB]:
+    """An independent client that sees every order and position of the account."""
+    ib = IB()
+    await ib.connectAsync("127.0.0.1", gateway.port, clientId=OBSERVER_CLIENT_ID, timeout=5)
+    try:
+        yield ib
+    finally:
+        ib.disconnect()
+
+
+async def front_call(bus: Bus) -> OptionQuote:
+    """The call whose strike is nearest spot in the nearest expiry quoted."""
+    tlt = await bus.get_latest(Keys.quote("TLT"), Quote)
+    spot = 0.5 * (tlt.bid + tlt.ask)
+    options = [o for o in (await bus.hget_all(Keys.OPTION_INDEX, OptionQuote)).values()]
+    expiry = min(o.expiry for o in options if o.right == "C")
+    calls = [o for o in options if o.expiry == expiry and o.right == "C"]
+    return min(calls, key=lambda o: (abs(o.strike - spot), o.strike))
+
+
+async def entry_intent(
+    bus: Bus,
+    intent_id: str,
+    units: int = 1,
+    shares: int = 375,
+    tltw_offset: float = -0.02,
+    pair_id: str = "p-1",
+    bw_side: Side = Side.BUY,
+    purpose: IntentPurpose = IntentPurpose.ENTRY,
+) -> OrderIntent:
+    """Buy the buy-write, sell TLTW (a short spread), at marketable prices unless offset."""
+    tlt = await bus.get_latest(Keys.quote("TLT"), Quote)
+    tltw = await bus.get_latest(Keys.quote("TLTW"), Quote)
+    call = await front_call(bus)
+    bw_mid = 100 * 0.5 * (tlt.bid + tlt.ask) - 0.5 * (call.bid + call.ask)
+    bw_sign = 1 if bw_side is Side.BUY else -1
+    tltw_side = Side.SELL if bw_side is Side.BUY else Side.BUY
+    tltw_price = (tltw.bid if tltw_side is Side.SELL else tltw.ask) + tltw_offset * (
+        1 if tltw_side is Side.SELL else -1
+    )
+    legs = (
+        IntentLeg(
+            LegKind.BUY_WRITE,
+            "TLT",
+            bw_side,
+            units,
+            round(bw_mid + bw_sign * 10.0, 2),
+            TLT_ID,
+            call.con_id,
+            call.expiry,
+            call.strike,
+        ),
+        IntentLeg(LegKind.STOCK, "TLTW", tltw_side, shares, round(tltw_price, 2), TLTW_ID),
+    )
+    action = (
+        SignalAction.ENTER_SHORT_SPREAD if purpose is IntentPurpose.ENTRY else SignalAction.EXIT
+    )
+    return OrderIntent(intent_id, pair_id, tlt.ts_recv, purpose, action, legs, {"test": True})
+
+
+async def decision_of(bus: Bus, intent_id: str, timeout_s: float = 10.0) -> RiskDecision:
+    async def found():
+        for entry in await bus.read_range(Streams.DECISIONS, 100, RiskDecision):
+            if entry.message.intent_id == intent_id:
+                return entry.message
+        return None
+
+    return await async_eventually(found, timeout_s, what=f"decision of {intent_id}")
+
+
+async def orders_at_ib(ib: IB) -> list:
+    """Every order of the account, open or completed, from any client."""
+    await ib.reqAllOpenOrdersAsync()
+    await ib.reqCompletedOrdersAsync(False)
+    return ib.trades()
+
+
+async def open_at_ib(ib: IB) -> list:
+    """The account's orders that are open now, from any client (IB's answer, not a cache)."""
+    return [t for t in await ib.reqAllOpenOrdersAsync() if not t.isDone()]
+
+
+def positions_of(ib: IB) -> dict[int, float]:
+    return {p.contract.conId: p.position for p in ib.positions() if p.position}
+
+
+async def fills_of(bus: Bus) -> list[Fill]:
+    return [e.message for e in await bus.read_after(Streams.FILLS, "0", expect=Fill)]
+
+
+async def alerts_of(bus: Bus) -> list[Alert]:
+    return [e.message for e in await bus.read_after(Streams.ALERTS, "0", expect=Alert)]
+
+
+async def test_an_approved_intent_fills_both_legs_and_the_book_is_right_to_the_cent(
+    gateway, redis_url, bus
+):
+    async with (
+        market(gateway, redis_url, bus),
+        risk_service(gateway, redis_url),
+        observer(gateway) as ib,
+    ):
+        entry = await entry_intent(bus, "e-1")
+        call_id = entry.legs[0].option_con_id
+        await bus.append(Streams.INTENTS, entry)
+        assert (await decision_of(bus, "e-1")).approved
+        expected = {TLT_ID: 100.0, call_id: -1.0, TLTW_ID: -375.0}
+        await async_eventually(holds(lambda: positions_of(ib) == expected), 10, what="positions")
+
+        async def booked():
+            positions = await bus.hget_all(Keys.POSITIONS)
+            return {int(k): p.quantity for k, p in positions.items() if p.quantity} == expected
+
+        await async_eventually(booked, 10, what="positions in Redis")
+
+        # exit the same pair: the round trip's P&L is fixed by the fills alone
+        exit_ = await entry_intent(bus, "x-1", bw_side=Side.SELL, purpose=IntentPurpose.EXIT)
+        exit_ = _with_call(exit_, entry.legs[0])
+        await bus.append(Streams.INTENTS, exit_)
+        assert (await decision_of(bus, "x-1")).approved
+        await async_eventually(holds(lambda: positions_of(ib) == {}), 10, what="flat at IB")
+
+        async def settled():
+            fills = await fills_of(bus)
+            legs = [f for f in fills if f.sec_type != "BAG"]
+            pnl = await bus.get_latest(Keys.PNL, PnL)
+            return (
+                len(legs) == 6
+                and pnl is not None
+                and pnl.ts > max(f.ts for f in fills)
+                and (fills, pnl)
+            )
+
+        fills, pnl = await async_eventually(settled, 10, what="6 leg fills and a fresh P&L")
+        # cash-flow P&L (independent of average cost): sells minus buys, less commissions
+        legs = [f for f in fills if f.sec_type != "BAG"]
+        cash = math.fsum(
+            (1 if f.side is Side.SELL else -1) * f.quantity * f.price * f.multiplier for f in legs
+        )
+        commissions = math.fsum(f.commission for f in fills)
+        assert commissions == pytest.approx(2 * (1.00 + 0.65 + 375 * 0.005), abs=1e-9)
+        assert pnl.unrealized == pytest.approx(0.0, abs=1e-9)
+        assert round(pnl.total, 2) == round(cash - commissions, 2)
+        assert round(pnl.per_pair["p-1"], 2) == round(cash - commissions, 2)
+        events = [e.message for e in await bus.read_after(Streams.ORDER_EVENTS, expect=OrderEvent)]
+        assert {e.status for e in events if e.intent_id == "e-1"} >= {"Submitted", "Filled"}
+        assert {t.order.orderRef for t in await orders_at_ib(ib)} >= {"e-1", "x-1"}
+
+
+async def test_an_intent_over_a_limit_is_rejected_with_its_reason_and_never_sent(
+    gateway, redis_url, bus
+):
+    async with (
+        market(gateway, redis_url, bus),
+        risk_service(gateway, redis_url, max_tltw_shares=100),
+        observer(gateway) as ib,
+    ):
+        await bus.append(Streams.INTENTS, await entry_intent(bus, "big-1"))
+        decision = await decision_of(bus, "big-1")
+        assert not decision.approved
+        assert [r.code for r in decision.reasons] == ["POSITION_LIMIT"]
+        assert "545186218" in decision.reasons[0].message
+        status = await bus.hget_state(Keys.INTENT_STATUS, "big-1")
+        assert status["status"] == "rejected"
+        assert await bus.pending_count(Streams.INTENTS, "risk") == 0
+        await ib.reqAllOpenOrdersAsync()
+        assert [t for t in ib.trades() if t.order.orderRef == "big-1"] == []
+
+
+async def test_the_pair_stop_loss_flattens_both_legs(gateway, redis_url, bus):
+    # Entering costs the spread and ~3.50 USD of commissions: a 1 USD stop fires at once.
+    async with (
+        market(gateway, redis_url, bus),
+        risk_service(gateway, redis_url, pair_stop_loss_usd=1.0),
+        observer(gateway) as ib,
+    ):
+        await bus.append(Streams.INTENTS, await entry_intent(bus, "e-1"))
+        assert (await decision_of(bus, "e-1")).approved
+
+        async def stopped():
+            alerts = await alerts_of(bus)
+            return any(a.code == "stop" for a in alerts)
+
+        await async_eventually(stopped, 10, what="stop alert")
+        await async_eventually(holds(lambda: positions_of(ib) == {}), 10, what="flat at IB")
+        stop_refs = {
+            t.order.orderRef for t in await orders_at_ib(ib) if t.order.orderRef.startswith("stop")
+        }
+        assert len(stop_refs) == 1
+
+
+async def test_the_kill_switch_cancels_resting_orders_and_flattens(gateway, redis_url, bus):
+    async with (
+        market(gateway, redis_url, bus),
+        risk_service(gateway, redis_url, price_band_bp=500.0),
+        observer(gateway) as ib,
+    ):
+        await bus.append(Streams.INTENTS, await entry_intent(bus, "e-1"))
+        assert (await decision_of(bus, "e-1")).approved
+        await async_eventually(holds(lambda: len(positions_of(ib)) == 3), 10, what="entered")
+        resting = await entry_intent(bus, "rest-1", tltw_offset=+0.50, pair_id="p-2")
+        resting = OrderIntent(
+            resting.intent_id,
+            resting.pair_id,
+            resting.ts,
+            resting.purpose,
+            resting.action,
+            (resting.legs[1],),
+        )
+        await bus.append(Streams.INTENTS, resting)
+        assert (await decision_of(bus, "rest-1")).approved
+
+        async def working():
+            return [t for t in await open_at_ib(ib) if t.order.orderRef == "rest-1"]
+
+        await async_eventually(working, 10, what="resting order")
+        kill = OperatorCommand("kill-1", 0.0, Command.KILL, "test", "kill switch", flatten=True)
+        await bus.append(Streams.COMMANDS, kill)
+
+        async def cancelled():
+            return not [t for t in await open_at_ib(ib) if t.order.orderRef == "rest-1"]
+
+        await async_eventually(cancelled, 10, what="resting order cancelled")
+        await async_eventually(holds(lambda: positions_of(ib) == {}), 10, what="flat at IB")
+        status = await bus.get_latest(Keys.RISK_STATUS, RiskStatus)
+        assert status.state == "HALTED" and "KILL" in status.reason
+
+
+async def test_a_restart_between_placing_and_acking_places_no_duplicate(gateway, redis_url, bus):
+    async with market(gateway, redis_url, bus), observer(gateway) as ib:
+        settings = settings_for(gateway, redis_url)
+        crashed = asyncio.Event()
+
+        async def crash_main(ctx: ServiceContext) -> None:
+            runtime = RiskRuntime(ctx)
+
+            async def die(intent):
+                crashed.set()
+                await asyncio.sleep(3600)  # the process "dies" here: cancelled below
+
+            runtime.after_place = die
+            await runtime.run()
+
+        await bus.append(Streams.INTENTS, await entry_intent(bus, "e-1"))
+        async with running("risk-management", crash_main, settings, redis_url):
+            await asyncio.wait_for(crashed.wait(), 10)
+        record = await bus.hget_state(Keys.INTENT_STATUS, "e-1")
+        assert record["status"] == "placing"
+        assert await bus.pending_count(Streams.INTENTS, "risk") == 1
+
+        async with risk_service(gateway, redis_url):
+
+            async def acked():
+                return await bus.pending_count(Streams.INTENTS, "risk") == 0
+
+            await async_eventually(acked, 15, what="intent acknowledged after restart")
+            await async_eventually(holds(lambda: len(positions_of(ib)) == 3), 10, what="filled")
+        await ib.reqCompletedOrdersAsync(False)
+        refs = [t for t in ib.trades() if t.order.orderRef == "e-1" and t.order.permId]
+        assert len({t.order.permId for t in refs}) == 2  # one BAG + one TLTW, never resent
+        assert positions_of(ib)[TLTW_ID] == -375
+
+
+async def test_an_order_rejected_by_ib_is_recorded_and_not_retried(gateway, redis_url, bus):
+    async with (
+        market(gateway, redis_url, bus),
+        risk_service(gateway, redis_url),
+        observer(gateway) as ib,
+    ):
+        single = await entry_intent(bus, "r-1")
+        single = OrderIntent(
+            single.intent_id,
+            single.pair_id,
+            single.ts,
+            single.purpose,
+            single.action,
+            (single.legs[1],),
+        )
+        gateway.faults.reject_next_order("test rejection")
+        await bus.append(Streams.INTENTS, single)
+        assert (await decision_of(bus, "r-1")).approved
+
+        async def rejected():
+            events = await bus.read_after(Streams.ORDER_EVENTS, expect=OrderEvent)
+            return [e.message for e in events if e.message.status == "Rejected"]
+
+        (event,) = await async_eventually(rejected, 10, what="Rejected order event")
+        assert event.intent_id == "r-1" and "201" in event.message
+        assert any(a.code == "order_rejected" for a in await alerts_of(bus))
+        assert await bus.pending_count(Streams.INTENTS, "risk") == 0
+        await asyncio.sleep(1.0)  # give a blind retry the time to show itself
+        await ib.reqCompletedOrdersAsync(False)
+        assert len({t.order.permId for t in ib.trades() if t.order.orderRef == "r-1"}) <= 1
+        assert TLTW_ID not in positions_of(ib)
+
+
+async def test_a_legging_timeout_unwinds_the_filled_leg(gateway, redis_url, bus):
+    async with (
+        market(gateway, redis_url, bus),
+        risk_service(gateway, redis_url, price_band_bp=500.0, legging_timeout_s=1.0),
+        observer(gateway) as ib,
+    ):
+        # the BAG is marketable, the TLTW sell rests 0.50 above the bid
+        legged = await entry_intent(bus, "l-1", tltw_offset=+0.50)
+        await bus.append(Streams.INTENTS, legged)
+        assert (await decision_of(bus, "l-1")).approved
+
+        async def unwound():
+            alerts = [a for a in await alerts_of(bus) if a.code == "legging"]
+            return alerts and positions_of(ib) == {}
+
+        await async_eventually(unwound, 15, what="legging alert and flat book")
+        assert not [t for t in await open_at_ib(ib) if t.order.orderRef == "l-1"]
+        refs = {t.order.orderRef for t in await orders_at_ib(ib)}
+        assert "l-1:unwind" in refs
+
+
+def holds(condition):
+    """An async condition for async_eventually from a plain one (IB's state is in memory)."""
+
+    async def check():
+        return condition()
+
+    return check
+
+
+def _with_call(intent: OrderIntent, entry_leg: IntentLeg) -> OrderIntent:
+    """Exit with the call the entry sold (the index may have moved to another strike)."""
+    bw = intent.legs[0]
+    leg = IntentLeg(
+        bw.kind,
+        bw.symbol,
+        bw.side,
+        bw.quantity,
+        bw.limit_price,
+        bw.con_id,
+        entry_leg.option_con_id,
+        entry_leg.option_expiry,
+        entry_leg.option_strike,
+    )
+    return OrderIntent(
+        intent.intent_id,
+        intent.pair_id,
+        intent.ts,
+        intent.purpose,
+        intent.action,
+        (leg, intent.legs[1]),
+        intent.why,
+    )
+
+
+_ = logging
