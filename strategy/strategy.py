@@ -18,7 +18,6 @@ re-append a pending intent that never reached the intent stream. Then:
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import time
 from typing import Any
 
@@ -71,6 +70,10 @@ class StrategyService:
         self.chain_ts: float | None = None
         self.wake = asyncio.Event()
         self.cursors = {Streams.DECISIONS: "0", Streams.FILLS: "0"}
+        self.stopped = False
+        """Set on shutdown: the loops end at their next turn even if a library swallowed the
+        task's cancellation (Python 3.11's wait_for can, when the inner call completes at the
+        same moment)."""
 
     # start ----------------------------------------------------------------------------------
 
@@ -172,6 +175,8 @@ class StrategyService:
         channels = (Channels.QUOTES, Channels.OPTIONS, Channels.NAV, Channels.HEALTH, Channels.BOOK)
         count = 0
         async for _channel, msg in self.bus.subscribe(*channels):
+            if self.stopped:
+                return
             if isinstance(msg, Quote | OptionQuote | EtfNav | DataHealth | RiskStatus):
                 key = inbox_key(msg)
                 if key in self.inbox:
@@ -183,7 +188,7 @@ class StrategyService:
                     await asyncio.sleep(0)  # let the processor drain a long burst
 
     async def process(self) -> None:
-        while True:
+        while not self.stopped:
             await self.wake.wait()
             self.wake.clear()
             batch, self.inbox = self.inbox, {}
@@ -256,7 +261,7 @@ class StrategyService:
             await self.save_state()
 
     async def poll_forever(self) -> None:
-        while True:
+        while not self.stopped:
             await asyncio.sleep(POLL_S)
             await self.poll_streams()
 
@@ -273,7 +278,7 @@ class StrategyService:
 
     async def watchdog(self) -> None:
         stale_after = self.engine.config.stale_after_s
-        while True:
+        while not self.stopped:
             await self.refresh_keys()
             problems = self.engine.market.problems(time.time(), stale_after)
             m.DATA_STALE.set(1 if problems else 0)
@@ -305,11 +310,11 @@ async def main(ctx: ServiceContext) -> None:
                 ERRORS.labels(SERVICE, type(task.exception()).__name__).inc()
                 raise task.exception()  # type: ignore[misc]
     finally:
+        service.stopped = True
+        service.wake.set()
         for task in tasks:
             task.cancel()
-        for task in tasks:
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await task
+        await asyncio.wait(tasks, timeout=10.0)
 
 
 if __name__ == "__main__":

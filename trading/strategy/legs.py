@@ -20,6 +20,7 @@ quote is deferred to the next bar; a held call past expiry is marked at intrinsi
 
 from __future__ import annotations
 
+import itertools
 from dataclasses import dataclass
 from datetime import date
 from typing import Any
@@ -129,15 +130,29 @@ class RolledCall:
         chain = self._domain_chain(market)
         if initial:
             expiry = self._initial_expiry(chain, as_of)
-            chain = OptionChain(expiries=(expiry,), strikes=chain.strikes)
             rule = SelectionRule(min_days_to_expiry=0, moneyness=self.moneyness)
         else:
+            try:
+                expiry = select_call(chain, spot, as_of, self.selection).expiry
+            except ValueError as exc:
+                raise LegNotReady(str(exc)) from None
             rule = self.selection
-        try:
-            selected = select_call(chain, spot, as_of, rule)
-        except ValueError as exc:
-            raise LegNotReady(str(exc)) from None
-        return self._subscribed(market, _iso(selected.expiry), selected.strike)
+        # The strike is chosen among the calls subscribed for that expiry: the chain's strike
+        # list is the union over all expiries (weeklies list half-dollar strikes monthlies do
+        # not), and a call without a quote cannot be held anyway.
+        iso = _iso(expiry)
+        strikes = market.subscribed_strikes(iso)
+        if not strikes:
+            raise LegNotReady(f"no call of expiry {iso} is subscribed")
+        selected = select_call(OptionChain((expiry,), strikes), spot, as_of, rule)
+        step = min((b - a for a, b in itertools.pairwise(strikes)), default=1.0)
+        target = selected.target_strike
+        if not strikes[0] - step / 2 <= target <= strikes[-1] + step / 2:
+            raise LegNotReady(
+                f"target strike {target:.2f} is outside the subscribed strikes "
+                f"{strikes[0]}..{strikes[-1]} of {iso} (waiting for data-ingestion to re-centre)"
+            )
+        return self._subscribed(market, iso, selected.strike)
 
     # --------------------------------------------------------------------------------------
 

@@ -184,6 +184,16 @@ class MarketState:
         quote = self.stocks.get(symbol)
         return None if quote is None else quote.mid
 
+    def subscribed_strikes(self, expiry: str) -> tuple[float, ...]:
+        """Sorted strikes of the subscribed calls of one expiry (YYYYMMDD)."""
+        if self.chain is None:
+            return ()
+        return tuple(
+            sorted(
+                {o.strike for o in self.chain.subscribed if o.right == "C" and o.expiry == expiry}
+            )
+        )
+
     def find_call(self, expiry: str, strike: float) -> ChainOption | None:
         """The subscribed call of that expiry and strike, if data-ingestion subscribed it."""
         if self.chain is None:

@@ -1,0 +1,177 @@
+"""The strategy service on the real pipeline: ibsim -> ib_async -> data-ingestion -> Redis ->
+strategy. The test plays the risk gate's part only by approving intents on the decision stream."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+
+import numpy as np
+import pytest
+
+import data_ingestion
+import strategy as strategy_service
+from tests.support import async_eventually
+from trading.bus import (
+    Bus,
+    Heartbeat,
+    IntentPurpose,
+    Keys,
+    LegKind,
+    OptionChain,
+    OrderIntent,
+    RiskDecision,
+    Side,
+    SignalAction,
+    SpreadPoint,
+    Streams,
+)
+from trading.domain.hedge import rolling_zscore_vec
+from trading.ibsim import SimConfig, SimulatedGateway
+from trading.service import serve
+from trading.settings import Settings, load_settings
+
+Z_WINDOW = 120
+SPEED = 1800.0  # 30 one-minute bars per wall second
+
+
+def pipeline_settings(redis_url: str, port: int) -> Settings:
+    return load_settings(
+        redis={"url": redis_url},
+        ib={"port": port},
+        strategy={
+            "preset": "replica",
+            "z_window": Z_WINDOW,
+            "entry_z": 6.0,
+            "exit_z": 0.5,
+            "stop_z": 50.0,
+            "time_stop_half_lives": 1000.0,
+            "cointegration_pvalue": 0.99,
+            "refit_bars": 30,
+        },
+        risk={"stale_after_s": 3.0},
+        heartbeat_interval_s=0.2,
+    )
+
+
+@contextlib.asynccontextmanager
+async def running(*coroutines):
+    tasks = [asyncio.create_task(c) for c in coroutines]
+    try:
+        yield tasks
+    finally:
+        for task in tasks:
+            task.cancel()
+        for task in tasks:
+            with contextlib.suppress(BaseException):
+                await task
+
+
+async def approve_every_intent(bus: Bus) -> None:
+    """Risk's part: approve each intent on the decision stream."""
+    after = "0"
+    while True:
+        for entry in await bus.read_after(Streams.INTENTS, after, 100, OrderIntent):
+            after = entry.entry_id
+            decision = RiskDecision(entry.message.intent_id, time.time(), True, ())
+            await bus.append(Streams.DECISIONS, decision)
+        await asyncio.sleep(0.02)
+
+
+async def intents(bus: Bus) -> list[OrderIntent]:
+    return [e.message for e in await bus.read_after(Streams.INTENTS, "0", 1000, OrderIntent)]
+
+
+async def spread_points(bus: Bus) -> list[SpreadPoint]:
+    entries = await bus.read_after(Streams.SPREAD, "0", 100_000, SpreadPoint)
+    return [e.message for e in entries]
+
+
+@pytest.fixture
+def gateway():
+    gw = SimulatedGateway(SimConfig(seed=3, speed=SPEED), port=0, admin_port=None)
+    gw.start()
+    try:
+        yield gw
+    finally:
+        gw.stop()
+
+
+async def test_premium_blowout_on_ibsim_enters_then_exits_across_a_restart(
+    redis_url, bus, gateway
+):
+    settings = pipeline_settings(redis_url, gateway.port)
+    ingestion = serve("data-ingestion", data_ingestion.main, settings, redis_url, 0)
+    async with running(ingestion, approve_every_intent(bus)):
+        await async_eventually(lambda: bus.get_latest(Keys.CHAIN, OptionChain), what="chain")
+        first = serve("strategy", strategy_service.main, settings, redis_url, 0)
+        async with running(first):
+            await async_eventually(
+                lambda: _count_at_least(spread_points(bus), Z_WINDOW // 2), 20, what="points"
+            )
+            assert await intents(bus) == []
+            gateway.faults.shock_premium(120.0)
+            entry = await async_eventually(lambda: _first(intents(bus)), 20, what="entry")
+
+        # Restart while the pair is open: the state in Redis carries it on.
+        assert entry.purpose is IntentPurpose.ENTRY
+        assert entry.action is SignalAction.ENTER_SHORT_SPREAD
+        sides = {leg.kind: leg.side for leg in entry.legs}
+        assert sides == {LegKind.STOCK: Side.SELL, LegKind.BUY_WRITE: Side.BUY}
+        second = serve("strategy", strategy_service.main, settings, redis_url, 0)
+        async with running(second):
+            done = await async_eventually(
+                lambda: _count_at_least(intents(bus), 2), 40, what="exit after restart"
+            )
+
+    assert [i.purpose for i in done] == [IntentPurpose.ENTRY, IntentPurpose.EXIT]
+    exit_ = done[1]
+    assert {leg.kind: leg.side for leg in exit_.legs} == {
+        LegKind.STOCK: Side.BUY,
+        LegKind.BUY_WRITE: Side.SELL,
+    }
+    assert [(leg.quantity, leg.option_con_id) for leg in exit_.legs] == [
+        (leg.quantity, leg.option_con_id) for leg in entry.legs
+    ]
+    points = await spread_points(bus)
+    spreads = np.array([p.spread for p in points])
+    live = np.array([p.z for p in points])
+    vectorized = rolling_zscore_vec(spreads, Z_WINDOW, 1, settings.strategy.z_std_floor)
+    np.testing.assert_allclose(live[Z_WINDOW:], vectorized[Z_WINDOW:], rtol=0, atol=1e-9)
+
+
+async def test_stale_data_stops_spread_points_and_fresh_data_resumes_them(
+    redis_url, bus, gateway
+):
+    settings = pipeline_settings(redis_url, gateway.port)
+    ingestion = serve("data-ingestion", data_ingestion.main, settings, redis_url, 0)
+    async with running(ingestion):
+        await async_eventually(lambda: bus.get_latest(Keys.CHAIN, OptionChain), what="chain")
+        async with running(serve("strategy", strategy_service.main, settings, redis_url, 0)):
+            await async_eventually(lambda: _count_at_least(spread_points(bus), 10), 20)
+
+            gateway.faults.stop_market_data()
+            await async_eventually(lambda: _heartbeat_state(bus, "degraded"), 15, what="stale")
+            frozen = len(await spread_points(bus))
+            await asyncio.sleep(1.0)  # a second of silence must add no point
+            assert len(await spread_points(bus)) == frozen
+
+            gateway.faults.resume_market_data()
+            await async_eventually(lambda: _count_at_least(spread_points(bus), frozen + 5), 20)
+            await async_eventually(lambda: _heartbeat_state(bus, "ok"), 15, what="fresh")
+
+
+async def _count_at_least(items, n: int):
+    values = await items
+    return values if len(values) >= n else None
+
+
+async def _first(items):
+    values = await items
+    return values[0] if values else None
+
+
+async def _heartbeat_state(bus: Bus, state: str) -> bool:
+    beat = await bus.get_latest(Keys.heartbeat("strategy"), Heartbeat)
+    return beat is not None and beat.status == state
