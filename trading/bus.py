@@ -962,6 +962,7 @@ class Bus:
             pubsub = self.redis.pubsub(ignore_subscribe_messages=True)
             try:
                 await pubsub.subscribe(*channels)
+                _raise_if_cancelling()
                 delays = iter(())
                 async for item in pubsub.listen():
                     if item.get("type") != "message":
@@ -1186,6 +1187,14 @@ class Batch:
         """XADD with an approximate cap (the stream's STREAM_MAXLEN unless given)."""
         cap = maxlen if maxlen is not None else STREAM_MAXLEN.get(stream, 100_000)
         self.commands.append(("XADD", stream, "MAXLEN", "~", cap, "*", "m", data))
+
+
+def _raise_if_cancelling() -> None:
+    """redis-py (8.1) can swallow a cancellation that lands inside `PubSub.subscribe`; the task
+    then stays "cancelling" and would wait for messages forever. Honour it here."""
+    task = asyncio.current_task()
+    if task is not None and task.cancelling():
+        raise asyncio.CancelledError
 
 
 def raw_has_entries(raw: list | None) -> bool:

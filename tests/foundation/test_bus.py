@@ -368,3 +368,27 @@ def test_embedded_redis_applies_the_pubsub_buffer_limit():
 def test_state_helpers_refuse_nan():
     with pytest.raises(MessageError, match="state"):
         b._check_json_value("state", "strategy:state", {"z": math.nan})
+
+
+async def test_cancelling_a_subscriber_always_ends_it(bus: Bus, redis_url):
+    """redis-py can swallow a cancellation inside PubSub.subscribe; the bus must not hang."""
+    import random
+
+    publisher = await Bus.connect(redis_url, "pub")
+
+    async def consume():
+        async for _channel, _msg in bus.subscribe(Channels.QUOTES, Channels.BOOK):
+            pass
+
+    rng = random.Random(7)
+    try:
+        for _ in range(150):
+            task = asyncio.create_task(consume())
+            for _ in range(rng.randint(0, 3)):
+                await publisher.publish(Channels.QUOTES, sample(b.Quote))
+            await asyncio.sleep(rng.random() * 0.005)
+            task.cancel()
+            done, _ = await asyncio.wait([task], timeout=2)
+            assert done, "a cancelled subscriber kept running"
+    finally:
+        await publisher.close()
