@@ -212,6 +212,8 @@ class RiskSettings(_Group):
     """If one leg fills and the other does not within this time: complete or unwind, and alert."""
     check_market_hours: bool = True
     """Refuse orders outside regular US options hours (XNYS calendar, holidays included)."""
+    close_short_call_sessions_before_expiry: Annotated[int, Field(ge=0)] = 1
+    """Backstop: flatten a pair whose short call is this many sessions from expiry, unrolled."""
 
 
 class MonitoringSettings(_Group):

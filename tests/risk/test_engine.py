@@ -16,7 +16,15 @@ from tests.risk.helpers import (
     quote,
     tltw_leg,
 )
-from trading.bus import Command, IntentPurpose, LegKind, OperatorCommand, Side, SpreadPoint
+from trading.bus import (
+    Command,
+    Dividends,
+    IntentPurpose,
+    LegKind,
+    OperatorCommand,
+    Side,
+    SpreadPoint,
+)
 from trading.domain.risk import TradingState
 from trading.execution.engine import Cancel, CancelAll, ExecutionEngine, Raise, Submit
 from trading.settings import RiskSettings
@@ -213,3 +221,58 @@ def test_engine_refuses_a_crossed_quote():
     with pytest.raises(ValueError, match="crossed"):
         e.on_market(quote("TLTW", TLTW_ID, 24.10, 24.00))
     assert e.marks.mid(TLTW_ID) == pytest.approx(24.00)
+
+
+def settle(e: ExecutionEngine, units: int, ts: float, assigned: bool = True) -> None:
+    """IB's report of an assignment: the call bought back at 0, the shares sold at the strike."""
+    e.on_fill(fill("s1", CALL_ID, Side.BUY, units, 0.0, sec_type="OPT", intent_id=""))
+    if assigned:
+        e.on_fill(fill("s2", TLT_ID, Side.SELL, 100 * units, 90.0, intent_id=""))
+
+
+def test_a_full_assignment_books_the_delivered_shares_and_closes_the_orphan_tltw():
+    e = engine()
+    enter(e)
+    settle(e, 1, NOW)
+    assert e.book.quantity(CALL_ID, "p-1") == 0 and e.book.quantity(TLT_ID, "p-1") == 0
+    # TLT bought at 90.00 and delivered at the 90 strike: no stock P&L; the 1.60 premium is kept
+    assert e.book.pair_pnl("p-1", e.mark_prices())["realized"] == pytest.approx(160.0)
+    assert submitted(e.tick(NOW + 0.5)) == []  # the stock delivery may still be on its way
+    actions = e.tick(NOW + 2)
+    assert any(isinstance(a, Raise) and a.alert.code == "assignment" for a in actions)
+    (flatten,) = submitted(actions)
+    (leg,) = flatten.legs
+    assert (leg.symbol, leg.side, leg.quantity) == ("TLTW", Side.BUY, 375)
+
+
+def test_a_partial_assignment_cuts_tltw_in_proportion():
+    e = engine()
+    enter(e, units=2, shares=750)
+    settle(e, 1, NOW)
+    (rebalance,) = submitted(e.tick(NOW + 2))
+    assert rebalance.purpose is IntentPurpose.UNWIND
+    (leg,) = rebalance.legs
+    assert (leg.symbol, leg.side, leg.quantity) == ("TLTW", Side.BUY, 375)
+    assert e.decide(rebalance, NOW + 2).approved
+
+
+def test_an_unrolled_short_call_is_closed_the_session_before_expiry():
+    e = engine()
+    enter(e)
+    wednesday, thursday = 1_797_433_200.0, 1_797_519_600.0  # 16 and 17 Dec 2026, 10:00 ET
+    set_marks(e, tlt=90.0, call=1.60, tltw=24.0, ts=wednesday)
+    assert submitted(e.tick(wednesday)) == []
+    set_marks(e, tlt=90.0, call=1.60, tltw=24.0, ts=thursday)
+    (flatten,) = submitted(e.tick(thursday))
+    assert {leg.kind for leg in flatten.legs} == {LegKind.BUY_WRITE, LegKind.STOCK}
+    assert "expires 2026-12-18" in flatten.why["reason"]
+
+
+def test_a_call_flagged_for_early_assignment_is_closed_before_the_ex_date():
+    e = engine()
+    enter(e)
+    set_marks(e, tlt=95.0, call=5.10, tltw=24.0)  # time value 0.10 below a 0.30 dividend
+    assert submitted(e.tick(NOW)) == []  # no dividend known: nothing to fear
+    e.on_market(Dividends("TLT", 3.6, 3.6, "20261201", 0.30, NOW))
+    (flatten,) = submitted(e.tick(NOW + 1))
+    assert "early assignment likely" in flatten.why["reason"]

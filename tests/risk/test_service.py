@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import logging
 import math
 from collections.abc import AsyncIterator
 
@@ -419,6 +418,40 @@ async def test_a_legging_timeout_unwinds_the_filled_leg(gateway, redis_url, bus)
         assert "l-1:unwind" in refs
 
 
+async def test_an_assignment_is_booked_and_the_pair_brought_back_into_balance(
+    gateway, redis_url, bus
+):
+    async with (
+        market(gateway, redis_url, bus),
+        risk_service(gateway, redis_url),
+        observer(gateway) as ib,
+    ):
+        entry = await entry_intent(bus, "e-1")
+        call_id = entry.legs[0].option_con_id
+        await bus.append(Streams.INTENTS, entry)
+        assert (await decision_of(bus, "e-1")).approved
+        await async_eventually(holds(lambda: len(positions_of(ib)) == 3), 10, what="entered")
+        gateway.faults.assign_early(call_id)
+
+        async def rebalanced():
+            alerts = [a for a in await alerts_of(bus) if a.code == "assignment"]
+            return alerts and positions_of(ib) == {}
+
+        await async_eventually(rebalanced, 15, what="assignment alert and a flat account")
+        fills = await fills_of(bus)
+        settled = [f for f in fills if not f.intent_id]
+        assert {(f.con_id, f.side, f.quantity) for f in settled} == {
+            (call_id, Side.BUY, 1.0),
+            (TLT_ID, Side.SELL, 100.0),
+        }
+
+        async def book_flat():
+            positions = await bus.hget_all(Keys.POSITIONS)
+            return positions and all(p.quantity == 0 for p in positions.values())
+
+        await async_eventually(book_flat, 10, what="the book flat in Redis")
+
+
 def holds(condition):
     """An async condition for async_eventually from a plain one (IB's state is in memory)."""
 
@@ -451,6 +484,3 @@ def _with_call(intent: OrderIntent, entry_leg: IntentLeg) -> OrderIntent:
         (leg, intent.legs[1]),
         intent.why,
     )
-
-
-_ = logging

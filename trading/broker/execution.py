@@ -106,10 +106,11 @@ def _multiplier(contract: Any) -> float:
 def fill_message(contract: Any, execution: Any, commission: float, ts: float) -> Fill:
     """A bus Fill from an IB execution of `contract` and its commission (USD).
 
-    Raises ValueError naming the field for a non-finite or non-positive price or size.
+    Raises ValueError naming the field for a non-finite or negative price, or a size <= 0.
     """
-    if not math.isfinite(execution.price) or (execution.price <= 0 and contract.secType != "BAG"):
-        raise ValueError(f"execution {execution.execId}: price must be > 0, got {execution.price}")
+    # 0 is a real price: IB books an assigned or expired option at 0
+    if not math.isfinite(execution.price) or (execution.price < 0 and contract.secType != "BAG"):
+        raise ValueError(f"execution {execution.execId}: price must be >= 0, got {execution.price}")
     if not math.isfinite(execution.shares) or execution.shares <= 0:
         raise ValueError(
             f"execution {execution.execId}: shares must be > 0, got {execution.shares}"

@@ -4,8 +4,10 @@ Pure. The accounting is the quant core's `trading.domain.pnl.Book` (average cost
 subtracted from realized P&L when paid; total = realized + unrealized), one per pair, keyed by
 conId as text. This module adds what the live service needs around it:
 
-* attribution: a fill belongs to the pair of its intent (orderRef -> pair_id); a fill whose
-  intent is unknown goes to the pair "unattributed" (orders placed outside this system);
+* attribution: a fill belongs to the pair of its intent (orderRef -> pair_id); a fill with
+  no known intent (IB reports assignments and expiries with an empty orderRef) goes to the pair
+  whose position it reduces, a stock delivery to the pair of the option settled with it, and
+  anything else to the pair "unattributed" (orders placed outside this system);
 * idempotence: each exec_id is booked once, so replaying the fill stream or IB's executions
   after a restart changes nothing;
 * the BAG-level execution IB sends besides the legs moves no position (the leg executions do);
@@ -64,6 +66,9 @@ class Book:
     pair_of_intent: dict[str, str] = field(default_factory=dict)
     seen_exec_ids: set[str] = field(default_factory=set)
     combo_commissions_usd: dict[str, float] = field(default_factory=dict)
+    last_pair: str = UNATTRIBUTED
+    """The pair the last booked fill went to."""
+    _settlement: tuple[float, str] | None = None
 
     def attribute(self, intent_id: str, pair_id: str) -> None:
         """Fills of this intent belong to this pair."""
@@ -85,7 +90,8 @@ class Book:
                 raise ValueError(f"fill {fill.exec_id}: {name} must be finite, got {value!r}")
         if fill.quantity <= 0:
             raise ValueError(f"fill {fill.exec_id}: quantity must be > 0, got {fill.quantity!r}")
-        pair = pair_id or self.pair_of(fill.intent_id)
+        pair = pair_id or self._pair_for(fill)
+        self.last_pair = pair
         if fill.sec_type == "BAG":
             self.seen_exec_ids.add(fill.exec_id)
             self.combo_commissions_usd[pair] = (
@@ -107,6 +113,22 @@ class Book:
             fill.con_id, _Meta(fill.symbol, fill.local_symbol, fill.sec_type, fill.multiplier)
         )
         return True
+
+    def _pair_for(self, fill: Fill) -> str:
+        """The fill's pair: its intent's; for a fill without one (an assignment, an expiry,
+        a manual trade) the pair whose position it reduces; a stock delivery at the same time
+        as an option settlement goes to that option's pair."""
+        if fill.intent_id in self.pair_of_intent:
+            return self.pair_of_intent[fill.intent_id]
+        sign = 1.0 if str(fill.side) == "BUY" else -1.0
+        for pair, book in self.books.items():
+            position = book.position(str(fill.con_id))
+            if fill.sec_type == "OPT" and position is not None and position.quantity * sign < 0:
+                self._settlement = (fill.ts, pair)
+                return pair
+        if self._settlement is not None and abs(self._settlement[0] - fill.ts) < 1.0:
+            return self._settlement[1]
+        return UNATTRIBUTED
 
     # queries --------------------------------------------------------------------------------
 

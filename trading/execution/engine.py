@@ -22,6 +22,15 @@ Stop rules, checked on every tick (a pair that is already being flattened is ski
   z-stop: the latest spread z beyond stop_z against the pair's direction (holding TLTW long =
           LONG_SPREAD, stopped when z <= -stop_z; short TLTW stopped when z >= stop_z)
   daily loss: day P&L <= -daily_loss_limit_usd -> HALTED + cancel all + flatten every pair.
+Short calls (the written leg), checked on every tick:
+  expiry backstop: a pair whose short call is `close_short_call_sessions_before_expiry`
+          sessions (or fewer) from expiry is flattened: the strategy should have rolled it;
+  early assignment: a short call the quant core flags as likely to be assigned before TLT's
+          next ex-date (time value below the dividend, in the money) is closed with its pair;
+  assignment or expiry anyway: IB reports the settlement as executions without an orderRef;
+          they are booked to the pair holding the call (the delivered shares with them), and
+          the pair is brought back into balance: TLTW is cut in proportion to the buy-write
+          units left, leftover TLT closed; a pair with no call left is flattened. Alerted.
 Day P&L = total P&L now - total P&L at the first tick of the exchange day (New York date of
 the marks' exchange time); the baseline is kept in `to_state()`.
 """
@@ -30,13 +39,15 @@ from __future__ import annotations
 
 import itertools
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 from typing import Any
 
 from trading.bus import (
     Alert,
     Fill,
+    IntentLeg,
     IntentPurpose,
+    LegKind,
     OperatorCommand,
     OrderEvent,
     OrderIntent,
@@ -45,11 +56,14 @@ from trading.bus import (
     RiskDecision,
     RiskStatus,
     Severity,
+    Side,
+    SignalAction,
 )
 from trading.domain.market_hours import EXCHANGE_TIMEZONE
+from trading.domain.options import early_assignment_risk
 from trading.execution.book import Book
 from trading.execution.gate import GateView, RiskGate
-from trading.execution.intents import flatten_pair, repair_legging
+from trading.execution.intents import flatten_pair, marketable_price, repair_legging
 from trading.execution.marks import Marks
 from trading.execution.state import StateChange, TradingState, TradingStateMachine
 from trading.execution.tracking import LegState, OrderTracker, TrackedLeg
@@ -97,6 +111,9 @@ class ExecutionEngine:
     day_start_total_usd: float = 0.0
     flattening: dict[str, str] = field(default_factory=dict)  # pair -> flatten intent id
     decisions: dict[str, RiskDecision] = field(default_factory=dict)
+    options: dict[int, tuple[str, float]] = field(default_factory=dict)  # con_id -> expiry, K
+    settlements: dict[str, tuple[float, float]] = field(default_factory=dict)
+    """pair -> (time, short-call units before) of an assignment/expiry awaiting rebalance."""
     _seq: Any = field(default_factory=itertools.count)
     gate: RiskGate = field(init=False)
 
@@ -113,6 +130,9 @@ class ExecutionEngine:
     def on_market(self, msg: Any) -> None:
         """A market message; raises ValueError (and stores nothing) when it fails validation."""
         self.marks.update(msg)
+        expiry, strike = getattr(msg, "expiry", ""), getattr(msg, "strike", 0.0)
+        if expiry and strike:
+            self.options[msg.con_id] = (expiry, strike)
 
     def mark_prices(self) -> dict[int, float]:
         return {c: m.mid for c, m in self.marks.by_con_id.items()}
@@ -130,6 +150,9 @@ class ExecutionEngine:
         if decision.approved:
             self.book.attribute(intent.intent_id, intent.pair_id)
             self.tracker.register(intent, now)
+            for leg in intent.legs:
+                if leg.option_con_id and leg.option_expiry and leg.option_strike:
+                    self.options[leg.option_con_id] = (leg.option_expiry, leg.option_strike)
         return decision
 
     def order_sent(self, intent_id: str, leg_index: int, order_id: int, now: float) -> None:
@@ -157,8 +180,28 @@ class ExecutionEngine:
         return None if leg is None else order_event(leg, now)
 
     def on_fill(self, fill: Fill) -> bool:
-        """Book an execution once; returns False when it was already booked."""
-        return self.book.apply_fill(fill)
+        """Book an execution once; returns False when it was already booked.
+
+        An option execution without an intent (IB's assignment or expiry) marks its pair for
+        rebalancing on the next tick.
+        """
+        settling = not fill.intent_id and fill.sec_type == "OPT"
+        units_before = 0.0
+        if settling:
+            pair = self.book._pair_for(fill)
+            units_before = self._short_calls(pair)
+        if not self.book.apply_fill(fill):
+            return False
+        if settling and units_before > 0 and self.book.last_pair not in self.settlements:
+            self.settlements[self.book.last_pair] = (fill.ts, units_before)
+        return True
+
+    def _short_calls(self, pair: str) -> float:
+        return sum(
+            -h.quantity
+            for h in self.book.pair_holdings(pair)
+            if h.sec_type == "OPT" and h.quantity < 0
+        )
 
     # commands and rules ---------------------------------------------------------------------
 
@@ -213,6 +256,114 @@ class ExecutionEngine:
             if z_why:
                 actions.extend(self._flatten(pair, now, IntentPurpose.STOP, z_why))
         actions.extend(self._legging(now))
+        actions.extend(self._short_call_rules(now))
+        actions.extend(self._rebalance_settled(now))
+        return actions
+
+    def _as_of(self) -> date | None:
+        ts = self.marks.exchange_time
+        if ts <= 0:
+            return None
+        return datetime.fromtimestamp(ts, UTC).astimezone(EXCHANGE_TIMEZONE).date()
+
+    def _short_call_rules(self, now: float) -> list[Action]:
+        """Expiry backstop and early-assignment close (see the module docstring)."""
+        as_of = self._as_of()
+        if as_of is None:
+            return []
+        actions: list[Action] = []
+        dividend = self.marks.dividends.get("TLT")
+        tlt_id = self.marks.con_id_by_symbol.get("TLT")
+        for pair in self.book.open_pairs():
+            if self._is_flattening(pair):
+                continue
+            for h in self.book.pair_holdings(pair):
+                if h.sec_type != "OPT" or h.quantity >= 0 or h.con_id not in self.options:
+                    continue
+                expiry_text, strike = self.options[h.con_id]
+                expiry = date(int(expiry_text[:4]), int(expiry_text[4:6]), int(expiry_text[6:]))
+                sessions = self.limits.close_short_call_sessions_before_expiry
+                deadline = (
+                    self.gate.calendar.add_sessions(expiry, -sessions) if sessions else expiry
+                )
+                why = ""
+                if as_of >= deadline:
+                    why = (
+                        f"short call {h.local_symbol} expires {expiry} and was not rolled "
+                        f"by {deadline}: closing pair {pair}"
+                    )
+                elif dividend is not None and dividend.next_ex_date and tlt_id is not None:
+                    call, spot = self.marks.mid(h.con_id), self.marks.mid(tlt_id)
+                    ex = dividend.next_ex_date
+                    if call is not None and spot is not None:
+                        risk = early_assignment_risk(
+                            call,
+                            spot,
+                            strike,
+                            expiry,
+                            dividend.next_amount,
+                            date(int(ex[:4]), int(ex[4:6]), int(ex[6:])),
+                            as_of,
+                            self.gate.calendar,
+                        )
+                        if risk.likely:
+                            why = f"early assignment likely on {h.local_symbol}: {risk.message}"
+                if why:
+                    actions.extend(self._flatten(pair, now, IntentPurpose.FLATTEN, why))
+                    break
+        return actions
+
+    def _rebalance_settled(self, now: float, grace_s: float = 1.0) -> list[Action]:
+        """After an assignment or expiry: cut TLTW in proportion, close leftover TLT."""
+        actions: list[Action] = []
+        for pair, (ts, units_before) in list(self.settlements.items()):
+            if now - ts < grace_s:
+                continue  # the stock delivery arrives right after the option settlement
+            del self.settlements[pair]
+            units_after = self._short_calls(pair)
+            message = (
+                f"pair {pair}: short call settled by IB (assignment or expiry), "
+                f"{units_before:g} -> {units_after:g} buy-write units"
+            )
+            actions.append(self._alert(now, Severity.CRITICAL, "assignment", message, pair=pair))
+            if units_after <= 0:
+                actions.extend(self._flatten(pair, now, IntentPurpose.FLATTEN, message))
+                continue
+            legs = []
+            for h in self.book.pair_holdings(pair):
+                if h.sec_type != "STK":
+                    continue
+                if h.symbol == "TLT":
+                    target = 100.0 * units_after
+                else:
+                    target = h.quantity * units_after / units_before
+                excess = round(h.quantity - (target if h.quantity > 0 else -abs(target)))
+                mid = self.marks.mid(h.con_id)
+                if excess == 0 or mid is None:
+                    continue
+                side = Side.SELL if excess > 0 else Side.BUY
+                legs.append(
+                    IntentLeg(
+                        LegKind.STOCK,
+                        h.symbol,
+                        side,
+                        abs(excess),
+                        marketable_price(mid, side, self.aggressiveness_bp),
+                        h.con_id,
+                    )
+                )
+            if legs:
+                intent = OrderIntent(
+                    f"rebalance-{pair}-{int(now * 1000)}-{next(self._seq)}",
+                    pair,
+                    now,
+                    IntentPurpose.UNWIND,
+                    SignalAction.EXIT,
+                    tuple(legs),
+                    {"reason": message},
+                )
+                self.flattening[pair] = intent.intent_id
+                actions.append(Submit(intent))
         return actions
 
     def _z_stop(self, pair: str) -> str:

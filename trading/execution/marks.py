@@ -1,8 +1,8 @@
 """Marks: the latest validated prices, Greeks and data health the risk gate and the book use.
 
-Pure. Fed with bus messages (`Quote`, `OptionQuote`, `DataHealth`, `SpreadPoint`); a quote that
-is crossed, non-positive or not finite raises ValueError naming the field and is not stored,
-so the gate never prices an order off it (the previous good quote stays, and ages into STALE).
+Pure. Fed with bus messages (`Quote`, `OptionQuote`, `DataHealth`, `SpreadPoint`, `Dividends`);
+a quote that is crossed, non-positive or not finite raises ValueError naming the field and is not
+stored, so the gate never prices an order off it (the previous good quote stays, and goes stale).
 
 Conventions: prices per share in USD; option deltas per share (a call's delta in [0, 1]);
 `vega_per_point` in USD per share per vol point (IB's convention). A buy-write unit is long
@@ -16,7 +16,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 
-from trading.bus import DataHealth, DataStatus, OptionQuote, Quote, SpreadPoint
+from trading.bus import DataHealth, DataStatus, Dividends, OptionQuote, Quote, SpreadPoint
 
 __all__ = ["BUY_WRITE_SHARES", "InstrumentMark", "Marks"]
 
@@ -57,10 +57,11 @@ class Marks:
     con_id_by_symbol: dict[str, int] = field(default_factory=dict)
     health: dict[str, DataHealth] = field(default_factory=dict)
     spread: SpreadPoint | None = None
+    dividends: dict[str, Dividends] = field(default_factory=dict)
     exchange_time: float = 0.0
     """The latest exchange timestamp seen: the clock for market-hours checks."""
 
-    def update(self, msg: Quote | OptionQuote | DataHealth | SpreadPoint) -> None:
+    def update(self, msg: Quote | OptionQuote | DataHealth | SpreadPoint | Dividends) -> None:
         """Apply one bus message; raises ValueError (nothing stored) for a bad quote."""
         if isinstance(msg, Quote):
             _check_quote("quote", msg.symbol, msg.bid, msg.ask)
@@ -97,6 +98,8 @@ class Marks:
             self.health[msg.symbol] = msg
         elif isinstance(msg, SpreadPoint):
             self.spread = msg
+        elif isinstance(msg, Dividends):
+            self.dividends[msg.symbol] = msg
         else:
             raise ValueError(f"marks: unexpected message kind {type(msg).__name__}")
 

@@ -39,6 +39,7 @@ from trading.broker.orders import orders_for_intent
 from trading.bus import (
     Channels,
     DataHealth,
+    Dividends,
     Fill,
     Groups,
     Keys,
@@ -356,11 +357,27 @@ class RiskRuntime:
             if isinstance(msg, Quote | OptionQuote | DataHealth | SpreadPoint):
                 self._market(msg)
 
+    def _unsolicited_fills(self) -> None:
+        """Book executions no order of ours produced (IB reports an assignment or an expiry
+        with order id 0 and no orderRef; ib_async stores them but emits no event)."""
+        seen = self.engine.book.seen_exec_ids
+        for ib_fill in self.conn.ib.fills():
+            execution = ib_fill.execution
+            if not execution.orderRef and execution.execId not in seen:
+                self._fill_from_ib(ib_fill)
+
     async def ticker(self) -> None:
-        last_book = 0.0
+        last_book = last_dividends = 0.0
         while True:
             await asyncio.sleep(self.tick_s)
             now = time.time()
+            if self.ready.is_set() and self.conn.ib.isConnected():
+                self._unsolicited_fills()
+            if now - last_dividends >= 5.0:
+                last_dividends = now
+                dividends = await self.bus.get_latest(Keys.dividends("TLT"), Dividends)
+                if dividends is not None:
+                    self._market(dividends)
             await self.execute(self.engine.tick(now))
             if now - last_book >= 1.0 or not self.writes.empty():
                 last_book = now

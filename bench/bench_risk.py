@@ -1,0 +1,165 @@
+"""Risk benchmark: intent-to-order-sent latency of the live risk service, and the gate alone.
+
+Runs the real service runtime against ibsim and an embedded Redis with marks written from
+ibsim's truth, appends order intents one at a time and measures:
+
+* in-service: from the intent decoded off the stream to its order handed to the IB socket
+  (gate decision + "placing" record in Redis + placeOrder): the issue's target, p99 < 2 ms;
+* end to end: from XADD of the intent (wall clock) to the same point (adds the stream hop);
+* the pure gate decision alone (RiskGate.decide on a two-leg intent).
+
+Run: `.venv/bin/python bench/bench_risk.py [n_intents]`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import statistics
+import sys
+import time
+
+from trading.bus import (
+    Bus,
+    Channels,
+    IntentLeg,
+    IntentPurpose,
+    Keys,
+    LegKind,
+    OrderIntent,
+    Quote,
+    Side,
+    SignalAction,
+    Streams,
+)
+from trading.execution.runtime import RiskRuntime
+from trading.ibsim import SimConfig, SimulatedGateway
+from trading.redis_server import EmbeddedRedis
+from trading.service import ServiceContext, serve
+from trading.settings import load_settings
+
+TLTW_ID = 545186218
+TARGET_P99_S = 0.002
+
+
+def pct(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+
+async def write_marks(bus: Bus, gw: SimulatedGateway) -> None:
+    truth = gw.truth()
+    price = round(truth.tltw_price, 2)
+    ts = truth.time.timestamp()
+    quote = Quote("TLTW", TLTW_ID, price - 0.01, price + 0.01, 100.0, 100.0, None, ts, time.time())
+    await bus.set_latest(Keys.quote("TLTW"), quote)
+    await bus.publish(Channels.QUOTES, quote)
+
+
+def tltw_intent(i: int, price: float) -> OrderIntent:
+    leg = IntentLeg(LegKind.STOCK, "TLTW", Side.BUY, 1, round(price, 2), TLTW_ID)
+    return OrderIntent(
+        f"bench-{i}",
+        "bench",
+        time.time(),
+        IntentPurpose.ENTRY,
+        SignalAction.ENTER_LONG_SPREAD,
+        (leg,),
+    )
+
+
+async def service_latency(n: int) -> tuple[list[float], list[float]]:
+    redis = EmbeddedRedis().start()
+    gw = SimulatedGateway(SimConfig(seed=1, speed=1.0)).start()
+    try:
+        settings = load_settings(
+            redis={"url": redis.url},
+            ib={"port": gw.port, "connect_timeout_s": 5},
+            risk={"max_orders_per_minute": 1_000_000, "max_tltw_shares": 1_000_000},
+        )
+        bus = await Bus.connect(redis.url, "bench", attempts=20)
+        await write_marks(bus, gw)
+        in_service: list[float] = []
+        end_to_end: list[float] = []
+        placed = asyncio.Event()
+        runtimes: list[RiskRuntime] = []
+
+        async def main(ctx: ServiceContext) -> None:
+            runtime = RiskRuntime(ctx)
+            runtimes.append(runtime)
+            original = runtime.handle_intent
+
+            async def timed(intent: OrderIntent, t0: float) -> bool:
+                runtime.t0 = t0  # type: ignore[attr-defined]
+                return await original(intent, t0)
+
+            async def after_place(intent: OrderIntent) -> None:
+                in_service.append(time.perf_counter() - runtime.t0)  # type: ignore[attr-defined]
+                end_to_end.append(time.time() - intent.ts)
+                placed.set()
+
+            runtime.handle_intent = timed  # type: ignore[method-assign]
+            runtime.after_place = after_place
+            await runtime.run()
+
+        task = asyncio.create_task(serve("risk-management", main, settings, redis.url, 0))
+        while not (runtimes and runtimes[0].ready.is_set()):
+            await asyncio.sleep(0.05)
+        for i in range(n):
+            if i % 20 == 0:
+                await write_marks(bus, gw)
+            quote = await bus.get_latest(Keys.quote("TLTW"), Quote)
+            placed.clear()
+            await bus.append(Streams.INTENTS, tltw_intent(i, quote.ask))
+            await asyncio.wait_for(placed.wait(), 5)
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+        await bus.close()
+        return in_service, end_to_end
+    finally:
+        gw.stop()
+        redis.stop()
+
+
+def gate_latency(n: int = 5_000) -> list[float]:
+    sys.path.insert(0, ".")
+    from tests.risk.helpers import NOW, buy_write_leg, intent, tltw_leg
+    from tests.risk.test_gate import marks, view
+    from trading.execution.gate import RiskGate
+    from trading.settings import RiskSettings
+
+    gate = RiskGate(RiskSettings())
+    the_view = view(m=marks())
+    entry = intent(buy_write_leg(Side.BUY, 1, 8998.40), tltw_leg(Side.SELL, 375, 24.0))
+    gate.decide(entry, the_view, NOW)
+    out = []
+    for _ in range(n):
+        start = time.perf_counter()
+        gate.decide(entry, the_view, NOW)
+        out.append(time.perf_counter() - start)
+    return out
+
+
+def report(name: str, samples: list[float], target: float | None = None) -> None:
+    p50, p99 = statistics.median(samples), pct(samples, 0.99)
+    verdict = "" if target is None else ("  OK" if p99 < target else "  MISSED")
+    print(
+        f"{name:<44} n={len(samples):>5}  p50 {p50 * 1e3:7.3f} ms  p99 {p99 * 1e3:7.3f} ms"
+        f"  max {max(samples) * 1e3:7.3f} ms"
+        + (f"  (target p99 < {target * 1e3:g} ms){verdict}" if target else "")
+    )
+
+
+def main() -> None:
+    logging.basicConfig(level=logging.WARNING)
+    n = int(sys.argv[1]) if len(sys.argv) > 1 else 1000
+    report("gate decision (2-leg intent, pure)", gate_latency())
+    in_service, end_to_end = asyncio.run(service_latency(n))
+    report("intent read -> order sent (in service)", in_service, TARGET_P99_S)
+    report("intent XADD -> order sent (with stream hop)", end_to_end)
+
+
+if __name__ == "__main__":
+    main()
