@@ -120,7 +120,8 @@ def test_statistical_hedges_produce_a_spread_and_trade_the_shock(method):
     points, intents, _ = run(engine, shock_messages())
 
     assert points and all(p.hedge_method == method.value for p in points)
-    assert intents and intents[0].action is SignalAction.ENTER_SHORT_SPREAD
+    at_shock = [i for i in intents if i.ts == SHOCK_TIME.timestamp()]
+    assert [i.action for i in at_shock] == [SignalAction.ENTER_SHORT_SPREAD]
 
 
 def test_restart_mid_position_resumes_without_a_second_entry():

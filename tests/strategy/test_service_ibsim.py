@@ -7,10 +7,10 @@ import asyncio
 import contextlib
 import time
 
+import data_ingestion
 import numpy as np
 import pytest
 
-import data_ingestion
 import strategy as strategy_service
 from tests.support import async_eventually
 from trading.bus import (
@@ -98,9 +98,7 @@ def gateway():
         gw.stop()
 
 
-async def test_premium_blowout_on_ibsim_enters_then_exits_across_a_restart(
-    redis_url, bus, gateway
-):
+async def test_premium_blowout_on_ibsim_enters_then_exits_across_a_restart(redis_url, bus, gateway):
     settings = pipeline_settings(redis_url, gateway.port)
     ingestion = serve("data-ingestion", data_ingestion.main, settings, redis_url, 0)
     async with running(ingestion, approve_every_intent(bus)):
@@ -141,9 +139,7 @@ async def test_premium_blowout_on_ibsim_enters_then_exits_across_a_restart(
     np.testing.assert_allclose(live[Z_WINDOW:], vectorized[Z_WINDOW:], rtol=0, atol=1e-9)
 
 
-async def test_stale_data_stops_spread_points_and_fresh_data_resumes_them(
-    redis_url, bus, gateway
-):
+async def test_stale_data_stops_spread_points_and_fresh_data_resumes_them(redis_url, bus, gateway):
     settings = pipeline_settings(redis_url, gateway.port)
     ingestion = serve("data-ingestion", data_ingestion.main, settings, redis_url, 0)
     async with running(ingestion):
