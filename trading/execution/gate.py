@@ -135,6 +135,7 @@ class RiskGate:
     def __init__(self, limits: RiskSettings, calendar: MarketCalendar | None = None):
         self.limits = limits
         self._calendar = calendar
+        self._limits_cache: dict[tuple, domain_risk.RiskLimits] = {}
 
     @property
     def calendar(self) -> MarketCalendar:
@@ -172,7 +173,12 @@ class RiskGate:
         stock_ids = dict(marks.con_id_by_symbol)
         for leg in intent.legs:
             stock_ids.setdefault(leg.symbol, leg.con_id)
-        limits = risk_limits(self.limits, options, stock_ids)
+        cache_key = (frozenset(options), tuple(sorted(stock_ids.items())))
+        limits = self._limits_cache.get(cache_key)
+        if limits is None:
+            if len(self._limits_cache) > 64:
+                self._limits_cache.clear()
+            limits = self._limits_cache[cache_key] = risk_limits(self.limits, options, stock_ids)
 
         combined = domain_risk.OrderRequest(
             legs=tuple(domain_risk.OrderLeg(str(c), _ratio(q)) for c, q in changes.items() if q),
