@@ -1,0 +1,44 @@
+"""`python -m trading backtest`: metrics printed, an HTML report with charts, metrics as JSON."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from trading.cli import main
+
+
+def test_sim_backtest_writes_a_self_contained_html_report_and_json(tmp_path, capsys):
+    out, metrics = tmp_path / "report.html", tmp_path / "metrics.json"
+
+    code = main(
+        ["backtest", "sim", "--seed", "2", "--start", "2026-09-08", "--end", "2026-09-10",
+         "--premium-bp", "50", "--preset", "replica", "--set", "strategy.z_window=390",
+         "--set", "strategy.cointegration_pvalue=0.99",
+         "--set", "strategy.max_gross_notional_usd=150000",
+         "--out", str(out), "--json", str(metrics), "--no-progress"]
+    )  # fmt: skip
+
+    assert code == 0
+    page = out.read_text()
+    assert page.count("data:image/png;base64,") == 2  # equity/drawdown, spread/z with trades
+    values = json.loads(metrics.read_text())
+    for name in ("total_return", "sharpe", "sortino", "max_drawdown", "round_trips", "hit_rate",
+                 "turnover", "commissions_usd", "r_squared_vs_truth"):  # fmt: skip
+        assert name in values
+    assert values["intents"] >= 1 and values["commissions_usd"] > 0
+    assert "sharpe" in capsys.readouterr().out
+
+
+def test_bad_setting_override_is_refused_with_its_name(capsys):
+    code = main(["backtest", "sim", "--start", "2026-09-08", "--end", "2026-09-08",
+                 "--set", "strategy.z_window=-3", "--no-progress"])  # fmt: skip
+
+    assert code == 2
+    assert "TRADING_STRATEGY__Z_WINDOW" in capsys.readouterr().err
+
+
+def test_malformed_override_is_refused():
+    with pytest.raises(SystemExit):
+        main(["backtest", "nowhere"])

@@ -1,0 +1,312 @@
+"""The backtest's CSV format: one row per quote, in time order (a tick or bar-close tape).
+
+Columns (header required; extra columns are ignored; a blank cell is "not given"):
+
+=============== ==========================================================================
+timestamp       ISO 8601 with a UTC offset (2026-09-01T09:31:00-04:00) or epoch seconds
+kind            stock | option | nav | dividend
+symbol          TLT or TLTW (stock, nav: TLTW, dividend: TLT or TLTW); option rows: TLT
+bid, ask        stock and option rows: the top of book (0 < bid <= ask; an option bid may
+                be 0)
+expiry          option rows: YYYYMMDD
+strike          option rows: the strike (USD)
+right           option rows: C
+implied_vol     option rows: annual implied volatility (a fraction)
+delta, gamma    option rows: per share (IB's convention)
+vega_per_point  option rows: USD per share per vol point
+theta_per_day   option rows: USD per share per calendar day
+value           nav rows: TLTW's NAV per share; dividend rows: USD per share going ex at
+                the timestamp's (New York) date
+con_id          optional: IB conId (stocks default to IB's TLT/TLTW ids, options to ibsim's)
+=============== ==========================================================================
+
+Rules, each refused with a ValueError naming the row (1 = the first data row; the header is
+row 0) and the column: a required column missing from the header; a required cell blank or not
+a number, or NaN/infinite; a crossed or non-positive quote; timestamps going backwards; two rows
+for the same instrument and kind at the same timestamp (duplicates).
+
+The option chain of each session (New York date) is the set of calls quoted that day, published
+before the session's first row, as data-ingestion does at the open.
+"""
+
+from __future__ import annotations
+
+import csv
+import math
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from datetime import UTC, date, datetime
+from pathlib import Path
+
+from trading.bus import ChainOption, Dividends, EtfNav, Message, OptionChain, OptionQuote, Quote
+from trading.domain.market_hours import EXCHANGE_TIMEZONE
+from trading.ibsim.instruments import TLT_CON_ID, TLTW_CON_ID, occ_symbol, option_con_id
+
+KINDS = ("stock", "option", "nav", "dividend")
+BASE_COLUMNS = ("timestamp", "kind", "symbol")
+OPTION_COLUMNS = (
+    "bid",
+    "ask",
+    "expiry",
+    "strike",
+    "right",
+    "implied_vol",
+    "delta",
+    "gamma",
+    "vega_per_point",
+    "theta_per_day",
+)
+COLUMNS = (*BASE_COLUMNS, *OPTION_COLUMNS, "value", "con_id")
+REQUIRED_BY_KIND = {
+    "stock": ("bid", "ask"),
+    "option": OPTION_COLUMNS,
+    "nav": ("value",),
+    "dividend": ("value",),
+}
+STOCK_CON_IDS = {"TLT": TLT_CON_ID, "TLTW": TLTW_CON_ID}
+
+
+class CsvError(ValueError):
+    """A row of the CSV cannot be used; the message names the row and the column."""
+
+    def __init__(self, row: int, column: str, message: str) -> None:
+        super().__init__(f"row {row}, column {column!r}: {message}")
+        self.row = row
+        self.column = column
+
+
+@dataclass(frozen=True, slots=True)
+class _Row:
+    number: int
+    ts: float
+    day: date
+    kind: str
+    symbol: str
+    cells: dict[str, str]
+
+
+def _number(row: int, column: str, text: str | None, *, positive: bool = False) -> float:
+    if text is None or text.strip() == "":
+        raise CsvError(row, column, "is blank")
+    try:
+        value = float(text)
+    except ValueError:
+        raise CsvError(row, column, f"is not a number: {text!r}") from None
+    if not math.isfinite(value):
+        raise CsvError(row, column, f"must be finite, got {text!r}")
+    if positive and value <= 0:
+        raise CsvError(row, column, f"must be > 0, got {text!r}")
+    return value
+
+
+def _timestamp(row: int, text: str | None) -> float:
+    if text is None or text.strip() == "":
+        raise CsvError(row, "timestamp", "is blank")
+    text = text.strip()
+    try:
+        value = float(text)
+    except ValueError:
+        return _iso_timestamp(row, text)
+    if not math.isfinite(value):
+        raise CsvError(row, "timestamp", f"must be finite, got {text!r}")
+    return value
+
+
+def _iso_timestamp(row: int, text: str) -> float:
+    try:
+        moment = datetime.fromisoformat(text)
+    except ValueError:
+        raise CsvError(row, "timestamp", f"is neither ISO 8601 nor epoch: {text!r}") from None
+    if moment.tzinfo is None:
+        raise CsvError(row, "timestamp", f"needs a UTC offset: {text!r}")
+    return moment.timestamp()
+
+
+def _rows(lines: Iterable[str]) -> Iterator[_Row]:
+    reader = csv.DictReader(lines)
+    header = [h.strip() for h in reader.fieldnames or []]
+    reader.fieldnames = header
+    for column in BASE_COLUMNS:
+        if column not in header:
+            raise CsvError(0, column, f"missing from the header {header}")
+    needed = {c for kind_columns in REQUIRED_BY_KIND.values() for c in kind_columns}
+    previous = -math.inf
+    seen_at_ts: set[tuple] = set()
+    for number, cells in enumerate(reader, start=1):
+        ts = _timestamp(number, cells.get("timestamp"))
+        kind = (cells.get("kind") or "").strip()
+        if kind not in KINDS:
+            raise CsvError(number, "kind", f"must be one of {KINDS}, got {kind!r}")
+        for column in REQUIRED_BY_KIND[kind]:
+            if column not in header and column in needed:
+                raise CsvError(number, column, f"missing from the header (needed by {kind} rows)")
+        symbol = (cells.get("symbol") or "").strip()
+        if ts < previous:
+            raise CsvError(number, "timestamp", f"goes backwards ({ts} after {previous}): sort")
+        if ts > previous:
+            seen_at_ts.clear()
+        previous = ts
+        key = (kind, symbol, cells.get("expiry"), cells.get("strike"), cells.get("right"))
+        if key in seen_at_ts:
+            raise CsvError(number, "timestamp", f"duplicate {kind} row for {symbol} at {ts}")
+        seen_at_ts.add(key)
+        day = datetime.fromtimestamp(ts, UTC).astimezone(EXCHANGE_TIMEZONE).date()
+        yield _Row(number, ts, day, kind, symbol, cells)
+
+
+def _message(row: _Row) -> Message:
+    n, c, ts = row.number, row.cells, row.ts
+    if row.kind == "stock":
+        if row.symbol not in STOCK_CON_IDS:
+            raise CsvError(n, "symbol", f"stock rows are TLT or TLTW, got {row.symbol!r}")
+        bid = _number(n, "bid", c.get("bid"), positive=True)
+        ask = _number(n, "ask", c.get("ask"), positive=True)
+        if bid > ask:
+            raise CsvError(n, "bid", f"crossed quote: bid {bid} > ask {ask}")
+        con_id = _con_id(row, STOCK_CON_IDS[row.symbol])
+        return Quote(row.symbol, con_id, bid, ask, 100.0, 100.0, None, ts, ts)
+    if row.kind == "nav":
+        if row.symbol != "TLTW":
+            raise CsvError(n, "symbol", f"nav rows are TLTW, got {row.symbol!r}")
+        return EtfNav("TLTW", _number(n, "value", c.get("value"), positive=True), ts, ts)
+    if row.kind == "dividend":
+        if row.symbol not in STOCK_CON_IDS:
+            raise CsvError(n, "symbol", f"dividend rows are TLT or TLTW, got {row.symbol!r}")
+        amount = _number(n, "value", c.get("value"), positive=True)
+        return Dividends(row.symbol, 0.0, 12 * amount, row.day.strftime("%Y%m%d"), amount, ts)
+    return _option(row)
+
+
+def _option(row: _Row) -> OptionQuote:
+    n, c, ts = row.number, row.cells, row.ts
+    if row.symbol != "TLT":
+        raise CsvError(n, "symbol", f"option rows are TLT calls, got {row.symbol!r}")
+    expiry = (c.get("expiry") or "").strip()
+    try:
+        expiry_date = date(int(expiry[:4]), int(expiry[4:6]), int(expiry[6:8]))
+    except ValueError:
+        raise CsvError(n, "expiry", f"must be YYYYMMDD, got {expiry!r}") from None
+    if len(expiry) != 8:
+        raise CsvError(n, "expiry", f"must be YYYYMMDD, got {expiry!r}")
+    right = (c.get("right") or "").strip()
+    if right != "C":
+        raise CsvError(n, "right", f"must be C, got {right!r}")
+    strike = _number(n, "strike", c.get("strike"), positive=True)
+    bid = _number(n, "bid", c.get("bid"))
+    ask = _number(n, "ask", c.get("ask"), positive=True)
+    if bid < 0:
+        raise CsvError(n, "bid", f"must be >= 0, got {bid}")
+    if bid > ask:
+        raise CsvError(n, "bid", f"crossed quote: bid {bid} > ask {ask}")
+    values = {name: _number(n, name, c.get(name)) for name in OPTION_COLUMNS[5:]}
+    con_id = _con_id(row, option_con_id(expiry_date, strike, "C"))
+    return OptionQuote(
+        symbol="TLT",
+        con_id=con_id,
+        local_symbol=occ_symbol("TLT", expiry, "C", strike),
+        expiry=expiry,
+        strike=strike,
+        right="C",
+        bid=bid,
+        ask=ask,
+        bid_size=10.0,
+        ask_size=10.0,
+        implied_vol=values["implied_vol"],
+        delta=values["delta"],
+        gamma=values["gamma"],
+        vega_per_point=values["vega_per_point"],
+        theta_per_day=values["theta_per_day"],
+        underlying_price=math.nan,
+        model_price=math.nan,
+        ts_exchange=ts,
+        ts_recv=ts,
+    )
+
+
+def _con_id(row: _Row, default: int) -> int:
+    text = (row.cells.get("con_id") or "").strip()
+    if not text:
+        return default
+    value = _number(row.number, "con_id", text, positive=True)
+    if value != int(value):
+        raise CsvError(row.number, "con_id", f"must be a whole number, got {text!r}")
+    return int(value)
+
+
+def read_messages(path: Path) -> list[Message]:
+    """Every row of the file as bus messages, with each session's chain first; the whole file
+    is validated before anything is returned (a bad row never reaches a replay)."""
+    with open(path, newline="") as handle:
+        rows = list(_rows(handle))
+    by_day: dict[date, list[tuple[_Row, Message]]] = {}
+    for row in rows:
+        by_day.setdefault(row.day, []).append((row, _message(row)))
+    out: list[Message] = []
+    for day in sorted(by_day):
+        entries = by_day[day]
+        calls = sorted(
+            {
+                (m.expiry, m.strike, m.con_id, m.local_symbol)
+                for _, m in entries
+                if isinstance(m, OptionQuote)
+            }
+        )
+        if calls:
+            tlt = [m for _, m in entries if isinstance(m, Quote) and m.symbol == "TLT"]
+            spot = (tlt[0].bid + tlt[0].ask) / 2 if tlt else calls[len(calls) // 2][1]
+            out.append(
+                OptionChain(
+                    underlying="TLT",
+                    underlying_con_id=TLT_CON_ID,
+                    expiries=tuple(sorted({e for e, _, _, _ in calls})),
+                    strikes=tuple(sorted({k for _, k, _, _ in calls})),
+                    subscribed=tuple(
+                        ChainOption(con_id=i, local_symbol=s, expiry=e, strike=k, right="C")
+                        for e, k, i, s in calls
+                    ),
+                    spot=spot,
+                    ts=entries[0][0].ts - 1.0,
+                )
+            )
+        out.extend(m for _, m in entries)
+    return out
+
+
+def write_messages(messages: Iterable[Message], path: Path) -> int:
+    """Write quotes, option quotes, NAVs and distributions in this format; returns the rows."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    count = 0
+    with open(path, "w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(COLUMNS)
+        for m in messages:
+            row = _row_of(m)
+            if row is not None:
+                writer.writerow(row)
+                count += 1
+    return count
+
+
+def _row_of(m: Message) -> list[str] | None:
+    blank = [""] * len(COLUMNS)
+    if isinstance(m, Quote):
+        row = blank.copy()
+        row[:5] = [repr(m.ts_exchange), "stock", m.symbol, repr(m.bid), repr(m.ask)]
+        return row
+    if isinstance(m, OptionQuote):
+        return [
+            repr(m.ts_exchange), "option", m.symbol, repr(m.bid), repr(m.ask), m.expiry,
+            repr(m.strike), m.right, repr(m.implied_vol), repr(m.delta), repr(m.gamma),
+            repr(m.vega_per_point), repr(m.theta_per_day), "", str(m.con_id),
+        ]  # fmt: skip
+    if isinstance(m, EtfNav):
+        row = blank.copy()
+        row[:3] = [repr(m.ts_exchange), "nav", m.symbol]
+        row[COLUMNS.index("value")] = repr(m.nav)
+        return row
+    if isinstance(m, Dividends):
+        row = blank.copy()
+        row[:3] = [repr(m.ts), "dividend", m.symbol]
+        row[COLUMNS.index("value")] = repr(m.next_amount)
+        return row
+    return None
