@@ -21,7 +21,10 @@ import asyncio
 import time
 from typing import Any
 
+import orjson
+
 from trading.bus import (
+    Batch,
     Bus,
     Channels,
     DataHealth,
@@ -37,6 +40,7 @@ from trading.bus import (
     RiskDecision,
     RiskStatus,
     Streams,
+    encode,
 )
 from trading.observability import BAD_MESSAGES, ERRORS
 from trading.service import ServiceContext, run_service
@@ -184,7 +188,7 @@ class StrategyService:
                 self.inbox[key] = (msg, time.perf_counter())
                 self.wake.set()
                 count += 1
-                if count % 256 == 0:
+                if count % 32 == 0:
                     await asyncio.sleep(0)  # let the processor drain a long burst
 
     async def process(self) -> None:
@@ -199,17 +203,39 @@ class StrategyService:
                     await self.publish(result, arrived)
 
     async def publish(self, result: StepResult, arrived: float | None) -> None:
-        """Write one bar's outputs; ``arrived`` is when the tick that closed it came in."""
-        bus = self.bus
-        m.BARS.labels("point" if result.spread_point else "skipped").inc()
-        if result.intents or result.signals:
-            await self.save_state()
+        """Write one bar's outputs in one round trip; ``arrived`` is when the tick that closed
+        the bar came in. Redis runs a pipeline in order: the state (with the pending intent)
+        lands before the intent, so a crash between them re-appends it at start."""
+        batch = Batch()
+        batch.set_latest(Keys.STRATEGY_STATE, self.state_bytes())
         for intent in result.intents:
-            await bus.append(Streams.INTENTS, intent)
-            await bus.hset_latest(Keys.PENDING_INTENTS, intent.intent_id, intent)
+            data = encode(intent)
+            batch.append(Streams.INTENTS, data)
+            batch.hset_latest(Keys.PENDING_INTENTS, intent.intent_id, data)
+        point = result.spread_point
+        if point is not None:
+            data = encode(point)
+            batch.set_latest(Keys.SPREAD_LATEST, data)
+            batch.publish(Channels.SPREAD, data)
+            batch.append(Streams.SPREAD, data)
+        for signal in result.signals:
+            data = encode(signal)
+            batch.publish(Channels.SIGNALS, data)
+            batch.append(Streams.SIGNALS, data)
+        await self.bus.execute(batch)
+        done = time.perf_counter()
+        m.BARS.labels("point" if point else "skipped").inc()
+        if arrived is not None:
+            m.TICK_TO_BAR_PUBLISHED_SECONDS.observe(done - arrived)
+        if point is not None:
+            m.ZSCORE.set(point.z)
+            m.BETA.set(point.beta)
+        for signal in result.signals:
+            m.SIGNALS.labels(signal.action.value).inc()
+        for intent in result.intents:
             m.INTENTS.labels(intent.purpose.value).inc()
             if arrived is not None:
-                m.TICK_TO_INTENT_SECONDS.observe(time.perf_counter() - arrived)
+                m.TICK_TO_INTENT_SECONDS.observe(done - arrived)
             self.ctx.log.info(
                 "order intent",
                 extra={
@@ -219,25 +245,18 @@ class StrategyService:
                     "strategy.z": intent.why.get("z"),
                 },
             )
-        point = result.spread_point
-        if point is not None:
-            await bus.set_latest(Keys.SPREAD_LATEST, point)
-            await bus.publish(Channels.SPREAD, point)
-            await bus.append(Streams.SPREAD, point)
-            m.ZSCORE.set(point.z)
-            m.BETA.set(point.beta)
-        for signal in result.signals:
-            await bus.publish(Channels.SIGNALS, signal)
-            await bus.append(Streams.SIGNALS, signal)
-            m.SIGNALS.labels(signal.action.value).inc()
-        if not (result.intents or result.signals):
-            await self.save_state()
 
-    async def save_state(self) -> None:
+    def state_bytes(self) -> bytes:
         started = time.perf_counter()
         state = {"engine": self.engine.to_state(), "cursors": dict(self.cursors)}
-        await self.bus.set_state(Keys.STRATEGY_STATE, state)
+        data = orjson.dumps(state)  # to_state() spells NaN and infinities as strings
         m.STATE_SAVE_SECONDS.observe(time.perf_counter() - started)
+        return data
+
+    async def save_state(self) -> None:
+        batch = Batch()
+        batch.set_latest(Keys.STRATEGY_STATE, self.state_bytes())
+        await self.bus.execute(batch)
 
     async def poll_streams(self) -> None:
         """Apply new risk decisions and fills (in stream order, never conflated)."""

@@ -29,6 +29,10 @@ TICK_TO_INTENT_SECONDS = histogram(
     "trading_strategy_tick_to_intent_seconds",
     "From receiving the tick that closed a bar to its intent appended to the stream",
 )
+TICK_TO_BAR_PUBLISHED_SECONDS = histogram(
+    "trading_strategy_tick_to_bar_published_seconds",
+    "From receiving the tick that closed a bar to the bar's outputs written to Redis",
+)
 STATE_SAVE_SECONDS = histogram(
-    "trading_strategy_state_save_seconds", "Time to write the engine state to Redis"
+    "trading_strategy_state_serialise_seconds", "Time to serialise the engine state (JSON)"
 )
