@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TextIO
 
-from trading.redis_server import EmbeddedRedis, free_port
+from trading.redis_server import EmbeddedRedis, die_with_parent, free_port
 from trading.settings import Settings, SettingsError, load_settings
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -108,7 +108,7 @@ class Runner:
             with open(self.log_dir / f"{name}.log", "ab") as sink:
                 proc = subprocess.Popen(
                     cmd, cwd=ROOT, env=self.env, stdout=sink, stderr=subprocess.STDOUT,
-                    start_new_session=True,
+                    start_new_session=True, preexec_fn=die_with_parent,
                 )  # fmt: skip
             self.children.append(Child(name, proc, ""))
             return
@@ -119,6 +119,7 @@ class Runner:
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
             start_new_session=True,  # Ctrl-C reaches the runner only; it stops children in order
+            preexec_fn=die_with_parent,
         )
         self.children.append(Child(name, proc, COLOURS[len(self.children) % len(COLOURS)]))
 
