@@ -61,7 +61,8 @@ from trading.settings import Settings
 
 UNDERLYING = "TLT"
 ETF = "TLTW"
-STOCK_GENERIC_TICKS = ""
+STOCK_GENERIC_TICKS = "456"
+"""TLT's dividend tick (456: tick type 59), added back into the buy-write index."""
 ETF_GENERIC_TICKS = "456,576,577,578"
 """IB's dividend generic tick (456: tick type 59, the distributions the strategy adds back for
 total return) and ETF NAV generic ticks (tick types 92-99: NAV close, prior close, bid, ask,
@@ -412,7 +413,7 @@ class MarketDataFeed:
         self._options_published: set[int] = set()  # con_ids in OPTION_INDEX / HEALTH
         self._batch = Batch()  # publishes, history entries, deletions: in order
         self._latest: dict[str, bytes] = {}  # key -> newest value: one MSET per round
-        self._last_dividends: tuple | None = None
+        self._last_dividends: dict[str, tuple] = {}
         self._index: dict[str, bytes] = {}  # con_id -> newest option: one HSET per round
         self._batch_ts: list[float] = []
         self._batch_lines: list[_Line] = []
@@ -704,8 +705,9 @@ class MarketDataFeed:
                 )  # fmt: skip
             if name == ETF:
                 self._nav(ticker, msg.ts_exchange, ts_recv, batch)
-                self._dividends(ticker, msg.ts_exchange, batch)
+                self._dividends(ETF, ticker, msg.ts_exchange, batch)
             elif name == UNDERLYING:
+                self._dividends(UNDERLYING, ticker, msg.ts_exchange, batch)
                 self._maybe_recentre((msg.bid + msg.ask) / 2.0)
         if batch.commands or self._latest:
             self._flush_wake.set()
@@ -721,21 +723,21 @@ class MarketDataFeed:
             self._latest[Keys.nav(ETF)] = data
             batch.publish(Channels.NAV, data)
 
-    def _dividends(self, ticker: Any, ts_exchange: float, batch: Batch) -> None:
+    def _dividends(self, symbol: str, ticker: Any, ts_exchange: float, batch: Batch) -> None:
         """Publish the distributions when IB's dividend tick changes (once a session or so)."""
         try:
-            div = dividends_from_ticker(ticker, ETF, ts_exchange)
+            div = dividends_from_ticker(ticker, symbol, ts_exchange)
         except BadTick as bad:
-            self._drop(ETF, bad)
+            self._drop(symbol, bad)
             return
         if div is None:
             return
         key = (div.past_12m, div.next_12m, div.next_ex_date, div.next_amount)
-        if key == self._last_dividends:
+        if key == self._last_dividends.get(symbol):
             return
-        self._last_dividends = key
+        self._last_dividends[symbol] = key
         data = encode(div)
-        self._latest[Keys.dividends(ETF)] = data
+        self._latest[Keys.dividends(symbol)] = data
         batch.publish(Channels.NAV, data)
 
     def _drop(self, name: str, bad: BadTick) -> None:

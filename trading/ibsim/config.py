@@ -33,6 +33,8 @@ class SimConfig:
     ``roll_days_before_expiry`` calendar days before the third-Friday expiry, fee
     ``tltw_fee_annual``, distributions of ``tltw_distribution_yield_annual`` / 12 of NAV on the
     first session of each month) and is scaled to ``tltw_nav`` at the first session's open.
+    TLT pays no cash dividend (``rate`` = ``div_yield`` makes its driftless path the risk-neutral
+    one), so the fund's cash earns nothing but pays the fee.
     TLTW trades at NAV x (1 + premium); the premium is an Ornstein-Uhlenbeck process in trading
     time with stationary standard deviation ``premium_bp`` basis points and half-life
     ``premium_half_life_days`` trading days (``premium_bp = 0`` turns it off).

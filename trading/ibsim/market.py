@@ -388,8 +388,8 @@ class MarketModel:
     def index_position(self, i: int) -> IndexPosition:
         """TLTW's index position during session ``i`` (computed forward from the window start).
 
-        At a session's open: cash accrues TLT's yield on the holdings less the fee, over the
-        calendar days since the previous open, and pays the month's distribution on the first
+        At a session's open: cash pays the fee over the calendar days since the previous open
+        (TLT pays no cash dividend in this model), and pays the month's distribution on the first
         session of a month. At the roll session's close the call is bought back, NAV is put
         back into TLT (shares = NAV / S) and the new call is sold on those shares.
         """
@@ -406,7 +406,11 @@ class MarketModel:
                 close_spot = math.exp(self._log_open[j - 1] + self._total[j - 1])
                 nav = self._nav_close[j - 1]
                 days = (cal.open_epoch[j] - cal.open_epoch[j - 1]) / SECONDS_PER_DAY
-                income = c.div_yield * carried.shares * close_spot - c.tltw_fee_annual * nav
+                # TLT's price path is driftless and pays no cash dividend (its yield shows only in
+                # the options' forward, with rate = div_yield), so the fund earns nothing on its
+                # shares beyond their price: a TLT buy-write and TLTW then share the same TLT
+                # economics and the pair has no structural drift. Only the fee accrues.
+                income = -c.tltw_fee_annual * nav
                 new_month = cal.dates[j].month != cal.dates[j - 1].month
                 distribution = c.tltw_distribution_yield_annual / 12.0 * nav if new_month else 0.0
                 position = IndexPosition(
