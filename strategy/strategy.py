@@ -73,7 +73,10 @@ class StrategyService:
         self.inbox: dict[tuple[Any, ...], tuple[Message, float]] = {}
         self.chain_ts: float | None = None
         self.wake = asyncio.Event()
-        self.cursors = {Streams.DECISIONS: "0", Streams.FILLS: "0"}
+        self.cursors = {Streams.DECISIONS: "0", Streams.FILLS: "0", Streams.INTENTS: "0"}
+        self.entry_in_stream = ""
+        """The open pair's entry intent once seen in the intent stream: risk's closes of the
+        pair are the STOP/FLATTEN intents that come after it (stream order, one clock)."""
         self.stopped = False
         """Set on shutdown: the loops end at their next turn even if a library swallowed the
         task's cancellation (Python 3.11's wait_for can, when the inner call completes at the
@@ -259,25 +262,50 @@ class StrategyService:
         await self.bus.execute(batch)
 
     async def poll_streams(self) -> None:
-        """Apply new risk decisions and fills (in stream order, never conflated)."""
+        """Apply new risk decisions, fills and risk's own closing intents (in stream order,
+        never conflated)."""
         changed = False
-        for stream, kind in ((Streams.DECISIONS, RiskDecision), (Streams.FILLS, Fill)):
+        kinds = ((Streams.DECISIONS, RiskDecision), (Streams.FILLS, Fill), (Streams.INTENTS, None))
+        for stream, kind in kinds:
             entries = await self.bus.read_after(stream, self.cursors[stream], 1000, kind)
             for entry in entries:
                 self.cursors[stream] = entry.entry_id
-                if isinstance(entry.message, RiskDecision):
-                    pending = self.engine.pairs.pending
-                    signals = self.engine.on_decision(entry.message)
+                msg = entry.message
+                pending = self.engine.pairs.pending
+                if isinstance(msg, RiskDecision):
+                    signals = self.engine.on_decision(msg)
                     if pending is not None and self.engine.pairs.pending is None:
-                        changed = True
-                        m.DECISIONS.labels(str(entry.message.approved).lower()).inc()
-                        await self.bus.hdel(Keys.PENDING_INTENTS, pending.intent_id)
-                        for signal in signals:
-                            await self.bus.append(Streams.SIGNALS, signal)
+                        m.DECISIONS.labels(str(msg.approved).lower()).inc()
+                elif isinstance(msg, OrderIntent):
+                    signals = self.risk_closes(msg)
                 else:
-                    self.apply(entry.message)
+                    self.apply(msg)
+                    continue
+                if signals or (pending is not None and self.engine.pairs.pending is None):
+                    changed = True
+                    if pending is not None and self.engine.pairs.pending is None:
+                        await self.bus.hdel(Keys.PENDING_INTENTS, pending.intent_id)
+                    for signal in signals:
+                        await self.bus.append(Streams.SIGNALS, signal)
         if changed:
             await self.save_state()
+
+    def risk_closes(self, intent: OrderIntent) -> tuple:
+        pair = self.engine.pairs.pair
+        if pair is None:
+            return ()
+        if intent.intent_id == pair.entry_intent_id:
+            self.entry_in_stream = intent.intent_id
+            return ()
+        if self.entry_in_stream != pair.entry_intent_id:
+            return ()  # an intent from before this pair was entered
+        signals = self.engine.on_risk_intent(intent)
+        if signals:
+            self.ctx.log.warning(
+                "risk closed the pair: %s", signals[0].reason,
+                extra={"event.action": "pair_closed_by_risk", "order.ref": intent.intent_id},
+            )  # fmt: skip
+        return signals
 
     async def poll_forever(self) -> None:
         while not self.stopped:

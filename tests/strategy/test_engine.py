@@ -245,3 +245,44 @@ def test_bars_close_on_exchange_time_and_a_gap_closes_one_bar():
     assert engine.step(ts0 + 60).bar_end_ts == ts0 - 5 + 60
     assert engine.step(ts0 + 86_400).bar_end_ts == ts0 - 5 + 120
     assert engine.step(ts0 + 86_410).bar_end_ts is None
+
+
+def test_a_pair_risk_closes_by_itself_is_never_exited_again():
+    """Risk's stop-loss flattens the pair: the strategy must not later send an exit for a
+    position that no longer exists (it would open the opposite one)."""
+    messages = shock_messages()
+    engine = StrategyEngine.from_settings(scenario_settings())
+    cut = next(
+        i
+        for i, m in enumerate(messages)
+        if getattr(m, "ts_exchange", 0) > SHOCK_TIME.timestamp() + 600
+    )
+    _, opened, _ = run(engine, messages[:cut])
+    assert [i.purpose for i in opened] == [IntentPurpose.ENTRY]
+    entry = opened[0]
+    risk_stop = OrderIntent(
+        intent_id=f"stop-{entry.pair_id}-1-1",
+        pair_id=entry.pair_id,
+        ts=entry.ts + 60,
+        purpose=IntentPurpose.STOP,
+        action=SignalAction.STOP,
+        legs=tuple(entry.legs),
+    )
+    own_exit_like = OrderIntent(
+        intent_id=f"{entry.pair_id}-stop-999", pair_id=entry.pair_id, ts=entry.ts,
+        purpose=IntentPurpose.STOP, action=SignalAction.STOP, legs=(),
+    )  # fmt: skip
+    other_pair = OrderIntent(
+        intent_id="stop-OTHER-1-1", pair_id="OTHER", ts=entry.ts,
+        purpose=IntentPurpose.STOP, action=SignalAction.STOP, legs=(),
+    )  # fmt: skip
+
+    assert engine.on_risk_intent(own_exit_like) == ()
+    assert engine.on_risk_intent(other_pair) == ()
+    assert engine.pairs.status is PairStatus.OPEN
+    signals = engine.on_risk_intent(risk_stop)
+
+    assert engine.pairs.status is PairStatus.FLAT and engine.pairs.pair is None
+    assert "risk closed the pair" in signals[0].reason
+    _, later, _ = run(engine, messages[cut:])
+    assert [i.purpose for i in later if i.purpose != IntentPurpose.ENTRY] == []

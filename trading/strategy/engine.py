@@ -207,6 +207,11 @@ class StrategyEngine:
     def on_fill(self, fill: Fill) -> None:
         self.pairs.on_fill(fill)
 
+    def on_risk_intent(self, intent: OrderIntent) -> tuple[Signal, ...]:
+        """An intent risk-management made itself (stop-loss, kill switch, flatten) that closes
+        our pair: go FLAT and blocked (see `PairLifecycle.on_risk_close`)."""
+        return self.pairs.on_risk_close(intent)
+
     _DISPATCH: ClassVar[dict[type, Any]] = {
         Quote: on_quote,
         OptionQuote: on_option,

@@ -57,6 +57,9 @@ from trading.settings import StrategySettings
 from trading.strategy.intents import PairLegs, pair_intent, size_legs
 from trading.strategy.legs import HeldCall
 
+RISK_CLOSES = frozenset({IntentPurpose.STOP, IntentPurpose.FLATTEN})
+"""Intent purposes risk-management sends on its own to close a whole pair."""
+
 if TYPE_CHECKING:
     from trading.strategy.engine import EngineConfig
 
@@ -453,6 +456,35 @@ class PairManager:
                 z=0.0,
                 spread=0.0,
                 reason=note,
+            ),
+        )
+
+    def on_risk_close(self, intent: OrderIntent) -> tuple[Signal, ...]:
+        """Risk closes our pair by itself (pair stop-loss, z-stop, daily loss, kill switch,
+        operator flatten): the pair is gone, so the strategy is FLAT and blocked like after a
+        stop, and never later sends an exit for a position that no longer exists (it would open
+        the opposite one). Intents of other pairs and our own intents are ignored."""
+        if intent.pair_id != self.config.pair_id or intent.purpose not in RISK_CLOSES:
+            return ()
+        if intent.intent_id.startswith(f"{self.config.pair_id}-"):
+            return ()  # the strategy's own exit or stop (its ids start with the pair id)
+        if self.status is PairStatus.FLAT and self.pending is None:
+            return ()
+        was = self.status
+        self.status, self.pair, self.pending = PairStatus.FLAT, None, None
+        self.machine.flatten()
+        self.machine.blocked = True
+        return (
+            Signal(
+                ts=intent.ts,
+                action=BusAction.NONE,
+                state=self.machine.position.value,
+                z=0.0,
+                spread=0.0,
+                reason=(
+                    f"risk closed the pair ({intent.purpose.value} {intent.intent_id}) while "
+                    f"{was.value}: flat, blocked until |z| < entry"
+                ),
             ),
         )
 
