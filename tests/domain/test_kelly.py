@@ -108,8 +108,8 @@ def test_spread_kelly_size_is_zero_when_cointegration_fails_or_inputs_are_degene
     horizon=st.floats(0.01, 1000),
     equity=st.floats(1.0, 1e8),
     beta=st.floats(-3.0, 3.0),
-    max_gross=st.floats(0.0, 1e7),
-    max_leverage=st.floats(0.0, 10.0),
+    max_gross=st.floats(0.0, 1e7, allow_subnormal=False),
+    max_leverage=st.floats(0.0, 10.0, allow_subnormal=False),
     fraction=st.floats(0.01, 1.0),
 )
 def test_kelly_size_never_exceeds_a_cap(

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 
 from tests.risk.helpers import (
@@ -171,3 +173,29 @@ def test_marks_refuse_a_crossed_quote_and_keep_the_last_good_one():
         m.update(quote("TLT", TLT_ID, float("nan"), 90.00))
     assert m.mid(TLT_ID) == pytest.approx(90.00)
     assert m.buy_write_mid(TLT_ID, CALL_ID) == pytest.approx(BW_MID)
+
+
+def test_marks_accept_an_option_bid_at_zero_but_not_a_zero_ask():
+    m = marks()
+    m.update(option(0.0, 0.05))
+    assert m.get(CALL_ID).bid == 0.0
+    with pytest.raises(ValueError, match="ask must be finite and > 0"):
+        m.update(option(0.0, 0.0))
+    with pytest.raises(ValueError, match="bid must be finite and > 0"):
+        m.update(quote("TLT", TLT_ID, 0.0, 90.01))
+
+
+def test_a_closed_position_whose_quote_went_silent_does_not_block_new_entries():
+    """A call traded earlier and now flat is no longer quoted: it must not read as stale data."""
+    old_call = 700_000_999
+    book = Book()
+    for exec_id, side in (("e1", Side.SELL), ("e2", Side.BUY)):
+        book.apply_fill(
+            fill(exec_id, old_call, side, 1, 1.0, sec_type="OPT", symbol="TLT"), "p-old"
+        )
+    assert book.net_quantities().get(old_call, 0.0) == 0.0
+    m = marks()
+    last_quote = dataclasses.replace(option(0.0, 0.05, ts=NOW - 3600), con_id=old_call)
+    m.update(last_quote)  # its last quote, an hour old
+    decision = RiskGate(RiskSettings()).decide(entry(), view(book=book, m=m), NOW)
+    assert decision.approved, decision.reasons

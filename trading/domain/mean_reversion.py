@@ -167,9 +167,13 @@ class CointegrationResult:
         return self.p_value <= max_p_value
 
 
-def engle_granger(y, x, max_lag: int | None = None) -> CointegrationResult:
+def engle_granger(
+    y, x, max_lag: int | None = None, autolag: str | None = "aic"
+) -> CointegrationResult:
     """Engle-Granger two-step cointegration test (statsmodels ``coint``, constant trend; the
-    ADF lag chosen by AIC up to ``max_lag``)."""
+    ADF lag chosen by ``autolag`` (AIC) up to ``max_lag``, or exactly ``max_lag`` lags when
+    ``autolag`` is None). Choosing the lag by AIC fits one regression per candidate lag: on
+    15,600 one-minute bars that is 13 s against milliseconds for a fixed lag."""
     from statsmodels.tsa.stattools import coint
 
     y_values = _series("y", y, minimum=20)
@@ -179,7 +183,9 @@ def engle_granger(y, x, max_lag: int | None = None) -> CointegrationResult:
             f"y and x must be of equal length, got {y_values.size} and {x_values.size}"
         )
     beta, alpha, _ = _regress(x_values, y_values)
-    statistic, p_value, critical = coint(y_values, x_values, trend="c", maxlag=max_lag)
+    statistic, p_value, critical = coint(
+        y_values, x_values, trend="c", maxlag=max_lag, autolag=autolag
+    )
     return CointegrationResult(
         statistic=float(statistic),
         p_value=float(p_value),

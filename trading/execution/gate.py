@@ -239,7 +239,8 @@ class RiskGate:
         marks = view.marks
         tltw_delta = self.tltw_delta(marks, intent)
         out = {}
-        for con_id in set(positions) | in_order:
+        held = {c for c, q in positions.items() if abs(q) > 1e-9}
+        for con_id in held | in_order:
             mark = marks.get(con_id)
             if mark is None:
                 if con_id in in_order:

@@ -41,9 +41,17 @@ class InstrumentMark:
         return 0.5 * (self.bid + self.ask)
 
 
-def _check_quote(kind: str, symbol: str, bid: float, ask: float) -> None:
+def _check_quote(kind: str, symbol: str, bid: float, ask: float, zero_bid: bool = False) -> None:
+    """Finite positive prices, not crossed. ``zero_bid``: a far out-of-the-money option is
+    legitimately bid at 0.00 (its ask must still be positive)."""
     for name, value in (("bid", bid), ("ask", ask)):
-        if not isinstance(value, int | float) or not math.isfinite(value) or value <= 0:
+        floor_ok = zero_bid and name == "bid"
+        if (
+            not isinstance(value, int | float)
+            or not math.isfinite(value)
+            or value < 0
+            or (value == 0 and not floor_ok)
+        ):
             raise ValueError(f"{kind} {symbol}: {name} must be finite and > 0, got {value!r}")
     if bid > ask:
         raise ValueError(f"{kind} {symbol}: crossed quote, bid {bid!r} > ask {ask!r}")
@@ -71,7 +79,7 @@ class Marks:
             self.con_id_by_symbol[msg.symbol] = msg.con_id
             self.exchange_time = max(self.exchange_time, msg.ts_exchange)
         elif isinstance(msg, OptionQuote):
-            _check_quote("option", msg.local_symbol, msg.bid, msg.ask)
+            _check_quote("option", msg.local_symbol, msg.bid, msg.ask, zero_bid=True)
             if not (math.isfinite(msg.delta) and -1.0 <= msg.delta <= 1.0):
                 raise ValueError(
                     f"option {msg.local_symbol}: delta must be in [-1, 1], got {msg.delta!r}"

@@ -203,8 +203,13 @@ class PairManager:
         except ValueError as exc:
             self.ou, self.ou_error = None, str(exc)
         try:
+            # One ADF lag, not AIC's search: the search costs 13 s on a 40-day window of
+            # one-minute bars, and the spread's residuals are close to AR(1) at this scale.
             result = engle_granger(
-                np.fromiter(self.log_tltw, float), np.fromiter(self.log_index, float)
+                np.fromiter(self.log_tltw, float),
+                np.fromiter(self.log_index, float),
+                max_lag=1,
+                autolag=None,
             )
             self.cointegration_p_value = result.p_value
         except ValueError:
