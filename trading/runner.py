@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import selectors
+import shutil
 import signal
 import subprocess
 import sys
@@ -72,11 +73,15 @@ class Runner:
         self.env["TRADING_LOG__JSON_FORMAT"] = "true" if self.json_logs else "false"
         self.env["PYTHONUNBUFFERED"] = "1"
         if s.redis.url is None:
-            self.redis = EmbeddedRedis(persist_dir=ROOT / s.redis.data_dir).start()
+            data_dir = ROOT / s.redis.data_dir
+            if s.sim.enabled:
+                # The simulated market restarts at its start time on every run: state kept from
+                # an earlier simulated run (bars, positions, intents) would be from its future.
+                data_dir = data_dir / "sim"
+                shutil.rmtree(data_dir, ignore_errors=True)
+            self.redis = EmbeddedRedis(persist_dir=data_dir).start()
             self.env["TRADING_REDIS__URL"] = self.redis.url
-            self._say(
-                f"embedded Redis on {self.redis.url} (append-only file in {s.redis.data_dir})"
-            )
+            self._say(f"embedded Redis on {self.redis.url} (append-only file in {data_dir})")
         if s.sim.enabled:
             port = free_port()
             self.env["TRADING_IB__HOST"] = "127.0.0.1"

@@ -16,15 +16,15 @@ from pathlib import Path
 
 import pytest
 
+from tests.support import eventually
 from trading import bus as b
 from trading.redis_server import free_port
 from trading.runner import Runner
 from trading.settings import load_settings
 
-from tests.support import eventually
-
 pytestmark = pytest.mark.slow
 
+Z_WINDOW = 120
 SPEED = 600.0  # 10 simulated minutes per second: a trading day in 39 s
 
 
@@ -40,11 +40,16 @@ def _env(tmp_path: Path, http_port: int, admin_port: int) -> dict[str, str]:
             "TRADING_SIM__ADMIN_PORT": str(admin_port),
             "TRADING_SIM__PREMIUM_BP": "2",  # a quiet premium, so the shock is the only signal
             "TRADING_STRATEGY__PRESET": "replica",
-            "TRADING_STRATEGY__Z_WINDOW": "120",
-            "TRADING_STRATEGY__ENTRY_Z": "3",
+            "TRADING_STRATEGY__Z_WINDOW": str(Z_WINDOW),
+            "TRADING_STRATEGY__ENTRY_Z": "4",
+            # The gate of the Kelly size is opened: a two-hour window of a quiet premium is too
+            # short for the Engle-Granger test, and this test is about the pipeline.
+            "TRADING_STRATEGY__COINTEGRATION_PVALUE": "0.99",
             "TRADING_STRATEGY__EXIT_Z": "0.5",
             "TRADING_STRATEGY__STOP_Z": "50",
             "TRADING_STRATEGY__MIN_SPREAD_BP": "5",
+            # At 600x a tenth of a wall second is a simulated minute: limits cross by more.
+            "TRADING_STRATEGY__ORDER_PRICE_OFFSET_BP": "30",
             "TRADING_INGESTION__BACKFILL_DURATION": "1 D",
             "TRADING_RISK__STALE_AFTER_S": "30",
             "TRADING_METRICS__PORT": "0",
@@ -79,6 +84,14 @@ async def _read(url: str, stream: str, expect: type[b.M]) -> list[b.M]:
         await bus.close()
 
 
+async def _stream_length(url: str, stream: str) -> int:
+    bus = await b.Bus.connect(url, "e2e-test", attempts=5)
+    try:
+        return await bus.redis.xlen(stream)
+    finally:
+        await bus.close()
+
+
 def _fills(url: str) -> list[b.Fill]:
     return asyncio.run(_read(url, b.Streams.FILLS, b.Fill))
 
@@ -101,13 +114,19 @@ def test_premium_blowout_is_entered_filled_shown_exited_and_accounted(tmp_path):
         dashboard = f"http://127.0.0.1:{http_port}"
         admin = f"http://127.0.0.1:{admin_port}"
 
-        # The system is up: data flowing, a spread point on the dashboard.
+        # The system is up: data flowing, a spread point on the dashboard, and a full z window
+        # of live bars behind it (the Kelly size needs its fits).
         eventually(
             lambda: _poll(f"{dashboard}/api/spread").get("latest"), timeout_s=90, what="spread"
         )
+        eventually(
+            lambda: asyncio.run(_stream_length(redis_url, b.Streams.SPREAD)) > Z_WINDOW + 30,
+            timeout_s=90,
+            what="a z window of live bars",
+        )
 
-        # TLTW's premium blows out to 80 bp over NAV: TLTW is rich, so SHORT_SPREAD.
-        _get(f"{admin}/faults/shock_premium", data=json.dumps({"bp": 80.0}).encode())
+        # TLTW's premium blows out to 150 bp over NAV: TLTW is rich, so SHORT_SPREAD.
+        _get(f"{admin}/faults/shock_premium", data=json.dumps({"bp": 150.0}).encode())
         entry = eventually(
             lambda: [i for i in _intents(redis_url) if i.purpose == b.IntentPurpose.ENTRY],
             timeout_s=90,
@@ -163,6 +182,8 @@ def test_premium_blowout_is_entered_filled_shown_exited_and_accounted(tmp_path):
     finally:
         runner.stop()
         for log in sorted((tmp_path / "logs").glob("*.log")):
-            errors = [line for line in log.read_text().splitlines() if '"log.level": "error"' in line]
+            errors = [
+                line for line in log.read_text().splitlines() if '"log.level": "error"' in line
+            ]
             if errors:
                 print(f"--- {log.name}: {len(errors)} error lines, first: {errors[0][:500]}")

@@ -276,3 +276,44 @@ def test_a_call_flagged_for_early_assignment_is_closed_before_the_ex_date():
     e.on_market(Dividends("TLT", 3.6, 3.6, "20261201", 0.30, NOW))
     (flatten,) = submitted(e.tick(NOW + 1))
     assert "early assignment likely" in flatten.why["reason"]
+
+
+def test_an_exit_waits_while_the_pairs_entry_is_still_working():
+    """The strategy's exit must not sell buy-writes the legged entry never bought."""
+    e = engine(legging_timeout_s=30.0)
+    entry = intent(buy_write_leg(Side.BUY, 2, BW_MID), tltw_leg(Side.SELL, 750, 24.0))
+    assert e.decide(entry, NOW).approved
+    e.order_sent("i-1", 0, 1, NOW)
+    e.order_sent("i-1", 1, 2, NOW)
+    e.on_fill(fill("f3", TLTW_ID, Side.SELL, 750, 24.00, symbol="TLTW"))
+    e.on_status(2, "Filled", 750, 0, 24.0, NOW)  # TLTW filled, the buy-write still working
+    exit_ = intent(
+        buy_write_leg(Side.SELL, 2, BW_MID), tltw_leg(Side.BUY, 750, 24.0),
+        intent_id="x-1", purpose=IntentPurpose.EXIT,
+    )  # fmt: skip
+
+    decision = e.decide(exit_, NOW + 5)
+
+    assert not decision.approved
+    assert [r.code for r in decision.reasons] == ["ORDER_WORKING"]
+
+
+def test_an_exit_may_only_reduce_what_the_pair_holds():
+    e = engine()
+    enter(e, units=1, shares=375)
+    too_big = intent(
+        buy_write_leg(Side.SELL, 2, BW_MID), tltw_leg(Side.BUY, 375, 24.0),
+        intent_id="x-1", purpose=IntentPurpose.EXIT,
+    )  # fmt: skip
+    wrong_way = intent(
+        buy_write_leg(Side.BUY, 1, BW_MID), tltw_leg(Side.BUY, 375, 24.0),
+        intent_id="x-2", purpose=IntentPurpose.STOP,
+    )  # fmt: skip
+    right = intent(
+        buy_write_leg(Side.SELL, 1, BW_MID), tltw_leg(Side.BUY, 375, 24.0),
+        intent_id="x-3", purpose=IntentPurpose.EXIT,
+    )  # fmt: skip
+
+    assert [r.code for r in e.decide(too_big, NOW).reasons] == ["EXCEEDS_HOLDINGS"]
+    assert [r.code for r in e.decide(wrong_way, NOW).reasons] == ["EXCEEDS_HOLDINGS"]
+    assert e.decide(right, NOW).approved

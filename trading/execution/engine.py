@@ -54,6 +54,7 @@ from trading.bus import (
     PnL,
     Position,
     RiskDecision,
+    RiskReason,
     RiskStatus,
     Severity,
     Side,
@@ -62,7 +63,7 @@ from trading.bus import (
 from trading.domain.market_hours import EXCHANGE_TIMEZONE
 from trading.domain.options import early_assignment_risk
 from trading.execution.book import Book
-from trading.execution.gate import GateView, RiskGate
+from trading.execution.gate import GateView, RiskGate, intent_exposure
 from trading.execution.intents import flatten_pair, marketable_price, repair_legging
 from trading.execution.marks import Marks
 from trading.execution.state import StateChange, TradingState, TradingStateMachine
@@ -142,6 +143,11 @@ class ExecutionEngine:
         known = self.decisions.get(intent.intent_id)
         if known is not None:
             return known
+        refusal = self._close_refusal(intent)
+        if refusal is not None:
+            decision = RiskDecision(intent.intent_id, now, False, (refusal,))
+            self.decisions[intent.intent_id] = decision
+            return decision
         view = GateView(
             self.book, self.tracker, self.marks, self.machine.state, self.daily_pnl_usd()
         )
@@ -154,6 +160,39 @@ class ExecutionEngine:
                 if leg.option_con_id and leg.option_expiry and leg.option_strike:
                     self.options[leg.option_con_id] = (leg.option_expiry, leg.option_strike)
         return decision
+
+    def _close_refusal(self, intent: OrderIntent) -> RiskReason | None:
+        """A strategy's EXIT or STOP closes what its pair holds, never more: it waits while an
+        earlier order of the pair is still working (a legged entry is completed or unwound by
+        the legging rule first), and each leg must not exceed the pair's holding in it. Without
+        this, an exit sent while the entry's buy-write leg was unfilled sold buy-writes the pair
+        never bought. Risk's own flatten and repair intents are built from the holdings."""
+        if intent.purpose not in (IntentPurpose.EXIT, IntentPurpose.STOP):
+            return None
+        if intent.intent_id in self.flattening.values():
+            return None
+        working = [
+            t for t in self.tracker.open_legs()
+            if t.pair_id == intent.pair_id and t.intent_id != intent.intent_id
+        ]  # fmt: skip
+        if working:
+            return RiskReason(
+                "ORDER_WORKING",
+                f"pair {intent.pair_id} still has working orders "
+                f"({', '.join(sorted({t.intent_id for t in working}))}): close refused",
+            )
+        held = {h.con_id: h.quantity for h in self.book.pair_holdings(intent.pair_id)}
+        for leg in intent.legs:
+            closes = intent_exposure((leg,))
+            for con_id, change in closes.items():
+                have = held.get(con_id, 0.0)
+                if have * change >= 0 or abs(change) > abs(have) + 1e-9:
+                    return RiskReason(
+                        "EXCEEDS_HOLDINGS",
+                        f"pair {intent.pair_id} holds {have:g} of {con_id}; the {leg.kind} leg "
+                        f"would change it by {change:+g}: a close may only reduce a holding",
+                    )
+        return None
 
     def order_sent(self, intent_id: str, leg_index: int, order_id: int, now: float) -> None:
         self.tracker.assign_order_id(intent_id, leg_index, order_id, now)

@@ -57,8 +57,9 @@ from trading.settings import StrategySettings
 from trading.strategy.intents import PairLegs, pair_intent, size_legs
 from trading.strategy.legs import HeldCall
 
-RISK_CLOSES = frozenset({IntentPurpose.STOP, IntentPurpose.FLATTEN})
-"""Intent purposes risk-management sends on its own to close a whole pair."""
+RISK_CLOSES = frozenset({IntentPurpose.STOP, IntentPurpose.FLATTEN, IntentPurpose.UNWIND})
+"""Intent purposes risk-management sends on its own that leave the pair closed: a stop or
+flatten of the whole pair, or the unwind of a legged entry."""
 
 if TYPE_CHECKING:
     from trading.strategy.engine import EngineConfig
@@ -216,7 +217,11 @@ class PairManager:
             self.cointegration_p_value = math.nan
 
     def _fits_due(self) -> bool:
-        return self.fit_bar < 0 or self.bars - self.fit_bar >= self.settings.refit_bars
+        """Every refit_bars bars; and every bar while the last fit has no answer (too few bars
+        after a start, a degenerate window), or the strategy could not size an entry for a
+        whole refit period (390 bars by default) after a cold start."""
+        missing = self.ou is None or not math.isfinite(self.cointegration_p_value)
+        return self.fit_bar < 0 or missing or self.bars - self.fit_bar >= self.settings.refit_bars
 
     def half_life_bars(self) -> float:
         return math.inf if self.ou is None else self.ou.half_life
@@ -471,8 +476,9 @@ class PairManager:
         the opposite one). Intents of other pairs and our own intents are ignored."""
         if intent.pair_id != self.config.pair_id or intent.purpose not in RISK_CLOSES:
             return ()
-        if intent.intent_id.startswith(f"{self.config.pair_id}-"):
-            return ()  # the strategy's own exit or stop (its ids start with the pair id)
+        own = intent.intent_id.startswith(f"{self.config.pair_id}-")
+        if own and ":" not in intent.intent_id:
+            return ()  # the strategy's own exit or stop (risk's repairs add ":unwind")
         if self.status is PairStatus.FLAT and self.pending is None:
             return ()
         was = self.status
