@@ -1,4 +1,5 @@
-"""data-ingestion: IB market data (TLT, TLTW with NAV, the calls around the money) into Redis.
+"""data-ingestion: IB market data (TLT, TLTW with NAV, the calls around the money and every
+option the book holds) into Redis.
 
 A thin shell: `IBConnection` keeps one API session alive (own client id, jittered exponential
 backoff), `MarketDataFeed` (trading/broker/marketdata.py) subscribes, checks and writes.

@@ -12,6 +12,7 @@ import math
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
+from datetime import date
 
 import data_ingestion
 import pytest
@@ -31,10 +32,12 @@ from trading.bus import (
     Keys,
     OptionChain,
     OptionQuote,
+    Position,
     Quote,
     Streams,
 )
 from trading.ibsim.config import SimConfig
+from trading.ibsim.instruments import option_con_id
 from trading.ibsim.server import SimulatedGateway
 from trading.service import ServiceContext, serve
 from trading.settings import load_settings
@@ -419,3 +422,86 @@ async def test_option_subscriptions_follow_tlt_when_it_moves_a_strike(gateway, r
 
 async def _lines(running: Running, n: int) -> bool:
     return len(running.feed.lines) == n
+
+
+def held_call(con_id: int, quantity: float) -> Position:
+    return Position("TLT", "TLT   270115C00100000", con_id, "OPT", quantity, 0.4, 100.0, None,
+                    0.0, 0.0, time.time())  # fmt: skip
+
+
+def streamed_con_ids(gateway) -> set[int]:
+    """The conIds ibsim is streaming to its clients (what IB sees, not what the feed thinks)."""
+
+    def read():
+        return {
+            sub.instrument.con_id for session in gateway._core.sessions
+            for sub in session.market_data.values() if sub.instrument is not None
+        }  # fmt: skip
+
+    return gateway.call(read)
+
+
+async def test_a_held_call_outside_the_window_stays_quoted_until_its_position_is_flat(
+    gateway, redis_url, bus
+):
+    # The third monthly (Jan 2027), strike 100 with TLT near 90: neither its expiry nor its
+    # strike is in the window (front two monthlies, 87-93), and the feed's chain lacks it.
+    held_id = option_con_id(date(2027, 1, 15), 100.0, "C")
+    await bus.hset_latest(Keys.POSITIONS, str(held_id), held_call(held_id, -1.0))
+
+    def quick_refresh(running: Running) -> None:
+        running.feed.held_refresh_s = 0.1
+
+    async with ingestion(
+        gateway, redis_url, prepare=quick_refresh, max_market_data_lines=14
+    ) as running:
+
+        async def held_quoted():
+            quote = await running.bus.get_latest(Keys.option(held_id), OptionQuote)
+            index = await running.bus.hget_all(Keys.OPTION_INDEX, OptionQuote)
+            return quote is not None and str(held_id) in index and quote
+
+        quote = await async_eventually(held_quoted, 5, what="the held call quoted")
+        assert (quote.expiry, quote.strike, quote.right) == ("20270115", 100.0, "C")
+        assert 0 < quote.bid <= quote.ask and 0 < quote.delta < 0.5  # far out of the money
+        assert held_id in streamed_con_ids(gateway)
+        # Budget 14 = 2 stocks + 12 options: the held call takes one, the window keeps 11,
+        # and the held call is not offered to the strategy as a strike to write.
+        chain = await running.bus.get_latest(Keys.CHAIN, OptionChain)
+        assert len(running.feed.lines) == 14 and running.feed.held_lines == (held_id,)
+        assert len(chain.subscribed) == 11
+        assert held_id not in {o.con_id for o in chain.subscribed}
+        await wait_health(running.bus, [str(held_id)], DataStatus.OK)
+        # Its history is backfilled like a window call's (live entries wait for the bars).
+        history = await running.bus.redis.xlen(Streams.history(str(held_id)))
+        assert history >= 1 or running.feed._history_held.get(str(held_id))
+        assert running.feed.status["held_lines"] == 1
+
+        # Flat: the line goes back to the window.
+        await bus.hset_latest(Keys.POSITIONS, str(held_id), held_call(held_id, 0.0))
+
+        async def released():
+            chain = await running.bus.get_latest(Keys.CHAIN, OptionChain)
+            index = await running.bus.hget_all(Keys.OPTION_INDEX, OptionQuote)
+            return (
+                held_id not in running.feed.lines and str(held_id) not in index
+                and len(chain.subscribed) == 12 and len(running.feed.lines) == 14
+            )  # fmt: skip
+
+        await async_eventually(released, 5, what="the held call's line released")
+        assert held_id not in streamed_con_ids(gateway)
+        assert str(held_id) not in await health_of(running.bus)
+        assert running.feed.held_lines == () and running.feed.held_unquoted == ()
+
+
+async def test_a_held_contract_ibsim_does_not_know_is_reported_and_the_window_is_unharmed(
+    gateway, redis_url, bus
+):
+    unknown_id = 999_999_999
+    await bus.hset_latest(Keys.POSITIONS, str(unknown_id), held_call(unknown_id, -1.0))
+    async with ingestion(gateway, redis_url) as running:
+        await all_healthy(running)
+        chain = await async_eventually(lambda: running.bus.get_latest(Keys.CHAIN, OptionChain))
+        assert len(chain.subscribed) == 14
+        assert running.feed.held_unquoted == (unknown_id,)
+        assert running.feed.status["held_unquoted"] == [unknown_id]

@@ -15,13 +15,16 @@ from trading.broker.marketdata import (
     error_action,
     farm_name,
     fit_to_budget,
+    held_options,
     nearest_strike,
+    plan_option_lines,
+    rank_strikes,
     select_expiries,
     should_recentre,
     strike_window,
 )
 from trading.broker.translate import DropReason
-from trading.bus import DataStatus
+from trading.bus import DataStatus, Position
 
 STRIKES = [float(k) for k in range(80, 101)]
 
@@ -64,6 +67,54 @@ def test_line_budget_drops_the_strikes_farthest_from_spot_first():
     assert trimmed == {"20261120": (89.0, 90.0, 91.0), "20261218": (90.0, 91.0)}
     assert sum(len(v) for v in trimmed.values()) == 5
     assert fit_to_budget(windows, 90.1, 100) == windows
+
+
+def test_strike_ranking_is_nearest_spot_first_and_front_expiry_first_on_ties():
+    windows = {"20261218": (89.0, 90.0, 91.0), "20261120": (89.0, 90.0, 91.0)}
+    assert rank_strikes(windows, 90.2) == [
+        ("20261120", 90.0), ("20261218", 90.0), ("20261120", 91.0), ("20261218", 91.0),
+        ("20261120", 89.0), ("20261218", 89.0),
+    ]  # fmt: skip
+
+
+def position(con_id: int, quantity: float, sec_type: str = "OPT") -> Position:
+    return Position("TLT", "TLT   261120C00090000", con_id, sec_type, quantity, 1.2, 100.0,
+                    None, 0.0, 0.0, 1.0)  # fmt: skip
+
+
+def test_held_options_are_option_positions_with_a_non_zero_quantity():
+    book = [position(1, -1.0), position(2, 0.0), position(3, 2.0), position(15547841, 100, "STK")]
+    assert held_options(book) == {1, 3}
+    assert held_options([]) == frozenset()
+
+
+def test_held_contracts_outside_the_window_take_lines_before_window_strikes():
+    window = [10, 11, 12, 13, 14]  # most wanted first
+    # Room for all: the window whole, plus the held call outside it.
+    assert plan_option_lines(window, [99], 6) == ((10, 11, 12, 13, 14), (99,), ())
+    # Tight budget: the held call keeps its line, the least wanted window strike goes.
+    assert plan_option_lines(window, [99], 5) == ((10, 11, 12, 13), (99,), ())
+    # A held call inside the window stays a window line even when it is the least wanted.
+    assert plan_option_lines(window, [14, 99], 4) == ((10, 11, 14), (99,), ())
+    # More held contracts than lines: the first ones (in the order given) get lines.
+    assert plan_option_lines(window, [98, 99, 97], 2) == ((), (98, 99), (97,))
+    assert plan_option_lines(window, [98], 0) == ((), (), (98,))
+    # No position: the plain window budget.
+    assert plan_option_lines(window, [], 3) == ((10, 11, 12), (), ())
+    with pytest.raises(ValueError, match="lines"):
+        plan_option_lines(window, [], -1)
+
+
+def test_line_plan_never_exceeds_the_budget_and_always_quotes_held_first():
+    window = list(range(100, 120))
+    for lines in range(0, 30):
+        for held in ([], [100], [150, 151], [119, 150], list(range(140, 160))):
+            kept, held_only, unquoted = plan_option_lines(window, held, lines)
+            quoted = set(kept) | set(held_only)
+            assert len(kept) + len(held_only) <= lines
+            assert set(held) == (set(held) & quoted) | set(unquoted)
+            assert len(set(held) & quoted) == min(len(held), lines)
+            assert not set(held_only) & set(window)
 
 
 @pytest.mark.parametrize(

@@ -48,10 +48,13 @@ from trading.bus import (
     DataHealth,
     DataStatus,
     Keys,
+    MessageError,
     OptionChain,
     OptionQuote,
+    Position,
     Quote,
     Streams,
+    decode,
     encode,
 )
 from trading.domain.market_hours import EXCHANGE_TIMEZONE
@@ -71,6 +74,8 @@ them but keeps them in ticker.ticks, which is what `nav_from_ticks` reads."""
 OPTION_GENERIC_TICKS = ""
 """Model Greeks (tick type 13) come with every option subscription; nothing extra is needed."""
 DELAYED_MARKET_DATA = 3
+HELD_REFRESH_S = 2.0
+"""How often the feed re-reads the book's option positions (Keys.POSITIONS)."""
 
 # Metrics ------------------------------------------------------------------------------------
 
@@ -90,6 +95,12 @@ STALENESS = Gauge(
 )
 STALE = Gauge("trading_ingestion_stale", "1 while the instrument is stale", ["instrument"])
 SUBSCRIPTIONS = Gauge("trading_ingestion_subscriptions", "Market data lines in use")
+HELD_LINES = Gauge(
+    "trading_ingestion_held_option_lines", "Lines of held options outside the strike window"
+)
+HELD_UNQUOTED = Gauge(
+    "trading_ingestion_held_options_unquoted", "Held options left without a line (budget, unknown)"
+)
 RESUBSCRIPTIONS = Counter(
     "trading_ingestion_resubscriptions_total", "Market data resubscriptions, per cause", ["cause"]
 )
@@ -164,6 +175,16 @@ def should_recentre(
     return advantage > hysteresis * abs(nearest - centre)
 
 
+def rank_strikes(windows: dict[str, tuple[float, ...]], spot: float) -> list[tuple[str, float]]:
+    """Every (expiry, strike) of the windows, most wanted first: nearest spot first, the front
+    expiry before later ones at equal distance."""
+    ranked = sorted(
+        ((abs(k - spot), rank, expiry, k) for rank, expiry in enumerate(sorted(windows))
+         for k in windows[expiry]),
+    )  # fmt: skip
+    return [(expiry, k) for _, _, expiry, k in ranked]
+
+
 def fit_to_budget(
     windows: dict[str, tuple[float, ...]], spot: float, lines: int
 ) -> dict[str, tuple[float, ...]]:
@@ -171,12 +192,41 @@ def fit_to_budget(
     spot go first (front expiry kept over later ones at equal distance)."""
     if lines < 0:
         raise ValueError(f"lines={lines!r} must be >= 0")
-    ranked = sorted(
-        ((abs(k - spot), rank, expiry, k) for rank, expiry in enumerate(sorted(windows))
-         for k in windows[expiry]),
-    )  # fmt: skip
-    keep = {(expiry, k) for _, _, expiry, k in ranked[:lines]}
+    keep = set(rank_strikes(windows, spot)[:lines])
     return {e: tuple(k for k in ks if (e, k) in keep) for e, ks in windows.items()}
+
+
+def held_options(positions: Iterable[Position]) -> frozenset[int]:
+    """The con_ids the book holds options in: sec_type "OPT" and quantity != 0 (a NaN
+    quantity counts as held: keeping a line costs less than losing a held contract's mark)."""
+    return frozenset(p.con_id for p in positions if p.sec_type == "OPT" and p.quantity != 0)
+
+
+def plan_option_lines(
+    window: Sequence[int], held: Sequence[int], lines: int
+) -> tuple[tuple[int, ...], tuple[int, ...], tuple[int, ...]]:
+    """Share `lines` option lines between held contracts and the strike window.
+
+    Held contracts come first: a contract the book holds must keep its mark (risk refuses to
+    close a pair on a stale mark), while a window strike is only a candidate to write. So the
+    held contracts (in or outside the window) take their lines first, in the order given, and
+    the window strikes get what is left, most wanted first (`window` is in priority order, as
+    from `rank_strikes`); a held contract inside the window stays a window line. Returns
+    (window con_ids kept, held-only con_ids kept, held con_ids left without a line), each in
+    the order given.
+    """
+    if lines < 0:
+        raise ValueError(f"lines={lines!r} must be >= 0")
+    window = tuple(dict.fromkeys(window))
+    held = tuple(dict.fromkeys(held))
+    first = set(held[:lines])
+    rest = [c for c in window if c not in first][: lines - len(first)]
+    kept = first | set(rest)
+    in_window = set(window)
+    window_kept = tuple(c for c in window if c in kept)
+    held_only = tuple(c for c in held if c in kept and c not in in_window)
+    unquoted = tuple(c for c in held if c not in kept)
+    return window_kept, held_only, unquoted
 
 
 # Pure: the connection policy --------------------------------------------------------------------
@@ -371,6 +421,17 @@ class MarketDataFeed:
     """Subscribes TLT, TLTW (with NAV) and the calls around the money; writes good ticks to
     Redis; flags bad, silent and delayed data; follows IB's connection notices; backfills.
 
+    Held options: every option the book holds (a non-zero "OPT" position in Keys.POSITIONS,
+    re-read every `held_refresh_s` and on each (re)connect) stays subscribed even when it is
+    outside the strike window or in an expiry no longer selected, so risk always has its mark.
+    Held contracts take priority over window strikes for the market data line budget (see
+    `plan_option_lines`). A held contract the feed does not know is qualified by conId. Its
+    quotes go where window quotes go (Keys.option, Keys.OPTION_INDEX, Channels.OPTIONS, its
+    history stream, md:health), but a held-only contract is NOT in the OptionChain's
+    `subscribed`: the strategy picks strikes to write among `subscribed`, and a contract held
+    only because the window left it is not a strike to write. Its line is released once the
+    position is zero (unless the window wants it again).
+
     `on_connected(ib)` is the callback for `IBConnection.run` and `on_error` its error
     handler; `run()` is the writer and health loop the service runs beside the connection.
     """
@@ -384,7 +445,10 @@ class MarketDataFeed:
         status: dict[str, Any] | None = None,
         clock: Callable[[], float] = time.time,
         pacing: PacingGate | None = None,
+        held_refresh_s: float = HELD_REFRESH_S,
     ) -> None:
+        if not (math.isfinite(held_refresh_s) and held_refresh_s > 0):
+            raise ValueError(f"held_refresh_s={held_refresh_s!r} must be finite and > 0")
         self.settings = settings
         self.cfg = settings.ingestion
         self.bus = bus
@@ -426,16 +490,33 @@ class MarketDataFeed:
         self._history_held: dict[str, list[tuple[float, bytes]]] = {}
         self._connected = False
         self._check_after: float | None = None
+        self.held_refresh_s = held_refresh_s
+        self.held: frozenset[int] = frozenset()  # con_ids of options the book holds
+        self.held_lines: tuple[int, ...] = ()  # held con_ids subscribed outside the window
+        self.held_unquoted: tuple[int, ...] = ()  # held con_ids without a line
+        self._held_contracts: dict[int, Any] = {}  # held con_id -> qualified Contract
+        self._held_planned: frozenset[int] = frozenset()  # _held_contracts at the last plan
+        self._held_logged: set[int | str] = set()  # problems logged once (bad entry, unknown)
+        self._window_spot: float | None = None  # the spot the lines were last planned on
+        self._held_lock = asyncio.Lock()  # one positions read and qualification at a time
+        self._setting_up = False  # on_connected is (re)building the session's lines
 
     # lifecycle ----------------------------------------------------------------------------
 
     async def run(self) -> None:
         """The writer and health loops, for the life of the service."""
-        await asyncio.gather(self._writer(), self._health_loop())
+        await asyncio.gather(self._writer(), self._health_loop(), self._held_loop())
 
     async def on_connected(self, ib: Any) -> None:
         """Set up a fresh IB session: the library forgot every subscription, so all are
         requested again, and the backfill runs again to fill the gap the outage left."""
+        self._setting_up = True
+        try:
+            await self._set_up(ib)
+        finally:
+            self._setting_up = False
+
+    async def _set_up(self, ib: Any) -> None:
         self.ib = ib
         self._connected = True
         self.lines.clear()
@@ -460,6 +541,14 @@ class MarketDataFeed:
         self._update_status()
         self._queue_backfill([UNDERLYING, ETF])
         await self._load_chain(ib, tlt)
+        try:
+            await self.refresh_held(replan=False)  # the first plan below includes them
+        except (ConnectionError, OSError, TimeoutError) as exc:
+            # Redis unreachable: keep the held set we had; the held loop tries again.
+            self.log.error(
+                "could not read positions at connect: %r", exc,
+                extra={"event.action": "held_options_failed"},
+            )  # fmt: skip
         if self.spot is not None and self.centre is None:
             await self._recentre(self.spot)
 
@@ -531,6 +620,108 @@ class MarketDataFeed:
         SUBSCRIPTIONS.set(len(self.lines))
         return line
 
+    # held options -------------------------------------------------------------------------
+
+    async def _held_loop(self) -> None:
+        """Re-read the book's option positions every `held_refresh_s` while connected."""
+        while True:
+            await asyncio.sleep(self.held_refresh_s)
+            if not self._connected or self._setting_up:
+                continue  # on_connected reads the positions itself
+            try:
+                await self.refresh_held()
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # the loop must outlive a Redis or IB hiccup
+                self.log.error(
+                    "held options refresh failed: %r", exc, exc_info=exc,
+                    extra={"event.action": "held_options_failed"},
+                )  # fmt: skip
+
+    async def refresh_held(self, replan: bool = True) -> None:
+        """Read Keys.POSITIONS, qualify held options the feed does not know, and (with
+        `replan`) re-plan the lines when the set of held contracts changed. A position entry
+        that does not decode keeps its contract held if it was (a bad entry never releases a
+        line)."""
+        async with self._held_lock:
+            await self._refresh_held(replan)
+
+    async def _refresh_held(self, replan: bool) -> None:
+        raw = await self.bus.redis.hgetall(Keys.POSITIONS)
+        held: set[int] = set()
+        for member, value in raw.items():
+            name = member.decode() if isinstance(member, bytes) else str(member)
+            try:
+                position = decode(value, Position)
+            except MessageError as exc:
+                if name not in self._held_logged:
+                    self._held_logged.add(name)
+                    self.log.error(
+                        "bad position %s[%s]: %s", Keys.POSITIONS, name, exc,
+                        extra={"event.action": "bad_position", "instrument.name": name},
+                    )  # fmt: skip
+                if name.isdigit() and int(name) in self.held:
+                    held.add(int(name))
+                continue
+            held |= held_options([position])
+        self.held = frozenset(held)
+        for con_id in [c for c in self._held_contracts if c not in held]:
+            del self._held_contracts[con_id]
+        if self.ib is not None and self._connected:
+            known = {
+                c.conId: c for calls in self.chain.calls.values() for c in calls.values()
+            }  # fmt: skip
+            for con_id in sorted(held - set(self._held_contracts)):
+                contract = known.get(con_id) or await self._qualify_held(con_id)
+                if contract is not None and con_id in self.held:
+                    self._held_contracts[con_id] = contract
+        changed = frozenset(self._held_contracts) != self._held_planned
+        if replan and changed and self._connected and self._window_spot is not None:
+            await self._recentre(self._window_spot)
+        elif self._window_spot is not None:
+            self._note_unquoted()
+
+    async def _qualify_held(self, con_id: int) -> Any | None:
+        """The option Contract IB knows by this conId (SMART routed), or None (logged once)."""
+        details = await self.ib.reqContractDetailsAsync(self.lib.Contract(conId=con_id))
+        found = [d.contract for d in details or [] if d.contract and d.contract.conId == con_id]
+        contract = next((c for c in found if c.exchange == "SMART"), found[0] if found else None)
+        problem = "" if contract is not None else "IB knows no contract with this conId"
+        if contract is not None:
+            try:
+                chain_option_from_contract(contract)
+            except ValueError as exc:
+                problem, contract = str(exc), None
+        if contract is None:
+            if con_id not in self._held_logged:
+                self._held_logged.add(con_id)
+                self.log.error(
+                    "held option %s cannot be quoted: %s", con_id, problem,
+                    extra={"event.action": "held_option_unknown", "instrument.name": str(con_id)},
+                )  # fmt: skip
+            return None
+        self._held_logged.discard(con_id)
+        if not contract.exchange:
+            contract.exchange = "SMART"
+        self.log.info(
+            "held option %s (%s) qualified by conId", con_id, contract.localSymbol,
+            extra={"event.action": "held_option_qualified", "instrument.name": str(con_id)},
+        )  # fmt: skip
+        return contract
+
+    def _note_unquoted(self) -> None:
+        """Log (on change) and count the held options that have no line: unknown to IB or
+        beyond the line budget; risk will see their marks go stale."""
+        unquoted = tuple(sorted(c for c in self.held if c not in self.lines))
+        if unquoted != self.held_unquoted and unquoted:
+            self.log.warning(
+                "held options without a market data line (stale marks): %s", list(unquoted),
+                extra={"event.action": "held_options_unquoted"},
+            )  # fmt: skip
+        self.held_unquoted = unquoted
+        HELD_UNQUOTED.set(len(unquoted))
+        HELD_LINES.set(len(self.held_lines))
+
     def resubscribe(self, lines: Iterable[_Line], cause: str) -> None:
         """Cancel and request lines again, with a fresh silence allowance."""
         if self.ib is None or not self._connected:
@@ -560,12 +751,16 @@ class MarketDataFeed:
             if calls
         }
         stock_lines = sum(1 for ln in self.lines.values() if ln.option is None)
-        windows = fit_to_budget(windows, spot, max(self.cfg.max_market_data_lines - stock_lines, 0))
-        wanted = {
-            self.chain.calls[expiry][k].conId: self.chain.calls[expiry][k]
-            for expiry, strikes in windows.items()
-            for k in strikes
-        }
+        budget = max(self.cfg.max_market_data_lines - stock_lines, 0)
+        ranked = rank_strikes(windows, spot)
+        window_contracts = {self.chain.calls[e][k].conId: self.chain.calls[e][k] for e, k in ranked}
+        held = sorted(self._held_contracts, key=lambda c: _contract_order(self._held_contracts[c]))
+        window_kept, held_only, _ = plan_option_lines(list(window_contracts), held, budget)
+        wanted = {c: window_contracts[c] for c in window_kept}
+        wanted |= {c: self._held_contracts[c] for c in held_only}
+        self._held_planned = frozenset(self._held_contracts)
+        self._window_spot = spot
+        self.held_lines = held_only
         subscribed = {c for c, ln in self.lines.items() if ln.option is not None}
         added = [c for c in wanted if c not in subscribed]
         for con_id in subscribed - set(wanted):
@@ -579,15 +774,17 @@ class MarketDataFeed:
         for con_id in gone:
             self.health.forget(str(con_id))
         self._options_published = set(wanted)
-        self.centre = nearest_strike(sorted({k for ks in windows.values() for k in ks}), spot)
+        kept = set(window_kept)
+        window_strikes = {float(window_contracts[c].strike) for c in kept}
+        self.centre = nearest_strike(sorted(window_strikes or {k for _, k in ranked}), spot)
         chain = OptionChain(
             underlying=UNDERLYING,
             underlying_con_id=self.stocks[UNDERLYING].conId,
             expiries=self.chain.expiries,
             strikes=self.chain.strikes,
-            subscribed=tuple(
+            subscribed=tuple(  # the window only: held-only contracts are not strikes to write
                 sorted(
-                    (ln.option for ln in self.lines.values() if ln.option is not None),
+                    (ln.option for c, ln in self.lines.items() if ln.option and c in kept),
                     key=lambda o: (o.expiry, o.strike),
                 )
             ),
@@ -604,10 +801,12 @@ class MarketDataFeed:
         batch.hdel(Keys.HEALTH, *(str(c) for c in gone))
         batch.set_latest(Keys.CHAIN, encode(chain))
         self._flush_wake.set()
+        self._note_unquoted()
         self._update_status()
         self.log.info(
-            "calls centred on strike %s (TLT %.2f): %d added, %d dropped, %d lines",
-            self.centre, spot, len(added), len(gone), len(self.lines),
+            "calls centred on strike %s (TLT %.2f): %d added, %d dropped, %d lines (%d held"
+            " outside the window)",
+            self.centre, spot, len(added), len(gone), len(self.lines), len(held_only),
             extra={"event.action": "options_recentred"},
         )  # fmt: skip
 
@@ -829,6 +1028,8 @@ class MarketDataFeed:
             stale=stale[:20],
             delayed=self.delayed,
             centre_strike=self.centre,
+            held_lines=len(self.held_lines),
+            held_unquoted=list(self.held_unquoted[:20]),
             history_farm_down=self.history_farm_down,
         )
         DELAYED.set(1 if self.delayed else 0)
@@ -1000,6 +1201,11 @@ class MarketDataFeed:
 _QUIET_ACTIONS = frozenset(
     {ErrorAction.NOTICE, ErrorAction.DATA_FARM_OK, ErrorAction.HISTORY_FARM_OK}
 )
+
+
+def _contract_order(contract: Any) -> tuple[str, float, int]:
+    """Held contracts by expiry, strike, conId: a deterministic order for the line budget."""
+    return (str(contract.lastTradeDateOrContractMonth), float(contract.strike), contract.conId)
 
 
 def _bar_seconds(bar_size: str) -> float:
