@@ -179,6 +179,10 @@ class Replay:
 
     def _submit(self, intent: OrderIntent, now: float, source: str) -> None:
         execution = self.execution
+        if source == "risk":
+            # As the live strategy reads risk's own intents from the intents stream: a stop or
+            # flatten of our pair leaves it flat (else it keeps sending exits risk refuses).
+            self.result.signals.extend(self.strategy.on_risk_intent(intent))
         decision = execution.decide(intent, now)
         self.result.signals.extend(self.strategy.on_decision(decision))
         executions: list[LegExecution] = []
