@@ -32,3 +32,19 @@ def test_a_pair_stop_loss_leaves_the_strategy_flat_with_no_refused_exits():
     refused = [r for r in records if not r.decision.approved]
     assert refused == [], [r.decision.reasons for r in refused[:3]]
     assert any("risk closed the pair" in s.reason for s in run.result.signals)
+
+
+def test_a_held_call_quoted_at_a_zero_bid_does_not_block_the_exit():
+    # Seed 1 from 2026-09-01: the pair enters, then its call goes far out of the money (bid 0,
+    # ask 0.03); risk's gate refused that quote as "bad" and every exit for the rest of the run.
+    strategy = STRATEGY | {"z_window": 1560, "max_gross_notional_usd": 150_000.0}
+    run = backtest_sim(
+        load_settings(strategy=strategy),
+        SimSource(1, date(2026, 9, 1), date(2026, 9, 21), 50.0),
+    )
+
+    records = run.result.records
+    assert any(r.intent.purpose.value == "exit" and r.decision.approved for r in records)
+    bad = [r for r in records for c in r.decision.reasons if "bad quote" in c.message]
+    assert bad == [], bad[0].decision.reasons
+    assert run.metrics.round_trips >= 1

@@ -234,7 +234,9 @@ def _stale_reason(instrument: InstrumentRisk | None, key: str, now: datetime, ma
     if instrument is None:
         return f"{key}: no quote"
     bid, ask = instrument.bid, instrument.ask
-    if not (math.isfinite(bid) and math.isfinite(ask)) or bid <= 0 or ask <= 0:
+    # A zero bid is a real quote for a far out-of-the-money call (the marks refuse it for
+    # stocks): refusing it here froze every exit of a pair holding such a call.
+    if not (math.isfinite(bid) and math.isfinite(ask)) or bid < 0 or ask <= 0:
         return f"{key}: bad quote bid {bid!r} ask {ask!r}"
     if bid > ask:
         return f"{key}: crossed quote bid {bid} > ask {ask}"
