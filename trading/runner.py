@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TextIO
 
+from trading.bus import Heartbeat, Keys, decode
 from trading.redis_server import EmbeddedRedis, die_with_parent, free_port
 from trading.settings import Settings, SettingsError, load_settings
 
@@ -32,6 +33,11 @@ SERVICES = (
     ("visualization", "visualization/visualization.py"),
     ("monitoring", "monitoring/monitoring_dashboard.py"),
 )
+
+SIM_DEMO_DEFAULTS = {"TRADING_STRATEGY__Z_WINDOW": "390"}
+"""With the simulated gateway, a z window the backfill fills (one session of one-minute bars), so
+the demo shows a spread and trades within a minute; the live default (about 40 days of bars)
+would show nothing until weeks of history had built up."""
 
 COLOURS = ("36", "33", "35", "32", "34", "31", "37")
 
@@ -83,6 +89,10 @@ class Runner:
             self.env["TRADING_REDIS__URL"] = self.redis.url
             self._say(f"embedded Redis on {self.redis.url} (append-only file in {data_dir})")
         if s.sim.enabled:
+            for name, value in SIM_DEMO_DEFAULTS.items():
+                if name not in self.env:
+                    self.env[name] = value
+                    self._say(f"simulated demo: {name}={value} (set it to override)")
             port = free_port()
             self.env["TRADING_IB__HOST"] = "127.0.0.1"
             self.env["TRADING_IB__PORT"] = str(port)
@@ -105,6 +115,8 @@ class Runner:
             self._say(f"IB Gateway/TWS at {s.ib.host}:{s.ib.port} (TRADING_SIM__ENABLED=false)")
         for name, path in self.services:
             self._spawn(name, [sys.executable, str(ROOT / path)])
+            if name == "data-ingestion":
+                self._wait_backfill()
         self._say(f"dashboard: http://{s.http.host}:{s.http.port}/   (Ctrl-C stops everything)")
 
     def _spawn(self, name: str, cmd: list[str]) -> None:
@@ -142,6 +154,35 @@ class Runner:
                 if child.proc.poll() is not None:
                     raise RuntimeError(f"{name} exited with code {child.proc.returncode}") from None
         raise RuntimeError(f"{name} did not listen on port {port} within {timeout_s}s")
+
+    def _wait_backfill(self, timeout_s: float = 60.0) -> None:
+        """Start the strategy once data-ingestion's first backfill is in the history streams
+        (its heartbeat reports nothing pending), so the strategy warms up on it at once."""
+        import redis
+
+        client = redis.Redis.from_url(self.env["TRADING_REDIS__URL"], socket_timeout=1)
+        deadline = time.monotonic() + timeout_s
+        try:
+            ingestion = self.children[-1]
+            while time.monotonic() < deadline:
+                self._pump(0.2)
+                if ingestion.proc.poll() is not None:
+                    raise RuntimeError(
+                        f"data-ingestion exited with code {ingestion.proc.returncode}"
+                    )
+                try:
+                    raw = client.get(Keys.heartbeat("data-ingestion"))
+                except redis.RedisError:
+                    continue
+                if raw is None:
+                    continue
+                beat = decode(raw, Heartbeat)
+                if beat.detail.get("connected") and beat.detail.get("backfill_pending") == 0:
+                    self._say("data-ingestion backfilled the history; starting the others")
+                    return
+            self._say(f"no backfill within {timeout_s:.0f}s; starting the others anyway")
+        finally:
+            client.close()
 
     # -- run ------------------------------------------------------------------------------------
 

@@ -1031,6 +1031,7 @@ class MarketDataFeed:
             held_lines=len(self.held_lines),
             held_unquoted=list(self.held_unquoted[:20]),
             history_farm_down=self.history_farm_down,
+            backfill_pending=len(self._backfill_queue) + (1 if self._backfilling else 0),
         )
         DELAYED.set(1 if self.delayed else 0)
 
@@ -1096,6 +1097,7 @@ class MarketDataFeed:
                 await self._backfill()
             finally:
                 self._backfilling = False
+                self._update_status()
 
         self._spawn(run())
 
