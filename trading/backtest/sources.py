@@ -26,10 +26,12 @@ from trading.ibsim.config import DEFAULT_START, ET, SimConfig
 from trading.ibsim.market import MarketModel
 from trading.strategy.simfeed import FeedConfig, simulated_messages
 
-BACKTEST_FEED = FeedConfig()
-"""Three monthlies, strikes 95-107% of the session's open (the strategy's research feed): wide
-enough that a call still held after spot moved keeps its quotes (the risk gate refuses to
-trade against a stale quote of anything in the book)."""
+BACKTEST_FEED = FeedConfig(expiries=2, low=0.85, high=1.15)
+"""Two monthlies (the held call and the roll target), strikes 85-115% of the session's open.
+A call held after spot moved must keep its quotes: the risk gate refuses every order, exits and
+flattens included, against a stale quote of anything in the book. With 95-107% a 5-7% move in
+the month stranded the held call and froze the pair (13,680 refused flattens in one 150-session
+run); 15% in a month is a three-sigma move of TLT."""
 
 
 @dataclass(frozen=True, slots=True)
