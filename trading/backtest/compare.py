@@ -66,6 +66,28 @@ SUITES: dict[str, dict[str, dict[str, Any]]] = {
         "replica delta no time stop": {"preset": "replica", "time_stop_half_lives": 1e9},
         "replica delta gate 0.05": {"preset": "replica", "cointegration_pvalue": 0.05},
     },
+    "hedges": {
+        "replica delta": {"preset": "replica", "hedge_method": "delta"},
+        "atm delta": {"preset": "atm", "hedge_method": "delta"},
+        "replica ols 1d": {"preset": "replica", "hedge_method": "ols", "ols_window": 390},
+        "replica ols 20d": {"preset": "replica", "hedge_method": "ols", "ols_window": 7800},
+        "replica kalman 1e-7": {
+            "preset": "replica",
+            "hedge_method": "kalman",
+            "kalman_delta": 1e-7,
+        },
+        "replica kalman 1e-14": {
+            "preset": "replica",
+            "hedge_method": "kalman",
+            "kalman_delta": 1e-14,
+        },
+    },
+    "windows": {
+        "replica delta z 4d": {"preset": "replica", "z_window": 1560},
+        "replica delta z 10d": {"preset": "replica", "z_window": 3900},
+        "replica delta no time stop": {"preset": "replica", "time_stop_half_lives": 1e9},
+        "replica delta gate 0.05": {"preset": "replica", "cointegration_pvalue": 0.05},
+    },
     "presets": {
         "replica delta": {"preset": "replica", "hedge_method": "delta"},
         "atm delta": {"preset": "atm", "hedge_method": "delta"},
