@@ -12,6 +12,7 @@ import asyncio
 import json
 import os
 import urllib.request
+from datetime import datetime
 from pathlib import Path
 
 import pytest
@@ -41,13 +42,13 @@ def _env(tmp_path: Path, http_port: int, admin_port: int) -> dict[str, str]:
             "TRADING_SIM__PREMIUM_BP": "2",  # a quiet premium, so the shock is the only signal
             "TRADING_STRATEGY__PRESET": "replica",
             "TRADING_STRATEGY__Z_WINDOW": str(Z_WINDOW),
-            "TRADING_STRATEGY__ENTRY_Z": "4",
+            "TRADING_STRATEGY__ENTRY_Z": "6",  # far beyond the quiet premium's noise
             # The gate of the Kelly size is opened: a two-hour window of a quiet premium is too
             # short for the Engle-Granger test, and this test is about the pipeline.
             "TRADING_STRATEGY__COINTEGRATION_PVALUE": "0.99",
             "TRADING_STRATEGY__EXIT_Z": "0.5",
             "TRADING_STRATEGY__STOP_Z": "50",
-            "TRADING_STRATEGY__MIN_SPREAD_BP": "5",
+            "TRADING_STRATEGY__MIN_SPREAD_BP": "25",
             # At 600x a tenth of a wall second is a simulated minute: limits cross by more.
             "TRADING_STRATEGY__ORDER_PRICE_OFFSET_BP": "30",
             "TRADING_INGESTION__BACKFILL_DURATION": "1 D",
@@ -126,9 +127,14 @@ def test_premium_blowout_is_entered_filled_shown_exited_and_accounted(tmp_path):
         )
 
         # TLTW's premium blows out to 150 bp over NAV: TLTW is rich, so SHORT_SPREAD.
+        shock_ts = datetime.fromisoformat(_get(f"{admin}/truth")["time"]).timestamp()
         _get(f"{admin}/faults/shock_premium", data=json.dumps({"bp": 150.0}).encode())
         entry = eventually(
-            lambda: [i for i in _intents(redis_url) if i.purpose == b.IntentPurpose.ENTRY],
+            lambda: [
+                i
+                for i in _intents(redis_url)
+                if i.purpose == b.IntentPurpose.ENTRY and i.ts >= shock_ts
+            ],
             timeout_s=90,
             what="an entry intent",
         )[0]
@@ -144,11 +150,17 @@ def test_premium_blowout_is_entered_filled_shown_exited_and_accounted(tmp_path):
             )
 
         eventually(entry_filled, timeout_s=60, what="both legs of the entry filled")
-        book = eventually(
-            lambda: _poll(f"{dashboard}/api/book").get("positions"), timeout_s=30, what="positions"
+
+        def shown_on_dashboard() -> dict[str, float]:
+            book = _poll(f"{dashboard}/api/book").get("positions") or []
+            held = {p["local_symbol"]: p["quantity"] for p in book}
+            short_tltw = held.get("TLTW", 0) < 0 and held.get("TLT", 0) > 0
+            return held if short_tltw and any(q < 0 for k, q in held.items() if " " in k) else {}
+
+        held = eventually(shown_on_dashboard, timeout_s=30, what="the pair on the dashboard")
+        assert held["TLT"] == 100 * next(
+            leg.quantity for leg in entry.legs if leg.kind == b.LegKind.BUY_WRITE
         )
-        by_symbol = {p["local_symbol"]: p["quantity"] for p in book}
-        assert by_symbol.get("TLTW", 0) < 0 and by_symbol.get("TLT", 0) > 0
 
         # The premium reverts (one-day half-life): the exit follows and the book goes flat.
         exit_intent = eventually(
