@@ -92,6 +92,10 @@ SUITES: dict[str, dict[str, dict[str, Any]]] = {
         "replica delta": {"preset": "replica", "hedge_method": "delta"},
         "atm delta": {"preset": "atm", "hedge_method": "delta"},
     },
+    "gates": {
+        "replica delta gate 0.05": {"preset": "replica", "cointegration_pvalue": 0.05},
+        "atm delta gate 0.05": {"preset": "atm", "cointegration_pvalue": 0.05},
+    },
     "bands": {
         "replica entry 1.5": {"preset": "replica", "entry_z": 1.5},
         "replica entry 2.5": {"preset": "replica", "entry_z": 2.5},
