@@ -53,7 +53,7 @@ def dashboard_url(redis_url):
     thread.start()
     url = f"http://127.0.0.1:{port}/"
     try:
-        eventually(lambda: httpx.get(url + "healthz").status_code == 200, what="dashboard up")
+        eventually(lambda: _answers(url + "healthz"), what="dashboard up")
         yield url
     finally:
         server.should_exit = True
@@ -142,3 +142,11 @@ def test_dashboard_draws_charts_shows_redis_numbers_and_takes_pushes(
     assert browser.save_screenshot(str(shot)) and shot.stat().st_size > 10_000
     if target := os.environ.get("DASHBOARD_SCREENSHOT"):
         shutil.copy(shot, target)
+
+
+def _answers(url: str) -> bool:
+    """True once the server answers 200; a server still starting refuses the connection."""
+    try:
+        return httpx.get(url).status_code == 200
+    except httpx.HTTPError:
+        return False
