@@ -4,7 +4,9 @@ Sources:
   sim   ibsim's seeded market model:   backtest sim --seed 1 --start 2026-06-01 --end 2026-10-30
         (--premium-bp 50 --half-life-days 1; --export-csv PATH writes the tape in the CSV format)
   csv   a file in the documented format (trading/backtest/csvfile.py): backtest csv PATH
-  ib    IB historical bars (reqHistoricalData): not implemented yet
+  ib    IB historical bars (reqHistoricalData) from the gateway in settings (TRADING_IB__HOST/PORT;
+        --host/--port/--client-id override): backtest ib --start 2026-10-26 --end 2026-10-30
+        (--extra-csv PATH adds TLTW NAV and distributions, which IB has no history of)
 
 Settings come from the environment like the live services (TRADING_STRATEGY__..., TRADING_RISK__
 ...); --preset, --hedge and --set group.field=value override them. The report is HTML
@@ -40,8 +42,32 @@ def _parser() -> argparse.ArgumentParser:
     csv = sources.add_parser("csv", help="a CSV file (see trading/backtest/csvfile.py)")
     csv.add_argument("path", type=Path)
     ib = sources.add_parser("ib", help="IB historical bars (reqHistoricalData)")
-    ib.add_argument("--start", required=True)
-    ib.add_argument("--end", required=True)
+    ib.add_argument("--start", required=True, help="first session, YYYY-MM-DD")
+    ib.add_argument("--end", required=True, help="last session, YYYY-MM-DD (completed)")
+    ib.add_argument("--host", default=None, help="gateway host (default TRADING_IB__HOST)")
+    ib.add_argument("--port", type=int, default=None, help="gateway port (TRADING_IB__PORT)")
+    ib.add_argument("--client-id", type=int, default=None, help="default: backtest's (13)")
+    ib.add_argument("--expiries", type=int, default=2, help="front monthlies per session")
+    ib.add_argument(
+        "--strike-range",
+        type=float,
+        nargs=2,
+        default=(0.97, 1.05),
+        metavar=("LOW", "HIGH"),
+        help="calls with strikes in LOW..HIGH x the session's opening mid (sticky once asked)",
+    )
+    ib.add_argument(
+        "--extra-csv",
+        type=Path,
+        default=None,
+        help="nav and dividend rows in the csv source's format, merged into the tape",
+    )
+    ib.add_argument(
+        "--requests-per-10min",
+        type=int,
+        default=60,
+        help="pacing: historical requests in any 10 minutes (IB's small-bar rule: 60)",
+    )
     for sub in (sim, csv, ib):
         sub.add_argument("--preset", choices=[p.value for p in Preset], default=None)
         sub.add_argument("--hedge", choices=[h.value for h in HedgeMethod], default=None)
@@ -139,7 +165,82 @@ def _run(args: argparse.Namespace, settings) -> tuple[Any, dict[str, Any]]:
         return backtest_messages(
             settings, messages, total_bars=sessions * BARS_PER_SESSION, progress=progress
         ), description
-    parse_day(args.start), parse_day(args.end)
-    # Not built yet: IB historical bars (TRADES/BID_ASK per instrument, options without
-    # Greeks) need the broker's pacing limiter and translators; see docs/backtest.md.
-    raise ValueError("the ib source is not implemented yet: use sim or csv")
+    return _run_ib(args, settings, description, progress)
+
+
+def _run_ib(
+    args: argparse.Namespace, settings, description: dict[str, Any], progress: bool
+) -> tuple[Any, dict[str, Any]]:
+    """The ib source: fetch the bars (paced), turn them into bus messages, replay them."""
+    from trading.backtest.ibsource import (
+        IBHistoryRequest,
+        TapeStats,
+        fetch_history,
+        read_extra,
+        tape_messages,
+    )
+    from trading.backtest.run import BARS_PER_SESSION, backtest_messages
+    from trading.backtest.sources import parse_day
+    from trading.broker.pacing import PacingRules
+    from trading.bus import EtfNav, Quote
+    from trading.settings import IBSettings
+
+    changes = {
+        name: value
+        for name, value in (("host", args.host), ("port", args.port))
+        if value is not None
+    }
+    try:
+        ib_settings = IBSettings.model_validate({**settings.ib.model_dump(), **changes})
+    except Exception as exc:  # pydantic's ValidationError: name the option
+        raise ValueError(f"--host/--port: {exc}") from None
+    client_id = args.client_id if args.client_id is not None else settings.ib_client_id("backtest")
+    if client_id < 0:
+        raise ValueError(f"--client-id {client_id} must be >= 0")
+    if args.requests_per_10min < 1:
+        raise ValueError(f"--requests-per-10min {args.requests_per_10min} must be >= 1")
+    low, high = args.strike_range
+    request = IBHistoryRequest(
+        start=parse_day(args.start),
+        end=parse_day(args.end),
+        expiries=args.expiries,
+        strike_low=low,
+        strike_high=high,
+        rules=PacingRules(window_limit=args.requests_per_10min),
+    )
+    extra = read_extra(args.extra_csv) if args.extra_csv else []
+    tape = fetch_history(ib_settings, client_id, request, progress=progress)
+    stats = TapeStats()
+    ingestion = settings.ingestion
+    messages = tape_messages(
+        tape,
+        ingestion.backfill_rate,
+        ingestion.backfill_div_yield,
+        ingestion.max_implied_vol,
+        extra,
+        stats,
+    )
+    for missing in tape.missing[:20]:
+        print(f"ib: missing {missing}", file=sys.stderr)
+    if len(tape.missing) > 20:
+        print(f"ib: ... and {len(tape.missing) - 20} more missing", file=sys.stderr)
+    if not any(isinstance(m, Quote) for m in messages):
+        raise ValueError(
+            f"IB gave no TLT/TLTW quotes for {request.start}..{request.end} "
+            f"({len(tape.missing)} requests without data)"
+        )
+    description["ib"] = {
+        "gateway": f"{ib_settings.host}:{ib_settings.port}",
+        "client_id": client_id,
+        "sessions": len(tape.sessions),
+        "requests": tape.requests,
+        "calls": len(tape.options),
+        "missing": [str(m) for m in tape.missing],
+        "left_out": stats.as_dict(),
+        "extra_csv": str(args.extra_csv) if args.extra_csv else None,
+        "nav": "from --extra-csv" if any(isinstance(m, EtfNav) for m in extra) else "none",
+    }
+    run = backtest_messages(
+        settings, messages, total_bars=len(tape.sessions) * BARS_PER_SESSION, progress=progress
+    )
+    return run, description

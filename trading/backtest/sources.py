@@ -9,7 +9,8 @@ Sources:
   back ``history_days`` sessions), so a seeded period is the same market the live stack sees.
   The ground truth (TLTW's premium to NAV) comes with it, for the R-squared of the spread.
 * ``csv``: a file in the format of `trading.backtest.csvfile` (validated before replay).
-* ``ib``: historical bars from IB's reqHistoricalData (`trading.backtest.ibsource`).
+* ``ib``: one-minute BID and ASK bars from IB's reqHistoricalData, paced, with Greeks solved
+  from the option mids (`trading.backtest.ibsource`; no NAV or distributions from IB).
 """
 
 from __future__ import annotations

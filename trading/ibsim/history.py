@@ -95,14 +95,22 @@ def parse_end(text: str) -> datetime | None:
         raise HistoryError(f"Invalid endDateTime {text!r}") from error
 
 
-def window(model: MarketModel, end_tau: float, duration: str) -> float:
-    """Trading time where a request of ``duration`` ending at ``end_tau`` starts."""
+def window(model: MarketModel, end_tau: float, duration: str, live: bool = False) -> float:
+    """Trading time where a request of ``duration`` ending at ``end_tau`` starts.
+
+    In trading time a session's close is the next one's open, so an explicit end at a close
+    (``live`` false) counts its ``D`` back from the session that closed there, as IB does: "1 D"
+    ending 16:00 is that day's session. The sim's present at an open counts the opening one.
+    """
     count, unit = parse_duration(duration)
     cal = model.calendar
     if unit == "S":
         start = end_tau - count
     elif unit == "D":
-        start = float(cal.start_tau[max(cal.session_at(end_tau) - count + 1, 0)])
+        session = cal.session_at(end_tau)
+        if not live and session > 0 and end_tau <= cal.start_tau[session]:
+            session -= 1
+        start = float(cal.start_tau[max(session - count + 1, 0)])
     else:
         days = {"W": 7, "M": 30.4375, "Y": 365.25}[unit] * count
         start = cal.tau(cal.datetime(end_tau) - timedelta(days=days))
@@ -140,7 +148,8 @@ def _transform(instrument: Instrument, what: WhatToShow, values: np.ndarray) -> 
     if what == WhatToShow.BID:
         return bid
     if what == WhatToShow.ASK:
-        return bid + 0.01
+        # To the cent, as the frame's and the live quote's ask (92.65 + 0.01 is 92.66000000000001).
+        return np.round(bid + 0.01, 2)
     if what == WhatToShow.MIDPOINT:
         return bid + 0.005
     return np.round(values, 2)

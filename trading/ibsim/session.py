@@ -385,11 +385,16 @@ class Session(asyncio.Protocol):
         instrument = self.resolve(request, req_id)
         if instrument is None:
             return
+        if instrument.is_option and instrument.expiry_date < core.today():
+            # IB keeps no bars of expired options for most accounts.
+            text = f"HMDS query returned no data: {instrument.local_symbol}@SMART {what}"
+            self.error(req_id, 162, prefix + text)
+            return
         try:
             end = parse_end(end_text)
             now = core.tau
             end_tau = now if end is None else min(core.model.calendar.tau(end), now)
-            start_tau = window(core.model, end_tau, duration)
+            start_tau = window(core.model, end_tau, duration, live=end_tau >= now)
             bar_seconds = parse_bar_size(bar_size)
             WhatToShow(what.upper())
         except HistoryError as error:
