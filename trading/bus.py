@@ -987,15 +987,17 @@ class Bus:
 
     # batches ----------------------------------------------------------------------------------
 
-    async def execute(self, batch: Batch) -> None:
+    async def execute(self, batch: Batch, transaction: bool = False) -> None:
         """Send a batch of writes in one round trip (a pipeline, not a transaction), retrying
         the whole batch after a Redis restart: SET/HSET are idempotent; a retried PUBLISH or
-        XADD may repeat, which readers of ticks and history tolerate."""
+        XADD may repeat, which readers of ticks and history tolerate. With `transaction` the
+        batch runs as one MULTI/EXEC: a reader never sees part of it (a consistent snapshot,
+        such as the book's positions with the P&L computed from them)."""
         if not batch.commands:
             return
 
         async def run() -> None:
-            pipe = self.redis.pipeline(transaction=False)
+            pipe = self.redis.pipeline(transaction=transaction)
             for command in batch.commands:
                 pipe.execute_command(*command)
             await pipe.execute(raise_on_error=True)
