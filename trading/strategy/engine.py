@@ -136,7 +136,7 @@ class StrategyEngine:
         self.hedge_method = settings.hedge_method
         self.hedge: RollingOls | KalmanHedge | DeltaNeutralHedger = self._new_hedge()
         self.zscore = RollingZScore(settings.z_window, ddof=1, min_std=settings.z_std_floor)
-        self.pairs = PairManager(settings, config)
+        self.pairs = PairManager(settings, config, self.calendar)
         self.current_bar: int | None = None
         self.last_bar_date: date | None = None
         self.bars_closed = 0
@@ -331,6 +331,7 @@ class StrategyEngine:
             call=mark.call,
             risk_state="WARMUP" if self.warming_up else self.risk_state,
             option_mids={c: q.mid for c, q in market.options.items()},
+            as_of=as_of,
         )
         signals, intents = self.pairs.on_bar(context)
         point = SpreadPoint(

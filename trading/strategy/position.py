@@ -18,6 +18,14 @@ Lifecycle (``PairStatus``)::
   are suppressed and exits still go out.
 * An exit closes exactly what the entry opened: the same TLTW shares and buy-write units, the
   same call contract, even if the index has rolled to another strike since.
+* Roll: the pair's call follows the index's roll rule (`trading.domain.options.roll_decision`
+  with the strategy's ``roll_*`` settings: the roll date, expiry, or a spot move). On the first
+  bar the rule says roll, an OPEN pair is closed (an EXIT whose reason starts with "roll") and
+  the signal machine goes FLAT without a block, so the next bar re-enters on the index's new
+  call if |z| is still beyond the entry band. Whichever side the pair is on (a short spread is
+  short the call, a long spread long it), it never holds a call into its expiry. An entry is
+  not sent while the index's own call is due to roll (its roll was deferred for want of a
+  quote): it would be closed on the next bar.
 
 Sizing: `trading.domain.kelly.spread_kelly_size` with the Ornstein-Uhlenbeck fit of the spread
 over the z window (`trading.domain.mean_reversion`), a horizon of one half-life, the
@@ -38,7 +46,7 @@ from __future__ import annotations
 import math
 from collections import deque
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 from enum import StrEnum
 from typing import TYPE_CHECKING, Any
 
@@ -47,15 +55,18 @@ import numpy as np
 from trading.bus import Fill, IntentPurpose, OrderIntent, RiskDecision, Signal
 from trading.bus import SignalAction as BusAction
 from trading.domain.kelly import KellyLimits, SpreadKellySize, spread_kelly_size
+from trading.domain.market_hours import MarketCalendar, market_calendar
 from trading.domain.mean_reversion import (
     OrnsteinUhlenbeckFit,
     engle_granger,
     fit_ornstein_uhlenbeck,
 )
+from trading.domain.options import HeldOption, RollDecision, RollRule, roll_decision
 from trading.domain.signals import SignalAction, SignalBands, SignalMachine, SpreadPosition
 from trading.settings import StrategySettings
 from trading.strategy.intents import PairLegs, pair_intent, size_legs
 from trading.strategy.legs import HeldCall
+from trading.strategy.market import parse_yyyymmdd
 
 RISK_CLOSES = frozenset({IntentPurpose.STOP, IntentPurpose.FLATTEN, IntentPurpose.UNWIND})
 """Intent purposes risk-management sends on its own that leave the pair closed: a stop or
@@ -102,6 +113,8 @@ class BarContext:
     call: HeldCall
     risk_state: str
     option_mids: dict[int, float]
+    as_of: date
+    """Exchange date (America/New_York) of the session the bar belongs to."""
 
 
 @dataclass(slots=True)
@@ -150,9 +163,19 @@ class OpenPair:
 class PairManager:
     """The lifecycle of the module docstring: signal machine, sizing, intents, decisions."""
 
-    def __init__(self, settings: StrategySettings, config: EngineConfig) -> None:
+    def __init__(
+        self,
+        settings: StrategySettings,
+        config: EngineConfig,
+        calendar: MarketCalendar | None = None,
+    ) -> None:
         self.settings = settings
         self.config = config
+        self.calendar = calendar or market_calendar()
+        self.roll_rule = RollRule(
+            business_days_before_expiry=settings.roll_business_days_before_expiry,
+            max_spot_move_fraction=settings.roll_strike_distance,
+        )
         self.bands = SignalBands(
             entry_z=settings.entry_z,
             exit_z=settings.exit_z,
@@ -236,6 +259,10 @@ class PairManager:
             return (), ()
         if self.status in (PairStatus.ENTERING, PairStatus.EXITING):
             return (), ()
+        if self.status is PairStatus.OPEN and self.pair is not None:
+            roll = self._roll(self.pair.legs.call_expiry, self.pair.legs.call_strike, bar)
+            if roll.roll:
+                return self._roll_exit(bar, roll)
         if self._fits_due():
             self.refit()
         half_life_seconds = self.half_life_bars() * self.settings.bar_seconds
@@ -254,6 +281,23 @@ class PairManager:
             self.machine_before_exit = before
             return self._exit(bar, action, decision.reason)
         return (), ()
+
+    def _roll(self, expiry: str, strike: float, bar: BarContext) -> RollDecision:
+        """The roll rule for a call of ``expiry`` (YYYYMMDD) and ``strike`` on this bar."""
+        held = HeldOption(parse_yyyymmdd("call_expiry", expiry), strike)
+        return roll_decision(held, bar.spot, bar.as_of, self.roll_rule, self.calendar)
+
+    def _roll_exit(
+        self, bar: BarContext, roll: RollDecision
+    ) -> tuple[tuple[Signal, ...], tuple[OrderIntent, ...]]:
+        """Close the pair because its call is due to roll; the machine goes FLAT unblocked, so
+        the entry rule may re-open the pair on the index's new call from the next bar."""
+        legs = self.pair.legs if self.pair is not None else None
+        what = "" if legs is None else f"call {legs.call_expiry} {legs.call_strike:g}: "
+        self.machine_before_exit = self.machine.to_state()
+        self.machine.flatten()
+        reason = f"roll ({roll.reason.value}): {what}{roll.message}"
+        return self._exit(bar, SignalAction.EXIT, reason)
 
     def _signal(self, bar: BarContext, action: BusAction, reason: str) -> Signal:
         return Signal(
@@ -286,6 +330,13 @@ class PairManager:
             if action is SignalAction.ENTER_LONG_SPREAD
             else SpreadPosition.SHORT_SPREAD
         )
+        block = True
+        if not refused:
+            roll = self._roll(bar.call.expiry, bar.call.strike, bar)
+            if roll.roll:
+                # The index's roll was deferred (no quote for the new call yet): entering on the
+                # old call would be closed at the next bar. Not blocked: retried next bar.
+                refused, block = f"the index's call is due to roll: {roll.message}", False
         if not refused and size.gross_notional_usd <= 0:
             refused = f"Kelly size zero: {size.reason or self.ou_error}"
         if not refused and (size.tltw_notional_usd > 0) != (
@@ -316,7 +367,7 @@ class PairManager:
         if refused or legs is None:
             # Back to FLAT, blocked until |z| is inside the entry band: no entry every bar.
             self.machine.flatten()
-            self.machine.blocked = True
+            self.machine.blocked = block
             return (self._signal(bar, BusAction.NONE, f"{reason}; not entered: {refused}"),), ()
         intent = pair_intent(
             pair_id=self.config.pair_id,
