@@ -10,6 +10,15 @@ is IB's convention ``100 x S - C`` (C per share) and is compared with the limit.
 
 Commissions: IB's fixed schedule as ibsim charges it (`SimConfig`: stock USD per share with a
 per-order minimum, options USD per contract); each leg of a combo is charged as its own order.
+
+Expiry (`FillModel.settle_expiry`), as OCC settles and IB reports it (and ibsim's
+``Broker.settle``): at the expiry's close a call in the money by at least 0.01 USD
+(spot - strike >= 0.01) is exercised (long) or assigned (short): the option position closes at
+price 0 and 100 shares per contract change hands at the strike (a short call delivers: SELL
+100 x contracts TLT at K; a long call takes delivery: BUY); otherwise it expires worthless (the
+option closes at price 0, the premium is kept or lost). Executions with order id 0, no intent
+(IB's empty orderRef) and no commission; the option's execution comes first, as IB sends it,
+so the risk book attributes the stock delivery to the pair of the option settled with it.
 """
 
 from __future__ import annotations
@@ -24,6 +33,8 @@ from trading.ibsim.config import SimConfig
 
 SHARES_PER_UNIT = 100
 OPTION_MULTIPLIER = 100.0
+EXERCISE_THRESHOLD_USD = 0.01
+"""OCC's exercise by exception: an option in the money by at least this much (per share)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,6 +75,17 @@ class LegExecution:
     fills: tuple[Fill, ...]
 
 
+@dataclass(frozen=True, slots=True)
+class ExpiringOption:
+    """A call reaching its expiry: its contract and strike (per share)."""
+
+    con_id: int
+    symbol: str
+    local_symbol: str
+    expiry: str  # YYYYMMDD
+    strike: float
+
+
 @dataclass(slots=True)
 class RestingOrder:
     intent: OrderIntent
@@ -93,6 +115,75 @@ class FillModel:
         if leg.kind is LegKind.BUY_WRITE:
             return self._fill_buy_write(intent, leg_index, leg, order_id, marks, now)
         return self._fill_stock(intent, leg_index, leg, order_id, marks, now)
+
+    def settle_expiry(
+        self,
+        option: ExpiringOption,
+        quantity: float,
+        spot: float,
+        stock_con_id: int,
+        now: float,
+        stock_symbol: str = "TLT",
+    ) -> tuple[Fill, ...]:
+        """The executions that settle ``quantity`` contracts (signed: > 0 long) of a call at
+        its expiry with the underlying at ``spot`` (see the module docstring).
+
+        Raises ValueError naming the field for a zero or non-finite quantity, or a spot or
+        strike that is not finite and positive.
+        """
+        if not (math.isfinite(quantity) and quantity != 0):
+            raise ValueError(f"quantity must be finite and non-zero, got {quantity!r}")
+        if not (math.isfinite(spot) and spot > 0):
+            raise ValueError(f"spot must be finite and > 0, got {spot!r}")
+        if not (math.isfinite(option.strike) and option.strike > 0):
+            raise ValueError(f"strike must be finite and > 0, got {option.strike!r}")
+        contracts = abs(quantity)
+        long_call = quantity > 0
+        fills = [
+            self._settlement(
+                option.symbol, option.local_symbol, option.con_id, "OPT",
+                Side.SELL if long_call else Side.BUY, contracts, 0.0, OPTION_MULTIPLIER, now,
+            )
+        ]  # fmt: skip
+        # Rounded to the tenth of a cent: spot and strike are cents held in floats.
+        if round(spot - option.strike, 6) >= EXERCISE_THRESHOLD_USD:
+            fills.append(
+                self._settlement(
+                    stock_symbol, stock_symbol, stock_con_id, "STK",
+                    Side.BUY if long_call else Side.SELL, contracts * SHARES_PER_UNIT,
+                    option.strike, 1.0, now,
+                )
+            )  # fmt: skip
+        return tuple(fills)
+
+    def _settlement(
+        self,
+        symbol: str,
+        local_symbol: str,
+        con_id: int,
+        sec_type: str,
+        side: Side,
+        quantity: float,
+        price: float,
+        multiplier: float,
+        now: float,
+    ) -> Fill:
+        return Fill(
+            ts=now,
+            exec_id=f"bt.{next(self._exec_ids):08d}",
+            order_id=0,
+            perm_id=0,
+            intent_id="",
+            symbol=symbol,
+            local_symbol=local_symbol,
+            con_id=con_id,
+            sec_type=sec_type,
+            side=side,
+            quantity=quantity,
+            price=price,
+            multiplier=multiplier,
+            commission=0.0,
+        )
 
     def _touch(self, marks: Marks, con_id: int, buying: bool, what: str) -> float:
         mark = marks.get(con_id)

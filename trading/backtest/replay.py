@@ -9,7 +9,13 @@ One loop drives the same objects as the live services, with nothing re-implement
   runs its stop rules (``tick``) at every bar close while anything is held or working; the
   orders it makes itself (flatten, stop, legging repair) go through ``decide`` like any other;
 * the strategy gets the decisions, the fills and the risk state, as over Redis;
-* `trading.backtest.fills.FillModel` stands in for IB.
+* `trading.backtest.fills.FillModel` stands in for IB, including its settlement of an option
+  held to expiry: at the first bar close at or after 16:00 ET of the expiry day, every call
+  still held is exercised/assigned (in the money by >= 0.01 USD against the TLT mid) or
+  expires worthless, reported to the risk engine as IB reports it to the live risk service,
+  executions without an orderRef through ``on_fill`` (the live service books them from
+  ``ib.fills()``); the risk engine then rebalances or flattens the rest of the pair by its own
+  rule, and the expired contract, flat, is no longer an instrument of the book.
 
 Time: the exchange timestamps of the data are the clock (``now`` of every engine call is the
 bar close the intent was made at); there is no wall clock, so a replay is deterministic.
@@ -31,7 +37,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
-from trading.backtest.fills import FillModel, LegExecution, RestingOrder
+from trading.backtest.fills import ExpiringOption, FillModel, LegExecution, RestingOrder
 from trading.bus import (
     Alert,
     DataHealth,
@@ -45,6 +51,7 @@ from trading.bus import (
     SpreadPoint,
 )
 from trading.domain.market_hours import EXCHANGE_TIMEZONE
+from trading.domain.options import EXPIRY_CLOSE_TIME
 from trading.execution.engine import Cancel, CancelAll, ExecutionEngine, Raise, Submit
 from trading.settings import Settings
 from trading.strategy.engine import StrategyEngine
@@ -82,6 +89,8 @@ class BacktestResult:
     fill_mids: dict[str, float] = field(default_factory=dict)
     """The mid of each fill's instrument when it filled, by exec id (the half-spread cost)."""
     alerts: list[Alert] = field(default_factory=list)
+    settlements: list[Fill] = field(default_factory=list)
+    """Executions of options settled at expiry (also in ``fills``)."""
     messages: int = 0
     bad_messages: int = 0
     bars: int = 0
@@ -109,6 +118,7 @@ class Replay:
         self._risk_state = str(self.execution.state)
         self._flat_equity = settings.strategy.capital_usd
         self._held = False
+        self._expiry_close: dict[str, float] = {}
 
     # the loop -------------------------------------------------------------------------------
 
@@ -118,6 +128,8 @@ class Replay:
         result = self.result
         strategy = self.strategy
         pending = self._pending_marks
+        # A book handed over non-empty (restored, or seeded by a test) is watched from the start.
+        self._held = bool(self.execution.book.open_pairs())
         for msg in messages:
             result.messages += 1
             try:
@@ -154,6 +166,8 @@ class Replay:
                 self._submit(intent, now, "strategy")
             self._retry_resting(now)
             self._run_actions(self.execution.tick(now), now)
+            if self._held:
+                self._settle_expiries(now)
             self._sync_risk_state(now)
         self._record_equity(now)
 
@@ -265,6 +279,45 @@ class Replay:
                     self._cancel(order_id, now)
             elif isinstance(action, Raise):
                 self.result.alerts.append(action.alert)
+
+    # expiry ---------------------------------------------------------------------------------
+
+    def _settle_expiries(self, now: float) -> None:
+        """Settle every call held at or after its expiry's close (see the module docstring)."""
+        execution = self.execution
+        book = execution.book
+        for con_id, quantity in book.net_quantities().items():
+            meta = book.meta.get(con_id)
+            if abs(quantity) <= 1e-9 or meta is None or meta.sec_type != "OPT":
+                continue
+            known = execution.options.get(con_id)
+            if known is None:
+                raise ValueError(f"option conId {con_id} is held but its expiry is unknown")
+            expiry, strike = known
+            if now < self._close_of(expiry):
+                continue
+            stock_id = execution.marks.con_id_by_symbol.get("TLT")
+            spot = None if stock_id is None else execution.marks.mid(stock_id)
+            if stock_id is None or spot is None:
+                raise ValueError(f"no TLT quote to settle option conId {con_id} at its expiry")
+            option = ExpiringOption(con_id, meta.symbol, meta.local_symbol, expiry, strike)
+            for fill in self.fills.settle_expiry(option, quantity, spot, stock_id, now):
+                if execution.on_fill(fill):
+                    self.strategy.on_fill(fill)
+                    self.result.fills.append(fill)
+                    self.result.settlements.append(fill)
+        self._held = bool(book.open_pairs())
+        if not self._held:
+            self._flat_equity = self._equity_now()
+
+    def _close_of(self, expiry: str) -> float:
+        """16:00 New York on the expiry date (YYYYMMDD), as epoch seconds."""
+        close = self._expiry_close.get(expiry)
+        if close is None:
+            day = datetime.strptime(expiry, "%Y%m%d").date()
+            moment = datetime.combine(day, EXPIRY_CLOSE_TIME, tzinfo=EXCHANGE_TIMEZONE)
+            close = self._expiry_close[expiry] = moment.timestamp()
+        return close
 
     # equity ---------------------------------------------------------------------------------
 
