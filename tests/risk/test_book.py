@@ -6,7 +6,7 @@ import pytest
 
 from tests.risk.helpers import CALL_ID, TLT_ID, TLTW_ID, fill
 from trading.bus import Side
-from trading.execution.book import UNATTRIBUTED, Book
+from trading.execution.book import RECONCILE_PREFIX, UNATTRIBUTED, Book, BrokerPosition
 
 
 def entered_book() -> Book:
@@ -88,3 +88,89 @@ def test_book_positions_message_nets_pairs_and_prices_at_the_mark():
     assert positions[CALL_ID].unrealized_pnl == pytest.approx(-20.0)
     assert positions[TLT_ID].unrealized_pnl == pytest.approx(50.0)
     assert positions[TLTW_ID].market_price is None
+
+
+def ib_position(con_id: int, quantity: float, avg_cost: float, sec_type: str = "STK"):
+    symbol = "TLTW" if con_id == TLTW_ID else "TLT"
+    local = "TLT   261218C00090000" if sec_type == "OPT" else symbol
+    multiplier = 100.0 if sec_type == "OPT" else 1.0
+    return BrokerPosition(con_id, symbol, local, sec_type, multiplier, quantity, avg_cost)
+
+
+def test_book_agreeing_with_ib_has_no_differences_and_no_adjustments():
+    book = entered_book()
+    broker = {
+        TLT_ID: ib_position(TLT_ID, 100, 90.01),
+        CALL_ID: ib_position(CALL_ID, -1, 1.5935, "OPT"),
+        TLTW_ID: ib_position(TLTW_ID, -375, 23.995),
+    }
+    assert book.differences(broker) == {}
+    assert book.adjustments(broker, 5.0, "t") == []
+
+
+def test_book_rebuilt_from_ib_positions_alone_holds_what_ib_holds_at_ibs_cost():
+    # the fill history is lost (a new Redis, a day whose executions IB no longer reports)
+    book = Book()
+    broker = {
+        TLT_ID: ib_position(TLT_ID, 100, 90.01),
+        CALL_ID: ib_position(CALL_ID, -1, 1.5935, "OPT"),
+        TLTW_ID: ib_position(TLTW_ID, -375, 23.995),
+    }
+    assert book.differences(broker) == {
+        TLT_ID: (0.0, 100),
+        CALL_ID: (0.0, -1),
+        TLTW_ID: (0.0, -375),
+    }
+    adjustments = book.adjustments(broker, 5.0, "t")
+    for pair, adjustment in adjustments:
+        book.attribute(adjustment.intent_id, pair)
+        assert book.apply_fill(adjustment)
+    assert {(p, f.con_id, f.side, f.quantity, f.price) for p, f in adjustments} == {
+        (UNATTRIBUTED, TLT_ID, Side.BUY, 100, 90.01),
+        (UNATTRIBUTED, CALL_ID, Side.SELL, 1, 1.5935),
+        (UNATTRIBUTED, TLTW_ID, Side.SELL, 375, 23.995),
+    }
+    assert all(f.commission == 0 and f.exec_id.startswith(RECONCILE_PREFIX) for _, f in adjustments)
+    assert book.differences(broker) == {}
+    held = {h.con_id: (h.local_symbol, h.multiplier) for h in book.pair_holdings(UNATTRIBUTED)}
+    assert held[CALL_ID] == ("TLT   261218C00090000", 100.0)
+    # booked at IB's cost: no P&L is invented; at marks 90.50 / 1.80 / 24.10:
+    # TLT +0.49 x 100 = 49; call -(1.80 - 1.5935) x 100 = -20.65; TLTW -0.105 x 375 = -39.375
+    pnl = book.pair_pnl(UNATTRIBUTED, {TLT_ID: 90.50, CALL_ID: 1.80, TLTW_ID: 24.10})
+    assert pnl["realized"] == pytest.approx(0.0, abs=1e-9)
+    assert pnl["unrealized"] == pytest.approx(49.0 - 20.65 - 39.375, abs=1e-9)
+
+
+def test_book_missing_an_exit_fill_closes_at_its_own_cost_in_the_pair_that_held_it():
+    book = entered_book()  # p-1: TLT +100 @ 90.00, call -1 @ 1.60, TLTW -375 @ 24.00
+    broker = {TLT_ID: ib_position(TLT_ID, 100, 90.01)}  # the call and TLTW were closed at IB
+    adjustments = book.adjustments(broker, 5.0, "t")
+    assert {(p, f.con_id, f.side, f.quantity, f.price) for p, f in adjustments} == {
+        ("p-1", CALL_ID, Side.BUY, 1, 1.60),
+        ("p-1", TLTW_ID, Side.BUY, 375, 24.00),
+    }
+    for pair, adjustment in adjustments:
+        book.attribute(adjustment.intent_id, pair)
+        book.apply_fill(adjustment)
+    assert book.differences(broker) == {}
+    assert book.pair_pnl("p-1", {})["realized"] == pytest.approx(0.0, abs=1e-9)
+
+
+def test_book_adjustment_across_zero_closes_the_pair_then_opens_the_rest_at_ibs_cost():
+    book = entered_book()
+    broker = {
+        TLT_ID: ib_position(TLT_ID, -50, 91.00),  # IB is short 50 where the book is long 100
+        CALL_ID: ib_position(CALL_ID, -1, 1.5935, "OPT"),
+        TLTW_ID: ib_position(TLTW_ID, -375, 23.995),
+    }
+    adjustments = book.adjustments(broker, 5.0, "t")
+    assert [(p, f.side, f.quantity, f.price) for p, f in adjustments] == [
+        ("p-1", Side.SELL, 100, 90.00),
+        (UNATTRIBUTED, Side.SELL, 50, 91.00),
+    ]
+    assert len({f.exec_id for _, f in adjustments}) == 2
+
+
+def test_broker_position_refuses_a_non_finite_quantity():
+    with pytest.raises(ValueError, match="quantity"):
+        ib_position(TLT_ID, float("nan"), 90.0)

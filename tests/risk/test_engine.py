@@ -26,6 +26,7 @@ from trading.bus import (
     SpreadPoint,
 )
 from trading.domain.risk import TradingState
+from trading.execution.book import BrokerPosition
 from trading.execution.engine import Cancel, CancelAll, ExecutionEngine, Raise, Submit
 from trading.settings import RiskSettings
 
@@ -317,3 +318,36 @@ def test_an_exit_may_only_reduce_what_the_pair_holds():
     assert [r.code for r in e.decide(too_big, NOW).reasons] == ["EXCEEDS_HOLDINGS"]
     assert [r.code for r in e.decide(wrong_way, NOW).reasons] == ["EXCEEDS_HOLDINGS"]
     assert e.decide(right, NOW).approved
+
+
+def test_engine_aligns_its_book_to_ibs_positions_and_keeps_the_attribution_across_a_replay():
+    e = engine()
+    enter(e)  # p-1: TLT +100, call -1, TLTW -375
+    # IB says the TLTW short was bought back (the execution never reached the book)
+    broker = {
+        TLT_ID: BrokerPosition(TLT_ID, "TLT", "TLT", "STK", 1.0, 100, 90.0),
+        CALL_ID: BrokerPosition(CALL_ID, "TLT", "TLT   261218C00090000", "OPT", 100.0, -1, 1.6),
+    }
+    fills, actions = e.reconcile_positions(broker, NOW, "t1")
+    (adjustment,) = fills
+    assert (adjustment.con_id, adjustment.side, adjustment.quantity) == (TLTW_ID, Side.BUY, 375)
+    assert adjustment.price == 24.00  # the book's own cost: no P&L invented
+    assert e.book.quantity(TLTW_ID, "p-1") == 0
+    ((alert,),) = [[a.alert for a in actions if isinstance(a, Raise)]]
+    assert alert.code == "position_break" and "TLTW book -375 IB 0" in alert.message
+    assert e.reconcile_positions(broker, NOW, "t2") == ([], [])
+    # a restarted engine restores the attribution, then replays the fills: the same book
+    replayed = engine()
+    replayed.restore(e.to_state())
+    for f in [*recorded_fills(), adjustment]:
+        replayed.on_fill(f)
+    assert replayed.book.quantity(TLTW_ID, "p-1") == 0
+    assert replayed.book.differences(broker) == {}
+
+
+def recorded_fills():
+    return [
+        fill("f1", TLT_ID, Side.BUY, 100, 90.00),
+        fill("f2", CALL_ID, Side.SELL, 1, 1.60, sec_type="OPT"),
+        fill("f3", TLTW_ID, Side.SELL, 375, 24.00, symbol="TLTW"),
+    ]

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import math
+import time
 from collections.abc import AsyncIterator
 
 import data_ingestion
@@ -32,14 +33,17 @@ from trading.bus import (
     OrderEvent,
     OrderIntent,
     PnL,
+    Position,
     Quote,
     RiskDecision,
     RiskStatus,
+    Severity,
     Side,
     SignalAction,
     Streams,
 )
-from trading.execution.runtime import RiskRuntime
+from trading.execution.book import RECONCILE_PREFIX
+from trading.execution.runtime import POSITION_CONFIRM_S, RiskRuntime
 from trading.ibsim import SimConfig, SimulatedGateway
 from trading.service import ServiceContext, serve
 from trading.settings import load_settings
@@ -450,6 +454,79 @@ async def test_an_assignment_is_booked_and_the_pair_brought_back_into_balance(
             return positions and all(p.quantity == 0 for p in positions.values())
 
         await async_eventually(book_flat, 10, what="the book flat in Redis")
+
+
+async def booked_positions(bus: Bus, since: float = 0.0) -> dict[int, float] | None:
+    """The non-zero quantities risk last published, if published after `since`."""
+    positions = await bus.hget_all(Keys.POSITIONS, Position)
+    if not positions or min(p.ts for p in positions.values()) <= since:
+        return None
+    return {int(k): p.quantity for k, p in positions.items() if p.quantity}
+
+
+async def enter_and_stop_risk(gateway, redis_url, bus, ib) -> tuple[dict[int, float], PnL]:
+    """Enter one buy-write unit against 375 TLTW; risk is stopped once it shows the pair."""
+    async with risk_service(gateway, redis_url):
+        entry = await entry_intent(bus, "e-1")
+        await bus.append(Streams.INTENTS, entry)
+        assert (await decision_of(bus, "e-1")).approved
+        expected = {TLT_ID: 100.0, entry.legs[0].option_con_id: -1.0, TLTW_ID: -375.0}
+        await async_eventually(holds(lambda: positions_of(ib) == expected), 10, what="at IB")
+
+        async def shown():
+            return await booked_positions(bus) == expected
+
+        await async_eventually(shown, 10, what="the pair in Redis")
+        pnl = await bus.get_latest(Keys.PNL, PnL)
+    return expected, pnl
+
+
+async def test_a_restart_of_risk_mid_position_publishes_the_same_book(gateway, redis_url, bus):
+    async with market(gateway, redis_url, bus), observer(gateway) as ib:
+        expected, before = await enter_and_stop_risk(gateway, redis_url, bus, ib)
+        restarted = time.time()
+        async with risk_service(gateway, redis_url):
+
+            async def republished():
+                return await booked_positions(bus, since=restarted)
+
+            assert await async_eventually(republished, 10, what="a fresh book") == expected
+            await asyncio.sleep(POSITION_CONFIRM_S + 0.5)  # time for a (wrong) alignment to act
+            assert await booked_positions(bus, since=restarted) == expected
+            after = await bus.get_latest(Keys.PNL, PnL)
+        assert after.ts > restarted
+        assert after.commissions == pytest.approx(before.commissions, abs=1e-9)
+        assert after.realized == pytest.approx(before.realized, abs=1e-9)
+        fills = await fills_of(bus)
+        assert not [f for f in fills if f.exec_id.startswith(RECONCILE_PREFIX)]
+        assert not [a for a in await alerts_of(bus) if a.code == "position_break"]
+
+
+async def test_a_book_whose_fills_are_lost_is_rebuilt_from_ibs_positions(gateway, redis_url, bus):
+    async with market(gateway, redis_url, bus), observer(gateway) as ib:
+        expected, _ = await enter_and_stop_risk(gateway, redis_url, bus, ib)
+        # The fill history is gone (a Redis restored without it) and IB no longer reports the
+        # executions (reqExecutions covers the current session only): IB's positions remain.
+        await bus.redis.delete(Streams.FILLS, Keys.POSITIONS, Keys.PNL)
+        gateway.call(lambda: gateway._core.broker.executions.clear())
+        async with risk_service(gateway, redis_url):
+
+            async def rebuilt():
+                return await booked_positions(bus) == expected
+
+            await async_eventually(rebuilt, 10, what="the book aligned to IB's positions")
+        adjustments = [f for f in await fills_of(bus) if f.exec_id.startswith(RECONCILE_PREFIX)]
+        assert {(f.con_id, f.side, f.quantity) for f in adjustments} == {
+            (TLT_ID, Side.BUY, 100.0),
+            (next(c for c, q in expected.items() if q == -1.0), Side.SELL, 1.0),
+            (TLTW_ID, Side.SELL, 375.0),
+        }
+        # booked at IB's average cost (per share: IB's option avgCost is per contract)
+        ib_cost = {p.contract.conId: p.avgCost for p in ib.positions()}
+        for f in adjustments:
+            assert f.price * f.multiplier == pytest.approx(ib_cost[f.con_id], abs=1e-9)
+        (alert,) = [a for a in await alerts_of(bus) if a.code == "position_break"]
+        assert alert.severity == Severity.CRITICAL
 
 
 def holds(condition):

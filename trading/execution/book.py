@@ -12,7 +12,10 @@ conId as text. This module adds what the live service needs around it:
   after a restart changes nothing;
 * the BAG-level execution IB sends besides the legs moves no position (the leg executions do);
   its commission, if any, is counted in the pair's commissions;
-* instrument metadata (symbol, local symbol, sec_type, multiplier) for the bus Position.
+* instrument metadata (symbol, local symbol, sec_type, multiplier) for the bus Position;
+* reconciliation with the broker, the source of truth for positions: `differences(broker)`
+  lists the instruments whose net quantity differs from IB's, and `adjustments(broker, ...)`
+  the fills that bring the book to IB's quantities (see its docstring for the prices).
 
 `pair_pnl` returns realized (before commissions), unrealized, commissions and
 total = realized - commissions + unrealized, in USD; marks are mids per share by conId.
@@ -24,13 +27,22 @@ import math
 from dataclasses import dataclass, field
 from typing import Any
 
-from trading.bus import Fill, Position
+from trading.bus import Fill, Position, Side
 from trading.domain import pnl as domain_pnl
 from trading.domain.common import Side as DomainSide
 
-__all__ = ["UNATTRIBUTED", "Book", "Holding"]
+__all__ = [
+    "RECONCILE_PREFIX",
+    "UNATTRIBUTED",
+    "Book",
+    "BrokerPosition",
+    "Holding",
+    "reconcile_intent_id",
+]
 
 UNATTRIBUTED = "unattributed"
+RECONCILE_PREFIX = "reconcile"
+"""exec_id and intent_id prefix of the adjustment fills that align the book with IB."""
 _FLAT = 1e-9
 
 
@@ -47,6 +59,33 @@ class Holding:
     avg_cost: float  # per share
     realized_usd: float  # before commissions
     commissions_usd: float
+
+
+@dataclass(frozen=True, slots=True)
+class BrokerPosition:
+    """One position as IB reports it (reqPositions), average cost per share.
+
+    IB's avgCost of an option is per contract (price x multiplier); divide it by the
+    multiplier before building this.
+    """
+
+    con_id: int
+    symbol: str
+    local_symbol: str
+    sec_type: str
+    multiplier: float
+    quantity: float
+    avg_cost: float
+
+    def __post_init__(self) -> None:
+        for name in ("quantity", "avg_cost", "multiplier"):
+            value = getattr(self, name)
+            if not isinstance(value, int | float) or not math.isfinite(value):
+                raise ValueError(f"position {self.con_id}: {name} must be finite, got {value!r}")
+        if self.multiplier <= 0:
+            raise ValueError(
+                f"position {self.con_id}: multiplier must be > 0, got {self.multiplier!r}"
+            )
 
 
 @dataclass(frozen=True, slots=True)
@@ -243,6 +282,90 @@ class Book:
             )
         return out
 
+    # reconciliation with the broker -----------------------------------------------------------
+
+    def differences(self, broker: dict[int, BrokerPosition]) -> dict[int, tuple[float, float]]:
+        """con_id -> (book quantity, IB quantity) for every instrument where they differ."""
+        book = self.net_quantities()
+        out = {}
+        for con_id in sorted(set(book) | set(broker)):
+            mine = book.get(con_id, 0.0)
+            theirs = broker[con_id].quantity if con_id in broker else 0.0
+            if abs(mine - theirs) > _FLAT:
+                out[con_id] = (mine, theirs)
+        return out
+
+    def adjustments(
+        self, broker: dict[int, BrokerPosition], ts: float, tag: str
+    ) -> list[tuple[str, Fill]]:
+        """(pair, fill) that bring every net quantity to IB's, commission 0.
+
+        A quantity IB holds beyond the book is booked at IB's average cost (no P&L is
+        invented); a holding IB no longer has is closed at the book's own average cost (the
+        missed execution's price is unknown, so no P&L is invented either). A reduction is
+        taken from the pairs holding the instrument, largest holding first; an addition goes
+        to the one pair holding the instrument on the same side, else to "unattributed".
+        exec_id and intent_id start with `RECONCILE_PREFIX` and carry `tag` (unique per
+        reconciliation); the caller attributes each intent_id to its pair before booking.
+        """
+        out: list[tuple[str, Fill]] = []
+        for con_id, (mine, theirs) in self.differences(broker).items():
+            held = [
+                (pair, position)
+                for pair, book in self.books.items()
+                if (position := book.position(str(con_id))) is not None
+                and abs(position.quantity) > _FLAT
+            ]
+            meta = self.meta.get(con_id)
+            if con_id in broker:
+                b = broker[con_id]
+                meta = _Meta(b.symbol, b.local_symbol or b.symbol, b.sec_type, b.multiplier)
+            assert meta is not None  # an instrument in neither is never a difference
+            change = theirs - mine
+            # close what the book holds against the change, then open the rest at IB's cost
+            for pair, position in sorted(held, key=lambda item: -abs(item[1].quantity)):
+                if change * position.quantity >= 0 or abs(change) <= _FLAT:
+                    continue
+                closed = min(abs(change), abs(position.quantity))
+                signed = closed if change > 0 else -closed
+                out.append(
+                    (pair, _adjustment(pair, con_id, meta, signed, position.average_price, ts, tag))
+                )
+                change -= signed
+            if abs(change) > _FLAT:
+                same_side = [pair for pair, p in held if p.quantity * change > 0]
+                pair = same_side[0] if len(same_side) == 1 else UNATTRIBUTED
+                cost = broker[con_id].avg_cost if con_id in broker else 0.0
+                out.append((pair, _adjustment(pair, con_id, meta, change, cost, ts, tag)))
+        return out
+
     def to_state(self) -> dict[str, Any]:
         """Only the attribution is persisted: holdings are rebuilt by replaying the fill stream."""
         return {"pair_of_intent": dict(self.pair_of_intent)}
+
+
+def reconcile_intent_id(tag: str, pair: str) -> str:
+    """The intent id of a reconciliation's adjustments to one pair."""
+    return f"{RECONCILE_PREFIX}:{tag}:{pair}"
+
+
+def _adjustment(
+    pair: str, con_id: int, meta: _Meta, signed: float, price: float, ts: float, tag: str
+) -> Fill:
+    side = "BUY" if signed > 0 else "SELL"
+    return Fill(
+        ts=ts,
+        exec_id=f"{RECONCILE_PREFIX}:{tag}:{pair}:{con_id}:{side}",
+        order_id=0,
+        perm_id=0,
+        intent_id=reconcile_intent_id(tag, pair),
+        symbol=meta.symbol,
+        local_symbol=meta.local_symbol,
+        con_id=con_id,
+        sec_type=meta.sec_type,
+        side=Side(side),
+        quantity=abs(signed),
+        price=max(price, 0.0),
+        multiplier=meta.multiplier,
+        commission=0.0,
+    )

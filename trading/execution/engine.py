@@ -9,6 +9,7 @@ through `trading.broker.execution`, or a simulated fill model).
     engine.order_sent(intent_id, leg_index, order_id, now)
     event = engine.on_status(order_id, status, filled, remaining, avg_price, now, perm_id, msg)
     engine.on_fill(fill)                         # bus Fill (idempotent by exec_id)
+    fills, actions = engine.reconcile_positions(ib_positions, now, tag)  # IB is the truth
     actions = engine.on_command(cmd, now)        # OperatorCommand -> [Action]
     actions = engine.tick(now)                   # stop-loss, z-stop, daily loss, legging
     engine.risk_status(now); engine.pnl(now); engine.positions(now)
@@ -62,7 +63,7 @@ from trading.bus import (
 )
 from trading.domain.market_hours import EXCHANGE_TIMEZONE
 from trading.domain.options import early_assignment_risk
-from trading.execution.book import Book
+from trading.execution.book import Book, BrokerPosition
 from trading.execution.gate import GateView, RiskGate, intent_exposure
 from trading.execution.intents import flatten_pair, marketable_price, repair_legging
 from trading.execution.marks import Marks
@@ -234,6 +235,37 @@ class ExecutionEngine:
         if settling and units_before > 0 and self.book.last_pair not in self.settlements:
             self.settlements[self.book.last_pair] = (fill.ts, units_before)
         return True
+
+    def reconcile_positions(
+        self, broker: dict[int, BrokerPosition], now: float, tag: str
+    ) -> tuple[list[Fill], list[Action]]:
+        """Align the book with IB's positions (IB is the source of truth).
+
+        Books the adjustment fills of `Book.adjustments` (each attributed to its pair) and
+        returns them, for the fill stream, with a CRITICAL alert naming every difference;
+        ([], []) when the book already agrees with IB.
+        """
+        differences = self.book.differences(broker)
+        if not differences:
+            return [], []
+        names = {con_id: self.book.meta[con_id].local_symbol for con_id in self.book.meta}
+        names.update({con_id: b.local_symbol or b.symbol for con_id, b in broker.items()})
+        fills = []
+        for pair, fill in self.book.adjustments(broker, now, tag):
+            self.book.attribute(fill.intent_id, pair)
+            if self.book.apply_fill(fill, pair):
+                fills.append(fill)
+        detail = "; ".join(
+            f"{names.get(con_id, con_id)} book {mine:g} IB {theirs:g}"
+            for con_id, (mine, theirs) in differences.items()
+        )
+        alert = self._alert(
+            now,
+            Severity.CRITICAL,
+            "position_break",
+            f"book differs from IB's positions, aligned to IB: {detail}",
+        )
+        return fills, [alert]
 
     def _short_calls(self, pair: str) -> float:
         return sum(

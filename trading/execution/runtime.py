@@ -9,7 +9,14 @@
 3. consume `Streams.COMMANDS` and `Streams.INTENTS` in the consumer group `Groups.RISK`:
    decide, record the decision and the order ids in `Keys.INTENT_STATUS` (status "placing")
    BEFORE placeOrder, place, record "placed", append the decision, then acknowledge;
-4. every `tick_s`: stops, legging, daily loss (the engine), then status, P&L and positions.
+4. every `tick_s`: stops, legging, daily loss (the engine), then status, P&L and positions,
+   written in one MULTI/EXEC so a reader never sees positions of one moment with the P&L or
+   the other positions of another;
+5. positions: IB is the source of truth. At every (re)connect and on every tick while no order
+   is working, the book's net quantities are compared with IB's positions (reqPositions); a
+   difference that stays the same for `POSITION_CONFIRM_S` (so a fill whose commission report
+   is still on its way is not mistaken for one) is booked as adjustment fills (appended to
+   `Streams.FILLS` like any fill, so a replay reproduces them) and raised as a CRITICAL alert.
 
 Restart safety: an intent still pending in the group is re-read; if its status is "placed" or
 "rejected" it is only acknowledged; if "placing", each leg IB already knows by orderRef (and
@@ -37,6 +44,7 @@ from trading.broker.execution import (
 )
 from trading.broker.orders import orders_for_intent
 from trading.bus import (
+    Batch,
     Channels,
     DataHealth,
     Dividends,
@@ -53,6 +61,7 @@ from trading.bus import (
     decode,
     encode,
 )
+from trading.execution.book import BrokerPosition
 from trading.execution.engine import Cancel, CancelAll, ExecutionEngine, Raise, Submit
 from trading.execution.tracking import LegState, TrackedLeg
 from trading.observability import BAD_MESSAGES, histogram
@@ -65,6 +74,44 @@ INTENT_TO_ORDER = histogram(
 DECISIONS_TOTAL = Counter("trading_risk_decisions_total", "Risk decisions", ["approved"])
 
 PLACING, PLACED, REJECTED = "placing", "placed", "rejected"
+POSITION_CONFIRM_S = 3.0
+"""How long a difference between the book and IB's positions must stay unchanged (with no
+order working) before the book is aligned to IB."""
+
+
+def broker_positions(positions: list[Any], account: str = "") -> dict[int, BrokerPosition]:
+    """IB positions (ib_async/ib_insync `Position`s) as `BrokerPosition`s by conId, average
+    cost per share (IB's option avgCost is per contract). Raises ValueError naming the field
+    when one cannot be read, so nothing is reconciled on a value that was not checked."""
+    out = {}
+    for p in positions:
+        if account and p.account != account:
+            continue
+        contract = p.contract
+        if not contract.conId:
+            raise ValueError(f"position {contract.localSymbol!r}: conId must be set, got 0")
+        if contract.secType == "OPT":
+            try:
+                multiplier = float(contract.multiplier or 100)
+            except ValueError:
+                raise ValueError(
+                    f"position {contract.conId}: multiplier must be a number, "
+                    f"got {contract.multiplier!r}"
+                ) from None
+        else:
+            multiplier = 1.0
+        if not p.position:
+            continue
+        out[contract.conId] = BrokerPosition(
+            contract.conId,
+            contract.symbol,
+            contract.localSymbol or contract.symbol,
+            contract.secType,
+            multiplier,
+            float(p.position),
+            float(p.avgCost) / multiplier,
+        )
+    return out
 
 
 class RiskRuntime:
@@ -83,6 +130,8 @@ class RiskRuntime:
         self.status: dict[str, dict[str, Any]] = {}  # intent_id -> INTENT_STATUS record
         self.after_place: Callable[[OrderIntent], Awaitable[None]] | None = None
         """Called between placeOrder and recording "placed": the seam crash tests kill at."""
+        self.position_break: tuple[float, dict[int, tuple[float, float]]] | None = None
+        """(first seen, differences) of the book against IB's positions, awaiting confirmation."""
 
     # start-up -------------------------------------------------------------------------------
 
@@ -170,6 +219,8 @@ class RiskRuntime:
                 if leg.state is LegState.PLACING and leg.order_id:
                     self.engine.tracker.by_order_id.pop(leg.order_id, None)
                     leg.order_id = 0
+        self.position_break = None
+        await self.check_positions(now)
         self.ready.set()
         self.log.info(
             "reconciled with IB: %d order refs, %d executions, %d positions",
@@ -366,6 +417,45 @@ class RiskRuntime:
             if not execution.orderRef and execution.execId not in seen:
                 self._fill_from_ib(ib_fill)
 
+    async def check_positions(self, now: float) -> None:
+        """Compare the book with IB's positions; align it once a difference is confirmed."""
+        ib = self.conn.ib
+        if not ib.isConnected() or self.engine.tracker.open_legs() or ib.openTrades():
+            self.position_break = None  # working orders move positions: compare when done
+            return
+        try:
+            broker = broker_positions(ib.positions(), self.client.account)
+        except ValueError as exc:
+            self.position_break = None
+            self.log.error("IB position refused: %s", exc, extra={"event.action": "bad_position"})
+            return
+        differences = self.engine.book.differences(broker)
+        if not differences:
+            self.position_break = None
+            return
+        if self.position_break is None or self.position_break[1] != differences:
+            self.position_break = (now, differences)
+            self.log.warning(
+                "book differs from IB's positions (con_id: book, IB): %s",
+                differences,
+                extra={"event.action": "position_break"},
+            )
+            return
+        if now - self.position_break[0] < POSITION_CONFIRM_S:
+            return
+        self.position_break = None
+        fills, actions = self.engine.reconcile_positions(broker, now, str(int(now * 1000)))
+        # the attribution of the adjustments is stored before the fills: a replay needs it
+        await self.bus.set_state(Keys.RISK_STATE, self.engine.to_state())
+        for fill in fills:
+            self.writes.put_nowait(("fill", fill))
+        await self.execute(actions)
+        self.log.warning(
+            "book aligned to IB's positions with %d adjustment fills",
+            len(fills),
+            extra={"event.action": "position_reconciled"},
+        )
+
     async def ticker(self) -> None:
         last_book = last_dividends = 0.0
         while True:
@@ -373,6 +463,7 @@ class RiskRuntime:
             now = time.time()
             if self.ready.is_set() and self.conn.ib.isConnected():
                 self._unsolicited_fills()
+                await self.check_positions(now)
             if now - last_dividends >= 5.0:
                 last_dividends = now
                 dividends = await self.bus.get_latest(Keys.dividends("TLT"), Dividends)
@@ -384,14 +475,18 @@ class RiskRuntime:
                 await self.publish_book(now)
 
     async def publish_book(self, now: float) -> None:
-        status = self.engine.risk_status(now)
-        await self.bus.set_latest(Keys.RISK_STATUS, status)
-        await self.bus.publish(Channels.BOOK, status)
-        pnl = self.engine.pnl(now)
-        await self.bus.set_latest(Keys.PNL, pnl)
-        await self.bus.publish(Channels.BOOK, pnl)
-        for pos in self.engine.positions(now):
-            await self.bus.hset_latest(Keys.POSITIONS, str(pos.con_id), pos)
+        """Risk status, P&L and every position of one moment, in one transaction."""
+        batch = Batch()
+        status = encode(self.engine.risk_status(now))
+        pnl = encode(self.engine.pnl(now))
+        batch.hset_many(
+            Keys.POSITIONS, {str(p.con_id): encode(p) for p in self.engine.positions(now)}
+        )
+        batch.set_latest(Keys.PNL, pnl)
+        batch.set_latest(Keys.RISK_STATUS, status)
+        batch.publish(Channels.BOOK, status)
+        batch.publish(Channels.BOOK, pnl)
+        await self.bus.execute(batch, transaction=True)
         await self.bus.set_state(Keys.RISK_STATE, self.engine.to_state())
         self.ctx.status.update(
             state="ok" if self.conn.connected else "degraded",
