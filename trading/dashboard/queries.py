@@ -198,7 +198,9 @@ class DashboardQueries:
         }
 
     async def _hash(self, key: str, expect: type[T]) -> list[T]:
-        raw = await self.bus.redis.hgetall(key)
+        return self._decode_hash(key, await self.bus.redis.hgetall(key), expect)
+
+    def _decode_hash(self, key: str, raw: dict[bytes, bytes], expect: type[T]) -> list[T]:
         values = (self._decode_or_none(key, v, expect) for _, v in sorted(raw.items()))
         return [v for v in values if v is not None]
 
@@ -327,14 +329,25 @@ class DashboardQueries:
 
     @bounded
     async def book(self, fills: int = 20) -> BookPanel:
-        """Positions, the day's P&L, working orders and the newest fills."""
-        positions = await self._hash(Keys.POSITIONS, Position)
-        pnl = await self._latest_many({Keys.PNL: PnL})
-        open_orders = sorted(await self._hash(Keys.OPEN_ORDERS, OrderEvent), key=lambda o: o.ts)
+        """Positions, the day's P&L, working orders and the newest fills.
+
+        Positions and P&L are read in one MULTI/EXEC, as risk writes them: the panel shows
+        one moment of the book, never positions of one tick beside a P&L of another.
+        """
+        pipe = self.bus.redis.pipeline(transaction=True)
+        pipe.hgetall(Keys.POSITIONS)
+        pipe.get(Keys.PNL)
+        pipe.hgetall(Keys.OPEN_ORDERS)
+        raw_positions, raw_pnl, raw_orders = await pipe.execute()
+        positions = self._decode_hash(Keys.POSITIONS, raw_positions, Position)
+        pnl = self._decode_or_none(Keys.PNL, raw_pnl, PnL)
+        open_orders = sorted(
+            self._decode_hash(Keys.OPEN_ORDERS, raw_orders, OrderEvent), key=lambda o: o.ts
+        )
         recent = await self.bus.read_range(Streams.FILLS, fills, Fill)
         return BookPanel(
             positions=sorted(positions, key=lambda p: (p.symbol, p.local_symbol)),
-            pnl=pnl[Keys.PNL],
+            pnl=pnl,
             open_orders=open_orders,
             fills=[entry.message for entry in recent],
         )
