@@ -2,14 +2,17 @@
 
 Redis, ibsim and the five services run as separate processes (the runner behind `make run`).
 The test shocks TLTW's premium through ibsim's admin API and checks what a user would see: both
-legs of the entry filled, the position on the dashboard's API, the exit, and a P&L that equals
-what the fills imply.
+legs of the entry filled; the whole pair on the dashboard's API (TLT +100 per buy-write unit, the
+call short by the units under its OCC symbol, TLTW short) with a P&L equal to what the fills and
+the marks imply; the exit; a flat book and a P&L equal to what the fills imply. The implied P&L
+is computed here from `Streams.FILLS` alone, never from the book's code.
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
+import math
 import os
 import urllib.request
 from datetime import datetime
@@ -47,6 +50,11 @@ def _env(tmp_path: Path, http_port: int, admin_port: int) -> dict[str, str]:
             # short for the Engle-Granger test, and this test is about the pipeline.
             "TRADING_STRATEGY__COINTEGRATION_PVALUE": "0.99",
             "TRADING_STRATEGY__EXIT_Z": "0.5",
+            # The quiet window fits an OU half-life of a few bars, so the default time stop (3
+            # half-lives) closed the pair some 20 ms of wall time after its last fill at 600x:
+            # no user (nor poll) could see the pair held. The exit then comes from the exit band
+            # as the premium reverts, seconds later.
+            "TRADING_STRATEGY__TIME_STOP_HALF_LIVES": "40",
             "TRADING_STRATEGY__STOP_Z": "50",
             "TRADING_STRATEGY__MIN_SPREAD_BP": "25",
             # At 600x a tenth of a wall second is a simulated minute: limits cross by more.
@@ -101,6 +109,37 @@ def _intents(url: str) -> list[b.OrderIntent]:
     return asyncio.run(_read(url, b.Streams.INTENTS, b.OrderIntent))
 
 
+def _implied_pnl_usd(fills: list[b.Fill], marks: dict[int, float]) -> float:
+    """P&L from the executions alone: the cash of every leg fill (sells in, buys out, option
+    prices per share times the multiplier), less every commission (the BAG-level execution's
+    too: it moves no cash of its own, its legs do), plus what is still held at its mark."""
+    legs = [f for f in fills if f.sec_type != "BAG"]
+    cash = math.fsum(
+        (-1 if f.side == b.Side.BUY else 1) * f.quantity * f.price * f.multiplier for f in legs
+    )
+    commissions = math.fsum(f.commission for f in fills)
+    held = _held(fills)
+    multiplier = {f.con_id: f.multiplier for f in legs}
+    value = math.fsum(held[c] * marks[c] * multiplier[c] for c in held if abs(held[c]) > 1e-9)
+    return cash - commissions + value
+
+
+def _held(fills: list[b.Fill]) -> dict[int, float]:
+    """Net quantity by conId from the leg executions."""
+    out: dict[int, float] = {}
+    for f in fills:
+        if f.sec_type != "BAG":
+            signed = f.quantity if f.side == b.Side.BUY else -f.quantity
+            out[f.con_id] = out.get(f.con_id, 0.0) + signed
+    return out
+
+
+def _occ_symbol(leg: b.IntentLeg) -> str:
+    """The call's OCC local symbol: root padded to 6, yymmdd, C, strike x 1000 in 8 digits."""
+    assert leg.option_expiry and leg.option_strike
+    return f"{leg.symbol:<6}{leg.option_expiry[2:]}C{round(leg.option_strike * 1000):08d}"
+
+
 def test_premium_blowout_is_entered_filled_shown_exited_and_accounted(tmp_path):
     http_port, admin_port = free_port(), free_port()
     env = _env(tmp_path, http_port, admin_port)
@@ -151,11 +190,31 @@ def test_premium_blowout_is_entered_filled_shown_exited_and_accounted(tmp_path):
 
         eventually(entry_filled, timeout_s=60, what="both legs of the entry filled")
 
-        def shown_on_dashboard() -> bool:
-            book = _poll(f"{dashboard}/api/book").get("positions") or []
-            return any(p["local_symbol"] == "TLTW" and p["quantity"] < 0 for p in book)
+        # The whole pair on the dashboard: TLT +100 per unit, the call short, TLTW short, and
+        # a P&L that is the fills' cash plus the holdings at the marks of the same snapshot.
+        bw_leg = next(leg for leg in entry.legs if leg.kind == b.LegKind.BUY_WRITE)
+        tltw_leg = next(leg for leg in entry.legs if leg.kind == b.LegKind.STOCK)
+        expected = {
+            "TLT": 100.0 * bw_leg.quantity,
+            _occ_symbol(bw_leg): -float(bw_leg.quantity),
+            "TLTW": -float(tltw_leg.quantity),
+        }
 
-        eventually(shown_on_dashboard, timeout_s=30, what="the short TLTW on the dashboard")
+        def pair_on_dashboard() -> dict | None:
+            panel = _poll(f"{dashboard}/api/book")
+            held = {p["local_symbol"]: p["quantity"] for p in panel.get("positions") or []}
+            return panel if {k: q for k, q in held.items() if q} == expected else None
+
+        panel = eventually(pair_on_dashboard, timeout_s=30, what=f"the pair {expected} shown")
+        entry_fills = [f for f in _fills(redis_url) if f.intent_id == entry.intent_id]
+        shown = {p["con_id"]: p for p in panel["positions"] if p["quantity"]}
+        held = {c: q for c, q in _held(entry_fills).items() if q}
+        assert {shown[c]["local_symbol"]: q for c, q in held.items()} == expected
+        marks = {c: p["market_price"] for c, p in shown.items()}
+        assert all(m is not None and m > 0 for m in marks.values()), marks
+        assert panel["pnl"]["total"] == pytest.approx(
+            _implied_pnl_usd(entry_fills, marks), abs=0.01
+        )
 
         # The premium reverts (one-day half-life): the exit follows and the book goes flat.
         exit_intent = eventually(
@@ -177,14 +236,11 @@ def test_premium_blowout_is_entered_filled_shown_exited_and_accounted(tmp_path):
 
         eventually(flat, timeout_s=60, what="flat after the exit")
 
-        # P&L equals what the fills imply: cash flows of every leg fill minus commissions.
-        fills = [f for f in _fills(redis_url) if f.sec_type != "BAG"]
-        implied = sum(
-            (-1 if f.side == b.Side.BUY else 1) * f.quantity * f.price * f.multiplier - f.commission
-            for f in fills
-        )
+        # P&L equals what the fills imply: nothing is held, so the cash less the commissions.
+        fills = _fills(redis_url)
+        assert {c: q for c, q in _held(fills).items() if abs(q) > 1e-9} == {}
         pnl = _get(f"{dashboard}/api/book")["pnl"]
-        assert pnl["total"] == pytest.approx(implied, abs=0.01)
+        assert pnl["total"] == pytest.approx(_implied_pnl_usd(fills, {}), abs=0.01)
         assert pnl["unrealized"] == pytest.approx(0.0, abs=0.01)
     finally:
         runner.stop()
