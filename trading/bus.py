@@ -795,6 +795,17 @@ class Streams:
         return f"st:history:{symbol}"
 
     @staticmethod
+    def nav_history(symbol: str) -> str:
+        """Capped history of an ETF's NAV ticks (`EtfNav`), beside its quotes' history: with
+        the quotes it is the tape a replay of what the live strategy saw needs."""
+        return f"st:nav_history:{symbol}"
+
+    @staticmethod
+    def dividends_history(symbol: str) -> str:
+        """Every distribution announcement (`Dividends`) data-ingestion published for symbol."""
+        return f"st:dividends_history:{symbol}"
+
+    @staticmethod
     def dead_letters(stream: str) -> str:
         """Where `Bus.read_group` moves a stream's malformed entries."""
         return f"{stream}:dead"

@@ -921,6 +921,10 @@ class MarketDataFeed:
             data = encode(nav)
             self._latest[Keys.nav(ETF)] = data
             batch.publish(Channels.NAV, data)
+            # Recorded like the quotes' history: a replay of the tape needs the NAV the
+            # strategy's delta hedge used (trading.backtest.recorded).
+            if self.conflator.due(f"{ETF}:nav", ts_recv):
+                batch.append(Streams.nav_history(ETF), data, self.cfg.history_maxlen)
 
     def _dividends(self, symbol: str, ticker: Any, ts_exchange: float, batch: Batch) -> None:
         """Publish the distributions when IB's dividend tick changes (once a session or so)."""
@@ -938,6 +942,7 @@ class MarketDataFeed:
         data = encode(div)
         self._latest[Keys.dividends(symbol)] = data
         batch.publish(Channels.NAV, data)
+        batch.append(Streams.dividends_history(symbol), data, self.cfg.history_maxlen)
 
     def _drop(self, name: str, bad: BadTick) -> None:
         DROPS.labels(bad.reason.value).inc()
