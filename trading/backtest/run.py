@@ -4,6 +4,7 @@ run = backtest_sim(settings, SimSource(seed=1, start=date(...), end=date(...), p
 run.metrics.sharpe, run.metrics.r_squared_vs_truth, run.result.records
 run = backtest_messages(settings, messages)            # any message stream (csv, ib)
 records = seeded_intents(seed=1, start=..., end=..., settings=settings)   # parity checks
+run = backtest_recorded(settings, read_tape_url(redis_url))   # what the live stack saw
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from datetime import date
 import pandas as pd
 
 from trading.backtest.metrics import Metrics, compute_metrics
+from trading.backtest.recorded import RecordedTape
 from trading.backtest.replay import BacktestResult, IntentRecord, Replay
 from trading.backtest.sources import SimSource, true_premium
 from trading.bus import Message
@@ -79,3 +81,17 @@ def seeded_intents(
     source = SimSource(seed, start, end, premium_bp, premium_half_life_days)
     replay = Replay(settings)
     return replay.run(source.messages()).records
+
+
+def backtest_recorded(settings: Settings, tape: RecordedTape) -> BacktestRun:
+    """Replay what the live stack saw (`trading.backtest.recorded`) as the live strategy
+    consumed it: the warm-up part with trading off, as the service warms up from the history
+    streams, then the live part. With the live settings, the trades are the live stack's."""
+    replay = Replay(settings)
+    replay.strategy.warming_up = True
+    try:
+        replay.run(tape.warm_up)
+    finally:
+        replay.strategy.warming_up = False
+    result = replay.run(tape.live)
+    return BacktestRun(result, compute_metrics(result, None), None)
