@@ -1,0 +1,78 @@
+"""The recorded tape read back from a real Redis: the warm-up and live parts, in time order."""
+
+from __future__ import annotations
+
+from trading import bus as b
+from trading.backtest.recorded import read_tape
+
+BAR_S = 60.0
+T0 = 1_793_620_800.0  # a minute boundary
+CALL = 539_280_368
+
+
+def _quote(symbol: str, con_id: int, ts: float, bid: float) -> b.Quote:
+    return b.Quote(symbol, con_id, bid, bid + 0.01, 100.0, 100.0, None, ts, ts)
+
+
+def _option(ts: float) -> b.OptionQuote:
+    return b.OptionQuote(
+        "TLT", CALL, "TLT   261120C00092000", "20261120", 92.0, "C", 0.47, 0.49, 10.0, 10.0,
+        0.12, 0.3, 0.1, 0.05, -0.02, 90.0, 0.48, ts, ts,
+    )  # fmt: skip
+
+
+def _point(ts: float) -> b.SpreadPoint:
+    return b.SpreadPoint(
+        ts=ts, index_value=90.0, tltw=24.0, beta=1.0, alpha=0.0, spread=0.001, mean=0.0,
+        std=0.001, z=1.0, entry_z=2.0, exit_z=0.5, stop_z=4.0, hedge_method="delta",
+        state="FLAT", call_con_id=CALL, call_strike=92.0, call_expiry="20261120",
+    )  # fmt: skip
+
+
+async def _record(bus: b.Bus) -> None:
+    """Four bars of TLT, TLTW and one call; NAV each bar; one distribution announcement; the
+    live strategy's first published point ends bar 2 (so bars 0-1 closed in its warm-up)."""
+    for i in range(4):
+        ts = T0 + i * BAR_S + 0.5
+        await bus.append(b.Streams.history("TLT"), _quote("TLT", 15547841, ts, 90.0 + i))
+        await bus.append(b.Streams.history("TLTW"), _quote("TLTW", 545186218, ts, 24.0 + i))
+        await bus.append(b.Streams.history(str(CALL)), _option(ts))
+        await bus.append(b.Streams.nav_history("TLTW"), b.EtfNav("TLTW", 23.9 + i, ts, ts))
+    await bus.append(
+        b.Streams.dividends_history("TLTW"),
+        b.Dividends("TLTW", 1.0, 1.2, "20261201", 0.1, T0 + 0.25),
+    )
+    chain = b.OptionChain("TLT", 15547841, ("20261120",), (92.0,), (), 90.0, T0)
+    await bus.set_latest(b.Keys.CHAIN, chain)
+    await bus.append(b.Streams.SPREAD, _point(T0 + 2 * BAR_S))
+    await bus.append(b.Streams.SPREAD, _point(T0 + 3 * BAR_S))
+
+
+async def test_tape_splits_at_the_first_live_bar_and_seeds_the_latest_nav_after_warm_up(bus):
+    await _record(bus)
+
+    tape = await read_tape(bus)
+
+    assert tape.first_live_bar_end_ts == T0 + 2 * BAR_S
+    assert isinstance(tape.warm_up[0], b.OptionChain)
+    warm_quotes = [m for m in tape.warm_up if isinstance(m, b.Quote | b.OptionQuote)]
+    assert [m.ts_exchange for m in warm_quotes] == [T0 + 0.5] * 3 + [T0 + 60.5] * 3
+    # The service warms up without NAV or distributions, then seeds their latest values.
+    assert [type(m) for m in tape.warm_up[-2:]] == [b.EtfNav, b.Dividends]
+    assert tape.warm_up[-2].nav == 23.9 + 1
+    live_times = [m.ts_exchange for m in tape.live]
+    assert live_times == sorted(live_times)
+    assert live_times[0] == T0 + 120.5
+    assert len(tape.live) == 2 * 4  # two bars of TLT, TLTW, the call and NAV
+    assert tape.messages == tape.warm_up + tape.live
+
+
+async def test_tape_without_a_live_bar_is_all_live(bus):
+    await _record(bus)
+    await bus.redis.delete(b.Streams.SPREAD)
+
+    tape = await read_tape(bus)
+
+    assert tape.first_live_bar_end_ts is None
+    assert tape.warm_up == (await bus.get_latest(b.Keys.CHAIN, b.OptionChain),)
+    assert len(tape.live) == 4 * 4 + 1
