@@ -190,3 +190,32 @@ async def test_admin_http_api_serves_truth_and_faults(live, ibm):
     assert live.truth().tltw_premium == pytest.approx(0.008, abs=1e-4)
     assert _http(live, "POST", "/reset") == (200, {"ok": True})
     assert abs(live.truth().tltw_premium - 0.008) > 1e-4
+
+
+async def test_a_backed_up_client_is_conflated_then_its_ticks_resume(ibm):
+    """While a client's socket is full (flow control paused the transport) ibsim sends it
+    nothing and counts the conflated steps; once it drains, the ticks resume (as changes from
+    what it was last sent, so nothing is lost but intermediate values)."""
+    config = SimConfig(seed=2, speed=3600.0, tick_interval_s=1.0)
+    with SimulatedGateway(config, port=0) as gateway:
+        async with connected(ibm, gateway) as ib:
+            (tlt,) = await qualified(ib, ibm.Stock("TLT", "SMART", "USD"))
+            ticker = ib.reqMktData(tlt, "", False, False)
+            await eventually(lambda: ticker.bid > 0)
+
+            def pause() -> None:
+                for session in gateway._core.sessions:
+                    session.pause_writing()
+
+            def resume() -> int:
+                for session in gateway._core.sessions:
+                    session.resume_writing()
+                return gateway._core.conflated_steps
+
+            gateway.call(pause)
+            paused_at = ticker.time
+            await asyncio.sleep(0.3)
+            assert ticker.time == paused_at  # nothing was written while paused
+            conflated = gateway.call(resume)
+            assert conflated > 10
+            await eventually(lambda: ticker.time is not None and ticker.time > paused_at)

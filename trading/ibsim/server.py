@@ -27,6 +27,12 @@ ACCOUNT_PUSH_SECONDS = 180.0
 PNL_PUSH_SECONDS = 1.0
 BAR_PUSH_SECONDS = 1.0
 FIREHOSE_STEPS_PER_YIELD = 64
+STEP_GAP_S = 0.002
+"""Wall time the market loop sleeps between two steps when the clock is already due again
+(a fast clock): steps are then conflated (the next one jumps to the clock's present) instead of
+run back to back. A loop that never sleeps holds the GIL, and a client in the same process
+(the tests') waits a whole switch interval for each of its socket reads: a convoy that slowed
+the pipeline tests 10-fold, intermittently."""
 
 
 class SimClock:
@@ -60,6 +66,8 @@ class GatewayCore:
     def _reset_state(self) -> None:
         self.tau = self.model.calendar.anchor_tau
         self._step = 0
+        self.conflated_steps = 0
+        """Market steps a session missed because its socket was backed up (flow control)."""
         self.clock.reset(self.tau)
         self.market_data_stopped = False
         self.pacing_violation_next = False
@@ -151,7 +159,7 @@ class GatewayCore:
                 self._step = due
                 self._advance_logged(anchor + due * interval)
                 # At high speed the clock is always due again: let the clients' I/O in.
-                await asyncio.sleep(0)
+                await asyncio.sleep(STEP_GAP_S)
         except asyncio.CancelledError:
             raise
 
@@ -213,6 +221,12 @@ class GatewayCore:
         if push_bars:
             self._last_bar_push = self.tau
         for session in list(self.sessions):
+            if not session.writable.is_set():
+                # The client is not reading as fast as we write (its socket buffer is full):
+                # conflate, as IB does, instead of queueing without bound. Ticks are sent as
+                # changes from what this session was last sent, so the next step catches up.
+                self.conflated_steps += 1
+                continue
             chunks = []
             for subscription in session.market_data.values():
                 board = self.board_for(subscription.delayed)
