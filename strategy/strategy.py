@@ -1,9 +1,9 @@
 """The strategy service: moves messages between Redis and `trading.strategy.StrategyEngine`.
 
 Start: restore the engine's state (`Keys.STRATEGY_STATE`); if its estimators could not be
-restored, warm up by replaying the history streams (TLT, TLTW, the chain's calls) with trading
-off; seed the latest values (chain, quotes, options, NAV, distributions, health, risk status);
-re-append a pending intent that never reached the intent stream. Then:
+restored, warm up by replaying the history streams (TLT, TLTW, TLTW's NAV, the chain's calls)
+with trading off; seed the latest values (chain, quotes, options, NAV, distributions, health,
+risk status); re-append a pending intent that never reached the intent stream. Then:
 
 * ticks (pub/sub) go into a conflating inbox keyed by instrument: the engine always acts on the
   latest tick of each instrument, and a burst it cannot keep up with is conflated, not queued;
@@ -102,7 +102,7 @@ class StrategyService:
 
     async def warm_up(self, chain: OptionChain | None) -> None:
         """Replay the history streams through the engine in time order, trading off."""
-        streams = [Streams.history("TLT"), Streams.history("TLTW")]
+        streams = [Streams.history("TLT"), Streams.history("TLTW"), Streams.nav_history("TLTW")]
         if chain is not None:
             streams += [Streams.history(str(o.con_id)) for o in chain.subscribed]
         history: list[Message] = []
@@ -127,15 +127,27 @@ class StrategyService:
         )
 
     async def seed_latest(self) -> None:
+        """The latest values from their keys. A tick of the bar the warm-up left open (or of
+        an earlier one) is applied as is; a tick of a later bar goes through the inbox like a
+        live one, so the open bar is closed on its own prices first (applying it here would
+        close that bar on the next bar's prices: a one-bar look-ahead)."""
         bus = self.bus
+        ticks: list[Message | None] = []
         for symbol in ("TLT", "TLTW"):
-            for key, kind in ((Keys.quote(symbol), Quote), (Keys.dividends(symbol), Dividends)):
-                msg = await bus.get_latest(key, kind)
-                if msg is not None:
-                    self.apply(msg, now_wall=None, step=False)
-        nav = await bus.get_latest(Keys.nav("TLTW"), EtfNav)
-        for msg in [nav, *(await bus.hget_all(Keys.OPTION_INDEX, OptionQuote)).values()]:
-            if msg is not None:
+            ticks.append(await bus.get_latest(Keys.quote(symbol), Quote))
+            dividends = await bus.get_latest(Keys.dividends(symbol), Dividends)
+            if dividends is not None:
+                self.apply(dividends, now_wall=None, step=False)
+        ticks.append(await bus.get_latest(Keys.nav("TLTW"), EtfNav))
+        ticks += (await bus.hget_all(Keys.OPTION_INDEX, OptionQuote)).values()
+        open_bar = self.engine.current_bar
+        for msg in ticks:
+            if msg is None:
+                continue
+            if open_bar is not None and self.engine.bar_of(msg.ts_exchange) > open_bar:
+                self.inbox[inbox_key(msg)] = (msg, time.perf_counter())
+                self.wake.set()
+            else:
                 self.apply(msg, now_wall=None, step=False)
         for health in (await bus.hget_all(Keys.HEALTH, DataHealth)).values():
             self.apply(health)

@@ -48,18 +48,18 @@ async def _record(bus: b.Bus) -> None:
     await bus.append(b.Streams.SPREAD, _point(T0 + 3 * BAR_S))
 
 
-async def test_tape_splits_at_the_first_live_bar_and_seeds_the_latest_nav_after_warm_up(bus):
+async def test_tape_splits_at_the_first_live_bar_with_nav_in_the_warm_up(bus):
     await _record(bus)
 
     tape = await read_tape(bus)
 
     assert tape.first_live_bar_end_ts == T0 + 2 * BAR_S
     assert isinstance(tape.warm_up[0], b.OptionChain)
-    warm_quotes = [m for m in tape.warm_up if isinstance(m, b.Quote | b.OptionQuote)]
-    assert [m.ts_exchange for m in warm_quotes] == [T0 + 0.5] * 3 + [T0 + 60.5] * 3
-    # The service warms up without NAV or distributions, then seeds their latest values.
-    assert [type(m) for m in tape.warm_up[-2:]] == [b.EtfNav, b.Dividends]
-    assert tape.warm_up[-2].nav == 23.9 + 1
+    warm_ticks = [m for m in tape.warm_up if isinstance(m, b.Quote | b.OptionQuote | b.EtfNav)]
+    assert [m.ts_exchange for m in warm_ticks] == [T0 + 0.5] * 4 + [T0 + 60.5] * 4
+    assert [m.nav for m in warm_ticks if isinstance(m, b.EtfNav)] == [23.9, 23.9 + 1]
+    # The service replays quotes and NAV, then seeds the latest distributions from their key.
+    assert isinstance(tape.warm_up[-1], b.Dividends)
     live_times = [m.ts_exchange for m in tape.live]
     assert live_times == sorted(live_times)
     assert live_times[0] == T0 + 120.5

@@ -8,9 +8,9 @@ the live strategy service consumed, in two phases, because that is how the servi
 
 * ``warm_up``: everything stamped before the first bar the live strategy closed live (the end of
   its first published spread point, ``first_live_bar_end_ts``). The service replayed these from
-  the history streams with trading off (``StrategyEngine.warming_up``). It reads only the quote
-  histories, so NAV and distributions are left out here, and their latest values are appended at
-  the end, as the service seeds them from the latest-value keys after its warm-up.
+  the history streams (quotes and NAV) with trading off (``StrategyEngine.warming_up``).
+  Distributions are not replayed: their latest values are appended at the end, as the service
+  seeds them from the latest-value keys after its warm-up.
 * ``live``: the rest, in exchange-time order (a stable sort: within one timestamp the quotes'
   order does not matter, since a bar closes on the first message of a later bar with the
   prices as they stood before it).
@@ -118,8 +118,8 @@ async def read_tape(bus: Bus, live_from_ts: float | None = None) -> RecordedTape
     if live_from_ts is None:
         live = sorted(quotes + navs + dividends, key=message_time)
         return RecordedTape(tuple(head), tuple(live), None)
-    before = sorted((m for m in quotes if message_time(m) < live_from_ts), key=message_time)
-    seeded = _latest_before(navs, live_from_ts) + [
+    before = sorted((m for m in quotes + navs if message_time(m) < live_from_ts), key=message_time)
+    seeded = [
         d
         for symbol in STOCKS
         for d in _latest_before([x for x in dividends if x.symbol == symbol], live_from_ts)
