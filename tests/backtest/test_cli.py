@@ -42,3 +42,26 @@ def test_bad_setting_override_is_refused_with_its_name(capsys):
 def test_malformed_override_is_refused():
     with pytest.raises(SystemExit):
         main(["backtest", "nowhere"])
+
+
+def test_research_mode_runs_from_the_backtest_command_with_the_same_answer_as_its_api(capsys):
+    from datetime import date
+
+    from trading.backtest.sources import SimSource
+    from trading.backtest.vectorized import ResearchConfig, bars_from_sim, research_backtest
+    from trading.settings import load_settings
+
+    code = main(["backtest", "research", "--seed", "2", "--start", "2026-09-08",
+                 "--end", "2026-09-18", "--premium-bp", "50", "--preset", "replica",
+                 "--set", "strategy.z_window=390"])  # fmt: skip
+
+    assert code == 0
+    printed = json.loads(capsys.readouterr().out)
+    settings = load_settings(strategy={"preset": "replica", "z_window": 390})
+    start, end = date(2026, 9, 8), date(2026, 9, 18)
+    model = SimSource(2, start, end, premium_bp=50.0).model()
+    expected = research_backtest(
+        bars_from_sim(model, start, end, settings), ResearchConfig.from_settings(settings)
+    ).metrics.as_dict()
+    assert printed["round_trips"] == expected["round_trips"] > 0
+    assert printed["total_return"] == pytest.approx(expected["total_return"], rel=1e-12)

@@ -8,6 +8,10 @@ Sources:
         --host/--port/--client-id override): backtest ib --start 2026-10-26 --end 2026-10-30
         (--extra-csv PATH adds TLTW NAV and distributions, which IB has no history of)
 
+Research mode (vectorized over whole arrays, no engines; for parameter sweeps, see
+docs/backtest.md): backtest research --seed 2 --start 2026-06-01 --end 2026-10-30 --events
+(the options of `python -m trading.backtest.vectorized`).
+
 Settings come from the environment like the live services (TRADING_STRATEGY__..., TRADING_RISK__
 ...); --preset, --hedge and --set group.field=value override them. The report is HTML
 (--out, default reports/backtest-<UTC time>.html); --json PATH also writes the metrics as JSON.
@@ -101,6 +105,10 @@ def overrides(args: argparse.Namespace) -> dict[str, dict[str, Any]]:
 
 
 def main(argv: list[str]) -> int:
+    if argv[:1] == ["research"]:
+        from trading.backtest.vectorized import main as research
+
+        return research(argv[1:])
     args = _parser().parse_args(argv)
     try:
         settings = load_settings(**overrides(args))
