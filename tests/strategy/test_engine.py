@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import math
-from datetime import datetime
+from datetime import date, datetime
 
 import numpy as np
 import orjson
 import pytest
 
 from tests.strategy.scenario import SHOCK_TIME, Z_WINDOW, scenario_settings, shock_messages
+from trading.backtest.sources import SimSource
 from trading.bus import (
     DataHealth,
     DataStatus,
@@ -26,7 +27,7 @@ from trading.bus import (
 )
 from trading.domain.hedge import rolling_zscore_vec
 from trading.ibsim.config import ET
-from trading.settings import HedgeMethod
+from trading.settings import HedgeMethod, load_settings
 from trading.strategy import StepResult, StrategyEngine
 from trading.strategy.position import PairStatus
 
@@ -286,3 +287,33 @@ def test_a_pair_risk_closes_by_itself_is_never_exited_again():
     assert "risk closed the pair" in signals[0].reason
     _, later, _ = run(engine, messages[cut:])
     assert [i.purpose for i in later if i.purpose != IntentPurpose.ENTRY] == []
+
+
+def test_an_entry_signal_with_a_negative_ols_beta_is_refused_and_the_bar_is_kept():
+    # Regression (seed 1, OLS over 390 bars): at 11:11 on 2026-09-21 the entry signal came with
+    # beta -0.38; sizing raised inside the bar close, the bar was dropped as a bad message (its
+    # spread point lost) and the signal machine believed it held a position no pair stood
+    # behind. The entry must be refused like a zero size: a signal with the reason, the spread
+    # point published, the machine flat.
+    settings = load_settings(
+        strategy={
+            "preset": "replica",
+            "hedge_method": "ols",
+            "ols_window": 390,
+            "z_window": 390,
+            "cointegration_pvalue": 0.99,
+        }
+    )
+    engine = StrategyEngine.from_settings(settings)
+    source = SimSource(1, date(2026, 9, 17), date(2026, 9, 21), 50.0)
+
+    points, intents, signals = run(engine, source.messages())
+
+    refused = [s for s in signals if "hedge beta" in s.reason]
+    assert refused, "the seed no longer produces an entry signal with beta <= 0"
+    first = refused[0]
+    assert "not entered" in first.reason and first.action is SignalAction.NONE
+    assert first.state == "FLAT"
+    (point,) = [p for p in points if p.ts == first.ts]
+    assert point.beta <= 0 and point.state == "FLAT" and point.z == pytest.approx(first.z)
+    assert all(i.ts != first.ts for i in intents)

@@ -337,6 +337,10 @@ class PairManager:
                 # The index's roll was deferred (no quote for the new call yet): entering on the
                 # old call would be closed at the next bar. Not blocked: retried next bar.
                 refused, block = f"the index's call is due to roll: {roll.message}", False
+        if not refused and not (math.isfinite(bar.beta) and bar.beta > 0):
+            # The pair is TLTW against beta buy-writes on the other side: with beta <= 0 both
+            # legs would be on the same side (no hedge at all), and the legs cannot be sized.
+            refused = f"hedge beta {bar.beta!r} is not > 0: the pair has no hedge"
         if not refused and size.gross_notional_usd <= 0:
             refused = f"Kelly size zero: {size.reason or self.ou_error}"
         if not refused and (size.tltw_notional_usd > 0) != (
@@ -348,22 +352,27 @@ class PairManager:
             )
         legs = None
         if not refused:
-            legs = size_legs(
-                direction.value,
-                size.gross_notional_usd,
-                bar.beta,
-                bar.tltw_mid,
-                bar.spot,
-                bar.call_mid,
-                bar.call.con_id,
-                bar.call.expiry,
-                bar.call.strike,
-            )
-            if legs.tltw_shares <= 0 or legs.buy_write_units <= 0:
-                refused = (
-                    f"size rounds to {legs.tltw_shares} TLTW shares and "
-                    f"{legs.buy_write_units} buy-write units"
+            try:
+                legs = size_legs(
+                    direction.value,
+                    size.gross_notional_usd,
+                    bar.beta,
+                    bar.tltw_mid,
+                    bar.spot,
+                    bar.call_mid,
+                    bar.call.con_id,
+                    bar.call.expiry,
+                    bar.call.strike,
                 )
+            except ValueError as exc:
+                # Raised out of the bar close, the error would drop the bar (its spread point
+                # lost) with the signal machine left in a position no pair stands behind.
+                refused = f"cannot size the legs: {exc}"
+        if legs is not None and (legs.tltw_shares <= 0 or legs.buy_write_units <= 0):
+            refused = (
+                f"size rounds to {legs.tltw_shares} TLTW shares and "
+                f"{legs.buy_write_units} buy-write units"
+            )
         if refused or legs is None:
             # Back to FLAT, blocked until |z| is inside the entry band: no entry every bar.
             self.machine.flatten()
