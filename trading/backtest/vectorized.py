@@ -11,7 +11,7 @@ over years of bars in milliseconds. Every formula is the quant core's vectorized
   as `DeltaNeutralHedger` does, as an accumulate), rolling OLS (`rolling_ols_vec`) or Kalman
   (`kalman_hedge_vec`: a recursion with a Python loop per bar, so not at this module's speed);
 * spread_t = y_t - beta_{t-1} x_t - alpha_{t-1} (the hedge through the previous bar), its
-  rolling z against the previous ``z_window`` spreads (`rolling_zscore_vec`, ddof 1, the floor
+  rolling z against the previous ``z_window`` spreads (`rolling_zscore_mean_vec`, ddof 1, the floor
   ``z_std_floor`` under the std) and distance_bp = (spread_t - mean of that window) x 10,000;
 * the signal state machine of `trading.domain.signals` (same bands, same order of rules, the
   re-entry block after a stop) as a loop over *events*: ``next_true`` arrays give, from any bar,
@@ -78,7 +78,7 @@ from trading.backtest.metrics import (
     sortino_ratio,
 )
 from trading.domain.buy_write import buy_write_index_vec, total_return_vec
-from trading.domain.hedge import kalman_hedge_vec, rolling_ols_vec, rolling_zscore_vec
+from trading.domain.hedge import kalman_hedge_vec, rolling_ols_vec, rolling_zscore_mean_vec
 from trading.domain.signals import SignalAction, SignalBands, SpreadPosition
 from trading.settings import HedgeMethod, Settings
 from trading.strategy.intents import size_legs
@@ -438,14 +438,6 @@ def _hedge_after(bars: ResearchBars, config: ResearchConfig, x, y, spot, tltw_mi
     return _delta_neutral_after(x, y, log_beta)
 
 
-def _rolling_mean_previous(values: np.ndarray, window: int) -> np.ndarray:
-    """Mean of the previous ``window`` values (the z window's), centred as
-    `rolling_zscore_vec` centres them."""
-    centre = values.mean()
-    mean = pd.Series(values - centre).rolling(window).mean().shift(1).to_numpy()
-    return mean + centre
-
-
 def signal_positions(
     z: np.ndarray,
     distance_bp: np.ndarray,
@@ -576,8 +568,9 @@ def research_backtest(bars: ResearchBars, config: ResearchConfig) -> ResearchRes
             bad = first + int(np.flatnonzero(~np.isfinite(tail))[0])
             raise ValueError(f"spread[{bad}] is not finite after the hedge was ready")
         if tail.size > config.z_window:
-            z[first:] = rolling_zscore_vec(tail, config.z_window, 1, config.z_std_floor)
-            mean[first:] = _rolling_mean_previous(tail, config.z_window)
+            z[first:], mean[first:] = rolling_zscore_mean_vec(
+                tail, config.z_window, 1, config.z_std_floor
+            )
     distance_bp = (spread - mean) * 1e4
 
     sizes: dict[int, tuple[int, int]] = {}

@@ -713,15 +713,24 @@ class RollingZScore:
 def rolling_zscore_vec(values, window: int, ddof: int = 1, min_std: float = 0.0) -> np.ndarray:
     """Vectorized :class:`RollingZScore` (pandas rolling mean and std of the previous window);
     NaN where the window is not full."""
+    return rolling_zscore_mean_vec(values, window, ddof, min_std)[0]
+
+
+def rolling_zscore_mean_vec(
+    values, window: int, ddof: int = 1, min_std: float = 0.0
+) -> tuple[np.ndarray, np.ndarray]:
+    """(z, mean) of :func:`rolling_zscore_vec` in one pass: the z-score and the mean of the
+    previous ``window`` values it is measured from; NaN where the window is not full."""
     import pandas as pd
 
     values = np.asarray(values, dtype=np.float64)
     # z is shift-invariant; centring first keeps pandas' online sums accurate.
-    series = pd.Series(values - values.mean())
+    centre = values.mean()
+    series = pd.Series(values - centre)
     rolling = series.rolling(window)
     mean = rolling.mean().shift(1)
     std = rolling.std(ddof=ddof).shift(1).clip(lower=min_std)
-    return ((series - mean) / std).to_numpy()
+    return ((series - mean) / std).to_numpy(), mean.to_numpy() + centre
 
 
 # ---------------------------------------------------------------------------------------------
