@@ -351,3 +351,134 @@ def recorded_fills():
         fill("f2", CALL_ID, Side.SELL, 1, 1.60, sec_type="OPT"),
         fill("f3", TLTW_ID, Side.SELL, 375, 24.00, symbol="TLTW"),
     ]
+
+
+def enter_long_spread(e: ExecutionEngine, units: int = 1, shares: int = 375) -> None:
+    """Approve and fill a long-spread entry: sell the buy-write (short TLT, long call), buy
+    TLTW, at the marks (TLT 90.00, call 1.60, TLTW 24.00)."""
+    entry = intent(buy_write_leg(Side.SELL, units, BW_MID), tltw_leg(Side.BUY, shares, 24.0))
+    assert e.decide(entry, NOW).approved
+    e.order_sent("i-1", 0, 1, NOW)
+    e.order_sent("i-1", 1, 2, NOW)
+    e.on_fill(fill("f1", TLT_ID, Side.SELL, 100 * units, 90.00))
+    e.on_fill(fill("f2", CALL_ID, Side.BUY, units, 1.60, sec_type="OPT"))
+    e.on_fill(fill("f3", TLTW_ID, Side.BUY, shares, 24.00, symbol="TLTW"))
+    e.on_status(1, "Filled", units, 0, BW_MID, NOW)
+    e.on_status(2, "Filled", shares, 0, 24.0, NOW)
+
+
+def settle_long(e: ExecutionEngine, contracts: int, exercised: bool) -> None:
+    """IB's report of a long call's exercise (sold at 0, the shares bought at the 90 strike)
+    or of its worthless expiry (sold at 0, nothing delivered)."""
+    e.on_fill(fill("s1", CALL_ID, Side.SELL, contracts, 0.0, sec_type="OPT", intent_id=""))
+    if exercised:
+        e.on_fill(fill("s2", TLT_ID, Side.BUY, 100 * contracts, 90.0, intent_id=""))
+
+
+def stock_legs(intent) -> list[tuple[str, Side, int, float]]:
+    return sorted((leg.symbol, leg.side, leg.quantity, leg.limit_price) for leg in intent.legs)
+
+
+def test_an_exercised_long_call_books_the_bought_shares_and_flattens_the_orphan_tltw():
+    e = engine()
+    enter_long_spread(e)  # TLT -100 at 90.00, call +1 at 1.60, TLTW +375 at 24.00
+    settle_long(e, 1, exercised=True)
+    assert e.book.quantity(CALL_ID, "p-1") == 0 and e.book.quantity(TLT_ID, "p-1") == 0
+    # TLT sold at 90.00 and bought back at the 90 strike: 0; the call paid 1.60 x 100 is lost.
+    assert e.book.pair_pnl("p-1", e.mark_prices())["realized"] == pytest.approx(-160.0)
+    assert submitted(e.tick(NOW + 0.5)) == []  # the stock delivery may still be on its way
+
+    actions = e.tick(NOW + 2)
+
+    (alert,) = [a.alert for a in actions if isinstance(a, Raise) and a.alert.code == "assignment"]
+    assert "1 -> 0 buy-write units" in alert.message
+    (flatten,) = submitted(actions)
+    assert flatten.purpose is IntentPurpose.FLATTEN
+    # TLTW sold 25 bp through its 24.00 mid: 24 x 0.9975 = 23.94.
+    assert stock_legs(flatten) == [("TLTW", Side.SELL, 375, 23.94)]
+    assert e.decide(flatten, NOW + 2).approved
+
+
+def test_a_long_call_expiring_worthless_closes_the_short_tlt_and_the_tltw():
+    e = engine()
+    enter_long_spread(e)
+    settle_long(e, 1, exercised=False)
+    assert e.book.quantity(CALL_ID, "p-1") == 0 and e.book.quantity(TLT_ID, "p-1") == -100
+    assert e.book.pair_pnl("p-1", e.mark_prices())["realized"] == pytest.approx(-160.0)
+
+    (flatten,) = submitted(e.tick(NOW + 2))
+
+    # TLT bought back at 90 x 1.0025 = 90.225 -> 90.23 (a buy rounds up); TLTW sold at 23.94.
+    assert stock_legs(flatten) == [("TLT", Side.BUY, 100, 90.23), ("TLTW", Side.SELL, 375, 23.94)]
+
+
+def test_a_short_call_expiring_worthless_closes_the_long_tlt_and_the_tltw():
+    e = engine()
+    enter(e)  # TLT +100, call -1, TLTW -375
+    settle(e, 1, NOW, assigned=False)
+    assert e.book.pair_pnl("p-1", e.mark_prices())["realized"] == pytest.approx(160.0)
+
+    (flatten,) = submitted(e.tick(NOW + 2))
+
+    # TLT sold at 90 x 0.9975 = 89.775 -> 89.77; TLTW bought at 24 x 1.0025 = 24.06.
+    assert stock_legs(flatten) == [("TLT", Side.SELL, 100, 89.77), ("TLTW", Side.BUY, 375, 24.06)]
+
+
+def test_a_partial_long_call_exercise_cuts_tltw_in_proportion_and_keeps_the_hedged_tlt():
+    e = engine()
+    enter_long_spread(e, units=2, shares=750)  # TLT -200, call +2, TLTW +750
+    settle_long(e, 1, exercised=True)  # TLT -100, call +1: one unit left, balanced
+
+    (rebalance,) = submitted(e.tick(NOW + 2))
+
+    assert rebalance.purpose is IntentPurpose.UNWIND
+    assert stock_legs(rebalance) == [("TLTW", Side.SELL, 375, 23.94)]
+    assert rebalance.why["settled_buy_write_units_before"] == 2
+    assert rebalance.why["settled_buy_write_units_after"] == 1
+    assert e.decide(rebalance, NOW + 2).approved
+
+
+def test_a_partial_long_call_expiry_buys_back_the_unhedged_tlt():
+    e = engine()
+    enter_long_spread(e, units=2, shares=750)
+    settle_long(e, 1, exercised=False)  # TLT -200 against one call: 100 shares unhedged
+
+    (rebalance,) = submitted(e.tick(NOW + 2))
+
+    assert stock_legs(rebalance) == [("TLT", Side.BUY, 100, 90.23), ("TLTW", Side.SELL, 375, 23.94)]
+
+
+def test_an_option_fill_without_an_intent_that_opens_is_not_a_settlement():
+    e = engine()
+    enter(e)  # the pair is short one call
+    e.on_fill(fill("m1", CALL_ID, Side.SELL, 1, 1.60, sec_type="OPT", intent_id=""))
+
+    actions = e.tick(NOW + 2)
+
+    assert not [a for a in actions if isinstance(a, Raise) and a.alert.code == "assignment"]
+    assert e.settlements == {}
+
+
+def test_an_unrolled_long_call_is_closed_the_session_before_expiry():
+    e = engine()
+    enter_long_spread(e)
+    wednesday, thursday = 1_797_433_200.0, 1_797_519_600.0  # 16 and 17 Dec 2026, 10:00 ET
+    set_marks(e, tlt=90.0, call=1.60, tltw=24.0, ts=wednesday)
+    assert submitted(e.tick(wednesday)) == []
+    set_marks(e, tlt=90.0, call=1.60, tltw=24.0, ts=thursday)
+
+    (flatten,) = submitted(e.tick(thursday))
+
+    sides = {leg.kind: (leg.side, leg.quantity) for leg in flatten.legs}
+    assert sides == {LegKind.BUY_WRITE: (Side.BUY, 1), LegKind.STOCK: (Side.SELL, 375)}
+    assert "long call" in flatten.why["reason"] and "expires 2026-12-18" in flatten.why["reason"]
+
+
+def test_a_long_call_deep_in_the_money_before_the_ex_date_is_kept():
+    # The early-assignment rule is the writer's risk: the holder of the call decides.
+    e = engine()
+    enter_long_spread(e)
+    set_marks(e, tlt=95.0, call=5.10, tltw=24.0)  # time value 0.10 below a 0.30 dividend
+    e.on_market(Dividends("TLT", 3.6, 3.6, "20261201", 0.30, NOW))
+
+    assert submitted(e.tick(NOW + 1)) == []

@@ -23,15 +23,19 @@ Stop rules, checked on every tick (a pair that is already being flattened is ski
   z-stop: the latest spread z beyond stop_z against the pair's direction (holding TLTW long =
           LONG_SPREAD, stopped when z <= -stop_z; short TLTW stopped when z >= stop_z)
   daily loss: day P&L <= -daily_loss_limit_usd -> HALTED + cancel all + flatten every pair.
-Short calls (the written leg), checked on every tick:
-  expiry backstop: a pair whose short call is `close_short_call_sessions_before_expiry`
-          sessions (or fewer) from expiry is flattened: the strategy should have rolled it;
+Calls held, checked on every tick:
+  expiry backstop: a pair holding a call, short (a bought buy-write) or long (a sold one:
+          short TLT, long call), `close_short_call_sessions_before_expiry` sessions (or fewer)
+          from its expiry is flattened: the strategy should have rolled it;
   early assignment: a short call the quant core flags as likely to be assigned before TLT's
           next ex-date (time value below the dividend, in the money) is closed with its pair;
-  assignment or expiry anyway: IB reports the settlement as executions without an orderRef;
-          they are booked to the pair holding the call (the delivered shares with them), and
-          the pair is brought back into balance: TLTW is cut in proportion to the buy-write
-          units left, leftover TLT closed; a pair with no call left is flattened. Alerted.
+  assignment, exercise or expiry anyway: IB reports the settlement as executions without an
+          orderRef (the call closed at 0, the stock delivered at the strike when it was in the
+          money); they are booked to the pair holding the call (the delivered shares with
+          them), and the pair is brought back into balance: with u contracts held before and
+          u' after, TLTW is cut to u'/u of its holding and TLT to -100 x (net contracts left)
+          (a short call pairs with long stock), never past zero; a pair with no call left is
+          flattened. Alerted.
 Day P&L = total P&L now - total P&L at the first tick of the exchange day (New York date of
 the marks' exchange time); the baseline is kept in `to_state()`.
 """
@@ -71,9 +75,21 @@ from trading.execution.state import StateChange, TradingState, TradingStateMachi
 from trading.execution.tracking import LegState, OrderTracker, TrackedLeg
 from trading.settings import RiskSettings
 
-__all__ = ["Cancel", "CancelAll", "ExecutionEngine", "Raise", "Submit"]
+__all__ = [
+    "SETTLED_UNITS_AFTER",
+    "SETTLED_UNITS_BEFORE",
+    "Cancel",
+    "CancelAll",
+    "ExecutionEngine",
+    "Raise",
+    "Submit",
+]
 
 SOURCE = "risk-management"
+SETTLED_UNITS_BEFORE = "settled_buy_write_units_before"
+SETTLED_UNITS_AFTER = "settled_buy_write_units_after"
+"""Keys of a settlement rebalance's `why`: the call contracts the pair held before IB's
+settlement and after it (the strategy's exit then closes only what is left)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -115,7 +131,8 @@ class ExecutionEngine:
     decisions: dict[str, RiskDecision] = field(default_factory=dict)
     options: dict[int, tuple[str, float]] = field(default_factory=dict)  # con_id -> expiry, K
     settlements: dict[str, tuple[float, float]] = field(default_factory=dict)
-    """pair -> (time, short-call units before) of an assignment/expiry awaiting rebalance."""
+    """pair -> (time, call contracts held before, long or short) of an IB settlement
+    (assignment, exercise or expiry) awaiting rebalance."""
     _seq: Any = field(default_factory=itertools.count)
     gate: RiskGate = field(init=False)
 
@@ -222,17 +239,20 @@ class ExecutionEngine:
     def on_fill(self, fill: Fill) -> bool:
         """Book an execution once; returns False when it was already booked.
 
-        An option execution without an intent (IB's assignment or expiry) marks its pair for
+        An option execution without an intent that reduces a call its pair holds (IB's
+        assignment, exercise or expiry, of a short or a long call) marks the pair for
         rebalancing on the next tick.
         """
-        settling = not fill.intent_id and fill.sec_type == "OPT"
         units_before = 0.0
-        if settling:
+        if not fill.intent_id and fill.sec_type == "OPT":
             pair = self.book._pair_for(fill)
-            units_before = self._short_calls(pair)
+            held = self.book.quantity(fill.con_id, pair)
+            sign = 1.0 if str(fill.side) == "BUY" else -1.0
+            if held * sign < 0:
+                units_before = self._calls_held(pair)
         if not self.book.apply_fill(fill):
             return False
-        if settling and units_before > 0 and self.book.last_pair not in self.settlements:
+        if units_before > 0 and self.book.last_pair not in self.settlements:
             self.settlements[self.book.last_pair] = (fill.ts, units_before)
         return True
 
@@ -267,12 +287,13 @@ class ExecutionEngine:
         )
         return fills, [alert]
 
-    def _short_calls(self, pair: str) -> float:
-        return sum(
-            -h.quantity
-            for h in self.book.pair_holdings(pair)
-            if h.sec_type == "OPT" and h.quantity < 0
-        )
+    def _calls_held(self, pair: str) -> float:
+        """Option contracts the pair holds, long or short (each is one buy-write unit)."""
+        return sum(abs(h.quantity) for h in self.book.pair_holdings(pair) if h.sec_type == "OPT")
+
+    def _net_calls(self, pair: str) -> float:
+        """Signed option contracts of the pair: negative for written calls."""
+        return sum(h.quantity for h in self.book.pair_holdings(pair) if h.sec_type == "OPT")
 
     # commands and rules ---------------------------------------------------------------------
 
@@ -327,7 +348,7 @@ class ExecutionEngine:
             if z_why:
                 actions.extend(self._flatten(pair, now, IntentPurpose.STOP, z_why))
         actions.extend(self._legging(now))
-        actions.extend(self._short_call_rules(now))
+        actions.extend(self._call_rules(now))
         actions.extend(self._rebalance_settled(now))
         return actions
 
@@ -337,8 +358,9 @@ class ExecutionEngine:
             return None
         return datetime.fromtimestamp(ts, UTC).astimezone(EXCHANGE_TIMEZONE).date()
 
-    def _short_call_rules(self, now: float) -> list[Action]:
-        """Expiry backstop and early-assignment close (see the module docstring)."""
+    def _call_rules(self, now: float) -> list[Action]:
+        """Expiry backstop (any call held) and early-assignment close (short calls only), see
+        the module docstring."""
         as_of = self._as_of()
         if as_of is None:
             return []
@@ -349,8 +371,11 @@ class ExecutionEngine:
             if self._is_flattening(pair):
                 continue
             for h in self.book.pair_holdings(pair):
-                if h.sec_type != "OPT" or h.quantity >= 0 or h.con_id not in self.options:
+                # A long call (a sold buy-write) is closed before expiry like a short one:
+                # held through it, it is exercised or expires and leaves the pair unbalanced.
+                if h.sec_type != "OPT" or h.quantity == 0 or h.con_id not in self.options:
                     continue
+                held = "short" if h.quantity < 0 else "long"
                 expiry_text, strike = self.options[h.con_id]
                 expiry = date(int(expiry_text[:4]), int(expiry_text[4:6]), int(expiry_text[6:]))
                 sessions = self.limits.close_short_call_sessions_before_expiry
@@ -360,10 +385,16 @@ class ExecutionEngine:
                 why = ""
                 if as_of >= deadline:
                     why = (
-                        f"short call {h.local_symbol} expires {expiry} and was not rolled "
+                        f"{held} call {h.local_symbol} expires {expiry} and was not rolled "
                         f"by {deadline}: closing pair {pair}"
                     )
-                elif dividend is not None and dividend.next_ex_date and tlt_id is not None:
+                elif (
+                    h.quantity < 0
+                    and dividend is not None
+                    and dividend.next_ex_date
+                    and tlt_id is not None
+                ):
+                    # Only the holder exercises early: a long call is ours to keep.
                     call, spot = self.marks.mid(h.con_id), self.marks.mid(tlt_id)
                     ex = dividend.next_ex_date
                     if call is not None and spot is not None:
@@ -385,32 +416,51 @@ class ExecutionEngine:
         return actions
 
     def _rebalance_settled(self, now: float, grace_s: float = 1.0) -> list[Action]:
-        """After an assignment or expiry: cut TLTW in proportion, close leftover TLT."""
+        """After an assignment, exercise or expiry: cut TLTW in proportion to the contracts
+        left, TLT to -100 x (net contracts left); a pair with no call left is flattened."""
         actions: list[Action] = []
         for pair, (ts, units_before) in list(self.settlements.items()):
             if now - ts < grace_s:
                 continue  # the stock delivery arrives right after the option settlement
             del self.settlements[pair]
-            units_after = self._short_calls(pair)
+            units_after = self._calls_held(pair)
             message = (
-                f"pair {pair}: short call settled by IB (assignment or expiry), "
+                f"pair {pair}: call settled by IB (assignment, exercise or expiry), "
                 f"{units_before:g} -> {units_after:g} buy-write units"
             )
             actions.append(self._alert(now, Severity.CRITICAL, "assignment", message, pair=pair))
             if units_after <= 0:
                 actions.extend(self._flatten(pair, now, IntentPurpose.FLATTEN, message))
                 continue
+            tlt_target = -100.0 * self._net_calls(pair)
             legs = []
             for h in self.book.pair_holdings(pair):
                 if h.sec_type != "STK":
                     continue
                 if h.symbol == "TLT":
-                    target = 100.0 * units_after
+                    target = tlt_target
                 else:
                     target = h.quantity * units_after / units_before
-                excess = round(h.quantity - (target if h.quantity > 0 else -abs(target)))
+                # Reduce only: a target on the other side of the holding closes it, no more.
+                if target * h.quantity <= 0:
+                    target = 0.0
+                elif abs(target) > abs(h.quantity):
+                    target = h.quantity
+                excess = round(h.quantity - target)
+                if excess == 0:
+                    continue
                 mid = self.marks.mid(h.con_id)
-                if excess == 0 or mid is None:
+                if mid is None:
+                    actions.append(
+                        self._alert(
+                            now,
+                            Severity.CRITICAL,
+                            "rebalance_incomplete",
+                            f"pair {pair}: no mark for {h.symbol} to trade {-excess:+d} "
+                            f"after the settlement",
+                            pair=pair,
+                        )
+                    )
                     continue
                 side = Side.SELL if excess > 0 else Side.BUY
                 legs.append(
@@ -431,7 +481,12 @@ class ExecutionEngine:
                     IntentPurpose.UNWIND,
                     SignalAction.EXIT,
                     tuple(legs),
-                    {"reason": message},
+                    {
+                        "reason": message,
+                        # The strategy shrinks its record of the pair to what is left.
+                        SETTLED_UNITS_BEFORE: units_before,
+                        SETTLED_UNITS_AFTER: units_after,
+                    },
                 )
                 self.flattening[pair] = intent.intent_id
                 actions.append(Submit(intent))
