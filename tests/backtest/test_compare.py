@@ -10,6 +10,7 @@ import pytest
 from trading.backtest.compare import LAST_SESSION, OPEN_GATE, run_seed, summary
 from trading.backtest.run import backtest_sim
 from trading.backtest.sources import SimSource
+from trading.cli import main as cli
 from trading.settings import load_settings
 
 CONFIG = {"preset": "replica", "z_window": 390, "stop_z": 10.0, "time_stop_half_lives": 1e3}
@@ -40,3 +41,23 @@ def test_chunked_multi_replay_matches_a_single_backtest_of_the_same_sessions():
 def test_a_single_session_is_refused():
     with pytest.raises(ValueError, match="sessions"):
         run_seed(1, 1, 50.0, {"a": CONFIG})
+
+
+def test_html_report_sets_the_presets_side_by_side_with_each_seeds_pnl(tmp_path, capsys):
+    import json
+
+    html_path, json_path = tmp_path / "compare.html", tmp_path / "rows.json"
+    code = cli(["backtest", "compare", "--seeds", "1", "2", "--sessions", "2", "--suite", "presets",
+          "--json", str(json_path), "--html", str(html_path)])  # fmt: skip
+
+    assert code == 0
+    rows = json.loads(json_path.read_text())
+    page = html_path.read_text()
+    assert {r["config"] for r in rows} == {"replica delta", "atm delta"}
+    for config in ("replica delta", "atm delta"):
+        group = [r for r in rows if r["config"] == config]
+        line = next(tr for tr in page.split("<tr>") if tr.startswith(f"<td>{config}</td>"))
+        assert f"<td>{np.mean([r['pnl_usd'] for r in group]):,.0f}</td>" in line
+        assert ", ".join(f"{r['seed']}: {r['pnl_usd']:,.0f}" for r in group) in line
+    assert page.count("data:image/png;base64,") == 1
+    assert f"report: {html_path}" in capsys.readouterr().out

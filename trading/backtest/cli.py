@@ -12,6 +12,10 @@ Research mode (vectorized over whole arrays, no engines; for parameter sweeps, s
 docs/backtest.md): backtest research --seed 2 --start 2026-06-01 --end 2026-10-30 --events
 (the options of `python -m trading.backtest.vectorized`).
 
+Side by side (presets and hedge methods on the same seeded tapes, HTML report with the table and
+the equity curves): backtest compare --seeds 1 2 3 4 5 --sessions 150 --suite hedges \
+    --html reports/compare.html (the options of `python -m trading.backtest.compare`).
+
 Settings come from the environment like the live services (TRADING_STRATEGY__..., TRADING_RISK__
 ...); --preset, --hedge and --set group.field=value override them. The report is HTML
 (--out, default reports/backtest-<UTC time>.html); --json PATH also writes the metrics as JSON.
@@ -109,6 +113,11 @@ def main(argv: list[str]) -> int:
         from trading.backtest.vectorized import main as research
 
         return research(argv[1:])
+    if argv[:1] == ["compare"]:
+        from trading.backtest.compare import main as compare
+
+        compare(argv[1:])
+        return 0
     args = _parser().parse_args(argv)
     try:
         settings = load_settings(**overrides(args))

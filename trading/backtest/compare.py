@@ -31,7 +31,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from trading.backtest.metrics import compute_metrics, r_squared
+from trading.backtest.metrics import compute_metrics, equity_frame, r_squared
 from trading.backtest.replay import BacktestResult, Replay
 from trading.backtest.sources import SimSource, true_premium
 from trading.settings import load_settings
@@ -146,8 +146,10 @@ def run_seed(
     configs: dict[str, dict[str, Any]],
     half_life_days: float = 1.0,
     chunk_messages: int = 200_000,
+    curves: dict[tuple[str, int], pd.DataFrame] | None = None,
 ) -> list[Row]:
-    """Every configuration over the last ``sessions`` sessions of ``seed``'s market."""
+    """Every configuration over the last ``sessions`` sessions of ``seed``'s market; the equity
+    of each (configuration, seed) goes into ``curves`` when given (for the HTML report)."""
     if sessions < 2:
         raise ValueError(f"sessions must be >= 2, got {sessions}")
     start = np.busday_offset(LAST_SESSION, -(sessions - 1), roll="backward").astype(date)
@@ -178,6 +180,8 @@ def run_seed(
     for name, replay in replays.items():
         result = replay.result
         m = compute_metrics(result, premium)
+        if curves is not None:
+            curves[(name, seed)] = equity_frame(result)[["ts", "equity_usd"]]
         rows.append(
             Row(
                 name,
@@ -232,16 +236,30 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--premium-bp", type=float, default=50.0)
     parser.add_argument("--suite", choices=sorted(SUITES), default="presets")
     parser.add_argument("--json", type=Path, default=None)
+    parser.add_argument(
+        "--html", type=Path, default=None, help="the side-by-side report (table, equity curves)"
+    )
     args = parser.parse_args(argv)
     rows: list[Row] = []
+    curves: dict[tuple[str, int], pd.DataFrame] | None = {} if args.html else None
     for seed in args.seeds:
         t0 = time.perf_counter()
-        rows.extend(run_seed(seed, args.sessions, args.premium_bp, SUITES[args.suite]))
+        rows.extend(
+            run_seed(seed, args.sessions, args.premium_bp, SUITES[args.suite], curves=curves)
+        )
         print(f"seed {seed} done in {time.perf_counter() - t0:.0f} s", flush=True)
         if args.json:
             args.json.parent.mkdir(parents=True, exist_ok=True)
             args.json.write_text(json.dumps([asdict(r) for r in rows], indent=1))
     print(summary(rows))
+    if args.html and curves is not None:
+        from trading.backtest.report import write_comparison
+
+        title = f"Backtest comparison: suite {args.suite}, {args.premium_bp:g} bp premium"
+        description = {"suite": SUITES[args.suite], "seeds": args.seeds,
+                       "sessions": args.sessions, "premium_bp": args.premium_bp}  # fmt: skip
+        write_comparison(args.html, [asdict(r) for r in rows], curves, title, description)
+        print(f"report: {args.html}")
 
 
 if __name__ == "__main__":

@@ -194,3 +194,91 @@ def write_report(
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(render_html(result, metrics, title, description, premium))
     return path
+
+
+# ---------------------------------------------------------------------------------------------
+# Side by side: many configurations on the same seeded tapes (trading.backtest.compare)
+
+_COMPARISON_COLUMNS = (
+    ("pnl_usd", "P&L net (USD)", "{:,.0f}"),
+    ("costs_usd", "costs (USD)", "{:,.0f}"),
+    ("round_trips", "round trips", "{:.1f}"),
+    ("hit_rate", "hit rate", "{:.0%}"),
+    ("sharpe", "Sharpe", "{:.2f}"),
+    ("max_drawdown", "max drawdown", "{:.2%}"),
+    ("rejected_intents", "refused", "{:.0f}"),
+    ("r2_levels", "R\u00b2 levels", "{:.2f}"),
+    ("r2_daily_changes", "R\u00b2 1-day changes", "{:.2f}"),
+)
+
+
+def comparison_table(rows: list[dict[str, Any]]) -> str:
+    """One line per (configuration, premium): the mean over seeds of each column, with the
+    P&L of every seed beside it."""
+    groups: dict[tuple[str, float], list[dict[str, Any]]] = {}
+    for row in rows:
+        groups.setdefault((row["config"], row["premium_bp"]), []).append(row)
+    head = "".join(f"<th>{html.escape(label)} (mean)</th>" for _, label, _ in _COMPARISON_COLUMNS)
+    body = []
+    for (config, premium), group in groups.items():
+        cells = []
+        for key, _, fmt in _COMPARISON_COLUMNS:
+            values = np.array([float(r[key]) for r in group], dtype=float)
+            finite = values[np.isfinite(values)]
+            cells.append(f"<td>{fmt.format(finite.mean()) if finite.size else 'n/a'}</td>")
+        seeds = ", ".join(f"{r['seed']}: {r['pnl_usd']:,.0f}" for r in group)
+        body.append(
+            f"<tr><td>{html.escape(config)}</td><td>{premium:g}</td>{''.join(cells)}"
+            f"<td>{html.escape(seeds)}</td></tr>"
+        )
+    return (
+        f"<table><tr><th>configuration</th><th>premium (bp)</th>{head}"
+        f"<th>P&amp;L by seed (USD)</th></tr>{''.join(body)}</table>"
+    )
+
+
+def comparison_chart(curves: dict[tuple[str, int], pd.DataFrame]) -> str:
+    """Equity of every configuration, one panel per seed (a base64 PNG)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    seeds = sorted({seed for _, seed in curves})
+    fig, axes = plt.subplots(len(seeds), 1, figsize=(11, 3.2 * len(seeds)), squeeze=False)
+    for axis, seed in zip(axes[:, 0], seeds, strict=True):
+        for (config, curve_seed), frame in curves.items():
+            if curve_seed == seed and not frame.empty:
+                axis.plot(_times(frame["ts"].to_numpy()), frame["equity_usd"], label=config)
+        axis.set_title(f"seed {seed}: equity (USD)")
+        axis.grid(alpha=0.3)
+        axis.legend(fontsize=8)
+    fig.tight_layout()
+    return _png(fig)
+
+
+def write_comparison(
+    path: Path,
+    rows: list[dict[str, Any]],
+    curves: dict[tuple[str, int], pd.DataFrame],
+    title: str,
+    description: dict[str, Any],
+) -> Path:
+    """The comparison report: the side-by-side table, the equity curves, the run's settings."""
+    chart = f"<img alt='equity' src='data:image/png;base64,{comparison_chart(curves)}'>"
+    settings = html.escape(json.dumps(description, indent=2, default=str))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(f"""<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><title>{html.escape(title)}</title>
+<style>body{{font-family:sans-serif;margin:2em;max-width:1300px}}
+table{{border-collapse:collapse;font-size:13px}}td,th{{border:1px solid #ccc;padding:3px 8px;
+text-align:left}}img{{max-width:100%}}</style></head><body>
+<h1>{html.escape(title)}</h1>
+<p>Each configuration replays the same seeded tape; P&amp;L is net of commissions and the half
+spread; R&sup2; is the spread against log(1 + ibsim's true premium).</p>
+<h2>Side by side</h2>{comparison_table(rows)}
+<h2>Equity</h2>{chart}
+<h2>Run</h2><pre>{settings}</pre>
+</body></html>
+""")
+    return path
