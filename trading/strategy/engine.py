@@ -204,8 +204,10 @@ class StrategyEngine:
         """Apply risk's answer to one of our pending intents (others are ignored)."""
         return self.pairs.on_decision(decision)
 
-    def on_fill(self, fill: Fill) -> None:
-        self.pairs.on_fill(fill)
+    def on_fill(self, fill: Fill) -> tuple[Signal, ...]:
+        """A fill of the fills stream; IB's settlement of the pair's call may leave it flat
+        (see `PairManager.on_fill`)."""
+        return self.pairs.on_fill(fill)
 
     def on_risk_intent(self, intent: OrderIntent) -> tuple[Signal, ...]:
         """An intent risk-management made itself (stop-loss, kill switch, flatten) that closes
@@ -236,8 +238,8 @@ class StrategyEngine:
         ts = getattr(msg, "ts_exchange", None)
         if ts is not None:
             result = self.step(ts, now_wall)
-        if isinstance(msg, RiskDecision):
-            signals = self.on_decision(msg)
+        if isinstance(msg, RiskDecision | Fill):
+            signals = self.on_decision(msg) if isinstance(msg, RiskDecision) else self.on_fill(msg)
             if signals:
                 result = StepResult(
                     result.bar_end_ts,

@@ -43,6 +43,7 @@ time stop (in half-lives of bars) does not fire over a night or a weekend.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections import deque
 from dataclasses import dataclass
@@ -63,6 +64,7 @@ from trading.domain.mean_reversion import (
 )
 from trading.domain.options import HeldOption, RollDecision, RollRule, roll_decision
 from trading.domain.signals import SignalAction, SignalBands, SignalMachine, SpreadPosition
+from trading.execution.engine import SETTLED_UNITS_AFTER
 from trading.settings import StrategySettings
 from trading.strategy.intents import PairLegs, pair_intent, size_legs
 from trading.strategy.legs import HeldCall
@@ -533,7 +535,12 @@ class PairManager:
         """Risk closes our pair by itself (pair stop-loss, z-stop, daily loss, kill switch,
         operator flatten): the pair is gone, so the strategy is FLAT and blocked like after a
         stop, and never later sends an exit for a position that no longer exists (it would open
-        the opposite one). Intents of other pairs and our own intents are ignored."""
+        the opposite one). Intents of other pairs and our own intents are ignored.
+
+        Risk's rebalance after IB settled part of the pair's calls (its `why` carries the
+        contracts left, `SETTLED_UNITS_AFTER` > 0) leaves the pair open, smaller: the pair
+        keeps the units left and its TLTW less the shares the rebalance trades, so the exit
+        closes what the pair still holds (a larger one is refused EXCEEDS_HOLDINGS)."""
         if intent.pair_id != self.config.pair_id or intent.purpose not in RISK_CLOSES:
             return ()
         own = intent.intent_id.startswith(f"{self.config.pair_id}-")
@@ -541,6 +548,9 @@ class PairManager:
             return ()  # the strategy's own exit or stop (risk's repairs add ":unwind")
         if self.status is PairStatus.FLAT and self.pending is None:
             return ()
+        units_left = int(intent.why.get(SETTLED_UNITS_AFTER, 0) or 0)
+        if units_left > 0 and self.pair is not None and self.status is not PairStatus.ENTERING:
+            return self._shrink_after_settlement(intent, units_left)
         was = self.status
         self.status, self.pair, self.pending = PairStatus.FLAT, None, None
         self.machine.flatten()
@@ -559,12 +569,83 @@ class PairManager:
             ),
         )
 
-    def on_fill(self, fill: Fill) -> None:
+    def _shrink_after_settlement(self, intent: OrderIntent, units_left: int) -> tuple[Signal, ...]:
+        """The pair after risk's rebalance of a partial settlement (see `on_risk_close`)."""
         pair = self.pair
-        if pair is None or fill.con_id != self.config.tltw_con_id:
-            return
-        if fill.intent_id == pair.entry_intent_id:
-            pair.filled_tltw_shares += fill.quantity
+        assert pair is not None
+        tltw_traded = sum(
+            leg.quantity for leg in intent.legs if leg.con_id == self.config.tltw_con_id
+        )
+        before = pair.legs
+        pair.legs = dataclasses.replace(
+            before,
+            buy_write_units=min(units_left, before.buy_write_units),
+            tltw_shares=max(before.tltw_shares - round(tltw_traded), 0),
+        )
+        return (
+            Signal(
+                ts=intent.ts,
+                action=BusAction.NONE,
+                state=self.machine.position.value,
+                z=0.0,
+                spread=0.0,
+                reason=(
+                    f"risk rebalanced the pair after IB's settlement ({intent.intent_id}): "
+                    f"{before.buy_write_units} -> {pair.legs.buy_write_units} buy-write units, "
+                    f"{before.tltw_shares} -> {pair.legs.tltw_shares} TLTW shares, still "
+                    f"{self.status.value}"
+                ),
+            ),
+        )
+
+    def on_fill(self, fill: Fill) -> tuple[Signal, ...]:
+        """Count the entry's TLTW fills; and IB's settlement of the pair's call (an option
+        execution without an intent that reduces it: assignment, exercise or expiry).
+
+        A settlement of every contract leaves no buy-write to exit: the strategy goes FLAT and
+        blocked (risk closes what is left), so it never sends an exit risk refuses
+        EXCEEDS_HOLDINGS. A partial one keeps the pair open with the units left (its TLTW is
+        cut by risk's rebalance, see `on_risk_close`).
+        """
+        pair = self.pair
+        if pair is None:
+            return ()
+        if fill.con_id == self.config.tltw_con_id:
+            if fill.intent_id == pair.entry_intent_id:
+                pair.filled_tltw_shares += fill.quantity
+            return ()
+        if fill.intent_id or fill.sec_type != "OPT" or fill.con_id != pair.legs.call_con_id:
+            return ()
+        # A long spread sold buy-writes (long the call): IB settles it with a SELL; a short
+        # spread bought them (short the call): with a BUY. The other side is not a settlement.
+        long_call = pair.legs.direction == SpreadPosition.LONG_SPREAD.value
+        if (str(fill.side) == "SELL") != long_call:
+            return ()
+        before = pair.legs.buy_write_units
+        left = max(before - round(fill.quantity), 0)
+        what = f"IB settled {fill.quantity:g} of the pair's call {fill.local_symbol or fill.con_id}"
+        if left > 0:
+            pair.legs = dataclasses.replace(pair.legs, buy_write_units=left)
+            reason = f"{what}: {before} -> {left} buy-write units, still {self.status.value}"
+        else:
+            was = self.status
+            self.status, self.pair, self.pending = PairStatus.FLAT, None, None
+            self.machine.flatten()
+            self.machine.blocked = True
+            reason = (
+                f"{what} while {was.value}: no buy-write left to exit, flat, blocked until "
+                f"|z| < entry (risk closes what is left)"
+            )
+        return (
+            Signal(
+                ts=fill.ts,
+                action=BusAction.NONE,
+                state=self.machine.position.value,
+                z=0.0,
+                spread=0.0,
+                reason=reason,
+            ),
+        )
 
     # state ----------------------------------------------------------------------------------
 
