@@ -482,3 +482,48 @@ def test_a_long_call_deep_in_the_money_before_the_ex_date_is_kept():
     e.on_market(Dividends("TLT", 3.6, 3.6, "20261201", 0.30, NOW))
 
     assert submitted(e.tick(NOW + 1)) == []
+
+
+def test_a_settlement_flatten_refused_after_the_close_is_sent_again_until_approved():
+    # IB reports expiries after the close: the gate refuses the flatten MARKET_CLOSED; it must
+    # be sent again (every 60 s, alerted once) until the market opens, not forgotten with the
+    # pair left holding its TLT and TLTW.
+    e = engine()
+    enter(e)
+    evening, morning = NOW + 9 * 3600, NOW + 24 * 3600  # Monday 19:00, Tuesday 10:00 ET
+    set_marks(e, tlt=90.0, call=1.60, tltw=24.0, ts=evening)
+    settle(e, 1, NOW, assigned=False)  # the short call expired: TLT +100, TLTW -375 left
+
+    first = e.tick(evening)
+    (flatten,) = submitted(first)
+    assert [a.alert.code for a in first if isinstance(a, Raise)] == ["assignment", "flatten"]
+    refused = e.decide(flatten, evening)
+    assert [r.code for r in refused.reasons] == ["MARKET_CLOSED"]
+
+    noted = e.tick(evening + 1)
+    assert submitted(noted) == []
+    assert [a.alert.code for a in noted if isinstance(a, Raise)] == ["settlement_refused"]
+    assert submitted(e.tick(evening + 59)) == []  # not before 60 s
+    again = e.tick(evening + 60)
+    (retry,) = submitted(again)
+    assert [a for a in again if isinstance(a, Raise)] == []  # retries are not alerted again
+    assert retry.legs == flatten.legs
+    assert not e.decide(retry, evening + 60).approved
+    assert [a for a in e.tick(evening + 61) if isinstance(a, Raise)] == []
+
+    set_marks(e, tlt=90.0, call=1.60, tltw=24.0, ts=morning)
+    (opening,) = submitted(e.tick(morning))
+    assert e.decide(opening, morning).approved
+    assert submitted(e.tick(morning + 120)) == []  # approved: nothing more is sent
+
+
+def test_a_partial_rebalance_states_the_contracts_and_tltw_shares_the_pair_keeps():
+    e = engine()
+    enter(e, units=2, shares=750)
+    settle(e, 1, NOW)
+
+    (rebalance,) = submitted(e.tick(NOW + 2))
+
+    why = rebalance.why
+    assert (why["settled_buy_write_units_before"], why["settled_buy_write_units_after"]) == (2, 1)
+    assert why["settled_tltw_shares_after"] == 375

@@ -143,6 +143,9 @@ def test_a_partial_assignment_shrinks_the_pair_to_what_risk_leaves_and_the_exit_
     (note,) = engine.on_risk_intent(rebalance)
     assert "1995 -> 1197 TLTW shares" in note.reason
     assert engine.pairs.status is PairStatus.OPEN
+    # Risk sends a refused rebalance again: the pair is not cut twice.
+    engine.on_risk_intent(rebalance)
+    assert (engine.pairs.pair.legs.buy_write_units, engine.pairs.pair.legs.tltw_shares) == (3, 1197)
     holdings = {h.con_id: h.quantity for h in risk.book.pair_holdings(entry.pair_id)}
     assert holdings == {bw.con_id: 300.0, call: -3.0, tltw.con_id: -1995.0}
 

@@ -76,6 +76,7 @@ from trading.execution.tracking import LegState, OrderTracker, TrackedLeg
 from trading.settings import RiskSettings
 
 __all__ = [
+    "SETTLED_TLTW_SHARES_AFTER",
     "SETTLED_UNITS_AFTER",
     "SETTLED_UNITS_BEFORE",
     "Cancel",
@@ -88,8 +89,15 @@ __all__ = [
 SOURCE = "risk-management"
 SETTLED_UNITS_BEFORE = "settled_buy_write_units_before"
 SETTLED_UNITS_AFTER = "settled_buy_write_units_after"
+SETTLED_TLTW_SHARES_AFTER = "settled_tltw_shares_after"
 """Keys of a settlement rebalance's `why`: the call contracts the pair held before IB's
-settlement and after it (the strategy's exit then closes only what is left)."""
+settlement and after it, and the TLTW shares (unsigned) it keeps: the strategy's exit then
+closes only what is left (absolute figures, so a retried rebalance is applied once)."""
+SETTLEMENT_GRACE_S = 1.0
+"""The stock delivery arrives right after the option's settlement: rebalance after this."""
+SETTLEMENT_RETRY_S = 60.0
+"""A refused settlement rebalance or flatten (IB reports expiries after the close, when the
+gate refuses MARKET_CLOSED) is sent again this often until it is approved."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -130,9 +138,12 @@ class ExecutionEngine:
     flattening: dict[str, str] = field(default_factory=dict)  # pair -> flatten intent id
     decisions: dict[str, RiskDecision] = field(default_factory=dict)
     options: dict[int, tuple[str, float]] = field(default_factory=dict)  # con_id -> expiry, K
-    settlements: dict[str, tuple[float, float]] = field(default_factory=dict)
-    """pair -> (time, call contracts held before, long or short) of an IB settlement
-    (assignment, exercise or expiry) awaiting rebalance."""
+    settlements: dict[str, tuple[float, float, bool]] = field(default_factory=dict)
+    """pair -> (time due, call contracts held before, long or short; a retry?) of an IB
+    settlement (assignment, exercise or expiry) awaiting its rebalance."""
+    settling: dict[str, tuple[str, float, bool]] = field(default_factory=dict)
+    """pair -> (intent id, contracts before, a retry?) of a settlement's rebalance or flatten
+    sent, watched until risk's decision on it: a refused one is sent again."""
     _seq: Any = field(default_factory=itertools.count)
     gate: RiskGate = field(init=False)
 
@@ -253,7 +264,8 @@ class ExecutionEngine:
         if not self.book.apply_fill(fill):
             return False
         if units_before > 0 and self.book.last_pair not in self.settlements:
-            self.settlements[self.book.last_pair] = (fill.ts, units_before)
+            due = fill.ts + SETTLEMENT_GRACE_S
+            self.settlements[self.book.last_pair] = (due, units_before, False)
         return True
 
     def reconcile_positions(
@@ -349,6 +361,7 @@ class ExecutionEngine:
                 actions.extend(self._flatten(pair, now, IntentPurpose.STOP, z_why))
         actions.extend(self._legging(now))
         actions.extend(self._call_rules(now))
+        actions.extend(self._retry_refused_settlements(now))
         actions.extend(self._rebalance_settled(now))
         return actions
 
@@ -415,24 +428,58 @@ class ExecutionEngine:
                     break
         return actions
 
-    def _rebalance_settled(self, now: float, grace_s: float = 1.0) -> list[Action]:
-        """After an assignment, exercise or expiry: cut TLTW in proportion to the contracts
-        left, TLT to -100 x (net contracts left); a pair with no call left is flattened."""
+    def _retry_refused_settlements(self, now: float) -> list[Action]:
+        """A settlement's rebalance or flatten refused by the gate is due again in
+        `SETTLEMENT_RETRY_S` (alerted once, at its first refusal)."""
         actions: list[Action] = []
-        for pair, (ts, units_before) in list(self.settlements.items()):
-            if now - ts < grace_s:
-                continue  # the stock delivery arrives right after the option settlement
+        for pair, (intent_id, units_before, retry) in list(self.settling.items()):
+            decision = self.decisions.get(intent_id)
+            if decision is None:
+                continue  # submitted, not yet decided by the caller
+            del self.settling[pair]
+            if decision.approved or pair in self.settlements:
+                continue
+            self.settlements[pair] = (decision.ts + SETTLEMENT_RETRY_S, units_before, True)
+            if not retry:
+                reasons = "; ".join(f"{r.code}: {r.message}" for r in decision.reasons)
+                message = (
+                    f"pair {pair}: {intent_id} after IB's settlement refused ({reasons}): "
+                    f"sent again every {SETTLEMENT_RETRY_S:g} s until approved"
+                )
+                actions.append(
+                    self._alert(now, Severity.CRITICAL, "settlement_refused", message, pair=pair)
+                )
+        return actions
+
+    def _rebalance_settled(self, now: float) -> list[Action]:
+        """After an assignment, exercise or expiry: cut TLTW in proportion to the contracts
+        left, TLT to -100 x (net contracts left); a pair with no call left is flattened. A
+        retry (see `_retry_refused_settlements`) is not alerted again."""
+        actions: list[Action] = []
+        for pair, (due, units_before, retry) in list(self.settlements.items()):
+            if now < due:
+                continue
             del self.settlements[pair]
             units_after = self._calls_held(pair)
             message = (
                 f"pair {pair}: call settled by IB (assignment, exercise or expiry), "
                 f"{units_before:g} -> {units_after:g} buy-write units"
             )
-            actions.append(self._alert(now, Severity.CRITICAL, "assignment", message, pair=pair))
+            if not retry:
+                actions.append(
+                    self._alert(now, Severity.CRITICAL, "assignment", message, pair=pair)
+                )
             if units_after <= 0:
-                actions.extend(self._flatten(pair, now, IntentPurpose.FLATTEN, message))
+                sent = self._flatten(pair, now, IntentPurpose.FLATTEN, message)
+                if retry:  # the retried flatten is not alerted again either
+                    sent = [a for a in sent if not isinstance(a, Raise)]
+                actions.extend(sent)
+                for action in sent:
+                    if isinstance(action, Submit):
+                        self.settling[pair] = (action.intent.intent_id, units_before, retry)
                 continue
             tlt_target = -100.0 * self._net_calls(pair)
+            tltw_kept = 0.0
             legs = []
             for h in self.book.pair_holdings(pair):
                 if h.sec_type != "STK":
@@ -447,6 +494,8 @@ class ExecutionEngine:
                 elif abs(target) > abs(h.quantity):
                     target = h.quantity
                 excess = round(h.quantity - target)
+                if h.symbol == "TLTW":
+                    tltw_kept = abs(h.quantity - excess)
                 if excess == 0:
                     continue
                 mid = self.marks.mid(h.con_id)
@@ -486,9 +535,11 @@ class ExecutionEngine:
                         # The strategy shrinks its record of the pair to what is left.
                         SETTLED_UNITS_BEFORE: units_before,
                         SETTLED_UNITS_AFTER: units_after,
+                        SETTLED_TLTW_SHARES_AFTER: tltw_kept,
                     },
                 )
                 self.flattening[pair] = intent.intent_id
+                self.settling[pair] = (intent.intent_id, units_before, retry)
                 actions.append(Submit(intent))
         return actions
 

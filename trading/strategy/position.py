@@ -26,6 +26,11 @@ Lifecycle (``PairStatus``)::
   short the call, a long spread long it), it never holds a call into its expiry. An entry is
   not sent while the index's own call is due to roll (its roll was deferred for want of a
   quote): it would be closed on the next bar.
+* An entry is refused (a signal with the reason, FLAT, blocked) when the hedge beta is not > 0
+  (with OLS it can be, over a short window): there is no hedge to size the buy-write leg with.
+* Settlement: IB's assignment, exercise or expiry of the pair's call (an option fill without an
+  intent) leaves no buy-write to exit: FLAT and blocked, risk closes the rest; a partial one
+  shrinks the pair to the contracts left and, with risk's rebalance, the TLTW kept.
 
 Sizing: `trading.domain.kelly.spread_kelly_size` with the Ornstein-Uhlenbeck fit of the spread
 over the z window (`trading.domain.mean_reversion`), a horizon of one half-life, the
@@ -64,7 +69,7 @@ from trading.domain.mean_reversion import (
 )
 from trading.domain.options import HeldOption, RollDecision, RollRule, roll_decision
 from trading.domain.signals import SignalAction, SignalBands, SignalMachine, SpreadPosition
-from trading.execution.engine import SETTLED_UNITS_AFTER
+from trading.execution.engine import SETTLED_TLTW_SHARES_AFTER, SETTLED_UNITS_AFTER
 from trading.settings import StrategySettings
 from trading.strategy.intents import PairLegs, pair_intent, size_legs
 from trading.strategy.legs import HeldCall
@@ -538,9 +543,10 @@ class PairManager:
         the opposite one). Intents of other pairs and our own intents are ignored.
 
         Risk's rebalance after IB settled part of the pair's calls (its `why` carries the
-        contracts left, `SETTLED_UNITS_AFTER` > 0) leaves the pair open, smaller: the pair
-        keeps the units left and its TLTW less the shares the rebalance trades, so the exit
-        closes what the pair still holds (a larger one is refused EXCEEDS_HOLDINGS)."""
+        contracts left, `SETTLED_UNITS_AFTER` > 0, and the TLTW shares kept) leaves the pair
+        open, smaller: the exit then closes what the pair still holds (a larger one is refused
+        EXCEEDS_HOLDINGS). The figures are absolute, so a rebalance risk sends again after a
+        refusal changes nothing more."""
         if intent.pair_id != self.config.pair_id or intent.purpose not in RISK_CLOSES:
             return ()
         own = intent.intent_id.startswith(f"{self.config.pair_id}-")
@@ -573,14 +579,12 @@ class PairManager:
         """The pair after risk's rebalance of a partial settlement (see `on_risk_close`)."""
         pair = self.pair
         assert pair is not None
-        tltw_traded = sum(
-            leg.quantity for leg in intent.legs if leg.con_id == self.config.tltw_con_id
-        )
         before = pair.legs
+        tltw_kept = intent.why.get(SETTLED_TLTW_SHARES_AFTER, before.tltw_shares)
         pair.legs = dataclasses.replace(
             before,
             buy_write_units=min(units_left, before.buy_write_units),
-            tltw_shares=max(before.tltw_shares - round(tltw_traded), 0),
+            tltw_shares=min(round(tltw_kept), before.tltw_shares),
         )
         return (
             Signal(
