@@ -35,7 +35,9 @@ Calls held, checked on every tick:
           them), and the pair is brought back into balance: with u contracts held before and
           u' after, TLTW is cut to u'/u of its holding and TLT to -100 x (net contracts left)
           (a short call pairs with long stock), never past zero; a pair with no call left is
-          flattened. Alerted.
+          flattened. Alerted. IB reports expiries after the close, when the gate refuses the
+          rebalance (MARKET_CLOSED): a refused one is sent again every `SETTLEMENT_RETRY_S`
+          until approved (alerted once).
 Day P&L = total P&L now - total P&L at the first tick of the exchange day (New York date of
 the marks' exchange time); the baseline is kept in `to_state()`.
 """
