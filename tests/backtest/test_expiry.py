@@ -197,8 +197,8 @@ def test_settlement_refuses_bad_input_naming_the_field(field, quantity, spot):
 def test_a_pair_holding_the_september_call_is_closed_on_its_roll_date_and_reopens_on_october():
     # Regression (seed 3, issue 9/6): the pair kept the call its entry opened until expiry; the
     # index rolled to October on 2026-09-16 but the position did not, and risk's backstop only
-    # watches short calls (a long-spread pair holds a long one). Here the pair enters short
-    # the spread (short the 18 Sep call) at the close of 15 Sep, two sessions before expiry.
+    # watches short calls (a long-spread pair holds a long one). Here (seed 1) the pair sells
+    # the buy-write on the 18 Sep call (a long call) on 15 Sep, and still holds it on the 16th.
     strategy = {
         "preset": "atm",
         "z_window": 390,
@@ -209,7 +209,7 @@ def test_a_pair_holding_the_september_call_is_closed_on_its_roll_date_and_reopen
         "cointegration_pvalue": 0.99,
     }
     run = backtest_sim(
-        load_settings(strategy=strategy), SimSource(3, date(2026, 9, 14), date(2026, 9, 16), 50.0)
+        load_settings(strategy=strategy), SimSource(1, date(2026, 9, 14), date(2026, 9, 16), 50.0)
     )
 
     records = run.result.records

@@ -98,10 +98,8 @@ def test_ib_source_quotes_equal_ibsim_model_bars_and_expired_calls_are_reported(
         truth = model.option_quotes(index, date(2026, 11, 20), option.strike, "C")
         got = [m for m in options if m.con_id == option.con_id and m.ts_exchange > chains[1].ts]
         assert len(got) == 390
-        # The 16:00 close is left out: MarketModel.option_quotes reads 16:00 as the next
-        # session's open (trading time), with the overnight move; the bar ends on the close.
-        assert [q.bid for q in got[:-1]] == pytest.approx(truth["bid"].to_numpy()[:-1].tolist())
-        assert [q.ask for q in got[:-1]] == pytest.approx(truth["ask"].to_numpy()[:-1].tolist())
+        assert [q.bid for q in got] == pytest.approx(truth["bid"].to_numpy().tolist())
+        assert [q.ask for q in got] == pytest.approx(truth["ask"].to_numpy().tolist())
     # Greeks from the quote's mid: the implied vol reprices the mid (Black-Scholes-Merton by
     # hand with scipy), and delta is N(d1) e^{-qT}.
     for quote in got[::97]:

@@ -165,3 +165,19 @@ def test_bad_configuration_is_refused_naming_the_field():
         SimConfig(speed=0)
     with pytest.raises(ValueError, match="start"):
         SimConfig(start=datetime(2026, 11, 2, 9, 30))
+
+
+def test_an_option_quote_at_the_close_is_priced_on_the_close_not_the_next_open(model):
+    """A bar ending at 16:00 must not see the overnight gap: the option's underlying at the
+    close is the session's last TLT price, and only at the next open does it gap."""
+    frame = model.bars(date(2026, 10, 29), date(2026, 10, 30))
+    last = frame.index[389]  # the 15:59 bar of 2026-10-29, closing at 16:00
+    close = last + (frame.index[1] - frame.index[0])
+    opening = frame.index[390]  # 09:30 the next day
+    quotes = model.option_quotes([close, opening], date(2026, 11, 20), 90.0, "C")
+    tlt_close = 0.5 * (frame["tlt_bid"].iloc[389] + frame["tlt_ask"].iloc[389])
+    assert quotes["underlying"].iloc[0] == pytest.approx(tlt_close, abs=0.006)
+    night = model.option_quotes([close.replace(hour=20)], date(2026, 11, 20), 90.0, "C")
+    assert night["underlying"].iloc[0] == quotes["underlying"].iloc[0]
+    gap = abs(quotes["underlying"].iloc[1] - quotes["underlying"].iloc[0])
+    assert gap > 0.006  # the next open has moved: the test would not see a look-ahead otherwise

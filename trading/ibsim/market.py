@@ -339,7 +339,8 @@ class MarketModel:
         theta_per_day (per share; bid/ask a few cents around theo as in the live gateway).
         """
         index = pd.DatetimeIndex(times)
-        taus = np.array([self.calendar.tau(t.to_pydatetime()) for t in index])
+        # A quote at a session's close is that session's (not the next open's, gap included).
+        taus = np.array([self.calendar.tau_closing(t.to_pydatetime()) for t in index])
         spots = np.array([self.tlt_mid(t) for t in taus])
         epochs = np.array([self.calendar.epoch(t) for t in taus])
         tau_years = np.maximum(self.expiry_epoch(expiry) - epochs, 0.0) / SECONDS_PER_YEAR

@@ -82,6 +82,17 @@ class TradingCalendar:
         """New York time of trading time ``tau``."""
         return datetime.fromtimestamp(self.epoch(tau), ET)
 
+    def tau_closing(self, when: datetime) -> float:
+        """`tau`, except that an instant from a session's close (16:00, included) to the next
+        open is a microsecond before that close: the last price known then. In trading time
+        the close is the next open, so `tau` prices it with the next morning's gap (a
+        look-ahead for a bar ending at the close)."""
+        tau = self.tau(when)
+        index = self.session_at(tau)
+        if index > 0 and tau == self.start_tau[index] and when.timestamp() < self.open_epoch[index]:
+            return self.end_tau(index - 1) - 1e-6
+        return tau
+
     def tau(self, when: datetime | date) -> float:
         """Trading time of an instant; outside a session, the next open (a date: its open)."""
         if not isinstance(when, datetime):
