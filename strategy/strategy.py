@@ -5,8 +5,9 @@ restored, warm up by replaying the history streams (TLT, TLTW, TLTW's NAV, the c
 with trading off; seed the latest values (chain, quotes, options, NAV, distributions, health,
 risk status); re-append a pending intent that never reached the intent stream. Then:
 
-* ticks (pub/sub) go into a conflating inbox keyed by instrument: the engine always acts on the
-  latest tick of each instrument, and a burst it cannot keep up with is conflated, not queued;
+* ticks (pub/sub) go into a conflating inbox keyed by instrument and bar: the engine acts on
+  the latest tick of each instrument in each bar, so a burst it cannot keep up with is
+  conflated, not queued, and every bar still closes on its own prices;
 * risk decisions and fills are read from their streams (never conflated) with a cursor kept in
   the state;
 * every bar's outputs are written in this order: state (with the pending intent) -> intent
@@ -52,12 +53,17 @@ POLL_S = 0.05
 WARMUP_BATCH = 10_000
 
 
-def inbox_key(msg: Message) -> tuple[Any, ...]:
-    """Ticks of one instrument replace each other in the inbox; everything else is kept."""
-    if isinstance(msg, Quote | EtfNav | DataHealth | Dividends):
-        return (msg.KIND, msg.symbol)
+def inbox_key(msg: Message, bar_seconds: float) -> tuple[Any, ...]:
+    """Ticks of one instrument in one bar replace each other in the inbox; everything else is
+    kept. A tick of the next bar does not replace the last one of its bar: the bar must close
+    on its own prices (the live spread would otherwise differ from a replay of the same ticks
+    whenever the service fell behind across a bar boundary)."""
+    if isinstance(msg, Quote | EtfNav):
+        return (msg.KIND, msg.symbol, int(msg.ts_exchange // bar_seconds))
     if isinstance(msg, OptionQuote):
-        return (msg.KIND, msg.con_id)
+        return (msg.KIND, msg.con_id, int(msg.ts_exchange // bar_seconds))
+    if isinstance(msg, DataHealth | Dividends):
+        return (msg.KIND, msg.symbol)
     if isinstance(msg, RiskStatus | OptionChain):
         return (msg.KIND,)
     return (msg.KIND, id(msg))
@@ -70,6 +76,7 @@ class StrategyService:
         self.ctx = ctx
         self.bus: Bus = ctx.bus
         self.engine = engine
+        self.bar_seconds = float(engine.settings.bar_seconds)
         self.inbox: dict[tuple[Any, ...], tuple[Message, float]] = {}
         self.chain_ts: float | None = None
         self.wake = asyncio.Event()
@@ -145,7 +152,7 @@ class StrategyService:
             if msg is None:
                 continue
             if open_bar is not None and self.engine.bar_of(msg.ts_exchange) > open_bar:
-                self.inbox[inbox_key(msg)] = (msg, time.perf_counter())
+                self.inbox[inbox_key(msg, self.bar_seconds)] = (msg, time.perf_counter())
                 self.wake.set()
             else:
                 self.apply(msg, now_wall=None, step=False)
@@ -197,7 +204,7 @@ class StrategyService:
             if self.stopped:
                 return
             if isinstance(msg, Quote | OptionQuote | EtfNav | DataHealth | RiskStatus):
-                key = inbox_key(msg)
+                key = inbox_key(msg, self.bar_seconds)
                 if key in self.inbox:
                     m.CONFLATED.inc()
                 self.inbox[key] = (msg, time.perf_counter())

@@ -230,12 +230,12 @@ def test_backtest_on_the_recorded_tape_closes_the_live_bars_to_the_same_spread_p
     for mine, theirs in zip(replayed, live, strict=True):
         assert (mine.call_con_id, mine.state) == (theirs.call_con_id, theirs.state), mine.ts
     assert len(live) > Z_WINDOW
-    for mine, theirs in zip(replayed, live, strict=True):
+    for bar, (mine, theirs) in enumerate(zip(replayed, live, strict=True)):
         assert (mine.z, mine.beta, mine.spread, mine.index_value, mine.tltw) == pytest.approx(
             (theirs.z, theirs.beta, theirs.spread, theirs.index_value, theirs.tltw),
             rel=1e-12,
             abs=1e-12,
-        ), mine.ts
+        ), (bar, mine.ts)
 
 
 def test_backtest_on_the_recorded_tape_sends_the_live_trades_with_the_same_decisions(live_run):
