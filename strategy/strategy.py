@@ -1,9 +1,11 @@
 """The strategy service: moves messages between Redis and `trading.strategy.StrategyEngine`.
 
-Start: restore the engine's state (`Keys.STRATEGY_STATE`); if its estimators could not be
-restored, warm up by replaying the history streams (TLT, TLTW, TLTW's NAV, the chain's calls)
-with trading off; seed the latest values (chain, quotes, options, NAV, distributions, health,
-risk status); re-append a pending intent that never reached the intent stream. Then:
+Start: subscribe to the ticks first (they wait in the inbox, so nothing published during the
+start is missed; those the start already applied are dropped); restore the engine's state
+(`Keys.STRATEGY_STATE`); if its estimators could not be restored, warm up by replaying the
+history streams (TLT, TLTW, TLTW's NAV, the chain's calls) with trading off; seed the latest
+values (chain, quotes, options, NAV, distributions, health, risk status); re-append a pending
+intent that never reached the intent stream. Then:
 
 * ticks (pub/sub) go into a conflating inbox keyed by instrument and bar: the engine acts on
   the latest tick of each instrument in each bar, so a burst it cannot keep up with is
@@ -19,6 +21,7 @@ risk status); re-append a pending intent that never reached the intent stream. T
 from __future__ import annotations
 
 import asyncio
+import math
 import time
 from typing import Any
 
@@ -84,6 +87,11 @@ class StrategyService:
         self.entry_in_stream = ""
         """The open pair's entry intent once seen in the intent stream: risk's closes of the
         pair are the STOP/FLATTEN intents that come after it (stream order, one clock)."""
+        self.subscribed = asyncio.Event()
+        self.latest_tick: dict[tuple[Any, ...], tuple[float, float]] = {}
+        """(ts_exchange, ts_recv) of the newest tick applied per instrument: a tick from the
+        subscription that the warm-up or the seeding already applied (or an older one) is
+        dropped, since the subscription starts before the history is read."""
         self.stopped = False
         """Set on shutdown: the loops end at their next turn even if a library swallowed the
         task's cancellation (Python 3.11's wait_for can, when the inner call completes at the
@@ -180,6 +188,11 @@ class StrategyService:
 
     def apply(self, msg: Message, now_wall: float | None = None, step: bool = True) -> StepResult:
         """Feed one message to the engine; a bad one is dropped, counted and logged."""
+        if isinstance(msg, Quote | OptionQuote | EtfNav):
+            key = inbox_key(msg, self.bar_seconds)[:2]
+            stamp = (msg.ts_exchange, msg.ts_recv)
+            if stamp > self.latest_tick.get(key, (-math.inf, -math.inf)):
+                self.latest_tick[key] = stamp
         try:
             if step:
                 result = self.engine.on_message(msg, now_wall)
@@ -200,7 +213,7 @@ class StrategyService:
     async def listen(self) -> None:
         channels = (Channels.QUOTES, Channels.OPTIONS, Channels.NAV, Channels.HEALTH, Channels.BOOK)
         count = 0
-        async for _channel, msg in self.bus.subscribe(*channels):
+        async for _channel, msg in self.bus.subscribe(*channels, subscribed=self.subscribed):
             if self.stopped:
                 return
             if isinstance(msg, Quote | OptionQuote | EtfNav | DataHealth | RiskStatus):
@@ -220,9 +233,19 @@ class StrategyService:
             batch, self.inbox = self.inbox, {}
             ordered = sorted(batch.values(), key=lambda item: getattr(item[0], "ts_exchange", 0.0))
             for msg, arrived in ordered:
+                if self.already_applied(msg):
+                    continue
                 result = self.apply(msg, now_wall=time.time())
                 if result.bar_end_ts is not None:
                     await self.publish(result, arrived)
+
+    def already_applied(self, msg: Message) -> bool:
+        """A tick no newer than the newest one applied for its instrument (the subscription
+        overlaps the warm-up: see ``latest_tick``)."""
+        if not isinstance(msg, Quote | OptionQuote | EtfNav):
+            return False
+        latest = self.latest_tick.get(inbox_key(msg, self.bar_seconds)[:2])
+        return latest is not None and (msg.ts_exchange, msg.ts_recv) <= latest
 
     async def publish(self, result: StepResult, arrived: float | None) -> None:
         """Write one bar's outputs in one round trip; ``arrived`` is when the tick that closed
@@ -357,17 +380,26 @@ class StrategyService:
 async def main(ctx: ServiceContext) -> None:
     engine = StrategyEngine.from_settings(ctx.settings)
     service = StrategyService(ctx, engine)
-    await service.start()
+    # Subscribe before reading the history, so nothing published in between is missed; the
+    # ticks that arrive meanwhile wait in the inbox until the warm-up is done.
+    tasks = [asyncio.create_task(service.listen())]
+    try:
+        subscribed = asyncio.create_task(service.subscribed.wait())
+        await asyncio.wait([subscribed, tasks[0]], return_when=asyncio.FIRST_COMPLETED)
+        if tasks[0].done():
+            subscribed.cancel()
+            tasks[0].result()  # raises what ended the subscription
+            raise RuntimeError("the subscription ended before it started")
+        await service.start()
+    except BaseException:
+        tasks[0].cancel()
+        await asyncio.wait(tasks, timeout=10.0)
+        raise
     ctx.status.update(engine.status())
     ctx.status["state"] = "ok"
-    tasks = [
+    tasks += [
         asyncio.create_task(coro)
-        for coro in (
-            service.listen(),
-            service.process(),
-            service.poll_forever(),
-            service.watchdog(),
-        )
+        for coro in (service.process(), service.poll_forever(), service.watchdog())
     ]
     try:
         done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_EXCEPTION)

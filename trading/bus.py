@@ -962,11 +962,16 @@ class Bus:
         data = encode(msg)
         await self._retry(lambda: self.redis.publish(channel, data), f"publish {channel}")
 
-    async def subscribe(self, *channels: str) -> AsyncIterator[tuple[str, Message]]:
+    async def subscribe(
+        self, *channels: str, subscribed: asyncio.Event | None = None
+    ) -> AsyncIterator[tuple[str, Message]]:
         """Yield (channel, message) forever; resubscribes after Redis restarts.
 
         A malformed message is logged and skipped (it never reaches the caller). Messages
         published while the connection was down are lost by design: read the latest keys.
+        ``subscribed`` is set once the SUBSCRIBE has been written to its connection (a reader
+        that must not miss what is published after it reads a stream's history subscribes
+        first, then reads, then drops what it already has).
         """
         delays = iter(())
         while True:
@@ -974,6 +979,8 @@ class Bus:
             try:
                 await pubsub.subscribe(*channels)
                 _raise_if_cancelling()
+                if subscribed is not None:
+                    subscribed.set()
                 delays = iter(())
                 async for item in pubsub.listen():
                     if item.get("type") != "message":
