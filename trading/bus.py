@@ -1089,33 +1089,54 @@ class Bus:
         A malformed entry is acknowledged and recorded in the dead-letter stream `<stream>:dead`
         so it cannot block the group; nothing is dropped without a trace.
         """
+        return await self.read_groups(
+            {stream: expect}, group, consumer, count, block_ms, pending_first
+        )
+
+    async def read_groups(
+        self,
+        streams: dict[str, type[Message] | None],
+        group: str,
+        consumer: str,
+        count: int = 100,
+        block_ms: int = 1000,
+        pending_first: bool = True,
+    ) -> list[StreamEntry]:
+        """`read_group` over several streams in one XREADGROUP (``streams``: name -> expected
+        message type), the entries in the order of ``streams``. One blocking read wakes on
+        whichever stream gets an entry first: two blocking reads in turn would each sit out
+        their timeout while the other stream's entry waits (and Redis ends a BLOCK only at its
+        next cron tick, ~100 ms at the default hz)."""
         start = "0" if pending_first else ">"
 
         async def read() -> list:
             return await self.redis.xreadgroup(
                 group,
                 consumer,
-                {stream: start},
+                dict.fromkeys(streams, start),
                 count=count,
                 block=None if start == "0" else block_ms,
             )
 
         try:
-            raw = await self._retry(read, f"xreadgroup {stream}")
+            raw = await self._retry(read, f"xreadgroup {', '.join(streams)}")
         except ResponseError as exc:
             if "NOGROUP" not in str(exc):
                 raise
-            await self.ensure_group(stream, group)
-            raw = await self._retry(read, f"xreadgroup {stream}")
-        out: list[StreamEntry[M]] = []
-        for _stream, entries in raw or []:
+            for stream in streams:
+                await self.ensure_group(stream, group)
+            raw = await self._retry(read, f"xreadgroup {', '.join(streams)}")
+        by_stream: dict[str, list[StreamEntry]] = {stream: [] for stream in streams}
+        for name, entries in raw or []:
+            stream = name.decode() if isinstance(name, bytes) else name
+            expect = streams.get(stream)
             for entry_id, fields in entries:
                 eid = entry_id.decode()
                 if not fields:  # pending entry deleted by the stream cap
                     await self.ack(stream, group, eid)
                     continue
                 try:
-                    out.append(StreamEntry(stream, eid, decode(fields[b"m"], expect)))
+                    by_stream[stream].append(StreamEntry(stream, eid, decode(fields[b"m"], expect)))
                 except (MessageError, KeyError) as exc:
                     log.error("malformed entry %s %s moved to dead letters: %s", stream, eid, exc)
                     raw_fields = {k: v for k, v in fields.items()}
@@ -1126,9 +1147,10 @@ class Bus:
                         "dead letter",
                     )
                     await self.ack(stream, group, eid)
+        out = [entry for stream in streams for entry in by_stream[stream]]
         if pending_first and not out and not raw_has_entries(raw):
-            return await self.read_group(
-                stream, group, consumer, count, block_ms, pending_first=False, expect=expect
+            return await self.read_groups(
+                streams, group, consumer, count, block_ms, pending_first=False
             )
         return out
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import math
+import time
 
 import orjson
 import pytest
@@ -392,3 +393,20 @@ async def test_cancelling_a_subscriber_always_ends_it(bus: Bus, redis_url):
             assert done, "a cancelled subscriber kept running"
     finally:
         await publisher.close()
+
+
+async def test_one_group_read_of_two_streams_wakes_on_either_and_keeps_their_order(bus):
+    """A command appended while the reader blocks wakes it at once (two blocking reads in turn
+    left an entry waiting out the other stream's block, ~100 ms at Redis's default hz)."""
+    for stream in (Streams.COMMANDS, Streams.INTENTS):
+        await bus.ensure_group(stream, Groups.RISK)
+    kinds = {Streams.COMMANDS: b.OperatorCommand, Streams.INTENTS: b.OrderIntent}
+    reader = asyncio.create_task(
+        bus.read_groups(kinds, Groups.RISK, "c1", block_ms=5_000, pending_first=False)
+    )
+    await asyncio.sleep(0.05)
+    started = time.monotonic()
+    await bus.append(Streams.COMMANDS, b.OperatorCommand("c-1", 1.0, b.Command.HALT, "test"))
+    entries = await asyncio.wait_for(reader, 2.0)
+    assert time.monotonic() - started < 1.0  # not the 5 s block
+    assert [(e.stream, e.message.command) for e in entries] == [(Streams.COMMANDS, b.Command.HALT)]

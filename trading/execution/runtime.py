@@ -502,27 +502,20 @@ class RiskRuntime:
         await self.ready.wait()
         pending = True
         while True:
-            commands = await bus.read_group(
-                Streams.COMMANDS,
-                Groups.RISK,
-                self.consumer,
-                count=50,
-                block_ms=1,
-                pending_first=pending,
-                expect=OperatorCommand,
-            )
-            for entry in commands:
-                await self.handle_command(entry.message)
-                await bus.ack(Streams.COMMANDS, Groups.RISK, entry.entry_id)
-            entries = await bus.read_group(
-                Streams.INTENTS,
+            # One read of both streams: an operator command and an intent each wake it at once.
+            entries = await bus.read_groups(
+                {Streams.COMMANDS: OperatorCommand, Streams.INTENTS: OrderIntent},
                 Groups.RISK,
                 self.consumer,
                 count=20,
                 block_ms=50,
                 pending_first=pending,
-                expect=OrderIntent,
             )
+            commands = [e for e in entries if e.stream == Streams.COMMANDS]
+            entries = [e for e in entries if e.stream == Streams.INTENTS]
+            for entry in commands:
+                await self.handle_command(entry.message)
+                await bus.ack(Streams.COMMANDS, Groups.RISK, entry.entry_id)
             pending = False
             for entry in entries:
                 t0 = time.perf_counter()
