@@ -96,6 +96,10 @@ SUITES: dict[str, dict[str, dict[str, Any]]] = {
         "replica delta gate 0.05": {"preset": "replica", "cointegration_pvalue": 0.05},
         "atm delta gate 0.05": {"preset": "atm", "cointegration_pvalue": 0.05},
     },
+    "min-spread": {
+        "replica min spread 10": {"preset": "replica", "min_spread_bp": 10.0},
+        "replica min spread 20": {"preset": "replica", "min_spread_bp": 20.0},
+    },
     "bands": {
         "replica entry 1.5": {"preset": "replica", "entry_z": 1.5},
         "replica entry 2.5": {"preset": "replica", "entry_z": 2.5},
