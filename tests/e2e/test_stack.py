@@ -57,8 +57,12 @@ def _env(tmp_path: Path, http_port: int, admin_port: int) -> dict[str, str]:
             "TRADING_STRATEGY__TIME_STOP_HALF_LIVES": "40",
             "TRADING_STRATEGY__STOP_Z": "50",
             "TRADING_STRATEGY__MIN_SPREAD_BP": "25",
-            # At 600x a tenth of a wall second is a simulated minute: limits cross by more.
-            "TRADING_STRATEGY__ORDER_PRICE_OFFSET_BP": "30",
+            # At 600x a tenth of a wall second is a simulated minute, and under a loaded CI
+            # machine an intent can take seconds (tens of simulated minutes) to become an
+            # order: limits cross by 1% (risk's price band widened to allow it), so the entry
+            # fills where it would at real speed instead of resting to the close.
+            "TRADING_STRATEGY__ORDER_PRICE_OFFSET_BP": "100",
+            "TRADING_RISK__PRICE_BAND_BP": "200",
             "TRADING_INGESTION__BACKFILL_DURATION": "1 D",
             "TRADING_RISK__STALE_AFTER_S": "30",
             "TRADING_METRICS__PORT": "0",
