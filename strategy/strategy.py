@@ -21,7 +21,6 @@ intent that never reached the intent stream. Then:
 from __future__ import annotations
 
 import asyncio
-import math
 import time
 from typing import Any
 
@@ -88,10 +87,12 @@ class StrategyService:
         """The open pair's entry intent once seen in the intent stream: risk's closes of the
         pair are the STOP/FLATTEN intents that come after it (stream order, one clock)."""
         self.subscribed = asyncio.Event()
-        self.latest_tick: dict[tuple[Any, ...], tuple[float, float]] = {}
-        """(ts_exchange, ts_recv) of the newest tick applied per instrument: a tick from the
+        self.latest_tick: dict[tuple[Any, ...], tuple[tuple[float, float], Message]] = {}
+        """(ts_exchange, ts_recv) and the newest tick applied per instrument: a tick from the
         subscription that the warm-up or the seeding already applied (or an older one) is
-        dropped, since the subscription starts before the history is read."""
+        dropped, since the subscription starts before the history is read. Two ticks can
+        share both times (a NAV tick read without a new quote keeps the ticker's stamps), so
+        an equal stamp is a duplicate only if the tick is the same."""
         self.stopped = False
         """Set on shutdown: the loops end at their next turn even if a library swallowed the
         task's cancellation (Python 3.11's wait_for can, when the inner call completes at the
@@ -191,8 +192,9 @@ class StrategyService:
         if isinstance(msg, Quote | OptionQuote | EtfNav):
             key = inbox_key(msg, self.bar_seconds)[:2]
             stamp = (msg.ts_exchange, msg.ts_recv)
-            if stamp > self.latest_tick.get(key, (-math.inf, -math.inf)):
-                self.latest_tick[key] = stamp
+            latest = self.latest_tick.get(key)
+            if latest is None or stamp >= latest[0]:
+                self.latest_tick[key] = (stamp, msg)
         try:
             if step:
                 result = self.engine.on_message(msg, now_wall)
@@ -245,7 +247,10 @@ class StrategyService:
         if not isinstance(msg, Quote | OptionQuote | EtfNav):
             return False
         latest = self.latest_tick.get(inbox_key(msg, self.bar_seconds)[:2])
-        return latest is not None and (msg.ts_exchange, msg.ts_recv) <= latest
+        if latest is None:
+            return False
+        stamp = (msg.ts_exchange, msg.ts_recv)
+        return stamp < latest[0] or (stamp == latest[0] and msg == latest[1])
 
     async def publish(self, result: StepResult, arrived: float | None) -> None:
         """Write one bar's outputs in one round trip; ``arrived`` is when the tick that closed
