@@ -227,7 +227,10 @@ def test_backtest_on_the_recorded_tape_closes_the_live_bars_to_the_same_spread_p
     and close before it: once, under a full test run's load, the first live bar's delta-neutral
     beta differed by 8e-6 (same index and TLTW prices, so a hedge input seeded at start: the
     call's delta or TLTW's NAV), and that spread stays in the z window for ``Z_WINDOW`` bars.
-    Not explained yet; see the closing note."""
+    Likely cause, not verified: a tick's exchange time is IB's last-timestamp tick (45), which
+    can lag when a socket read splits a step's ticks, so a NAV tick read after the next bar's
+    first quote can be stamped in the previous bar; the service applies it after closing that
+    bar, the replay (sorted by exchange time) before."""
     streams, tape, replay = live_run
     end = _common_end(streams, replay)
     live = [p for p in streams[b.Streams.SPREAD] if p.ts <= end]
