@@ -184,3 +184,28 @@ def test_chain_option_from_a_qualified_contract():
     )
     with pytest.raises(ValueError, match="conId"):
         chain_option_from_contract(ib_async.Option("TLT", "20261218", 90.0, "C", "SMART"))
+
+
+def test_every_quote_of_a_batch_is_stamped_with_the_connections_newest_trade_time():
+    """Tick 45 is an instrument's last trade: an option last traded hours ago still quotes now.
+    The clock is the newest tick 45 on the connection; it never goes back until the next
+    connection resets it, and stays unset without tick 45 (ib_insync)."""
+    from trading.broker.translate import ExchangeClock
+
+    def at(hour: int, minute: int, second: int = 0) -> datetime:
+        return datetime(2026, 11, 2, hour, minute, second, tzinfo=UTC)
+
+    clock = ExchangeClock()
+    tlt = ib_async.Ticker(lastTimestamp=at(15, 0, 5))
+    option = ib_async.Ticker(lastTimestamp=at(12, 12))
+    assert clock.update([option, tlt]) == at(15, 0, 5).timestamp()
+    assert clock.update([option]) == at(15, 0, 5).timestamp()  # an old trade: not back
+    assert clock.update([ib_async.Ticker(lastTimestamp=at(15, 0, 6))]) == at(15, 0, 6).timestamp()
+    clock.reset()
+    assert clock.update([ib_insync.Ticker()]) is None
+    assert clock.update([option]) == at(12, 12).timestamp()
+
+    ticker = stock_ticker(lastTimestamp=at(12, 12))
+    stamped = quote_from_ticker(ticker, "TLT", 15547841, 1.0, ts_exchange=at(15, 0, 6).timestamp())
+    assert stamped.ts_exchange == at(15, 0, 6).timestamp()
+    assert quote_from_ticker(ticker, "TLT", 15547841, 1.0).ts_exchange == at(12, 12).timestamp()

@@ -30,6 +30,7 @@ from trading.broker.pacing import PacingGate
 from trading.broker.translate import (
     BadTick,
     DropReason,
+    ExchangeClock,
     bar_end_time,
     chain_option_from_contract,
     dividends_from_ticker,
@@ -460,6 +461,8 @@ class MarketDataFeed:
         self.health = HealthBoard(self.cfg.silence_s)
         self.episodes = EpisodeLog()
         self.conflator = HistoryConflator(self.cfg.history_interval_s)
+        self.exchange_clock = ExchangeClock()
+        """The connection's exchange time, stamped on every quote (see `ExchangeClock`)."""
         self.ib: Any = None
         self.lines: dict[int, _Line] = {}  # con_id -> line: this session's subscriptions
         self.stocks: dict[str, Any] = {}  # symbol -> qualified Contract
@@ -511,6 +514,7 @@ class MarketDataFeed:
         """Set up a fresh IB session: the library forgot every subscription, so all are
         requested again, and the backfill runs again to fill the gap the outage left."""
         self._setting_up = True
+        self.exchange_clock.reset()
         try:
             await self._set_up(ib)
         finally:
@@ -855,6 +859,7 @@ class MarketDataFeed:
         inside the client's socket callback, so it only queues; the writer task sends."""
         now = self.clock()
         batch = self._batch
+        ts_exchange = self.exchange_clock.update(tickers)
         for ticker in tickers:
             contract = ticker.contract
             line = self.lines.get(contract.conId) if contract is not None else None
@@ -869,12 +874,13 @@ class MarketDataFeed:
             try:
                 if line.option is None:
                     msg: Quote | OptionQuote = quote_from_ticker(
-                        ticker, name, contract.conId, ts_recv, delayed
+                        ticker, name, contract.conId, ts_recv, delayed, ts_exchange
                     )
                 else:
                     msg = option_quote_from_ticker(
-                        ticker, line.option, ts_recv, self.cfg.max_implied_vol, delayed
-                    )
+                        ticker, line.option, ts_recv, self.cfg.max_implied_vol, delayed,
+                        ts_exchange=ts_exchange,
+                    )  # fmt: skip
             except BadTick as bad:
                 self._drop(name, bad)
                 continue

@@ -13,7 +13,7 @@ libraries map delta and gamma -2 to None but leave vega and theta at -2, so both
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
@@ -123,6 +123,39 @@ def exchange_time(ticker: Any, ts_recv: float) -> float:
     return ts_recv
 
 
+class ExchangeClock:
+    """The connection's exchange time: the newest last-timestamp tick (type 45) of any
+    instrument, never going back.
+
+    Tick 45 is an instrument's last *trade* time. TLT trades every second; an option may not
+    have traded for hours, and TLTW for minutes. Stamping a quote with its own instrument's
+    last trade would put a fresh option quote hours in the past (and a quote read in a later
+    socket read than its step's tick 45, the previous second), so every quote of a batch is
+    stamped with the newest trade time seen on the connection. With ib_insync (which drops
+    tick 45) the clock stays unset and quotes keep their receive time. It starts again at each
+    new connection (`reset`): a gateway's clock only goes back across a reconnect (another
+    gateway, a simulator restarted at an earlier time)."""
+
+    def __init__(self) -> None:
+        self.now: float | None = None
+
+    def reset(self) -> None:
+        """Forget the clock (a new connection)."""
+        self.now = None
+
+    def update(self, tickers: Iterable[Any]) -> float | None:
+        """Advance to the newest tick 45 among ``tickers``; the clock after (None if unset)."""
+        newest = None
+        for ticker in tickers:
+            for name in ("lastTimestamp", "delayedLastTimestamp"):
+                ts = _epoch(getattr(ticker, name, None))
+                if ts is not None and ts > 0 and (newest is None or ts > newest):
+                    newest = ts
+        if newest is not None and (self.now is None or newest > self.now):
+            self.now = newest
+        return self.now
+
+
 def _optional_last(value: Any) -> float | None:
     if isinstance(value, int | float) and math.isfinite(value) and value > 0:
         return float(value)
@@ -130,9 +163,15 @@ def _optional_last(value: Any) -> float | None:
 
 
 def quote_from_ticker(
-    ticker: Any, symbol: str, con_id: int, ts_recv: float, delayed: bool = False
+    ticker: Any,
+    symbol: str,
+    con_id: int,
+    ts_recv: float,
+    delayed: bool = False,
+    ts_exchange: float | None = None,
 ) -> Quote:
-    """A stock/ETF top of book, or BadTick. `last` is kept only when finite and positive."""
+    """A stock/ETF top of book, or BadTick. `last` is kept only when finite and positive.
+    ``ts_exchange`` (the connection's `ExchangeClock`) overrides the ticker's own stamp."""
     bid, ask, bid_size, ask_size = _two_sided(ticker, symbol)
     return Quote(
         symbol=symbol,
@@ -142,7 +181,7 @@ def quote_from_ticker(
         bid_size=bid_size,
         ask_size=ask_size,
         last=_optional_last(ticker.last),
-        ts_exchange=exchange_time(ticker, ts_recv),
+        ts_exchange=exchange_time(ticker, ts_recv) if ts_exchange is None else ts_exchange,
         ts_recv=ts_recv,
         delayed=delayed,
     )
@@ -211,8 +250,10 @@ def option_quote_from_ticker(
     max_implied_vol: float,
     delayed: bool = False,
     underlying: str = "TLT",
+    ts_exchange: float | None = None,
 ) -> OptionQuote:
-    """An option's top of book with IB's model Greeks, or BadTick."""
+    """An option's top of book with IB's model Greeks, or BadTick (``ts_exchange`` as in
+    `quote_from_ticker`)."""
     name = option.local_symbol or str(option.con_id)
     bid, ask, bid_size, ask_size = _two_sided(ticker, name)
     greeks = model_greeks(ticker.modelGreeks, option.right, name, max_implied_vol)
@@ -234,7 +275,7 @@ def option_quote_from_ticker(
         theta_per_day=greeks.theta_per_day,
         underlying_price=greeks.underlying_price,
         model_price=greeks.model_price,
-        ts_exchange=exchange_time(ticker, ts_recv),
+        ts_exchange=exchange_time(ticker, ts_recv) if ts_exchange is None else ts_exchange,
         ts_recv=ts_recv,
         delayed=delayed,
     )
