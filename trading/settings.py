@@ -160,7 +160,7 @@ class StrategySettings(_Group):
     """Exit when |z| falls back inside this band."""
     stop_z: Positive = 4.0
     """Stop out when |z| passes this band (no re-entry until z is back inside the entry band)."""
-    min_spread_bp: Annotated[float, Field(ge=0)] = 5.0
+    min_spread_bp: Annotated[float, Field(ge=0)] = 20.0
     """An entry needs the spread at least this far from its mean, in basis points."""
     z_std_floor: Positive = 1e-4
     """Floor under the z-score denominator (log units), so a flat spread does not explode z."""

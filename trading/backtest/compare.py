@@ -100,14 +100,6 @@ SUITES: dict[str, dict[str, dict[str, Any]]] = {
         "replica min spread 10": {"preset": "replica", "min_spread_bp": 10.0},
         "replica min spread 20": {"preset": "replica", "min_spread_bp": 20.0},
     },
-    "min_spread": {
-        "atm delta min 10bp": {"preset": "atm", "hedge_method": "delta", "min_spread_bp": 10.0},
-        "replica delta min 10bp": {
-            "preset": "replica",
-            "hedge_method": "delta",
-            "min_spread_bp": 10.0,
-        },
-    },
     "no-premium": {
         "replica delta no time stop": {"preset": "replica", "time_stop_half_lives": 1e9},
         "replica delta gate 0.05": {"preset": "replica", "cointegration_pvalue": 0.05},
