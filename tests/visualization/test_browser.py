@@ -84,12 +84,21 @@ def browser():
 
 
 def text(driver, selector: str) -> str:
-    return driver.find_element("css selector", selector).text
+    """An element's visible text, found and read in one script (see `row_texts`)."""
+    return driver.execute_script(
+        "return document.querySelector(arguments[0]).innerText.trim()", selector
+    )
 
 
 def row_texts(driver, table_id: str) -> list[list[str]]:
-    rows = driver.find_elements("css selector", f"#{table_id} tbody tr")
-    return [[cell.text for cell in row.find_elements("css selector", "td")] for row in rows]
+    """The table's cells, read in one script: the page re-renders its tables on every push, so
+    reading row by row through WebDriver can hold a row the page has just replaced (a stale
+    element), under load."""
+    return driver.execute_script(
+        "return Array.from(document.querySelectorAll(arguments[0])).map("
+        "row => Array.from(row.querySelectorAll('td')).map(cell => cell.innerText.trim()))",
+        f"#{table_id} tbody tr",
+    )
 
 
 def test_dashboard_draws_charts_shows_redis_numbers_and_takes_pushes(
