@@ -213,6 +213,7 @@ async def test_a_backed_up_client_is_conflated_then_its_ticks_resume(ibm):
                 return gateway._core.conflated_steps
 
             gateway.call(pause)
+            await asyncio.sleep(0.2)  # what was written before the pause arrives first
             paused_at = ticker.time
             await asyncio.sleep(0.3)
             assert ticker.time == paused_at  # nothing was written while paused
