@@ -45,73 +45,45 @@ OPEN_GATE = {"cointegration_pvalue": 0.99}
 entry at size zero on this model (p-values 0.2-0.7 on 4-40 day windows), leaving nothing to
 compare. ``gate 0.05`` measures the default."""
 
-SUITES: dict[str, dict[str, dict[str, Any]]] = {
-    "defaults": {
-        "replica delta": {"preset": "replica", "hedge_method": "delta"},
-        "atm delta": {"preset": "atm", "hedge_method": "delta"},
-        "replica ols 1d": {"preset": "replica", "hedge_method": "ols", "ols_window": 390},
-        "replica ols 20d": {"preset": "replica", "hedge_method": "ols", "ols_window": 7800},
-        "replica kalman 1e-7": {
-            "preset": "replica",
-            "hedge_method": "kalman",
-            "kalman_delta": 1e-7,
-        },
-        "replica kalman 1e-14": {
-            "preset": "replica",
-            "hedge_method": "kalman",
-            "kalman_delta": 1e-14,
-        },
-        "replica delta z 4d": {"preset": "replica", "hedge_method": "delta", "z_window": 1560},
-        "replica delta z 10d": {"preset": "replica", "hedge_method": "delta", "z_window": 3900},
-        "replica delta no time stop": {"preset": "replica", "time_stop_half_lives": 1e9},
-        "replica delta gate 0.05": {"preset": "replica", "cointegration_pvalue": 0.05},
-    },
-    "hedges": {
-        "replica delta": {"preset": "replica", "hedge_method": "delta"},
-        "atm delta": {"preset": "atm", "hedge_method": "delta"},
-        "replica ols 1d": {"preset": "replica", "hedge_method": "ols", "ols_window": 390},
-        "replica ols 20d": {"preset": "replica", "hedge_method": "ols", "ols_window": 7800},
-        "replica kalman 1e-7": {
-            "preset": "replica",
-            "hedge_method": "kalman",
-            "kalman_delta": 1e-7,
-        },
-        "replica kalman 1e-14": {
-            "preset": "replica",
-            "hedge_method": "kalman",
-            "kalman_delta": 1e-14,
-        },
-    },
-    "windows": {
-        "replica delta z 4d": {"preset": "replica", "z_window": 1560},
-        "replica delta z 10d": {"preset": "replica", "z_window": 3900},
-        "replica delta no time stop": {"preset": "replica", "time_stop_half_lives": 1e9},
-        "replica delta gate 0.05": {"preset": "replica", "cointegration_pvalue": 0.05},
-    },
-    "presets": {
-        "replica delta": {"preset": "replica", "hedge_method": "delta"},
-        "atm delta": {"preset": "atm", "hedge_method": "delta"},
-    },
-    "gates": {
-        "replica delta gate 0.05": {"preset": "replica", "cointegration_pvalue": 0.05},
-        "atm delta gate 0.05": {"preset": "atm", "cointegration_pvalue": 0.05},
-    },
-    "min-spread": {
-        "replica min spread 10": {"preset": "replica", "min_spread_bp": 10.0},
-        "replica min spread 20": {"preset": "replica", "min_spread_bp": 20.0},
-    },
-    "no-premium": {
-        "replica delta no time stop": {"preset": "replica", "time_stop_half_lives": 1e9},
-        "replica delta gate 0.05": {"preset": "replica", "cointegration_pvalue": 0.05},
-        "atm delta gate 0.05": {"preset": "atm", "cointegration_pvalue": 0.05},
-    },
-    "bands": {
-        "replica entry 1.5": {"preset": "replica", "entry_z": 1.5},
-        "replica entry 2.5": {"preset": "replica", "entry_z": 2.5},
-        "replica stop 6": {"preset": "replica", "stop_z": 6.0},
-        "replica exit 0": {"preset": "replica", "exit_z": 0.0},
-    },
+CONFIGS: dict[str, dict[str, Any]] = {
+    "replica delta": {"preset": "replica", "hedge_method": "delta"},
+    "atm delta": {"preset": "atm", "hedge_method": "delta"},
+    "replica ols 1d": {"preset": "replica", "hedge_method": "ols", "ols_window": 390},
+    "replica ols 20d": {"preset": "replica", "hedge_method": "ols", "ols_window": 7800},
+    "replica kalman 1e-7": {"preset": "replica", "hedge_method": "kalman", "kalman_delta": 1e-7},
+    "replica kalman 1e-14": {"preset": "replica", "hedge_method": "kalman", "kalman_delta": 1e-14},
+    "replica delta z 4d": {"preset": "replica", "hedge_method": "delta", "z_window": 1560},
+    "replica delta z 10d": {"preset": "replica", "hedge_method": "delta", "z_window": 3900},
+    "replica delta no time stop": {"preset": "replica", "time_stop_half_lives": 1e9},
+    "replica delta gate 0.05": {"preset": "replica", "cointegration_pvalue": 0.05},
+    "atm delta gate 0.05": {"preset": "atm", "cointegration_pvalue": 0.05},
+    "replica min spread 10": {"preset": "replica", "min_spread_bp": 10.0},
+    "replica min spread 20": {"preset": "replica", "min_spread_bp": 20.0},
+    "replica entry 1.5": {"preset": "replica", "entry_z": 1.5},
+    "replica entry 2.5": {"preset": "replica", "entry_z": 2.5},
+    "replica stop 6": {"preset": "replica", "stop_z": 6.0},
+    "replica exit 0": {"preset": "replica", "exit_z": 0.0},
 }
+"""Every named configuration: strategy settings overrides on top of the environment's."""
+
+_HEDGES = ("replica delta", "atm delta", "replica ols 1d", "replica ols 20d",
+           "replica kalman 1e-7", "replica kalman 1e-14")  # fmt: skip
+_WINDOWS = ("replica delta z 4d", "replica delta z 10d", "replica delta no time stop",
+            "replica delta gate 0.05")  # fmt: skip
+_SUITE_NAMES: dict[str, tuple[str, ...]] = {
+    "defaults": _HEDGES + _WINDOWS,
+    "hedges": _HEDGES,
+    "windows": _WINDOWS,
+    "presets": ("replica delta", "atm delta"),
+    "gates": ("replica delta gate 0.05", "atm delta gate 0.05"),
+    "min-spread": ("replica min spread 10", "replica min spread 20"),
+    "no-premium": ("replica delta no time stop", "replica delta gate 0.05", "atm delta gate 0.05"),
+    "bands": ("replica entry 1.5", "replica entry 2.5", "replica stop 6", "replica exit 0"),
+}
+SUITES: dict[str, dict[str, dict[str, Any]]] = {
+    suite: {name: CONFIGS[name] for name in names} for suite, names in _SUITE_NAMES.items()
+}
+"""Suites of configurations, each replayed on the same tapes (``--suite``)."""
 
 
 @dataclass(frozen=True, slots=True)
