@@ -140,50 +140,21 @@ class FillModel:
         contracts = abs(quantity)
         long_call = quantity > 0
         fills = [
-            self._settlement(
-                option.symbol, option.local_symbol, option.con_id, "OPT",
-                Side.SELL if long_call else Side.BUY, contracts, 0.0, OPTION_MULTIPLIER, now,
+            self._fill(
+                "", 0, option.symbol, option.local_symbol, option.con_id, "OPT",
+                Side.SELL if long_call else Side.BUY, contracts, 0.0, OPTION_MULTIPLIER, 0.0, now,
             )
         ]  # fmt: skip
         # Rounded to the tenth of a cent: spot and strike are cents held in floats.
         if round(spot - option.strike, 6) >= EXERCISE_THRESHOLD_USD:
             fills.append(
-                self._settlement(
-                    stock_symbol, stock_symbol, stock_con_id, "STK",
+                self._fill(
+                    "", 0, stock_symbol, stock_symbol, stock_con_id, "STK",
                     Side.BUY if long_call else Side.SELL, contracts * SHARES_PER_UNIT,
-                    option.strike, 1.0, now,
+                    option.strike, 1.0, 0.0, now,
                 )
             )  # fmt: skip
         return tuple(fills)
-
-    def _settlement(
-        self,
-        symbol: str,
-        local_symbol: str,
-        con_id: int,
-        sec_type: str,
-        side: Side,
-        quantity: float,
-        price: float,
-        multiplier: float,
-        now: float,
-    ) -> Fill:
-        return Fill(
-            ts=now,
-            exec_id=f"bt.{next(self._exec_ids):08d}",
-            order_id=0,
-            perm_id=0,
-            intent_id="",
-            symbol=symbol,
-            local_symbol=local_symbol,
-            con_id=con_id,
-            sec_type=sec_type,
-            side=side,
-            quantity=quantity,
-            price=price,
-            multiplier=multiplier,
-            commission=0.0,
-        )
 
     def _touch(self, marks: Marks, con_id: int, buying: bool, what: str) -> float:
         mark = marks.get(con_id)
@@ -205,7 +176,7 @@ class FillModel:
         if not _marketable(price, leg.limit_price, buying):
             return None
         fill = self._fill(
-            intent, order_id, leg.symbol, leg.symbol, leg.con_id, "STK", leg.side,
+            intent.intent_id, order_id, leg.symbol, leg.symbol, leg.con_id, "STK", leg.side,
             float(leg.quantity), price, 1.0, self.schedule.stock_usd(leg.quantity), now,
         )  # fmt: skip
         return LegExecution(intent.intent_id, leg_index, order_id, price, (fill,))
@@ -234,12 +205,12 @@ class FillModel:
         call_side = Side.SELL if buying else Side.BUY
         fills = (
             self._fill(
-                intent, order_id, leg.symbol, leg.symbol, leg.con_id, "STK", leg.side, shares,
-                stock_price, 1.0, self.schedule.stock_usd(shares), now,
+                intent.intent_id, order_id, leg.symbol, leg.symbol, leg.con_id, "STK", leg.side,
+                shares, stock_price, 1.0, self.schedule.stock_usd(shares), now,
             ),
             self._fill(
-                intent, order_id, leg.symbol, call_symbol, leg.option_con_id, "OPT", call_side,
-                float(leg.quantity), call_price, OPTION_MULTIPLIER,
+                intent.intent_id, order_id, leg.symbol, call_symbol, leg.option_con_id, "OPT",
+                call_side, float(leg.quantity), call_price, OPTION_MULTIPLIER,
                 self.schedule.option_usd(leg.quantity), now,
             ),
         )  # fmt: skip
@@ -247,7 +218,7 @@ class FillModel:
 
     def _fill(
         self,
-        intent: OrderIntent,
+        intent_id: str,
         order_id: int,
         symbol: str,
         local_symbol: str,
@@ -265,7 +236,7 @@ class FillModel:
             exec_id=f"bt.{next(self._exec_ids):08d}",
             order_id=order_id,
             perm_id=order_id,
-            intent_id=intent.intent_id,
+            intent_id=intent_id,
             symbol=symbol,
             local_symbol=local_symbol,
             con_id=con_id,
