@@ -316,6 +316,18 @@ class PairManager:
             reason=reason,
         )
 
+    def _note(self, ts: float, reason: str) -> tuple[Signal, ...]:
+        """A signal that changes no position: what happened to the pair outside a bar."""
+        state = self.machine.position.value
+        return (Signal(ts, BusAction.NONE, state, z=0.0, spread=0.0, reason=reason),)
+
+    def _drop_pair(self) -> None:
+        """The pair is gone (rejected entry, risk's close, IB's settlement of every call):
+        FLAT, blocked until |z| is back inside the entry band."""
+        self.status, self.pair, self.pending = PairStatus.FLAT, None, None
+        self.machine.flatten()
+        self.machine.blocked = True
+
     def _enter(
         self, bar: BarContext, action: SignalAction, reason: str
     ) -> tuple[tuple[Signal, ...], tuple[OrderIntent, ...]]:
@@ -511,9 +523,7 @@ class PairManager:
             return ()
         reasons = "; ".join(f"{r.code}: {r.message}" for r in decision.reasons) or "no reason given"
         if entering:
-            self.status, self.pair = PairStatus.FLAT, None
-            self.machine.flatten()
-            self.machine.blocked = True
+            self._drop_pair()
             note = (
                 f"entry {pending.intent_id} rejected ({reasons}): flat, blocked until |z| < entry"
             )
@@ -525,16 +535,7 @@ class PairManager:
                 self.machine = SignalMachine.from_state(self.machine_before_exit, self.bands)
                 self.machine.last_time = last_time
             note = f"exit {pending.intent_id} rejected ({reasons}): still open, exit retried"
-        return (
-            Signal(
-                ts=decision.ts,
-                action=BusAction.NONE,
-                state=self.machine.position.value,
-                z=0.0,
-                spread=0.0,
-                reason=note,
-            ),
-        )
+        return self._note(decision.ts, note)
 
     def on_risk_close(self, intent: OrderIntent) -> tuple[Signal, ...]:
         """Risk closes our pair by itself (pair stop-loss, z-stop, daily loss, kill switch,
@@ -558,21 +559,11 @@ class PairManager:
         if units_left > 0 and self.pair is not None and self.status is not PairStatus.ENTERING:
             return self._shrink_after_settlement(intent, units_left)
         was = self.status
-        self.status, self.pair, self.pending = PairStatus.FLAT, None, None
-        self.machine.flatten()
-        self.machine.blocked = True
-        return (
-            Signal(
-                ts=intent.ts,
-                action=BusAction.NONE,
-                state=self.machine.position.value,
-                z=0.0,
-                spread=0.0,
-                reason=(
-                    f"risk closed the pair ({intent.purpose.value} {intent.intent_id}) while "
-                    f"{was.value}: flat, blocked until |z| < entry"
-                ),
-            ),
+        self._drop_pair()
+        return self._note(
+            intent.ts,
+            f"risk closed the pair ({intent.purpose.value} {intent.intent_id}) while "
+            f"{was.value}: flat, blocked until |z| < entry",
         )
 
     def _shrink_after_settlement(self, intent: OrderIntent, units_left: int) -> tuple[Signal, ...]:
@@ -586,20 +577,12 @@ class PairManager:
             buy_write_units=min(units_left, before.buy_write_units),
             tltw_shares=min(round(tltw_kept), before.tltw_shares),
         )
-        return (
-            Signal(
-                ts=intent.ts,
-                action=BusAction.NONE,
-                state=self.machine.position.value,
-                z=0.0,
-                spread=0.0,
-                reason=(
-                    f"risk rebalanced the pair after IB's settlement ({intent.intent_id}): "
-                    f"{before.buy_write_units} -> {pair.legs.buy_write_units} buy-write units, "
-                    f"{before.tltw_shares} -> {pair.legs.tltw_shares} TLTW shares, still "
-                    f"{self.status.value}"
-                ),
-            ),
+        return self._note(
+            intent.ts,
+            f"risk rebalanced the pair after IB's settlement ({intent.intent_id}): "
+            f"{before.buy_write_units} -> {pair.legs.buy_write_units} buy-write units, "
+            f"{before.tltw_shares} -> {pair.legs.tltw_shares} TLTW shares, still "
+            f"{self.status.value}",
         )
 
     def on_fill(self, fill: Fill) -> tuple[Signal, ...]:
@@ -633,23 +616,12 @@ class PairManager:
             reason = f"{what}: {before} -> {left} buy-write units, still {self.status.value}"
         else:
             was = self.status
-            self.status, self.pair, self.pending = PairStatus.FLAT, None, None
-            self.machine.flatten()
-            self.machine.blocked = True
+            self._drop_pair()
             reason = (
                 f"{what} while {was.value}: no buy-write left to exit, flat, blocked until "
                 f"|z| < entry (risk closes what is left)"
             )
-        return (
-            Signal(
-                ts=fill.ts,
-                action=BusAction.NONE,
-                state=self.machine.position.value,
-                z=0.0,
-                spread=0.0,
-                reason=reason,
-            ),
-        )
+        return self._note(fill.ts, reason)
 
     # state ----------------------------------------------------------------------------------
 
