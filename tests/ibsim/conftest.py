@@ -37,6 +37,22 @@ def frozen_gateway() -> Iterator[SimulatedGateway]:
         gateway.stop()
 
 
+@pytest.fixture(scope="session")
+def frozen_http_gateway() -> Iterator[SimulatedGateway]:
+    """The frozen market with the HTTP admin API on."""
+    gateway = SimulatedGateway(SimConfig(seed=TEST_SEED, speed=1e-9), port=0, admin_port=0).start()
+    try:
+        yield gateway
+    finally:
+        gateway.stop()
+
+
+@pytest.fixture
+def frozen_http(frozen_http_gateway: SimulatedGateway) -> SimulatedGateway:
+    frozen_http_gateway.reset()
+    return frozen_http_gateway
+
+
 @pytest.fixture
 def live(live_gateway: SimulatedGateway) -> SimulatedGateway:
     live_gateway.reset()

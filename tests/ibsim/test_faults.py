@@ -220,3 +220,88 @@ async def test_a_backed_up_client_is_conflated_then_its_ticks_resume(ibm):
             conflated = gateway.call(resume)
             assert conflated > 10
             await eventually(lambda: ticker.time is not None and ticker.time > paused_at)
+
+
+async def test_an_order_on_a_dropping_connection_is_lost_with_what_follows_it(frozen, ibm):
+    """The fault behind a wedged risk service: the connection dies while orders are on the
+    wire; the gateway never works them, and its truth lists them as lost."""
+    async with connected(ibm, frozen) as ib:
+        (tlt, tltw) = await qualified(
+            ib, ibm.Stock("TLT", "SMART", "USD"), ibm.Stock("TLTW", "SMART", "USD")
+        )
+        gone = asyncio.Event()
+        ib.disconnectedEvent += lambda *args: gone.set()
+        frozen.faults.drop_on_next_place_order()
+        first = ibm.MarketOrder("BUY", 100, orderRef="lost-1")
+        second = ibm.MarketOrder("SELL", 300, orderRef="lost-2")
+        ib.placeOrder(tlt, first)
+        ib.placeOrder(tltw, second)  # written into the same socket before the close is seen
+        await asyncio.wait_for(gone.wait(), 5)
+    truth = frozen.faults.broker_truth()
+    assert truth.orders == () and truth.executions == () and truth.positions == ()
+    assert [(o.order_id, o.order_ref, o.con_ids) for o in truth.lost] == [
+        (first.orderId, "lost-1", (15547841,))
+    ]
+    async with connected(ibm, frozen) as ib:  # the next connection works as usual
+        (tlt,) = await qualified(ib, ibm.Stock("TLT", "SMART", "USD"))
+        trade = ib.placeOrder(tlt, ibm.MarketOrder("BUY", 100, orderRef="after"))
+        await eventually(lambda: trade.orderStatus.status == "Filled")
+    assert [o.order_ref for o in frozen.faults.broker_truth().orders] == ["after"]
+
+
+async def test_late_acknowledgements_arrive_late_while_the_order_works(frozen, ibm):
+    async with connected(ibm, frozen) as ib:
+        (tltw,) = await qualified(ib, ibm.Stock("TLTW", "SMART", "USD"))
+        frozen.faults.delay_acks(1.0)
+        trade = ib.placeOrder(tltw, ibm.MarketOrder("SELL", 100, orderRef="late"))
+        await asyncio.sleep(0.5)
+        assert trade.orderStatus.status == "PendingSubmit"  # nothing has come back yet
+        (order,) = frozen.faults.broker_truth().orders  # but the broker filled it already
+        assert (order.order_ref, order.status, order.filled) == ("late", "Filled", 100.0)
+        await eventually(lambda: trade.orderStatus.status == "Filled", 3)
+        assert sum(f.execution.shares for f in trade.fills) == 100
+        frozen.faults.delay_acks(0)
+        again = ib.placeOrder(tltw, ibm.MarketOrder("BUY", 100, orderRef="prompt"))
+        await eventually(lambda: again.orderStatus.status == "Filled", 0.5)
+    with pytest.raises(ValueError, match="seconds"):
+        frozen.faults.delay_acks(-1)
+
+
+async def test_held_fills_wait_for_release_with_the_client_gone(live, ibm):
+    async with connected(ibm, live) as ib:
+        (tltw,) = await qualified(ib, ibm.Stock("TLTW", "SMART", "USD"))
+        live.faults.hold_fills(["TLTW"])
+        trade = ib.placeOrder(tltw, ibm.MarketOrder("SELL", 100, orderRef="held"))
+        await eventually(lambda: trade.orderStatus.status == "Submitted")
+    await asyncio.sleep(0.2)  # market steps pass: a held order does not fill
+    (order,) = live.faults.broker_truth().orders
+    assert (order.status, order.filled) == ("Submitted", 0.0)
+    live.faults.release_fills()  # the client is disconnected: the order still works
+    await eventually(lambda: live.faults.broker_truth().orders[0].status == "Filled")
+    (position,) = live.faults.broker_truth().positions
+    assert (position.con_id, position.quantity) == (545186218, -100.0)
+    async with connected(ibm, live) as ib:  # the client learns it from IB on reconnect
+        fills = await ib.reqExecutionsAsync()
+        assert sum(f.execution.shares for f in fills if f.execution.orderRef == "held") == 100
+
+
+async def test_the_broker_truth_over_http(frozen_http, ibm):
+    async with connected(ibm, frozen_http) as ib:
+        (tlt,) = await qualified(ib, ibm.Stock("TLT", "SMART", "USD"))
+        trade = ib.placeOrder(tlt, ibm.MarketOrder("BUY", 100, orderRef="http-1"))
+        await eventually(lambda: trade.orderStatus.status == "Filled")
+    status, truth = _http(frozen_http, "GET", "/broker")
+    assert status == 200
+    (order,) = truth["orders"]
+    assert (order["order_ref"], order["con_ids"], order["status"]) == (
+        "http-1",
+        [15547841],
+        "Filled",
+    )
+    assert [(e["order_ref"], e["con_id"], e["shares"]) for e in truth["executions"]] == [
+        ("http-1", 15547841, 100.0)
+    ]
+    assert [(p["con_id"], p["quantity"]) for p in truth["positions"]] == [(15547841, 100.0)]
+    assert truth["lost"] == []
+    assert _http(frozen_http, "POST", "/faults/hold_fills", {"symbols": "TLT"})[0] == 400
+    assert _http(frozen_http, "POST", "/faults/drop_on_next_place_order", {}) == (200, {"ok": True})

@@ -12,8 +12,9 @@ In-process use (tests, demos)::
 Command line: ``python -m trading.ibsim --port 4002 [--seed N] [--speed X]``.
 
 Market data generic ticks: 100/101 option volume/open interest, 104 historical volatility,
-106 implied volatility (TLT: 30-day ATM), and TLTW's NAV: 577 last NAV (tick 96), 578 frozen
-(97), 576 NAV bid/ask (94/95), 614 NAV high/low (98/99), 623 NAV close/prior close (92/93).
+106 implied volatility (TLT: 30-day ATM), and TLTW's NAV: 577 last NAV (tick 96), 578 NAV
+close/prior close (92/93), 576 NAV bid/ask (94/95), 614 NAV high/low (98/99), 623 frozen NAV
+last (97), as IB's own client (ibapi) maps them.
 """
 
 from trading.ibsim.admin import Faults

@@ -1,6 +1,7 @@
 """Faults on demand and ground truth: a thread-safe Python API and the same over HTTP.
 
-HTTP (stdlib asyncio, JSON): ``GET /truth``, ``POST /reset``, ``POST /faults/<name>`` with the
+HTTP (stdlib asyncio, JSON): ``GET /truth`` (the market's), ``GET /broker`` (the account's
+orders, executions, positions and lost orders), ``POST /reset``, ``POST /faults/<name>`` with the
 method's keyword arguments as a JSON object, e.g.
 ``curl -X POST localhost:8081/faults/send_error -d '{"code": 1100}'``.
 """
@@ -15,6 +16,8 @@ import threading
 from collections.abc import Callable
 from dataclasses import asdict
 from typing import TYPE_CHECKING, Any
+
+from trading.ibsim.broker import BrokerTruth
 
 if TYPE_CHECKING:
     from trading.ibsim.server import GatewayCore
@@ -120,6 +123,36 @@ class Faults:
 
         self.call(apply)
 
+    def drop_on_next_place_order(self) -> None:
+        """The next placeOrder from any client is lost: the gateway drops that connection as
+        the order arrives and never acts on it (nor on anything behind it in the same read).
+        It is listed in ``broker_truth().lost``."""
+        self.call(setattr, self._core, "drop_next_place_order", True)
+
+    def delay_acks(self, seconds: float) -> None:
+        """Orders placed from now on are worked at once, but every message about them (their
+        openOrder, orderStatus, executions) reaches the client ``seconds`` wall seconds late;
+        reqOpenOrders and reqExecutions still answer with them. 0 turns it off."""
+        if not isinstance(seconds, int | float) or not math.isfinite(seconds) or seconds < 0:
+            raise ValueError(f"seconds must be a finite number >= 0, got {seconds!r}")
+        self.call(setattr, self._core, "ack_delay_s", float(seconds))
+
+    def hold_fills(self, symbols: list[str]) -> None:
+        """Orders on these symbols (a BAG: on any of its legs) rest unfilled, marketable or
+        not, until ``release_fills``; with the client connected or not."""
+        if isinstance(symbols, str) or not all(isinstance(x, str) for x in symbols):
+            raise ValueError(f"symbols must be a list of symbols, got {symbols!r}")
+        self.call(setattr, self._core.broker, "held_symbols", frozenset(symbols))
+
+    def release_fills(self) -> None:
+        """Orders held by ``hold_fills`` fill again (on the next market step)."""
+        self.call(setattr, self._core.broker, "held_symbols", frozenset())
+
+    def broker_truth(self) -> BrokerTruth:
+        """Every order (with its orderRef and status), execution and position of the account,
+        and the orders lost with a connection: the broker's truth for tests to check against."""
+        return self.call(self._core.broker_truth)
+
     def shock_premium(self, bp: float) -> None:
         """TLTW's premium jumps to ``bp`` basis points now, then mean-reverts."""
         if not isinstance(bp, int | float) or not math.isfinite(bp):
@@ -138,6 +171,10 @@ _FAULT_NAMES = frozenset(
         "bad_quote",
         "assign_early",
         "shock_premium",
+        "drop_on_next_place_order",
+        "delay_acks",
+        "hold_fills",
+        "release_fills",
     }
 )
 
@@ -200,6 +237,8 @@ class AdminServer:
             values = asdict(truth)
             values["time"] = truth.time.isoformat()
             return 200, values
+        if method == "GET" and path == "/broker":
+            return 200, asdict(self._faults.broker_truth())
         if method == "POST" and path == "/reset":
             self._core.reset()
             return 200, {"ok": True}

@@ -154,6 +154,8 @@ class Broker:
         self.positions: dict[int, Position] = {}
         self.cash_usd = self.config.initial_cash_usd
         self.reject_next: str | None = None
+        self.held_symbols: frozenset[str] = frozenset()
+        """Orders on these symbols (a BAG: on any of its legs) rest unfilled until released."""
 
     # ----------------------------------------------------------------------------------------
     # Orders
@@ -334,7 +336,7 @@ class Broker:
                 self._match(order, board)
 
     def _match(self, order: WorkingOrder, board: QuoteBoard) -> None:
-        if order.done or order.remaining <= 0:
+        if order.done or order.remaining <= 0 or self._held(order):
             return
         parent_id = order.request.parent_id
         if parent_id:
@@ -366,6 +368,12 @@ class Broker:
         if quantity <= 0:
             return
         self._fill(order, quantity, net, sides, prices, board)
+
+    def _held(self, order: WorkingOrder) -> bool:
+        if not self.held_symbols:
+            return False
+        instruments = [leg.instrument for leg in order.legs] or [order.instrument]
+        return any(i is not None and i.symbol in self.held_symbols for i in instruments)
 
     def _marketable(self, order: WorkingOrder, net: float, buying: bool, board) -> bool:
         request = order.request
@@ -580,6 +588,20 @@ class Broker:
             realized_pnl=realized,
         )
 
+    def truth(self) -> BrokerTruth:
+        """What the account holds and did, as the broker knows it (for tests to check against)."""
+        return BrokerTruth(
+            orders=tuple(_order_truth(o) for o in self.orders.values()),
+            executions=tuple(_execution_truth(e) for e in self.executions),
+            positions=tuple(
+                PositionTruth(
+                    p.instrument.con_id, p.instrument.local_symbol, p.quantity, p.average_cost
+                )
+                for p in self.positions.values()
+                if p.quantity
+            ),
+        )
+
     def credit(self, amount_usd: float) -> None:
         self.cash_usd += amount_usd
 
@@ -624,6 +646,92 @@ class Broker:
             "EquityWithLoanValue": net,
             "BuyingPower": 4.0 * (net - margin),
         }
+
+
+@dataclass(frozen=True, slots=True)
+class OrderTruth:
+    """One order as the broker holds it; ``con_ids`` are the contract's (a BAG: its legs')."""
+
+    client_id: int
+    order_id: int
+    perm_id: int
+    order_ref: str
+    con_ids: tuple[int, ...]
+    action: str
+    quantity: float
+    status: str
+    filled: float
+
+
+@dataclass(frozen=True, slots=True)
+class ExecutionTruth:
+    exec_id: str
+    client_id: int
+    order_id: int
+    perm_id: int
+    order_ref: str
+    con_id: int
+    """0 for the BAG-level execution of a combo."""
+    side: str
+    shares: float
+    price: float
+    epoch: float
+
+
+@dataclass(frozen=True, slots=True)
+class PositionTruth:
+    con_id: int
+    local_symbol: str
+    quantity: float
+    average_cost: float
+
+
+@dataclass(frozen=True, slots=True)
+class LostOrder:
+    """A placeOrder the gateway never acted on (the connection dropped while it arrived)."""
+
+    client_id: int
+    order_id: int
+    order_ref: str
+    con_ids: tuple[int, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class BrokerTruth:
+    orders: tuple[OrderTruth, ...]
+    executions: tuple[ExecutionTruth, ...]
+    positions: tuple[PositionTruth, ...]
+    lost: tuple[LostOrder, ...] = ()
+
+
+def _order_truth(order: WorkingOrder) -> OrderTruth:
+    instruments = [leg.instrument for leg in order.legs] or [order.instrument]
+    return OrderTruth(
+        order.client_id,
+        order.order_id,
+        order.perm_id,
+        order.request.order_ref,
+        tuple(i.con_id for i in instruments if i is not None),
+        order.request.action,
+        order.request.quantity,
+        str(order.status),
+        order.filled,
+    )
+
+
+def _execution_truth(execution: Execution) -> ExecutionTruth:
+    return ExecutionTruth(
+        execution.exec_id,
+        execution.client_id,
+        execution.order_id,
+        execution.perm_id,
+        execution.order_ref,
+        execution.instrument.con_id if execution.instrument is not None else 0,
+        execution.side,
+        execution.shares,
+        execution.price,
+        execution.epoch,
+    )
 
 
 def _valid_price(value: float | None, allow_zero: bool = False) -> bool:

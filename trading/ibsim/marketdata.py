@@ -22,7 +22,7 @@ from trading.ibsim.market import SECONDS_PER_YEAR, QuoteBoard
 from trading.ibsim.protocol import frame_text
 
 DELAY_SECONDS = 900.0
-NAV_GENERIC_TICKS = {577: (96,), 578: (97,), 576: (94, 95), 614: (98, 99), 623: (92, 93)}
+NAV_GENERIC_TICKS = {577: (96,), 578: (92, 93), 576: (94, 95), 614: (98, 99), 623: (97,)}
 # live tick type -> delayed tick type
 _DELAYED = {1: 66, 2: 67, 4: 68, 0: 69, 3: 70, 5: 71, 8: 74, 6: 72, 7: 73, 9: 75, 14: 76}
 _DELAYED.update({10: 80, 11: 81, 12: 82, 13: 83, 45: 88})

@@ -8,11 +8,12 @@ import math
 import threading
 import time
 from collections.abc import Callable
+from dataclasses import replace
 from datetime import date
 from typing import Any
 
 from trading.ibsim import messages
-from trading.ibsim.broker import Broker, Execution, WorkingOrder
+from trading.ibsim.broker import Broker, BrokerTruth, Execution, LostOrder, WorkingOrder
 from trading.ibsim.config import SimConfig
 from trading.ibsim.history import bar_label, current_bar
 from trading.ibsim.instruments import TLTW_CON_ID
@@ -72,6 +73,14 @@ class GatewayCore:
         self.market_data_stopped = False
         self.pacing_violation_next = False
         self.bad_quotes: dict[str, str] = {}
+        self.drop_next_place_order = False
+        """Fault: the next placeOrder (from any client) is lost with its connection."""
+        self.lost_orders: list[LostOrder] = []
+        self.ack_delay_s = 0.0
+        """Fault: every message about an order placed while this is > 0 (its openOrder,
+        orderStatus, executions) reaches the client this many wall seconds late; the broker
+        works the order at once, and requests (reqOpenOrders, reqExecutions) answer with it."""
+        self._held_events: dict[tuple[int, int], list[Callable[[], None]]] = {}
         self.board = QuoteBoard(self.model, self.model.snapshot(self.tau))
         self._delayed_board: QuoteBoard | None = None
         self._last_account_push = self.tau
@@ -134,6 +143,32 @@ class GatewayCore:
 
     def truth(self) -> Truth:
         return self.model.truth(self.tau)
+
+    def broker_truth(self) -> BrokerTruth:
+        return replace(self.broker.truth(), lost=tuple(self.lost_orders))
+
+    def hold_order_events(self, client_id: int, order_id: int, delay_s: float) -> None:
+        """Deliver the events of this order ``delay_s`` wall seconds late (in their order)."""
+        key = (client_id, order_id)
+        self._held_events.setdefault(key, [])
+        asyncio.get_running_loop().call_later(delay_s, self._release_order_events, key)
+
+    def _release_order_events(self, key: tuple[int, int]) -> None:
+        for send in self._held_events.pop(key, []):
+            send()
+
+    def _deliver(self, client_id: int, order_id: int, frames: list[tuple[Session, bytes]]) -> None:
+        """Send now, or queue behind the order's held events (rendered now: the order changes)."""
+
+        def send() -> None:
+            for session, data in frames:
+                session.send(data)
+
+        held = self._held_events.get((client_id, order_id)) if order_id else None
+        if held is None:
+            send()
+        else:
+            held.append(send)
 
     # ----------------------------------------------------------------------------------------
     # The market loop
@@ -267,10 +302,13 @@ class GatewayCore:
         return [s for s in self.sessions if s.client_id in (client_id, master)]
 
     def order_changed(self, order: WorkingOrder, open_order: bool) -> None:
+        frames = []
         for session in self._owner(order.client_id):
+            data = messages.order_status(order)
             if open_order:
-                session.send(messages.open_order(session.version, order))
-            session.send(messages.order_status(order))
+                data = messages.open_order(session.version, order) + data
+            frames.append((session, data))
+        self._deliver(order.client_id, order.order_id, frames)
 
     def order_error(self, client_id: int, order_id: int, code: int, message: str) -> None:
         # Only the placing client: its order id may be another client's pending request id.
@@ -283,12 +321,18 @@ class GatewayCore:
         return self._owner(execution.client_id)
 
     def executed(self, execution: Execution) -> None:
-        for session in self._execution_sessions(execution):
-            session.send(messages.exec_details(-1, execution, self.config.account))
+        frames = [
+            (session, messages.exec_details(-1, execution, self.config.account))
+            for session in self._execution_sessions(execution)
+        ]
+        self._deliver(execution.client_id, execution.order_id, frames)
 
     def commission_reported(self, execution: Execution) -> None:
-        for session in self._execution_sessions(execution):
-            session.send(messages.commission_report(execution))
+        frames = [
+            (session, messages.commission_report(execution))
+            for session in self._execution_sessions(execution)
+        ]
+        self._deliver(execution.client_id, execution.order_id, frames)
 
     def positions_changed(self, con_ids: list[int]) -> None:
         self._push_account(con_ids)

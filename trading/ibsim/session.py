@@ -9,7 +9,7 @@ from datetime import datetime
 from typing import TYPE_CHECKING
 
 from trading.ibsim import messages
-from trading.ibsim.broker import Leg, OrderRejected
+from trading.ibsim.broker import Leg, LostOrder, OrderRejected
 from trading.ibsim.config import ET
 from trading.ibsim.history import (
     HistoryError,
@@ -168,6 +168,8 @@ class Session(asyncio.Protocol):
             self.close()
             return
         for fields in messages_in:
+            if self.closed or (self.transport is not None and self.transport.is_closing()):
+                return  # what followed in the same read is lost with the connection
             if self.version == 0:
                 try:
                     self.handshake(fields[0])
@@ -468,7 +470,21 @@ class Session(asyncio.Protocol):
             except OrderRejected as rejection:
                 self.error(request.order_id, rejection.code, str(rejection))
             return
-        core.broker.place(self.client_id or 0, request, core.board)
+        client_id = self.client_id or 0
+        if core.drop_next_place_order:
+            # The fault of a connection that dies while an order is on the wire: the gateway
+            # never acts on it, and the requests behind it in the same read are lost too.
+            core.drop_next_place_order = False
+            con_ids = tuple(leg.con_id for leg in request.legs) or (request.contract.con_id,)
+            core.lost_orders.append(
+                LostOrder(client_id, request.order_id, request.order_ref, con_ids)
+            )
+            log.warning("placeOrder %s lost with its connection (fault)", request.order_id)
+            self.close()
+            return
+        if core.ack_delay_s > 0:
+            core.hold_order_events(client_id, request.order_id, core.ack_delay_s)
+        core.broker.place(client_id, request, core.board)
 
     def cancel_order(self, fields: list[str]) -> None:
         f = Fields(fields, 2)
