@@ -21,6 +21,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from trading import seams
 from trading.bus import Bus
 from trading.observability import heartbeat_loop, setup_logging, start_metrics
 from trading.redis_server import EmbeddedRedis, redis_url_or_embedded
@@ -70,7 +71,8 @@ def run_service(name: str, main: ServiceMain) -> None:
     """Process entry point: load settings, log, serve until SIGTERM/SIGINT."""
     try:
         settings = load_settings()
-    except SettingsError as exc:
+        seams.check_environment()
+    except (SettingsError, ValueError) as exc:
         print(f"{name}: {exc}", file=sys.stderr)
         sys.exit(2)
     setup_logging(name, settings.log.level, settings.log.json_format)

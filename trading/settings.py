@@ -210,6 +210,15 @@ class RiskSettings(_Group):
     """Market data older than this (wall clock) blocks new exposure."""
     legging_timeout_s: Positive = 30.0
     """If one leg fills and the other does not within this time: complete or unwind, and alert."""
+    ack_timeout_s: Positive = 5.0
+    """An order IB has not acknowledged this long after it was sent is looked up at IB (open and
+    completed orders, executions); one IB does not know is resolved as lost (never received)."""
+    rejection_record_window_s: Positive = 60.0
+    """Rejections of one pair for the same reasons within this window are written to the
+    decision stream once (with a count); each intent still gets its decision in its record."""
+    degraded_rejections_per_minute: PositiveInt = 10
+    """A pair rejected this often in a minute makes risk-management report degraded and alert:
+    it is being asked for something it keeps refusing."""
     check_market_hours: bool = True
     """Refuse orders outside regular US options hours (XNYS calendar, holidays included)."""
     close_short_call_sessions_before_expiry: Annotated[int, Field(ge=0)] = 1

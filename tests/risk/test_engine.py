@@ -136,7 +136,10 @@ def test_kill_switch_cancels_everything_and_flattens_when_asked():
     actions = e.on_command(OperatorCommand("k-1", NOW, Command.KILL, "ops", flatten=True), NOW)
     assert e.state is TradingState.HALTED
     assert any(isinstance(a, CancelAll) for a in actions)
-    (flatten,) = submitted(actions)
+    # the pair's resting order could still fill: the flatten waits until IB has cancelled it
+    assert submitted(actions) == [] and submitted(e.tick(NOW)) == []
+    e.on_status(7, "Cancelled", 0, 100, 0, NOW + 1)
+    (flatten,) = submitted(e.tick(NOW + 1))
     assert {leg.kind for leg in flatten.legs} == {LegKind.BUY_WRITE, LegKind.STOCK}
     # a repeated command (same id, e.g. re-read after a restart) does nothing
     assert e.on_command(OperatorCommand("k-1", NOW, Command.KILL, "ops"), NOW) == []
@@ -197,6 +200,7 @@ def test_an_exit_that_legs_is_completed_not_unwound():
     assert e.decide(exit_, NOW).approved
     e.order_sent("x-1", 0, 5, NOW)
     e.order_sent("x-1", 1, 6, NOW)
+    e.on_status(5, "Submitted", 0, 1, 0, NOW)
     e.on_status(6, "Filled", 375, 0, 24.0, NOW)
     (complete,) = submitted(e.tick(NOW + 31))
     (leg,) = complete.legs
@@ -279,13 +283,17 @@ def test_a_call_flagged_for_early_assignment_is_closed_before_the_ex_date():
     assert "early assignment likely" in flatten.why["reason"]
 
 
-def test_an_exit_waits_while_the_pairs_entry_is_still_working():
-    """The strategy's exit must not sell buy-writes the legged entry never bought."""
+def test_an_exit_while_the_entry_works_cancels_its_rest_then_closes_what_the_pair_holds():
+    """The strategy's exit is never blocked by its working entry (it would ask again every
+    bar), nor sent as it is (it would sell buy-writes the entry never bought): risk refuses it
+    SUPERSEDED, cancels the entry's rest and, once IB has finished the entry, flattens what the
+    pair then holds."""
     e = engine(legging_timeout_s=30.0)
     entry = intent(buy_write_leg(Side.BUY, 2, BW_MID), tltw_leg(Side.SELL, 750, 24.0))
     assert e.decide(entry, NOW).approved
     e.order_sent("i-1", 0, 1, NOW)
     e.order_sent("i-1", 1, 2, NOW)
+    e.on_status(1, "Submitted", 0, 2, 0, NOW)
     e.on_fill(fill("f3", TLTW_ID, Side.SELL, 750, 24.00, symbol="TLTW"))
     e.on_status(2, "Filled", 750, 0, 24.0, NOW)  # TLTW filled, the buy-write still working
     exit_ = intent(
@@ -296,7 +304,43 @@ def test_an_exit_waits_while_the_pairs_entry_is_still_working():
     decision = e.decide(exit_, NOW + 5)
 
     assert not decision.approved
-    assert [r.code for r in decision.reasons] == ["ORDER_WORKING"]
+    assert [r.code for r in decision.reasons] == ["SUPERSEDED"]
+    actions = e.tick(NOW + 5)
+    assert Cancel((1,)) in actions and submitted(actions) == []
+    again = intent(*exit_.legs, intent_id="x-2", purpose=IntentPurpose.STOP)
+    assert [r.code for r in e.decide(again, NOW + 6).reasons] == ["SUPERSEDED"]
+    assert not [a for a in e.tick(NOW + 6) if isinstance(a, Cancel | Submit)]  # one cancel
+    # one buy-write unit fills before the cancel lands
+    e.on_fill(fill("f1", TLT_ID, Side.BUY, 100, 90.00))
+    e.on_fill(fill("f2", CALL_ID, Side.SELL, 1, 1.60, sec_type="OPT"))
+    e.on_status(1, "Cancelled", 1, 1, BW_MID, NOW + 7)
+    (close,) = submitted(e.tick(NOW + 7))
+    assert close.purpose is IntentPurpose.FLATTEN and close.pair_id == "p-1"
+    legs = {leg.kind: (leg.side, leg.quantity) for leg in close.legs}
+    assert legs == {LegKind.BUY_WRITE: (Side.SELL, 1), LegKind.STOCK: (Side.BUY, 750)}
+    assert "x-1" in close.why["reason"]
+    assert submitted(e.tick(NOW + 8)) == []  # sent once
+
+
+def test_a_flatten_waits_for_the_pairs_cancelled_orders_and_alerts_if_ib_is_silent():
+    e = engine()
+    enter(e)
+    resting = intent(tltw_leg(Side.SELL, 100, 24.1), intent_id="i-3")
+    assert e.decide(resting, NOW).approved
+    e.order_sent("i-3", 0, 7, NOW)
+    set_marks(e, tlt=90.00, call=1.60, tltw=31.00)  # the short TLTW runs away: the stop fires
+    actions = e.tick(NOW + 1)
+    assert Cancel((7,)) in actions and submitted(actions) == []
+    assert [a.alert.code for a in actions if isinstance(a, Raise)] == ["stop"]
+    assert not [a for a in e.tick(NOW + 5) if isinstance(a, Raise)]
+    (waiting,) = [a.alert for a in e.tick(NOW + 12) if isinstance(a, Raise)]
+    assert waiting.code == "close_waiting" and "i-3" in waiting.message
+    assert not [a for a in e.tick(NOW + 20) if isinstance(a, Raise)]  # alerted once
+    e.on_status(7, "Filled", 100, 0, 24.1, NOW + 21)  # it filled before the cancel landed
+    e.on_fill(fill("f9", TLTW_ID, Side.SELL, 100, 24.1, symbol="TLTW", intent_id="i-3"))
+    (flatten,) = submitted(e.tick(NOW + 21))
+    stock = next(leg for leg in flatten.legs if leg.kind is LegKind.STOCK)
+    assert (stock.side, stock.quantity) == (Side.BUY, 475)  # what the pair holds now
 
 
 def test_an_exit_may_only_reduce_what_the_pair_holds():

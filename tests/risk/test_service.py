@@ -28,11 +28,10 @@ from tests.risk.stack import (
     orders_at_ib,
     positions_of,
     risk_service,
-    running,
-    settings_for,
     with_call,
 )
 from tests.support import async_eventually
+from trading import seams
 from trading.bus import (
     Command,
     IntentPurpose,
@@ -47,8 +46,7 @@ from trading.bus import (
     Streams,
 )
 from trading.execution.book import RECONCILE_PREFIX
-from trading.execution.runtime import POSITION_CONFIRM_S, RiskRuntime
-from trading.service import ServiceContext
+from trading.execution.runtime import POSITION_CONFIRM_S
 
 
 async def test_an_approved_intent_fills_both_legs_and_the_book_is_right_to_the_cent(
@@ -187,22 +185,19 @@ async def test_the_kill_switch_cancels_resting_orders_and_flattens(gateway, redi
 
 async def test_a_restart_between_placing_and_acking_places_no_duplicate(gateway, redis_url, bus):
     async with market(gateway, redis_url, bus), observer(gateway) as ib:
-        settings = settings_for(gateway, redis_url)
         crashed = asyncio.Event()
 
-        async def crash_main(ctx: ServiceContext) -> None:
-            runtime = RiskRuntime(ctx)
-
-            async def die(intent):
-                crashed.set()
-                await asyncio.sleep(3600)  # the process "dies" here: cancelled below
-
-            runtime.after_place = die
-            await runtime.run()
+        async def die() -> None:
+            crashed.set()
+            await asyncio.sleep(3600)  # the process "dies" here: cancelled below
 
         await bus.append(Streams.INTENTS, await entry_intent(bus, "e-1"))
-        async with running("risk-management", crash_main, settings, redis_url):
-            await asyncio.wait_for(crashed.wait(), 10)
+        seams.arm("risk.order_sent", die)
+        try:
+            async with risk_service(gateway, redis_url):
+                await asyncio.wait_for(crashed.wait(), 10)
+        finally:
+            seams.disarm("risk.order_sent")
         record = await bus.hget_state(Keys.INTENT_STATUS, "e-1")
         assert record["status"] == "placing"
         assert await bus.pending_count(Streams.INTENTS, "risk") == 1

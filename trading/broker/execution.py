@@ -7,7 +7,7 @@ The I/O side is `ExecutionClient`, a thin layer over one connected `IB`:
     client.on_status = cb(StatusUpdate); client.on_fill = cb(Fill); client.on_error = ...
     client.attach()                       # subscribe to the IB events (once per IB instance)
     order_id = client.place(leg_order)    # placeOrder; the id is IB's next valid id
-    client.cancel(order_id); client.cancel_all()
+    client.cancel(order_id); client.cancel_all(); client.cancel_unknown(order_id)
     snapshot = await client.reconcile()   # open + completed orders, executions, positions
 
 Event callbacks run synchronously inside ib_async's reader: they must not block; the service
@@ -230,6 +230,12 @@ class ExecutionClient:
                 self.ib.cancelOrder(trade.order)
                 return True
         return False
+
+    def cancel_unknown(self, order_id: int) -> None:
+        """cancelOrder for an order id this client has no answer from IB for (IB cancels it
+        if it has it after all, or answers 10147: not found)."""
+        if self.ib.isConnected():
+            self.ib.client.cancelOrder(order_id)
 
     def cancel_all(self) -> None:
         """Cancel every open order of the account, from any client (IB's global cancel)."""

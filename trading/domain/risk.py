@@ -79,6 +79,11 @@ class RiskCode(StrEnum):
     MARKET_CLOSED = "MARKET_CLOSED"
     HALTED = "HALTED"
     REDUCE_ONLY = "REDUCE_ONLY"
+    EXCEEDS_HOLDINGS = "EXCEEDS_HOLDINGS"
+    """A close (exit, stop) larger than what its pair holds, or on the wrong side."""
+    SUPERSEDED = "SUPERSEDED"
+    """A close that arrived while its pair's earlier order was still working: risk cancels
+    that order's unfilled rest and closes what the pair then holds itself."""
 
 
 @dataclass(frozen=True, slots=True)

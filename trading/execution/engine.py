@@ -6,9 +6,12 @@ through `trading.broker.execution`, or a simulated fill model).
     engine = ExecutionEngine(settings.risk, stop_z=settings.strategy.stop_z)
     engine.on_market(msg)                        # Quote / OptionQuote / DataHealth / SpreadPoint
     decision = engine.decide(intent, now)        # RiskDecision; approved legs are now PLACING
-    engine.order_sent(intent_id, leg_index, order_id, now)
+    engine.order_sent(intent_id, leg_index, order_id, now)   # the order id, before placeOrder
+    engine.placed(intent_id, leg_index, now)                 # placeOrder handed to the socket
     event = engine.on_status(order_id, status, filled, remaining, avg_price, now, perm_id, msg)
     engine.on_fill(fill)                         # bus Fill (idempotent by exec_id)
+    event = engine.adopt(intent_id, leg_index, status, ...)  # IB's answer to a query
+    actions = engine.lose(intent_id, leg_index, now, why)    # IB does not know a sent order
     fills, actions = engine.reconcile_positions(ib_positions, now, tag)  # IB is the truth
     actions = engine.on_command(cmd, now)        # OperatorCommand -> [Action]
     actions = engine.tick(now)                   # stop-loss, z-stop, daily loss, legging
@@ -17,6 +20,13 @@ through `trading.broker.execution`, or a simulated fill model).
 Actions (what the caller must do, in order): `Cancel(order_ids)` cancels working orders,
 `CancelAll()` cancels every order of the account, `Submit(intent)` gates and places a risk-made
 intent (through `decide`, like any other), `Raise(alert)` appends an alert.
+
+Closing a pair never waits on, nor races, its working orders: a flatten (risk's stops, the kill
+switch, the daily loss) cancels the pair's working orders first and sends the closing intent
+only once IB has finished them (cancelled, filled or lost), sized from what the pair then holds;
+a strategy EXIT or STOP that arrives while the pair's earlier order is still working is refused
+SUPERSEDED and carried out the same way, as risk's FLATTEN, instead of being refused until the
+order is done (the strategy would ask again every bar).
 
 Stop rules, checked on every tick (a pair that is already being flattened is skipped):
   pair stop-loss: a pair's P&L (realized + unrealized - commissions) <= -pair_stop_loss_usd
@@ -69,6 +79,7 @@ from trading.bus import (
 )
 from trading.domain.market_hours import EXCHANGE_TIMEZONE
 from trading.domain.options import early_assignment_risk
+from trading.domain.risk import RiskCode
 from trading.execution.book import Book, BrokerPosition
 from trading.execution.gate import GateView, RiskGate, intent_exposure
 from trading.execution.intents import flatten_pair, marketable_price, repair_legging
@@ -97,6 +108,8 @@ settlement and after it, and the TLTW shares (unsigned) it keeps: the strategy's
 closes only what is left (absolute figures, so a retried rebalance is applied once)."""
 SETTLEMENT_GRACE_S = 1.0
 """The stock delivery arrives right after the option's settlement: rebalance after this."""
+CLOSE_WAIT_ALERT_S = 10.0
+"""A close still waiting this long for its pair's cancelled orders to finish is alerted."""
 SETTLEMENT_RETRY_S = 60.0
 """A refused settlement rebalance or flatten (IB reports expiries after the close, when the
 gate refuses MARKET_CLOSED) is sent again this often until it is approved."""
@@ -125,6 +138,16 @@ class Raise:
 Action = Cancel | CancelAll | Submit | Raise
 
 
+@dataclass(slots=True)
+class PendingClose:
+    """A flatten of a pair waiting for the pair's cancelled orders to be done."""
+
+    purpose: IntentPurpose
+    why: str
+    since: float
+    alerted: bool = False
+
+
 @dataclass
 class ExecutionEngine:
     limits: RiskSettings
@@ -138,6 +161,10 @@ class ExecutionEngine:
     day: str = ""
     day_start_total_usd: float = 0.0
     flattening: dict[str, str] = field(default_factory=dict)  # pair -> flatten intent id
+    closing: dict[str, PendingClose] = field(default_factory=dict)
+    """pair -> a flatten waiting for the pair's working orders to be done (their cancels
+    sent) before it is sized and sent."""
+    lost_alerted: set[str] = field(default_factory=set)
     decisions: dict[str, RiskDecision] = field(default_factory=dict)
     options: dict[int, tuple[str, float]] = field(default_factory=dict)  # con_id -> expiry, K
     settlements: dict[str, tuple[float, float, bool]] = field(default_factory=dict)
@@ -174,7 +201,7 @@ class ExecutionEngine:
         known = self.decisions.get(intent.intent_id)
         if known is not None:
             return known
-        refusal = self._close_refusal(intent)
+        refusal = self._close_refusal(intent, now)
         if refusal is not None:
             decision = RiskDecision(intent.intent_id, now, False, (refusal,))
             self.decisions[intent.intent_id] = decision
@@ -192,12 +219,13 @@ class ExecutionEngine:
                     self.options[leg.option_con_id] = (leg.option_expiry, leg.option_strike)
         return decision
 
-    def _close_refusal(self, intent: OrderIntent) -> RiskReason | None:
-        """A strategy's EXIT or STOP closes what its pair holds, never more: it waits while an
-        earlier order of the pair is still working (a legged entry is completed or unwound by
-        the legging rule first), and each leg must not exceed the pair's holding in it. Without
-        this, an exit sent while the entry's buy-write leg was unfilled sold buy-writes the pair
-        never bought. Risk's own flatten and repair intents are built from the holdings."""
+    def _close_refusal(self, intent: OrderIntent, now: float) -> RiskReason | None:
+        """A strategy's EXIT or STOP closes what its pair holds, never more: each leg must not
+        exceed the pair's holding in it (an exit sent while the entry's buy-write leg was
+        unfilled sold buy-writes the pair never bought). While an earlier order of the pair is
+        still working, the close is refused SUPERSEDED and risk carries it out itself: it
+        cancels the working rest and flattens what the pair then holds. Risk's own flatten and
+        repair intents are built from the holdings."""
         if intent.purpose not in (IntentPurpose.EXIT, IntentPurpose.STOP):
             return None
         if intent.intent_id in self.flattening.values():
@@ -206,11 +234,17 @@ class ExecutionEngine:
             t for t in self.tracker.open_legs()
             if t.pair_id == intent.pair_id and t.intent_id != intent.intent_id
         ]  # fmt: skip
-        if working:
+        if working or intent.pair_id in self.closing:
+            refs = ", ".join(sorted({t.intent_id for t in working})) or "its close"
+            reason = intent.why.get("reason", "")
+            why = f"{intent.purpose} {intent.intent_id} while {refs} worked" + (
+                f": {reason}" if reason else ""
+            )
+            self._request_close(intent.pair_id, now, IntentPurpose.FLATTEN, why)
             return RiskReason(
-                "ORDER_WORKING",
-                f"pair {intent.pair_id} still has working orders "
-                f"({', '.join(sorted({t.intent_id for t in working}))}): close refused",
+                RiskCode.SUPERSEDED,
+                f"pair {intent.pair_id} still has working orders ({refs}): risk cancels their "
+                f"unfilled rest and flattens what the pair then holds",
             )
         held = {h.con_id: h.quantity for h in self.book.pair_holdings(intent.pair_id)}
         for leg in intent.legs:
@@ -219,14 +253,72 @@ class ExecutionEngine:
                 have = held.get(con_id, 0.0)
                 if have * change >= 0 or abs(change) > abs(have) + 1e-9:
                     return RiskReason(
-                        "EXCEEDS_HOLDINGS",
+                        RiskCode.EXCEEDS_HOLDINGS,
                         f"pair {intent.pair_id} holds {have:g} of {con_id}; the {leg.kind} leg "
                         f"would change it by {change:+g}: a close may only reduce a holding",
                     )
         return None
 
     def order_sent(self, intent_id: str, leg_index: int, order_id: int, now: float) -> None:
+        """The order id a leg is (about to be) sent with: recorded before placeOrder."""
         self.tracker.assign_order_id(intent_id, leg_index, order_id, now)
+
+    def placed(self, intent_id: str, leg_index: int, now: float) -> None:
+        """The leg's placeOrder was handed to the socket: IB's acknowledgement is now due."""
+        self.tracker.mark_sent(intent_id, leg_index, now)
+
+    def adopt(
+        self,
+        intent_id: str,
+        leg_index: int,
+        order_id: int,
+        status: str,
+        filled: float,
+        remaining: float,
+        avg_fill_price: float,
+        now: float,
+        perm_id: int = 0,
+    ) -> OrderEvent | None:
+        """IB's answer for one of our legs, found by orderRef and contract in a reconciliation
+        (open or completed orders; a completed order may come without its order id)."""
+        leg = self.tracker.leg(intent_id, leg_index)
+        if leg is None:
+            return None
+        if order_id and leg.order_id != order_id:
+            self.tracker.assign_order_id(intent_id, leg_index, order_id, now)
+        was = (leg.state, leg.filled)
+        self.tracker.apply_status(
+            leg, status, filled, remaining, avg_fill_price, now, perm_id, "reconciled with IB"
+        )
+        return order_event(leg, now) if (leg.state, leg.filled) != was else None
+
+    def lose(self, intent_id: str, leg_index: int, now: float, why: str) -> list[Any]:
+        """A leg sent to IB that IB does not know: never received. It is done (LOST); the
+        intent is not sent again (its prices are old by now): the strategy and risk's rules
+        decide afresh. A CRITICAL alert names the intent once. Returns [OrderEvent, Raise?]."""
+        leg = self.tracker.leg(intent_id, leg_index)
+        if leg is None or leg.done:
+            return []
+        self.tracker.mark_lost(leg, now, why)
+        out: list[Any] = [order_event(leg, now)]
+        if intent_id not in self.lost_alerted:
+            self.lost_alerted.add(intent_id)
+            message = (
+                f"{leg.purpose} {intent_id} of pair {leg.pair_id}: order {leg.order_id} "
+                f"({leg.leg.kind} {leg.leg.side} {leg.leg.quantity} {leg.leg.symbol}) was "
+                f"never received by IB ({why}); not sent again"
+            )
+            out.append(
+                self._alert(
+                    now,
+                    Severity.CRITICAL,
+                    "order_lost",
+                    message,
+                    pair=leg.pair_id,
+                    intent=intent_id,
+                )
+            )
+        return out
 
     def on_status(
         self,
@@ -265,6 +357,11 @@ class ExecutionEngine:
                 units_before = self._calls_held(pair)
         if not self.book.apply_fill(fill):
             return False
+        if fill.intent_id:
+            self.tracker.on_execution(
+                fill.intent_id, fill.order_id, fill.perm_id, fill.sec_type, fill.con_id,
+                fill.exec_id, fill.quantity, fill.ts,
+            )  # fmt: skip
         if units_before > 0 and self.book.last_pair not in self.settlements:
             due = fill.ts + SETTLEMENT_GRACE_S
             self.settlements[self.book.last_pair] = (due, units_before, False)
@@ -361,6 +458,7 @@ class ExecutionEngine:
             z_why = self._z_stop(pair)
             if z_why:
                 actions.extend(self._flatten(pair, now, IntentPurpose.STOP, z_why))
+        actions.extend(self._send_closes(now))
         actions.extend(self._legging(now))
         actions.extend(self._call_rules(now))
         actions.extend(self._retry_refused_settlements(now))
@@ -558,6 +656,8 @@ class ExecutionEngine:
         return ""
 
     def _is_flattening(self, pair: str) -> bool:
+        if pair in self.closing:
+            return True
         intent_id = self.flattening.get(pair)
         if intent_id is None:
             return False
@@ -571,8 +671,56 @@ class ExecutionEngine:
         return False
 
     def _flatten(self, pair: str, now: float, purpose: IntentPurpose, why: str) -> list[Action]:
+        """Close the pair: alert, cancel its working orders, and send the closing intent once
+        they are done (at once when none works); see `_send_closes`."""
         if self._is_flattening(pair):
             return []
+        severity = Severity.CRITICAL if purpose is IntentPurpose.STOP else Severity.WARNING
+        actions: list[Action] = [self._alert(now, severity, str(purpose), why, pair=pair)]
+        self._request_close(pair, now, purpose, why)
+        actions.extend(self._send_closes(now, only=pair))
+        return actions
+
+    def _request_close(self, pair: str, now: float, purpose: IntentPurpose, why: str) -> None:
+        """Mark the pair for closing: `_send_closes` cancels its working orders (they would
+        re-open what is closed, or fill beyond it) and sends the close once they are done."""
+        if pair not in self.closing:
+            self.closing[pair] = PendingClose(purpose, why, now)
+
+    def _send_closes(self, now: float, only: str | None = None) -> list[Action]:
+        """Cancel the working orders of each pair being closed; send its close once none works,
+        sized from what the pair holds then. A pair whose orders are still not done
+        CLOSE_WAIT_ALERT_S after the close was asked is alerted once (IB has not answered for
+        them: the runtime queries it)."""
+        actions: list[Action] = []
+        for pair, close in list(self.closing.items()):
+            if only is not None and pair != only:
+                continue
+            working = [t for t in self.tracker.open_legs() if t.pair_id == pair]
+            if not working:
+                del self.closing[pair]
+                actions.extend(self._send_flatten(pair, now, close.purpose, close.why))
+                continue
+            to_cancel = tuple(t.order_id for t in working if t.order_id and not t.cancel_requested)
+            for t in working:
+                t.cancel_requested = True
+            if to_cancel:
+                actions.append(Cancel(to_cancel))
+            if now - close.since >= CLOSE_WAIT_ALERT_S and not close.alerted:
+                close.alerted = True
+                refs = ", ".join(sorted({t.intent_id for t in working}))
+                message = (
+                    f"pair {pair}: closing waits for {refs} to be done at IB "
+                    f"({now - close.since:.0f} s after the cancel)"
+                )
+                actions.append(
+                    self._alert(now, Severity.CRITICAL, "close_waiting", message, pair=pair)
+                )
+        return actions
+
+    def _send_flatten(
+        self, pair: str, now: float, purpose: IntentPurpose, why: str
+    ) -> list[Action]:
         intent_id = f"{purpose}-{pair}-{int(now * 1000)}-{next(self._seq)}"
         plan = flatten_pair(
             pair,
@@ -585,8 +733,6 @@ class ExecutionEngine:
             why={"reason": why},
         )
         actions: list[Action] = []
-        severity = Severity.CRITICAL if purpose is IntentPurpose.STOP else Severity.WARNING
-        actions.append(self._alert(now, severity, str(purpose), why, pair=pair))
         if plan.unflattened:
             actions.append(
                 self._alert(
@@ -598,15 +744,6 @@ class ExecutionEngine:
                 )
             )
         if plan.intent is not None:
-            # working orders of the pair are cancelled first: they would re-open what we close
-            open_ids = tuple(
-                t.order_id for t in self.tracker.open_legs() if t.pair_id == pair and t.order_id
-            )
-            if open_ids:
-                for t in self.tracker.open_legs():
-                    if t.order_id in open_ids:
-                        t.cancel_requested = True
-                actions.append(Cancel(open_ids))
             self.flattening[pair] = plan.intent.intent_id
             actions.append(Submit(plan.intent))
         return actions
@@ -615,6 +752,8 @@ class ExecutionEngine:
         actions: list[Action] = []
         for breach in self.tracker.legging_breaches(now, self.limits.legging_timeout_s):
             self.tracker.mark_legging_handled(breach.intent_id)
+            if self._is_flattening(breach.pair_id):
+                continue  # the pair's close, sized from its holdings, repairs it too
             legs = self.tracker.legs_of(breach.intent_id)
             open_ids = tuple(t.order_id for t in legs if not t.done and t.order_id)
             for t in legs:
@@ -630,7 +769,7 @@ class ExecutionEngine:
                     Severity.CRITICAL,
                     "legging",
                     f"intent {breach.intent_id} legged (filled {fractions}) for "
-                    f"{now - breach.first_fill_at:.1f} s: {how}",
+                    f"{now - breach.since:.1f} s: {how}",
                     pair=breach.pair_id,
                     intent=breach.intent_id,
                 )

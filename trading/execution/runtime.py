@@ -30,7 +30,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import Awaitable, Callable
+from dataclasses import replace
 from typing import Any
 
 from prometheus_client import Counter
@@ -41,9 +41,11 @@ from trading.broker.execution import (
     ExecutionClient,
     StatusUpdate,
     leg_index_for,
+    status_update,
 )
 from trading.broker.orders import orders_for_intent
 from trading.bus import (
+    Alert,
     Batch,
     Channels,
     DataHealth,
@@ -56,15 +58,27 @@ from trading.bus import (
     OrderEvent,
     OrderIntent,
     Quote,
+    RiskDecision,
+    RiskReason,
+    Severity,
     SpreadPoint,
     Streams,
     decode,
     encode,
 )
 from trading.execution.book import BrokerPosition
-from trading.execution.engine import Cancel, CancelAll, ExecutionEngine, Raise, Submit
+from trading.execution.decisions import RejectionLog
+from trading.execution.engine import (
+    CLOSE_WAIT_ALERT_S,
+    Cancel,
+    CancelAll,
+    ExecutionEngine,
+    Raise,
+    Submit,
+)
 from trading.execution.tracking import LegState, TrackedLeg
 from trading.observability import BAD_MESSAGES, histogram
+from trading.seams import seam
 from trading.service import ServiceContext
 
 INTENT_TO_ORDER = histogram(
@@ -74,6 +88,10 @@ INTENT_TO_ORDER = histogram(
 DECISIONS_TOTAL = Counter("trading_risk_decisions_total", "Risk decisions", ["approved"])
 
 PLACING, PLACED, REJECTED = "placing", "placed", "rejected"
+UNANSWERED = frozenset({"PendingSubmit", "ApiPending"})
+"""Statuses the client library gives an order before IB has said anything about it."""
+QUERY_TIMEOUT_S = 15.0
+"""How long a lookup of unacknowledged orders at IB may take before it is given up."""
 POSITION_CONFIRM_S = 3.0
 """How long a difference between the book and IB's positions must stay unchanged (with no
 order working) before the book is aligned to IB."""
@@ -128,8 +146,16 @@ class RiskRuntime:
         self.ready = asyncio.Event()
         self.writes: asyncio.Queue = asyncio.Queue()
         self.status: dict[str, dict[str, Any]] = {}  # intent_id -> INTENT_STATUS record
-        self.after_place: Callable[[OrderIntent], Awaitable[None]] | None = None
-        """Called between placeOrder and recording "placed": the seam crash tests kill at."""
+        self.settings_risk = s.risk
+        self.ack_timeout_s = s.risk.ack_timeout_s
+        self.queried: set[tuple[str, int]] = set()
+        """Legs already looked up at IB for a missing acknowledgement."""
+        self.rejections = RejectionLog(s.risk.rejection_record_window_s)
+        self.ib_link_lost = False
+        """IB's error 1100 (its link to IB's servers is down) until 1101/1102."""
+        self.background: set[asyncio.Task] = set()
+        self.query_task: asyncio.Future | None = None
+        self.wedge_alerted = False
         self.position_break: tuple[float, dict[int, tuple[float, float]]] | None = None
         """(first seen, differences) of the book against IB's positions, awaiting confirmation."""
 
@@ -186,41 +212,13 @@ class RiskRuntime:
             )
 
     async def on_connected(self, ib: Any) -> None:
-        """After each (re)connect: reconcile with IB, then let the loop place orders."""
+        """After each (re)connect: rebuild every order's state from IB, then let the loop
+        place orders."""
         self.ready.clear()
         self.client.attach()
-        snap = await self.client.reconcile()
-        now = time.time()
-        for fill in snap.fills:
-            self._fill_from_ib(fill)
-        for ref, trades in snap.trades_by_ref.items():
-            rec = self.status.get(ref)
-            if rec is None:
-                continue
-            intent = decode(rec["intent"], OrderIntent)
-            for trade in trades:
-                index = leg_index_for(intent.legs, trade.contract)
-                leg = self.engine.tracker.leg(ref, index) if index is not None else None
-                if leg is None:
-                    continue
-                if trade.order.orderId and leg.order_id != trade.order.orderId:
-                    self.engine.tracker.assign_order_id(ref, index, trade.order.orderId, now)
-                leg.perm_id = trade.order.permId or leg.perm_id
-                leg.message = leg.message or "reconciled with IB"
-                self._status(self.client_status(trade), trade)
-                if leg.state is LegState.PLACING:
-                    leg.state = LegState.WORKING
-        # A leg recorded as placing that IB has never seen was not sent (the process died
-        # between recording and placeOrder): forget its order id so it is sent once, now.
-        for intent_id, rec in self.status.items():
-            if rec.get("status") != PLACING:
-                continue
-            for leg in self.engine.tracker.legs_of(intent_id):
-                if leg.state is LegState.PLACING and leg.order_id:
-                    self.engine.tracker.by_order_id.pop(leg.order_id, None)
-                    leg.order_id = 0
+        snap = await self.reconcile_orders(after_connect=True)
         self.position_break = None
-        await self.check_positions(now)
+        await self.check_positions(time.time())
         self.ready.set()
         self.log.info(
             "reconciled with IB: %d order refs, %d executions, %d positions",
@@ -230,11 +228,134 @@ class RiskRuntime:
             extra={"event.action": "ib_reconciled"},
         )
 
-    @staticmethod
-    def client_status(trade: Any) -> StatusUpdate:
-        from trading.broker.execution import status_update
+    async def reconcile_orders(
+        self, after_connect: bool, legs: list[TrackedLeg] | None = None
+    ) -> Any:
+        """Ask IB for its open and completed orders and its executions, and make every tracked
+        leg what IB says it is: executions booked (a leg's fill is their sum), statuses
+        adopted by orderRef and contract (a completed order may come without its order id).
 
-        return status_update(trade)
+        A leg IB does not know (no order, no execution under its orderRef and contract) was
+        never received. After a reconnect: a leg of an intent still "placing" (risk died
+        between its record and placeOrder; the intent is still pending in the group) gets its
+        order id forgotten and is sent now, once; a leg of a "placed" intent is LOST (it went
+        down with the connection). On an acknowledgement timeout (`legs` given) the unknown
+        ones among `legs` are LOST (and a cancel is sent for their ids, in case).
+        """
+        snap = await self.client.reconcile()
+        now = time.time()
+        for fill in snap.fills:
+            self._fill_from_ib(fill)
+        touched: set[str] = {f.execution.orderRef for f in snap.fills if f.execution.orderRef}
+        known: set[tuple[str, int]] = set()
+        for ref, trades in snap.trades_by_ref.items():
+            intent = self.engine.tracker.intents.get(ref)
+            if intent is None:
+                continue
+            for trade in trades:
+                index = leg_index_for(intent.legs, trade.contract)
+                if index is None or self.engine.tracker.leg(ref, index) is None:
+                    continue
+                update = status_update(trade)
+                if update.status in UNANSWERED and not trade.fills:
+                    continue  # the client's own record of a placeOrder IB has not answered
+                known.add((ref, index))
+                touched.add(ref)
+                event = self.engine.adopt(
+                    ref, index, update.order_id, update.status, update.filled,
+                    update.remaining, update.avg_fill_price, now, update.perm_id,
+                )  # fmt: skip
+                if event is not None:
+                    self.writes.put_nowait(("event", event))
+        candidates = self.engine.tracker.open_legs() if legs is None else legs
+        for leg in candidates:
+            key = (leg.intent_id, leg.leg_index)
+            if leg.done or key in known or leg.executions or not leg.order_id:
+                continue
+            rec = self.status.get(leg.intent_id, {})
+            if after_connect and rec.get("status") == PLACING:
+                self.engine.tracker.forget_order_id(leg)  # sent now by the pending intent
+                continue
+            if not after_connect and leg.order_id and self.conn.ib.isConnected():
+                self.client.cancel_unknown(leg.order_id)
+            why = (
+                "unknown to IB after the reconnect"
+                if after_connect
+                else f"no acknowledgement within {self.ack_timeout_s:g} s and unknown to IB"
+            )
+            for item in self.engine.lose(leg.intent_id, leg.leg_index, now, why):
+                if isinstance(item, Raise):
+                    await self.execute([item])
+                else:
+                    self.writes.put_nowait(("event", item))
+            touched.add(leg.intent_id)
+        for ref in touched:
+            await self._save_legs(ref)
+        return snap
+
+    async def _save_legs(self, intent_id: str) -> None:
+        rec = self.status.get(intent_id)
+        if rec is None:
+            return
+        legs = self.engine.tracker.legs_of(intent_id)
+        if not legs:
+            return
+        rec = dict(rec, legs=[t.to_state() for t in legs])
+        self.status[intent_id] = rec
+        await self.bus.hset_state(Keys.INTENT_STATUS, intent_id, rec)
+
+    async def query_unacknowledged(self, now: float) -> None:
+        """Legs IB has not answered for within ack_timeout_s: ask IB, resolve what it does
+        not know as lost (each leg is queried once)."""
+        late = [
+            t
+            for t in self.engine.tracker.unacknowledged(now, self.ack_timeout_s)
+            if (t.intent_id, t.leg_index) not in self.queried
+        ]
+        if not late:
+            return
+        self.queried.update((t.intent_id, t.leg_index) for t in late)
+        self.log.warning(
+            "%d orders not acknowledged by IB within %.1f s: asking IB",
+            len(late),
+            self.ack_timeout_s,
+            extra={"event.action": "order_unacknowledged"},
+        )
+        await self.reconcile_orders(after_connect=False, legs=late)
+
+    def _connectivity(self, req_id: int, code: int, message: str, contract: Any = None) -> None:
+        """IB's own connection to its servers (1100 lost; 1101/1102 restored): no order is
+        placed while it is lost, and every order is reconciled once it is back."""
+        if code == 1100:
+            self.ib_link_lost = True
+            self.ready.clear()
+            self.log.warning(
+                "IB lost its connection to its servers (1100): orders held",
+                extra={"event.action": "ib_link_lost"},
+            )
+        elif code in (1101, 1102) and self.ib_link_lost:
+            self.ib_link_lost = False
+            task = asyncio.ensure_future(self._after_link_restored(code))
+            self.background.add(task)
+            task.add_done_callback(self.background.discard)
+
+    def _disconnected(self) -> None:
+        """A new connection starts with IB's link state unknown (1100 is sent on a change)."""
+        self.ready.clear()
+        self.ib_link_lost = False
+
+    async def _after_link_restored(self, code: int) -> None:
+        self.log.info(
+            "IB's connection to its servers restored (%d): reconciling", code,
+            extra={"event.action": "ib_link_restored"},
+        )  # fmt: skip
+        try:
+            await self.reconcile_orders(after_connect=True)
+        except (ConnectionError, TimeoutError) as exc:
+            self.log.warning("reconcile after %d failed: %s", code, exc)
+            return  # the reconnect that follows reconciles again
+        if self.conn.ib.isConnected() and not self.ib_link_lost:
+            self.ready.set()
 
     # IB events (synchronous, inside the client's reader) --------------------------------------
 
@@ -284,27 +405,14 @@ class RiskRuntime:
         rec = self.status.get(intent.intent_id)
         if rec is not None and rec.get("status") in (PLACED, REJECTED):
             return True
+        if not self.ready.is_set():
+            return False  # IB (or its link to its servers) is down: decide once it is back
         now = time.time()
         decision = self.engine.decide(intent, now)
         DECISIONS_TOTAL.labels(str(decision.approved).lower()).inc()
         if not decision.approved:
-            rec = {
-                "status": REJECTED,
-                "intent": encode(intent).decode(),
-                "decision": encode(decision).decode(),
-                "legs": [],
-            }
-            await self.bus.hset_state(Keys.INTENT_STATUS, intent.intent_id, rec)
-            self.status[intent.intent_id] = rec
-            await self.bus.append(Streams.DECISIONS, decision)
-            self.log.info(
-                "intent rejected: %s",
-                "; ".join(r.code for r in decision.reasons),
-                extra={"event.action": "intent_rejected", "order.ref": intent.intent_id},
-            )
+            await self._record_rejection(intent, decision, now)
             return True
-        if not self.ready.is_set():
-            return False
         legs = self.engine.tracker.legs_of(intent.intent_id)
         to_send = []
         for leg_order in orders_for_intent(intent, self.client.account, self.conn.library):
@@ -325,12 +433,17 @@ class RiskRuntime:
         }
         await self.bus.hset_state(Keys.INTENT_STATUS, intent.intent_id, rec)
         self.status[intent.intent_id] = rec
+        await seam("risk.placing_recorded")
         for leg_order, order_id in to_send:
-            self.client.place(leg_order, order_id)
+            try:
+                self.client.place(leg_order, order_id)
+            except ConnectionError:
+                return False  # nothing sent on a closed socket: the reconnect decides
+            self.engine.placed(intent.intent_id, leg_order.leg_index, time.time())
+            await seam("risk.leg_sent")
         INTENT_TO_ORDER.observe(time.perf_counter() - t0)
-        if self.after_place is not None:
-            await self.after_place(intent)
-        rec = dict(rec, status=PLACED)
+        await seam("risk.order_sent")
+        rec = dict(rec, status=PLACED, legs=[t.to_state() for t in legs])
         await self.bus.hset_state(Keys.INTENT_STATUS, intent.intent_id, rec)
         self.status[intent.intent_id] = rec
         await self.bus.append(Streams.DECISIONS, decision)
@@ -340,6 +453,38 @@ class RiskRuntime:
             extra={"event.action": "intent_placed", "order.ref": intent.intent_id},
         )
         return True
+
+    async def _record_rejection(
+        self, intent: OrderIntent, decision: RiskDecision, now: float
+    ) -> None:
+        """Every rejection is in the intent's record; the decision stream and the log get the
+        first of a run of identical ones per pair and window, with the count held back."""
+        rec = {
+            "status": REJECTED,
+            "intent": encode(intent).decode(),
+            "decision": encode(decision).decode(),
+            "legs": [],
+        }
+        await self.bus.hset_state(Keys.INTENT_STATUS, intent.intent_id, rec)
+        self.status[intent.intent_id] = rec
+        codes = tuple(sorted(str(r.code) for r in decision.reasons))
+        write, repeats = self.rejections.admit(intent.pair_id, codes, now)
+        if not write:
+            return
+        if repeats:
+            note = RiskReason(
+                "REPEATED",
+                f"{repeats} more rejections of pair {intent.pair_id} for the same reasons "
+                f"were held back in the last {self.settings_risk.rejection_record_window_s:g} s",
+            )
+            decision = replace(decision, reasons=(*decision.reasons, note))
+        await self.bus.append(Streams.DECISIONS, decision)
+        self.log.info(
+            "intent rejected: %s%s",
+            "; ".join(r.code for r in decision.reasons),
+            f" ({repeats} like it held back)" if repeats else "",
+            extra={"event.action": "intent_rejected", "order.ref": intent.intent_id},
+        )
 
     async def handle_command(self, cmd: OperatorCommand) -> None:
         now = time.time()
@@ -372,8 +517,6 @@ class RiskRuntime:
                 await self.bus.append(Streams.FILLS, msg)
                 await self.bus.publish(Channels.BOOK, msg)
             elif kind == "reject":
-                from trading.bus import Alert, Severity
-
                 await self.bus.append(
                     Streams.ALERTS,
                     Alert(
@@ -390,7 +533,7 @@ class RiskRuntime:
         await self.bus.append(Streams.ORDER_EVENTS, event)
         legs = self.engine.tracker.legs_of(event.intent_id)
         member = f"{event.intent_id}/{event.order_id}"
-        if event.status in ("Filled", "Cancelled", "ApiCancelled", "Inactive", "Rejected"):
+        if event.status in ("Filled", "Cancelled", "ApiCancelled", "Inactive", "Rejected", "Lost"):
             await self.bus.hdel(Keys.OPEN_ORDERS, member)
         else:
             await self.bus.hset_latest(Keys.OPEN_ORDERS, member, event)
@@ -464,6 +607,7 @@ class RiskRuntime:
             if self.ready.is_set() and self.conn.ib.isConnected():
                 self._unsolicited_fills()
                 await self.check_positions(now)
+                self._query_in_background(now)
             if now - last_dividends >= 5.0:
                 last_dividends = now
                 dividends = await self.bus.get_latest(Keys.dividends("TLT"), Dividends)
@@ -473,6 +617,64 @@ class RiskRuntime:
             if now - last_book >= 1.0 or not self.writes.empty():
                 last_book = now
                 await self.publish_book(now)
+
+    def _query_in_background(self, now: float) -> None:
+        """Look unacknowledged orders up at IB without holding up the stop rules: one query at
+        a time, bounded (a socket that stopped answering is a reconnect's job)."""
+        if self.query_task is not None and not self.query_task.done():
+            return
+        if not self.engine.tracker.unacknowledged(now, self.ack_timeout_s):
+            return
+
+        async def query() -> None:
+            try:
+                await asyncio.wait_for(self.query_unacknowledged(now), QUERY_TIMEOUT_S)
+            except (ConnectionError, TimeoutError) as exc:
+                self.log.warning(
+                    "looking up unacknowledged orders failed: %r", exc,
+                    extra={"event.action": "order_query_failed"},
+                )  # fmt: skip
+
+        self.query_task = asyncio.ensure_future(query())
+
+    async def _alert_wedge(self, now: float) -> None:
+        """A CRITICAL alert when a pair's intents keep being refused (once per episode)."""
+        pair, rate = self.rejections.busiest(now)
+        wedged = rate >= self.settings_risk.degraded_rejections_per_minute
+        if wedged and not self.wedge_alerted:
+            message = (
+                f"pair {pair}: {rate} intents rejected in the last minute: risk keeps refusing "
+                f"what it is asked (see the decisions)"
+            )
+            alert = Alert(now, Severity.CRITICAL, self.ctx.name, "intents_refused", message,
+                          {"pair": pair})  # fmt: skip
+            await self.execute([Raise(alert)])
+        self.wedge_alerted = wedged
+
+    def problems(self, now: float) -> list[str]:
+        """What keeps this service from acting, in words (empty: it works)."""
+        out = []
+        ib = self.ctx.settings.ib
+        if not self.conn.connected:
+            out.append(f"IB not connected at {ib.host}:{ib.port}: no order can be placed")
+        elif self.ib_link_lost:
+            out.append("IB lost its link to its servers (error 1100): orders held")
+        late = self.engine.tracker.unacknowledged(now, self.ack_timeout_s)
+        if late:
+            refs = ", ".join(sorted({t.intent_id for t in late}))
+            out.append(
+                f"{len(late)} orders not acknowledged by IB after {self.ack_timeout_s:g} s "
+                f"({refs}): looking them up"
+            )
+        for pair, close in self.engine.closing.items():
+            if now - close.since >= CLOSE_WAIT_ALERT_S:
+                out.append(
+                    f"closing pair {pair} waits {now - close.since:.0f} s for its orders at IB"
+                )
+        pair, rate = self.rejections.busiest(now)
+        if rate >= self.settings_risk.degraded_rejections_per_minute:
+            out.append(f"pair {pair}: {rate} intents rejected in the last minute")
+        return out
 
     async def publish_book(self, now: float) -> None:
         """Risk status, P&L and every position of one moment, in one transaction."""
@@ -488,12 +690,15 @@ class RiskRuntime:
         batch.publish(Channels.BOOK, pnl)
         await self.bus.execute(batch, transaction=True)
         await self.bus.set_state(Keys.RISK_STATE, self.engine.to_state())
+        problems = self.problems(now)
         self.ctx.status.update(
-            state="ok" if self.conn.connected else "degraded",
+            state="degraded" if problems else "ok",
+            problems=problems,
             trading_state=str(self.engine.state),
             ib_connected=self.conn.connected,
             open_orders=len(self.engine.tracker.open_legs()),
         )
+        await self._alert_wedge(now)
 
     async def consume(self) -> None:
         bus = self.bus
@@ -540,6 +745,8 @@ class RiskRuntime:
         self.client.on_status = self._status
         self.client.on_fill = self._fill
         self.client.on_error = self._error
+        self.conn.add_error_handler(self._connectivity)
+        self.conn.ib.disconnectedEvent += self._disconnected
         stop = asyncio.Event()
         tasks = [
             asyncio.create_task(self.conn.run(self.on_connected, stop)),

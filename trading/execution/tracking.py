@@ -6,6 +6,8 @@ Pure: no I/O, no clock reads (every method takes `now`, epoch seconds).
     tracker.register(intent, now)                     # before placeOrder: legs are PLACING
     tracker.assign_order_id(intent_id, leg_index, order_id)
     tracker.on_status(order_id, "Submitted", filled=0, remaining=3, avg_fill_price=0, now=now)
+    tracker.on_execution(fill)                        # an execution of one of our orders
+    tracker.adopt(intent_id, leg_index, status, ...)  # IB's answer to a reconciliation query
     tracker.open_legs(); tracker.orders_sent_since(now - 60)
     tracker.legging_breaches(now, timeout_s=30)      # one leg filled, the other not in time
 
@@ -13,9 +15,19 @@ Quantities are in the leg's own units: buy-write units (100 TLT + 1 call) for a 
 shares for a STOCK leg. IB reports a combo's filled quantity in combo units, so `filled` of a
 BAG order compares directly with the leg quantity.
 
+What IB reports is the truth about an order: a leg's filled quantity is the larger of IB's
+orderStatus `filled` and the sum of the executions of its order (matched by orderRef and the
+order's id or permId, the BAG-level execution for a buy-write), both lower bounds of the same
+fact that arrive in either order. A leg sent to IB that IB says it does not know (after a
+reconnect, or when an acknowledgement never came) was never received: it is LOST, a done state.
+A LOST leg that IB reports after all is adopted back (its status and fills are IB's).
+
 Legging: an intent's legs are meant to fill in proportion. The fill fraction of a leg is
-filled / quantity; the intent is legged when the fractions differ. A breach is reported once
-the first fill of the intent is older than the timeout and the fractions still differ.
+filled / quantity; the intent is legged when the fractions differ. The legging clock starts at
+the later of the intent's first fill and the moment its last leg was acknowledged by IB (or
+resolved as lost): a leg placed late (after a restart, say) gets the whole timeout, and a fill
+from before a restart does not breach a leg sent just now. A breach is reported once the
+clock has run for the timeout with the fractions still apart, or at once when every leg is done.
 """
 
 from __future__ import annotations
@@ -44,9 +56,10 @@ class LegState(StrEnum):
     FILLED = "filled"
     CANCELLED = "cancelled"
     REJECTED = "rejected"  # IB refused it (Inactive, or an error before any fill)
+    LOST = "lost"  # sent, but IB does not know it: never received (the connection died)
 
 
-DONE_LEG_STATES = frozenset({LegState.FILLED, LegState.CANCELLED, LegState.REJECTED})
+DONE_LEG_STATES = frozenset({LegState.FILLED, LegState.CANCELLED, LegState.REJECTED, LegState.LOST})
 
 _IB_STATES = {
     "PendingSubmit": LegState.PLACING,
@@ -61,6 +74,7 @@ _IB_STATES = {
     "Inactive": LegState.REJECTED,
     "ValidationError": LegState.WORKING,  # ib_async: a warning on a live order; it still works
     "Rejected": LegState.REJECTED,
+    "Lost": LegState.LOST,  # ours: IB never received the order
 }
 
 
@@ -93,10 +107,22 @@ class TrackedLeg:
     updated_at: float = 0.0
     message: str = ""
     cancel_requested: bool = False
+    sent_at: float | None = None
+    """When placeOrder was handed to the socket (None: not sent by this leg record)."""
+    acknowledged_at: float | None = None
+    """When IB first answered for the order (openOrder/orderStatus, an execution, or a
+    reconciliation that found it); or when it was resolved as lost."""
+    executions: dict[str, float] = field(default_factory=dict)
+    """exec_id -> units of this leg's order's executions (BAG-level ones for a buy-write)."""
 
     @property
     def done(self) -> bool:
         return self.state in DONE_LEG_STATES
+
+    @property
+    def executed(self) -> float:
+        """The sum of the executions seen for this leg's order."""
+        return math.fsum(self.executions.values())
 
     @property
     def fill_fraction(self) -> float:
@@ -126,6 +152,9 @@ class TrackedLeg:
             "updated_at": self.updated_at,
             "message": self.message,
             "cancel_requested": self.cancel_requested,
+            "sent_at": self.sent_at,
+            "acknowledged_at": self.acknowledged_at,
+            "executions": dict(self.executions),
         }
 
     @classmethod
@@ -148,6 +177,9 @@ class TrackedLeg:
             updated_at=float(d["updated_at"]),
             message=d.get("message", ""),
             cancel_requested=bool(d.get("cancel_requested", False)),
+            sent_at=d.get("sent_at"),
+            acknowledged_at=d.get("acknowledged_at"),
+            executions={str(k): float(v) for k, v in d.get("executions", {}).items()},
         )
 
 
@@ -193,7 +225,8 @@ class LeggingBreach:
     pair_id: str
     purpose: IntentPurpose
     fractions: tuple[float, ...]
-    first_fill_at: float
+    since: float
+    """When the legging clock started (see the module docstring)."""
     complete: bool
 
 
@@ -240,6 +273,16 @@ class OrderTracker:
         self.by_order_id[order_id] = tracked
         self.sent_times.append(now)
 
+    def mark_sent(self, intent_id: str, leg_index: int, now: float) -> None:
+        """The leg's placeOrder was handed to the socket."""
+        self.legs[(intent_id, leg_index)].sent_at = now
+
+    def forget_order_id(self, tracked: TrackedLeg) -> None:
+        """A leg IB confirmed it never received before it was sent: send it afresh."""
+        self.by_order_id.pop(tracked.order_id, None)
+        tracked.order_id = 0
+        tracked.sent_at = None
+
     def note_order_sent(self, now: float) -> None:
         """Count an order that is not an intent leg (a cancel is not counted)."""
         self.sent_times.append(now)
@@ -263,41 +306,118 @@ class OrderTracker:
         perm_id: int = 0,
         message: str = "",
     ) -> TrackedLeg | None:
-        """Apply an IB order status; returns the leg, or None for an order we did not place.
-
-        A done state is final: a late "Submitted" after "Filled" does not reopen a leg.
-        """
+        """Apply an IB order status; returns the leg, or None for an order we did not place."""
         tracked = self.by_order_id.get(order_id)
         if tracked is None:
             return None
+        return self.apply_status(
+            tracked, status, filled, remaining, avg_fill_price, now, perm_id, message
+        )
+
+    def apply_status(
+        self,
+        tracked: TrackedLeg,
+        status: str,
+        filled: float,
+        remaining: float,
+        avg_fill_price: float,
+        now: float,
+        perm_id: int = 0,
+        message: str = "",
+    ) -> TrackedLeg:
+        """Apply an IB order status to a leg (found by order id, or by orderRef and contract
+        when IB reports a completed order without its order id).
+
+        A done state is final against a live one (a late "Submitted" after "Filled" does not
+        reopen a leg), except LOST: a leg believed lost that IB reports is IB's after all.
+        """
         for name, value in (("filled", filled), ("remaining", remaining)):
             if not math.isfinite(value) or value < 0:
-                raise ValueError(f"order {order_id} {name} must be finite and >= 0, got {value!r}")
+                raise ValueError(
+                    f"order {tracked.order_id} {name} must be finite and >= 0, got {value!r}"
+                )
         state = leg_state_from_ib(status)
-        if tracked.done and state not in DONE_LEG_STATES:
-            return tracked
         if perm_id:
             tracked.perm_id = perm_id
+        if state is not LegState.PLACING and tracked.acknowledged_at is None:
+            tracked.acknowledged_at = now
+        if tracked.done and state not in DONE_LEG_STATES and tracked.state is not LegState.LOST:
+            return tracked
+        if state is LegState.PLACING and tracked.state is not LegState.PLACING:
+            return tracked  # the client's own PendingSubmit echo, after IB answered
         tracked.ib_status = status
         tracked.state = state
+        self._set_filled(tracked, filled, now)
         if filled >= tracked.filled:
-            if filled > tracked.filled and tracked.first_fill_at is None:
-                tracked.first_fill_at = now
-            tracked.filled = filled
             tracked.remaining = remaining
-            if avg_fill_price > 0:
-                tracked.avg_fill_price = avg_fill_price
+        if avg_fill_price > 0:
+            tracked.avg_fill_price = avg_fill_price
         if message:
             tracked.message = message
         tracked.updated_at = now
         return tracked
+
+    def on_execution(
+        self, intent_id: str, order_id: int, perm_id: int, sec_type: str, con_id: int,
+        exec_id: str, units: float, now: float,
+    ) -> TrackedLeg | None:  # fmt: skip
+        """An execution of one of our orders (matched by orderRef, the order's id or permId,
+        and the contract: the BAG-level execution of a buy-write, the stock's own execution of
+        a STOCK leg); returns the leg, None when it is not one we track (a BAG's per-leg
+        executions are not counted: its BAG-level one is)."""
+        for tracked in self.legs_of(intent_id):
+            same_order = (order_id and order_id == tracked.order_id) or (
+                perm_id and perm_id == tracked.perm_id
+            )
+            if tracked.leg.kind is LegKind.BUY_WRITE:
+                matches = sec_type == "BAG"
+            else:
+                matches = sec_type == "STK" and con_id == tracked.leg.con_id
+            if not (matches and same_order):
+                continue
+            if exec_id in tracked.executions:
+                return tracked
+            tracked.executions[exec_id] = units
+            if perm_id and not tracked.perm_id:
+                tracked.perm_id = perm_id
+            if tracked.acknowledged_at is None:
+                tracked.acknowledged_at = now
+            self._set_filled(tracked, tracked.executed, now)
+            if tracked.state in (LegState.PLACING, LegState.LOST):
+                tracked.state = LegState.WORKING
+                tracked.ib_status = "Submitted"
+            if tracked.filled >= tracked.leg.quantity - 1e-9 and not tracked.done:
+                tracked.state, tracked.ib_status = LegState.FILLED, "Filled"
+            tracked.updated_at = now
+            return tracked
+        return None
+
+    @staticmethod
+    def _set_filled(tracked: TrackedLeg, filled: float, now: float) -> None:
+        """Raise the leg's filled quantity to ``filled`` (never lowers it) and, with the
+        executions known, to their sum."""
+        best = max(filled, tracked.executed)
+        if best > tracked.filled:
+            if tracked.first_fill_at is None:
+                tracked.first_fill_at = now
+            tracked.filled = best
+            tracked.remaining = max(tracked.leg.quantity - best, 0.0)
+
+    def mark_lost(self, tracked: TrackedLeg, now: float, message: str) -> None:
+        """IB does not know this sent leg: it never received it (done, filled as IB says)."""
+        tracked.state = LegState.LOST
+        tracked.ib_status = "Lost"
+        tracked.message = message
+        if tracked.acknowledged_at is None:
+            tracked.acknowledged_at = now  # resolved: the legging clock may run
+        tracked.updated_at = now
 
     def on_rejected(self, order_id: int, message: str, now: float) -> TrackedLeg | None:
         """IB refused the order (an error code before any fill)."""
         tracked = self.by_order_id.get(order_id)
         # ib_async reports a refused order as Cancelled first, then the error: a leg that was
         # never filled and not cancelled by us becomes REJECTED either way.
-        if tracked is None or tracked.state in (LegState.FILLED, LegState.REJECTED):
+        if tracked is None or tracked.state in (LegState.FILLED, LegState.REJECTED, LegState.LOST):
             return tracked
         if tracked.state is LegState.CANCELLED and (tracked.filled > 0 or tracked.cancel_requested):
             return tracked
@@ -330,7 +450,8 @@ class OrderTracker:
         )
 
     def legging_breaches(self, now: float, timeout_s: float) -> list[LeggingBreach]:
-        """Intents legged for longer than `timeout_s` since their first fill, not yet handled."""
+        """Intents legged for longer than `timeout_s` (see the module docstring for when the
+        clock starts), or legged with every leg done; each reported until handled."""
         by_intent: dict[str, list[TrackedLeg]] = {}
         for (iid, _), t in self.legs.items():
             if iid not in self.legging_handled:
@@ -346,14 +467,28 @@ class OrderTracker:
             fractions = tuple(t.fill_fraction for t in legs)
             if max(fractions) - min(fractions) < 1e-12:
                 continue
-            first = min(fills)
             all_done = all(t.done for t in legs)
-            if now - first < timeout_s and not all_done:
+            acks = [t.acknowledged_at for t in legs]
+            if not all_done and any(a is None for a in acks):
+                continue  # a leg IB has not answered for yet: it may not even be working
+            since = max(min(fills), *(a for a in acks if a is not None))
+            if now - since < timeout_s and not all_done:
                 continue
             purpose = legs[0].purpose
             complete = purpose in (IntentPurpose.EXIT, IntentPurpose.STOP, IntentPurpose.FLATTEN)
-            out.append(LeggingBreach(iid, legs[0].pair_id, purpose, fractions, first, complete))
+            out.append(LeggingBreach(iid, legs[0].pair_id, purpose, fractions, since, complete))
         return out
+
+    def unacknowledged(self, now: float, bound_s: float) -> list[TrackedLeg]:
+        """Legs sent at least `bound_s` ago that IB has not answered for."""
+        return [
+            t
+            for t in self.legs.values()
+            if not t.done
+            and t.sent_at is not None
+            and t.acknowledged_at is None
+            and now - t.sent_at >= bound_s
+        ]
 
     def mark_legging_handled(self, intent_id: str) -> None:
         self.legging_handled.add(intent_id)

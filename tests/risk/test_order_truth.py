@@ -1,0 +1,227 @@
+"""What risk-management believes about its orders is what IB reports: reproductions of the
+independent fault test's findings, each against ibsim's broker truth.
+
+1. Orders sent into a dying connection were left "working" forever, and every later intent of
+   the pair was refused ORDER_WORKING (a wedge that looked healthy).
+2. A leg that filled while risk was down was kept "working, 0 filled" after the restart; the
+   legging rule then unwound the other leg: a hedged pair became a naked short.
+3. The legging clock ran from a fill older than the other leg's placement: a leg placed right
+   after a restart was declared legged at once and the pair unwound while both were filling.
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+from tests.risk.stack import (
+    TLT_ID,
+    TLTW_ID,
+    alerts_of,
+    decision_of,
+    entry_intent,
+    holds,
+    market,
+    observer,
+    orders_at_ib,
+    positions_of,
+    risk_service,
+)
+from tests.support import async_eventually
+from trading import seams
+from trading.bus import Heartbeat, Keys, Severity, Streams
+
+LEGGING_TIMEOUT_S = 2.0
+
+
+async def intent_legs(bus, intent_id: str) -> list[dict]:
+    record = await bus.hget_state(Keys.INTENT_STATUS, intent_id)
+    return [] if record is None else record["legs"]
+
+
+async def risk_heartbeat(bus) -> Heartbeat | None:
+    return await bus.get_latest(Keys.heartbeat("risk-management"), Heartbeat)
+
+
+async def test_orders_lost_with_the_connection_are_resolved_and_never_block_the_pair(
+    gateway, redis_url, bus
+):
+    async with (
+        market(gateway, redis_url, bus),
+        risk_service(gateway, redis_url),
+        observer(gateway) as ib,
+    ):
+        gateway.faults.drop_on_next_place_order()
+        await bus.append(Streams.INTENTS, await entry_intent(bus, "e-1"))
+        assert (await decision_of(bus, "e-1")).approved
+        # IB never received either leg (the BAG killed the socket, the TLTW order went with it)
+        await async_eventually(
+            holds(lambda: gateway.faults.broker_truth().lost), 10, what="the order lost at IB"
+        )
+
+        async def resolved():
+            legs = await intent_legs(bus, "e-1")
+            return legs and all(leg["state"] == "lost" for leg in legs)
+
+        await async_eventually(resolved, 20, what="both legs resolved as lost after reconnect")
+        lost_alerts = [a for a in await alerts_of(bus) if a.code == "order_lost"]
+        assert len(lost_alerts) == 1 and lost_alerts[0].severity == Severity.CRITICAL
+        assert "e-1" in lost_alerts[0].message
+        # nothing of e-1 exists at IB, and the pair is free: the next entry trades at once
+        assert not [o for o in gateway.faults.broker_truth().orders if o.order_ref == "e-1"]
+        entry = await entry_intent(bus, "e-2")
+        await bus.append(Streams.INTENTS, entry)
+        assert (await decision_of(bus, "e-2")).approved
+        expected = {TLT_ID: 100.0, entry.legs[0].option_con_id: -1.0, TLTW_ID: -375.0}
+        await async_eventually(
+            holds(lambda: positions_of(ib) == expected), 10, what="e-2 filled at IB"
+        )
+
+        async def healthy():
+            beat = await risk_heartbeat(bus)
+            return beat is not None and beat.status == "ok"
+
+        await async_eventually(healthy, 10, what="risk's heartbeat ok again")
+
+
+async def test_a_leg_filled_while_risk_was_down_is_booked_filled_and_never_unwound(
+    gateway, redis_url, bus
+):
+    async with market(gateway, redis_url, bus), observer(gateway) as ib:
+        gateway.faults.hold_fills(["TLTW"])
+        entry = await entry_intent(bus, "e-1")
+        call_id = entry.legs[0].option_con_id
+        async with risk_service(gateway, redis_url, legging_timeout_s=LEGGING_TIMEOUT_S):
+            await bus.append(Streams.INTENTS, entry)
+            assert (await decision_of(bus, "e-1")).approved
+
+            async def legged_working():
+                legs = await intent_legs(bus, "e-1")
+                return [(leg["state"], leg["filled"]) for leg in legs] == [
+                    ("filled", 1.0),
+                    ("working", 0.0),
+                ]
+
+            await async_eventually(legged_working, 10, what="BAG filled, TLTW working")
+        # risk is down; the TLTW leg fills in full at IB
+        gateway.faults.release_fills()
+        whole = {TLT_ID: 100.0, call_id: -1.0, TLTW_ID: -375.0}
+        await async_eventually(holds(lambda: positions_of(ib) == whole), 10, what="filled")
+        async with risk_service(gateway, redis_url, legging_timeout_s=LEGGING_TIMEOUT_S):
+
+            async def booked_filled():
+                legs = await intent_legs(bus, "e-1")
+                return [(leg["state"], leg["filled"]) for leg in legs] == [
+                    ("filled", 1.0),
+                    ("filled", 375.0),
+                ]
+
+            await async_eventually(booked_filled, 10, what="the TLTW leg filled after restart")
+            # a wrong legging decision would act within the timeout: give it the time to show
+            await asyncio.sleep(LEGGING_TIMEOUT_S + 1.5)
+        assert positions_of(ib) == whole
+        assert not [t for t in await orders_at_ib(ib) if t.order.orderRef.endswith(":unwind")]
+        assert not [a for a in await alerts_of(bus) if a.code == "legging"]
+
+
+async def test_a_leg_placed_after_a_restart_gets_its_whole_legging_timeout(gateway, redis_url, bus):
+    """Risk dies between the BAG's placeOrder and the TLTW's; the BAG fills while it is down
+    (longer than the legging timeout). On restart IB confirms it never saw the TLTW leg, which
+    is sent then: the legging clock starts once both legs are acknowledged, so the TLTW leg
+    filling normally (held for half the timeout) is not unwound."""
+    async with market(gateway, redis_url, bus), observer(gateway) as ib:
+        crashed = asyncio.Event()
+
+        async def die() -> None:
+            crashed.set()
+            await asyncio.sleep(3600)  # the process "dies" here: cancelled below
+
+        entry = await entry_intent(bus, "e-1")
+        call_id = entry.legs[0].option_con_id
+        seams.arm("risk.leg_sent", die)
+        try:
+            async with risk_service(gateway, redis_url, legging_timeout_s=LEGGING_TIMEOUT_S):
+                await bus.append(Streams.INTENTS, entry)
+                await asyncio.wait_for(crashed.wait(), 10)
+        finally:
+            seams.disarm("risk.leg_sent")
+        await async_eventually(
+            holds(lambda: positions_of(ib) == {TLT_ID: 100.0, call_id: -1.0}), 10, what="BAG"
+        )
+        await asyncio.sleep(LEGGING_TIMEOUT_S + 0.5)  # down longer than the legging timeout
+        gateway.faults.hold_fills(["TLTW"])
+        async with risk_service(gateway, redis_url, legging_timeout_s=LEGGING_TIMEOUT_S):
+
+            async def tltw_working():
+                legs = await intent_legs(bus, "e-1")
+                return len(legs) == 2 and legs[1]["state"] == "working"
+
+            await async_eventually(tltw_working, 10, what="the TLTW leg sent after restart")
+            await asyncio.sleep(LEGGING_TIMEOUT_S / 2)
+            gateway.faults.release_fills()
+            whole = {TLT_ID: 100.0, call_id: -1.0, TLTW_ID: -375.0}
+            await async_eventually(holds(lambda: positions_of(ib) == whole), 10, what="whole")
+            await asyncio.sleep(LEGGING_TIMEOUT_S)
+        assert positions_of(ib) == whole
+        refs = [t.order.orderRef for t in await orders_at_ib(ib)]
+        assert refs.count("e-1") == 2  # one BAG, one TLTW: nothing sent twice
+        assert not [r for r in refs if r.endswith(":unwind")]
+
+
+async def test_a_late_acknowledgement_is_looked_up_at_ib_and_the_order_kept(
+    gateway, redis_url, bus
+):
+    """IB works the orders but its answers come 3 s late; after 0.5 s risk asks IB, which
+    knows them: they are adopted as IB reports them, never declared lost."""
+    async with (
+        market(gateway, redis_url, bus),
+        risk_service(gateway, redis_url, ack_timeout_s=0.5),
+        observer(gateway) as ib,
+    ):
+        gateway.faults.delay_acks(3.0)
+        entry = await entry_intent(bus, "e-1")
+        await bus.append(Streams.INTENTS, entry)
+        assert (await decision_of(bus, "e-1")).approved
+
+        async def filled():
+            legs = await intent_legs(bus, "e-1")
+            return [leg["state"] for leg in legs] == ["filled", "filled"] and legs
+
+        legs = await async_eventually(filled, 10, what="both legs filled, found by the lookup")
+        assert all(leg["acknowledged_at"] - leg["sent_at"] < 3.0 for leg in legs)
+        whole = {TLT_ID: 100.0, entry.legs[0].option_con_id: -1.0, TLTW_ID: -375.0}
+        await async_eventually(holds(lambda: positions_of(ib) == whole), 10, what="at IB")
+        await asyncio.sleep(3.0)  # the late answers arrive: nothing changes, nothing is lost
+        assert not [a for a in await alerts_of(bus) if a.code == "order_lost"]
+        assert [o.order_ref for o in gateway.faults.broker_truth().orders] == ["e-1", "e-1"]
+
+
+async def test_no_order_is_placed_while_ib_has_lost_its_servers(gateway, redis_url, bus):
+    """Error 1100: IB's own link is down. Intents wait (not decided, not acknowledged) until
+    1102, then are decided and placed after a reconciliation."""
+    async with (
+        market(gateway, redis_url, bus),
+        risk_service(gateway, redis_url),
+        observer(gateway) as ib,
+    ):
+
+        async def degraded():
+            beat = await risk_heartbeat(bus)
+            return beat is not None and beat.status == "degraded" and beat
+
+        async def healthy():
+            beat = await risk_heartbeat(bus)
+            return beat is not None and beat.status == "ok"
+
+        await async_eventually(healthy, 10, what="risk connected and reconciled")
+        gateway.faults.send_error(1100)
+        beat = await async_eventually(degraded, 10, what="risk reports degraded")
+        assert "1100" in " ".join(beat.detail["problems"])
+        entry = await entry_intent(bus, "e-1")
+        await bus.append(Streams.INTENTS, entry)
+        await asyncio.sleep(1.0)  # an order placed now would be on IB's books by then
+        assert gateway.faults.broker_truth().orders == ()
+        assert await bus.hget_state(Keys.INTENT_STATUS, "e-1") is None
+        gateway.faults.send_error(1102)
+        assert (await decision_of(bus, "e-1")).approved
+        whole = {TLT_ID: 100.0, entry.legs[0].option_con_id: -1.0, TLTW_ID: -375.0}
+        await async_eventually(holds(lambda: positions_of(ib) == whole), 10, what="placed")
