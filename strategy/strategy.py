@@ -38,11 +38,13 @@ from trading.bus import (
     Message,
     OptionChain,
     OptionQuote,
+    OrderEvent,
     OrderIntent,
     Quote,
     RiskDecision,
     RiskStatus,
     Streams,
+    decode,
     encode,
 )
 from trading.observability import BAD_MESSAGES, ERRORS
@@ -82,7 +84,12 @@ class StrategyService:
         self.inbox: dict[tuple[Any, ...], tuple[Message, float]] = {}
         self.chain_ts: float | None = None
         self.wake = asyncio.Event()
-        self.cursors = {Streams.DECISIONS: "0", Streams.FILLS: "0", Streams.INTENTS: "0"}
+        self.cursors = {
+            Streams.DECISIONS: "0",
+            Streams.FILLS: "0",
+            Streams.INTENTS: "0",
+            Streams.ORDER_EVENTS: "0",
+        }
         self.entry_in_stream = ""
         """The open pair's entry intent once seen in the intent stream: risk's closes of the
         pair are the STOP/FLATTEN intents that come after it (stream order, one clock)."""
@@ -309,33 +316,51 @@ class StrategyService:
         await self.bus.execute(batch)
 
     async def poll_streams(self) -> None:
-        """Apply new risk decisions, fills and risk's own closing intents (in stream order,
-        never conflated)."""
+        """Apply new risk decisions, fills, order events and risk's own closing intents (in
+        stream order, never conflated); and the pending intent's decision from its record when
+        risk wrote no stream entry for it (a repeated rejection, counted instead)."""
         changed = False
-        kinds = ((Streams.DECISIONS, RiskDecision), (Streams.FILLS, Fill), (Streams.INTENTS, None))
+        kinds = (
+            (Streams.DECISIONS, RiskDecision),
+            (Streams.FILLS, Fill),
+            (Streams.ORDER_EVENTS, OrderEvent),
+            (Streams.INTENTS, None),
+        )
         for stream, kind in kinds:
             entries = await self.bus.read_after(stream, self.cursors[stream], 1000, kind)
             for entry in entries:
                 self.cursors[stream] = entry.entry_id
-                msg = entry.message
-                pending = self.engine.pairs.pending
-                if isinstance(msg, RiskDecision):
-                    signals = self.engine.on_decision(msg)
-                    if pending is not None and self.engine.pairs.pending is None:
-                        m.DECISIONS.labels(str(msg.approved).lower()).inc()
-                elif isinstance(msg, OrderIntent):
-                    signals = self.risk_closes(msg)
-                else:
-                    self.apply(msg)
-                    continue
-                if signals or (pending is not None and self.engine.pairs.pending is None):
-                    changed = True
-                    if pending is not None and self.engine.pairs.pending is None:
-                        await self.bus.hdel(Keys.PENDING_INTENTS, pending.intent_id)
-                    for signal in signals:
-                        await self.bus.append(Streams.SIGNALS, signal)
+                changed |= await self.take(entry.message)
+        pending = self.engine.pairs.pending
+        if pending is not None:
+            record = await self.bus.hget_state(Keys.INTENT_STATUS, pending.intent_id)
+            if record is not None and record.get("decision"):
+                changed |= await self.take(decode(record["decision"], RiskDecision))
         if changed:
             await self.save_state()
+
+    async def take(self, msg: Message) -> bool:
+        """One message from risk; True when it changed the engine's state."""
+        pending = self.engine.pairs.pending
+        working = self.engine.pairs.working
+        if isinstance(msg, RiskDecision):
+            signals = self.engine.on_decision(msg)
+            if pending is not None and self.engine.pairs.pending is None:
+                m.DECISIONS.labels(str(msg.approved).lower()).inc()
+        elif isinstance(msg, OrderEvent):
+            signals = self.engine.on_order_event(msg)
+        elif isinstance(msg, OrderIntent):
+            signals = self.risk_closes(msg)
+        else:
+            self.apply(msg)
+            return False
+        decided = pending is not None and self.engine.pairs.pending is None
+        if decided:
+            await self.bus.hdel(Keys.PENDING_INTENTS, pending.intent_id)
+        for signal in signals:
+            await self.bus.append(Streams.SIGNALS, signal)
+        ours = isinstance(msg, OrderEvent) and working is not None
+        return bool(signals) or decided or (ours and msg.intent_id == working.intent_id)
 
     def risk_closes(self, intent: OrderIntent) -> tuple:
         pair = self.engine.pairs.pair

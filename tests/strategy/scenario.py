@@ -7,9 +7,10 @@ import functools
 from datetime import date, datetime
 from typing import Any
 
-from trading.bus import Message
+from trading.bus import LegKind, Message, OrderEvent, OrderIntent, RiskDecision, RiskReason, Signal
 from trading.ibsim.config import ET
 from trading.settings import Settings, load_settings
+from trading.strategy import StrategyEngine
 from trading.strategy.simfeed import premium_shock, sim_model, simulated_messages
 
 SHOCK_TIME = datetime(2026, 10, 28, 12, 0, tzinfo=ET)
@@ -43,3 +44,42 @@ def scenario_settings(**strategy: Any) -> Settings:
         "refit_bars": 60,
     }
     return load_settings(strategy=values | strategy)
+
+
+def answered(engine: StrategyEngine, intent: OrderIntent, approve: bool = True) -> list[Signal]:
+    """Risk's answer to an intent, as the strategy reads it: the decision and, approved, an
+    order event per leg filled in full. Returns the signals it produced."""
+    reasons = () if approve else (RiskReason("GROSS_NOTIONAL", "over the limit"),)
+    signals = list(engine.on_decision(RiskDecision(intent.intent_id, intent.ts, approve, reasons)))
+    if approve:
+        for event in filled_events(intent):
+            signals += engine.on_order_event(event)
+    return signals
+
+
+def filled_events(intent: OrderIntent, filled: dict[LegKind, float] | None = None) -> list:
+    """Order events ending each leg of `intent`: Filled, or Cancelled with `filled[kind]`."""
+    out = []
+    for i, leg in enumerate(intent.legs):
+        done = float(leg.quantity) if filled is None else filled.get(leg.kind, 0.0)
+        status = "Filled" if done >= leg.quantity else "Cancelled"
+        out.append(
+            OrderEvent(
+                intent.ts,
+                intent.intent_id,
+                100 + i,
+                1000 + i,
+                str(leg.kind),
+                leg.symbol,
+                leg.side,
+                float(leg.quantity),
+                "LMT",
+                leg.limit_price,
+                status,
+                done,
+                leg.quantity - done,
+                leg.limit_price if done else 0.0,
+                "",
+            )
+        )
+    return out

@@ -9,7 +9,13 @@ import numpy as np
 import orjson
 import pytest
 
-from tests.strategy.scenario import SHOCK_TIME, Z_WINDOW, scenario_settings, shock_messages
+from tests.strategy.scenario import (
+    SHOCK_TIME,
+    Z_WINDOW,
+    answered,
+    scenario_settings,
+    shock_messages,
+)
 from trading.backtest.sources import SimSource
 from trading.bus import (
     DataHealth,
@@ -18,8 +24,6 @@ from trading.bus import (
     LegKind,
     OrderIntent,
     Quote,
-    RiskDecision,
-    RiskReason,
     RiskStatus,
     Side,
     SignalAction,
@@ -44,10 +48,7 @@ def run(engine: StrategyEngine, messages, approve: bool = True, now_wall=None):
         signals += result.signals
         for intent in result.intents:
             intents.append(intent)
-            reasons = () if approve else (RiskReason("GROSS_NOTIONAL", "over the limit"),)
-            signals += engine.on_decision(
-                RiskDecision(intent.intent_id, intent.ts, approve, reasons)
-            )
+            signals += answered(engine, intent, approve)
     return points, intents, signals
 
 

@@ -1,5 +1,6 @@
 """The strategy service on the real pipeline: ibsim -> ib_async -> data-ingestion -> Redis ->
-strategy. The test plays the risk gate's part only by approving intents on the decision stream."""
+strategy. The test plays the risk gate's part only: it approves intents on the decision stream
+and fills them on the order event stream."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ import numpy as np
 import pytest
 
 import strategy as strategy_service
+from tests.strategy.scenario import filled_events
 from tests.support import async_eventually
 from trading.bus import (
     Bus,
@@ -69,13 +71,15 @@ async def running(*coroutines):
 
 
 async def approve_every_intent(bus: Bus) -> None:
-    """Risk's part: approve each intent on the decision stream."""
+    """Risk's part: approve each intent on the decision stream and fill it (order events)."""
     after = "0"
     while True:
         for entry in await bus.read_after(Streams.INTENTS, after, 100, OrderIntent):
             after = entry.entry_id
             decision = RiskDecision(entry.message.intent_id, time.time(), True, ())
             await bus.append(Streams.DECISIONS, decision)
+            for event in filled_events(entry.message):
+                await bus.append(Streams.ORDER_EVENTS, event)
         await asyncio.sleep(0.02)
 
 

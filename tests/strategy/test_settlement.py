@@ -9,14 +9,13 @@ real `ExecutionEngine`, its book seeded with the entry's fills.
 
 from __future__ import annotations
 
-from tests.strategy.scenario import SHOCK_TIME, scenario_settings, shock_messages
+from tests.strategy.scenario import SHOCK_TIME, answered, scenario_settings, shock_messages
 from trading.bus import (
     Fill,
     IntentPurpose,
     LegKind,
     OrderIntent,
     Quote,
-    RiskDecision,
     Side,
     SignalAction,
 )
@@ -36,7 +35,7 @@ def run(engine: StrategyEngine, messages) -> tuple[list[OrderIntent], list]:
         signals += result.signals
         for intent in result.intents:
             intents.append(intent)
-            signals += engine.on_decision(RiskDecision(intent.intent_id, intent.ts, True, ()))
+            signals += answered(engine, intent)
     return intents, signals
 
 

@@ -44,6 +44,7 @@ from trading.bus import (
     Fill,
     Message,
     OptionQuote,
+    OrderEvent,
     OrderIntent,
     Quote,
     RiskDecision,
@@ -206,8 +207,9 @@ class Replay:
                 execution.order_sent(intent.intent_id, index, order_id, now)
                 done = self._try(intent, index, order_id, now)
                 if done is None:
-                    execution.on_status(order_id, "Submitted", 0.0, intent.legs[index].quantity,
-                                        0.0, now)  # fmt: skip
+                    self._event(execution.on_status(
+                        order_id, "Submitted", 0.0, intent.legs[index].quantity, 0.0, now
+                    ))  # fmt: skip
                     self.fills.resting[order_id] = RestingOrder(
                         intent, index, order_id, _exchange_day(now)
                     )
@@ -221,15 +223,20 @@ class Replay:
         try:
             done = self.fills.try_fill(intent, index, order_id, self.execution.marks, now)
         except ValueError as exc:
-            self.execution.on_reject(order_id, 201, str(exc), now)
+            self._event(self.execution.on_reject(order_id, 201, str(exc), now))
             return None
         if done is None:
             return None
         quantity = float(intent.legs[index].quantity)
-        self.execution.on_status(order_id, "Filled", quantity, 0.0, done.price, now)
         for fill in done.fills:
             self._book(fill)
+        self._event(self.execution.on_status(order_id, "Filled", quantity, 0.0, done.price, now))
         return done
+
+    def _event(self, event: OrderEvent | None) -> None:
+        """Risk's order event to the strategy, as the live one reads them off the stream."""
+        if event is not None:
+            self.result.signals.extend(self.strategy.on_order_event(event))
 
     def _book(self, fill: Fill) -> None:
         if self.execution.on_fill(fill):
@@ -265,7 +272,7 @@ class Replay:
         order = self.fills.resting.pop(order_id, None)
         if order is not None:
             remaining = float(order.intent.legs[order.leg_index].quantity)
-            self.execution.on_status(order_id, "Cancelled", 0.0, remaining, 0.0, now)
+            self._event(self.execution.on_status(order_id, "Cancelled", 0.0, remaining, 0.0, now))
 
     def _run_actions(self, actions: list, now: float) -> None:
         for action in actions:

@@ -56,6 +56,7 @@ from trading.bus import (
     Message,
     OptionChain,
     OptionQuote,
+    OrderEvent,
     OrderIntent,
     Quote,
     RiskDecision,
@@ -204,6 +205,10 @@ class StrategyEngine:
         """Apply risk's answer to one of our pending intents (others are ignored)."""
         return self.pairs.on_decision(decision)
 
+    def on_order_event(self, event: OrderEvent) -> tuple[Signal, ...]:
+        """Risk's order event; the end of our working intent (see `PairManager`)."""
+        return self.pairs.on_order_event(event)
+
     def on_fill(self, fill: Fill) -> tuple[Signal, ...]:
         """A fill of the fills stream; IB's settlement of the pair's call may leave it flat
         (see `PairManager.on_fill`)."""
@@ -238,8 +243,13 @@ class StrategyEngine:
         ts = getattr(msg, "ts_exchange", None)
         if ts is not None:
             result = self.step(ts, now_wall)
-        if isinstance(msg, RiskDecision | Fill):
-            signals = self.on_decision(msg) if isinstance(msg, RiskDecision) else self.on_fill(msg)
+        if isinstance(msg, RiskDecision | Fill | OrderEvent):
+            if isinstance(msg, RiskDecision):
+                signals = self.on_decision(msg)
+            elif isinstance(msg, Fill):
+                signals = self.on_fill(msg)
+            else:
+                signals = self.on_order_event(msg)
             if signals:
                 result = StepResult(
                     result.bar_end_ts,

@@ -128,7 +128,8 @@ def pair_intent(
     offset_bp: float,
     why: dict[str, Any],
 ) -> OrderIntent:
-    """The intent that opens ``legs`` (``opening``) or closes them (the reverse sides)."""
+    """The intent that opens ``legs`` (``opening``) or closes them (the reverse sides); a leg
+    of zero size (a close of a pair whose entry filled one leg only) is left out."""
     long_spread = legs.direction == "LONG_SPREAD"
     buys_tltw = long_spread == opening
     tltw_side = Side.BUY if buys_tltw else Side.SELL
@@ -140,26 +141,30 @@ def pair_intent(
         ts=bar_end_ts,
         purpose=purpose,
         action=action,
-        legs=(
-            IntentLeg(
-                kind=LegKind.BUY_WRITE,
-                symbol="TLT",
-                side=buy_write_side,
-                quantity=legs.buy_write_units,
-                limit_price=limit_price(unit_mid, buy_write_side, offset_bp),
-                con_id=tlt_con_id,
-                option_con_id=legs.call_con_id,
-                option_expiry=legs.call_expiry,
-                option_strike=legs.call_strike,
-            ),
-            IntentLeg(
-                kind=LegKind.STOCK,
-                symbol="TLTW",
-                side=tltw_side,
-                quantity=legs.tltw_shares,
-                limit_price=limit_price(tltw_mid, tltw_side, offset_bp),
-                con_id=tltw_con_id,
-            ),
+        legs=tuple(
+            leg
+            for leg in (
+                IntentLeg(
+                    kind=LegKind.BUY_WRITE,
+                    symbol="TLT",
+                    side=buy_write_side,
+                    quantity=legs.buy_write_units,
+                    limit_price=limit_price(unit_mid, buy_write_side, offset_bp),
+                    con_id=tlt_con_id,
+                    option_con_id=legs.call_con_id,
+                    option_expiry=legs.call_expiry,
+                    option_strike=legs.call_strike,
+                ),
+                IntentLeg(
+                    kind=LegKind.STOCK,
+                    symbol="TLTW",
+                    side=tltw_side,
+                    quantity=legs.tltw_shares,
+                    limit_price=limit_price(tltw_mid, tltw_side, offset_bp),
+                    con_id=tltw_con_id,
+                ),
+            )
+            if leg.quantity > 0
         ),
         why=why,
     )

@@ -3,20 +3,30 @@
 Lifecycle (``PairStatus``)::
 
     FLAT --entry signal, size > 0--> ENTERING --approved--> OPEN --exit/stop/time stop--> EXITING
-      ^                                 |                                                   |
+      ^                                 |          (entry working)                          |
       +------rejected (blocked)---------+              rejected: back to OPEN, retried      |
-      +-------------------------------------------approved-----------------------------------+
+      +------entry done, nothing filled (blocked)                                           |
+      +------------------------------exit approved and done, nothing left-------------------+
 
-* One pair at a time: nothing new is emitted while an intent is pending (ENTERING, EXITING), and
-  an entry is only possible from FLAT, so a position open or pending is never entered twice.
+* One pair at a time, one intent at a time: nothing new is emitted while an intent is pending
+  (ENTERING, EXITING) or its orders are working. What an approved intent did is known from
+  risk's order events, not assumed: when the last of its legs is done (filled, cancelled,
+  rejected, lost), the pair holds what the events say filled. An entry that filled nothing
+  leaves the strategy FLAT and blocked; an exit that left something (a leg cancelled at the
+  close, or lost with a connection) leaves it OPEN with the rest, and the exit fires again.
+* An exit or stop may go out while the entry still works (the spread came back before the
+  entry filled): risk refuses it SUPERSEDED, cancels the entry's rest and flattens what the
+  pair holds itself; the strategy is then FLAT and blocked, as after risk's own close.
 * A rejected entry returns to FLAT *blocked*: no new entry until |z| has come back inside the
   entry band (the quant core's re-entry rule after a stop). Without it the same dislocation
   would send a fresh intent every bar for risk to reject.
 * A rejected exit returns to OPEN with the signal machine back in the position; the exit signal
-  fires again at the next bar (an exit shrinks exposure: risk admits it even when REDUCING).
+  fires again after a pause that doubles with each rejection in a row (1, 2, 4 ... 64 bars),
+  so a refusal that persists (stale data, say) is not asked again every bar (an exit shrinks
+  exposure: risk admits it even when REDUCING).
 * While risk is HALTED the machine does not run (no signal, no intent); while REDUCING entries
   are suppressed and exits still go out.
-* An exit closes exactly what the entry opened: the same TLTW shares and buy-write units, the
+* An exit closes exactly what the entry filled: the same TLTW shares and buy-write units, the
   same call contract, even if the index has rolled to another strike since.
 * Roll: the pair's call follows the index's roll rule (`trading.domain.options.roll_decision`
   with the strategy's ``roll_*`` settings: the roll date, expiry, or a spot move). On the first
@@ -58,7 +68,15 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from trading.bus import Fill, IntentPurpose, OrderIntent, RiskDecision, Signal
+from trading.bus import (
+    Fill,
+    IntentPurpose,
+    LegKind,
+    OrderEvent,
+    OrderIntent,
+    RiskDecision,
+    Signal,
+)
 from trading.bus import SignalAction as BusAction
 from trading.domain.kelly import KellyLimits, SpreadKellySize, spread_kelly_size
 from trading.domain.market_hours import MarketCalendar, market_calendar
@@ -68,6 +86,7 @@ from trading.domain.mean_reversion import (
     fit_ornstein_uhlenbeck,
 )
 from trading.domain.options import HeldOption, RollDecision, RollRule, roll_decision
+from trading.domain.risk import RiskCode
 from trading.domain.signals import SignalAction, SignalBands, SignalMachine, SpreadPosition
 from trading.execution.engine import SETTLED_TLTW_SHARES_AFTER, SETTLED_UNITS_AFTER
 from trading.settings import StrategySettings
@@ -137,7 +156,6 @@ class OpenPair:
     entry_alpha: float
     entry_tltw_mid: float
     entry_unit_mid: float
-    filled_tltw_shares: float = 0.0
     last_call_mid: float = math.nan
 
     def spread_pnl_log(self, x: float, y: float) -> float:
@@ -156,15 +174,63 @@ class OpenPair:
             "entry_alpha": self.entry_alpha,
             "entry_tltw_mid": self.entry_tltw_mid,
             "entry_unit_mid": self.entry_unit_mid,
-            "filled_tltw_shares": self.filled_tltw_shares,
             "last_call_mid": self.last_call_mid,
         }
 
     @classmethod
     def from_state(cls, state: dict[str, Any]) -> OpenPair:
-        values = dict(state)
+        names = {f.name for f in dataclasses.fields(cls)}
+        values = {k: v for k, v in state.items() if k in names}  # a field since dropped
         values["legs"] = PairLegs.from_state(state["legs"])
         return cls(**values)
+
+
+DONE_ORDER_STATUSES = frozenset(
+    {"Filled", "Cancelled", "ApiCancelled", "Inactive", "Rejected", "Lost"}
+)
+"""Order event statuses after which IB works the order no more."""
+MAX_RETRY_PAUSE_BARS = 64
+
+
+@dataclass(slots=True)
+class WorkingIntent:
+    """An approved intent whose orders IB may still be working: its legs' latest events."""
+
+    intent_id: str
+    purpose: IntentPurpose
+    legs: int
+    events: dict[str, OrderEvent] = dataclasses.field(default_factory=dict)
+    """leg kind -> the latest order event of that leg."""
+
+    @property
+    def done(self) -> bool:
+        return len(self.events) == self.legs and all(
+            e.status in DONE_ORDER_STATUSES for e in self.events.values()
+        )
+
+    def filled(self, kind: str) -> int:
+        event = self.events.get(kind)
+        return 0 if event is None else round(event.filled)
+
+    def statuses(self) -> str:
+        return ", ".join(
+            f"{k} {e.status} {e.filled:g}/{e.quantity:g}" for k, e in sorted(self.events.items())
+        )
+
+    def to_state(self) -> dict[str, Any]:
+        from trading.bus import to_dict
+
+        return {
+            "intent_id": self.intent_id,
+            "purpose": self.purpose.value,
+            "legs": self.legs,
+            "events": {k: to_dict(e) for k, e in self.events.items()},
+        }
+
+    @classmethod
+    def from_state(cls, state: dict[str, Any]) -> WorkingIntent:
+        events = {k: _message_from_state(v, OrderEvent) for k, v in state["events"].items()}
+        return cls(state["intent_id"], IntentPurpose(state["purpose"]), int(state["legs"]), events)
 
 
 class PairManager:
@@ -200,6 +266,10 @@ class PairManager:
         self.status = PairStatus.FLAT
         self.pair: OpenPair | None = None
         self.pending: OrderIntent | None = None
+        self.working: WorkingIntent | None = None
+        self.exit_rejections = 0
+        self.retry_bar = 0
+        """No exit before this bar (a pause after a rejected exit, see the docstring)."""
         self.bars = 0
         window = settings.z_window
         self.spreads: deque[float] = deque(maxlen=window)
@@ -266,6 +336,8 @@ class PairManager:
             return (), ()
         if self.status in (PairStatus.ENTERING, PairStatus.EXITING):
             return (), ()
+        if self.status is PairStatus.OPEN and self.bars < self.retry_bar:
+            return (), ()  # pausing after a rejected exit
         if self.status is PairStatus.OPEN and self.pair is not None:
             roll = self._roll(self.pair.legs.call_expiry, self.pair.legs.call_strike, bar)
             if roll.roll:
@@ -324,7 +396,7 @@ class PairManager:
     def _drop_pair(self) -> None:
         """The pair is gone (rejected entry, risk's close, IB's settlement of every call):
         FLAT, blocked until |z| is back inside the entry band."""
-        self.status, self.pair, self.pending = PairStatus.FLAT, None, None
+        self.status, self.pair, self.pending, self.working = PairStatus.FLAT, None, None, None
         self.machine.flatten()
         self.machine.blocked = True
 
@@ -519,7 +591,8 @@ class PairManager:
             if entering:
                 self.status = PairStatus.OPEN
             else:
-                self.status, self.pair = PairStatus.FLAT, None
+                self.exit_rejections = 0
+            self.working = WorkingIntent(pending.intent_id, pending.purpose, len(pending.legs))
             return ()
         reasons = "; ".join(f"{r.code}: {r.message}" for r in decision.reasons) or "no reason given"
         if entering:
@@ -527,15 +600,71 @@ class PairManager:
             note = (
                 f"entry {pending.intent_id} rejected ({reasons}): flat, blocked until |z| < entry"
             )
+        elif any(r.code == RiskCode.SUPERSEDED for r in decision.reasons):
+            self._drop_pair()
+            note = (
+                f"exit {pending.intent_id} superseded ({reasons}): risk closes the pair; flat, "
+                f"blocked until |z| < entry"
+            )
         else:
-            # Still holding: put the machine back in the position so the exit fires again.
-            self.status = PairStatus.OPEN
-            if self.machine_before_exit is not None:
-                last_time = self.machine.last_time
-                self.machine = SignalMachine.from_state(self.machine_before_exit, self.bands)
-                self.machine.last_time = last_time
-            note = f"exit {pending.intent_id} rejected ({reasons}): still open, exit retried"
+            self.exit_rejections += 1
+            pause = min(2 ** (self.exit_rejections - 1), MAX_RETRY_PAUSE_BARS)
+            self.retry_bar = self.bars + pause
+            self._reopen()
+            note = (
+                f"exit {pending.intent_id} rejected ({reasons}): still open, exit retried in "
+                f"{pause} bar{'s' if pause > 1 else ''}"
+            )
         return self._note(decision.ts, note)
+
+    def _reopen(self) -> None:
+        """Still holding after an exit that did not go through: the machine back in the
+        position, so the exit signal fires again."""
+        self.status = PairStatus.OPEN
+        if self.machine_before_exit is not None:
+            last_time = self.machine.last_time
+            self.machine = SignalMachine.from_state(self.machine_before_exit, self.bands)
+            self.machine.last_time = last_time
+
+    def on_order_event(self, event: OrderEvent) -> tuple[Signal, ...]:
+        """Risk's order events for our working intent; when its last leg is done, the pair
+        holds what they say filled (see the module docstring)."""
+        working = self.working
+        if working is None or event.intent_id != working.intent_id:
+            return ()
+        working.events[event.leg] = event
+        if not working.done:
+            return ()
+        self.working = None
+        pair = self.pair
+        if pair is None:
+            return ()
+        units = working.filled(str(LegKind.BUY_WRITE))
+        shares = working.filled(str(LegKind.STOCK))
+        if working.purpose is IntentPurpose.ENTRY:
+            if units == 0 and shares == 0:
+                self._drop_pair()
+                return self._note(
+                    event.ts,
+                    f"entry {working.intent_id} done with nothing filled ({working.statuses()}): "
+                    f"flat, blocked until |z| < entry",
+                )
+            pair.legs = dataclasses.replace(pair.legs, buy_write_units=units, tltw_shares=shares)
+            return ()
+        left_units = max(pair.legs.buy_write_units - units, 0)
+        left_shares = max(pair.legs.tltw_shares - shares, 0)
+        if left_units == 0 and left_shares == 0:
+            self.status, self.pair = PairStatus.FLAT, None
+            return ()
+        pair.legs = dataclasses.replace(
+            pair.legs, buy_write_units=left_units, tltw_shares=left_shares
+        )
+        self._reopen()
+        return self._note(
+            event.ts,
+            f"exit {working.intent_id} done with {left_units} buy-write units and "
+            f"{left_shares} TLTW shares left ({working.statuses()}): still open, exit retried",
+        )
 
     def on_risk_close(self, intent: OrderIntent) -> tuple[Signal, ...]:
         """Risk closes our pair by itself (pair stop-loss, z-stop, daily loss, kill switch,
@@ -586,8 +715,9 @@ class PairManager:
         )
 
     def on_fill(self, fill: Fill) -> tuple[Signal, ...]:
-        """Count the entry's TLTW fills; and IB's settlement of the pair's call (an option
-        execution without an intent that reduces it: assignment, exercise or expiry).
+        """IB's settlement of the pair's call (an option execution without an intent that
+        reduces it: assignment, exercise or expiry); the pair's own fills are counted from
+        risk's order events (`on_order_event`).
 
         A settlement of every contract leaves no buy-write to exit: the strategy goes FLAT and
         blocked (risk closes what is left), so it never sends an exit risk refuses
@@ -598,8 +728,6 @@ class PairManager:
         if pair is None:
             return ()
         if fill.con_id == self.config.tltw_con_id:
-            if fill.intent_id == pair.entry_intent_id:
-                pair.filled_tltw_shares += fill.quantity
             return ()
         if fill.intent_id or fill.sec_type != "OPT" or fill.con_id != pair.legs.call_con_id:
             return ()
@@ -630,6 +758,9 @@ class PairManager:
             "status": self.status.value,
             "pair": None if self.pair is None else self.pair.to_state(),
             "pending": None if self.pending is None else _intent_state(self.pending),
+            "working": None if self.working is None else self.working.to_state(),
+            "exit_rejections": self.exit_rejections,
+            "retry_bar": self.retry_bar,
             "machine": self.machine.to_state(),
             "machine_before_exit": self.machine_before_exit,
             "bars": self.bars,
@@ -642,6 +773,10 @@ class PairManager:
         self.status = PairStatus(state["status"])
         self.pair = None if state["pair"] is None else OpenPair.from_state(state["pair"])
         self.pending = None if state["pending"] is None else _intent_from_state(state["pending"])
+        working = state.get("working")
+        self.working = None if working is None else WorkingIntent.from_state(working)
+        self.exit_rejections = int(state.get("exit_rejections", 0))
+        self.retry_bar = int(state.get("retry_bar", 0))
         self.machine = SignalMachine.from_state(state["machine"], self.bands)
         self.machine_before_exit = state.get("machine_before_exit")
         self.bars = int(state["bars"])
@@ -658,8 +793,12 @@ def _intent_state(intent: OrderIntent) -> dict[str, Any]:
 
 
 def _intent_from_state(state: dict[str, Any]) -> OrderIntent:
+    return _message_from_state(state, OrderIntent)
+
+
+def _message_from_state(state: dict[str, Any], kind: type) -> Any:
     import orjson
 
     from trading.bus import decode
 
-    return decode(orjson.dumps({**state, "kind": OrderIntent.KIND}), OrderIntent)
+    return decode(orjson.dumps({**state, "kind": kind.KIND}), kind)
