@@ -7,7 +7,10 @@ TOOLS  := .venv-tools
 PY     := $(VENV)/bin/python
 PYTEST_ARGS ?=
 
-.PHONY: run test test-fast bench lint format clean venv tools
+SOAK_MINUTES ?= 30
+FAULTS_ARGS ?=
+
+.PHONY: run test test-fast bench faults soak lint format clean venv tools
 
 $(VENV)/.installed: requirements.txt requirements-dev.txt pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -40,6 +43,15 @@ test-fast: venv
 ## bench: every benchmark under bench/, printing its figures against the targets
 bench: venv
 	@for b in bench/bench_*.py; do echo "== $$b"; $(PY) $$b || exit 1; done
+
+## faults: the whole stack on ibsim, each fault once (kills at the seams, Redis, IB link and
+## socket, lost orders, late acks, bad ticks), every invariant checked against the broker's truth
+faults: venv
+	$(PY) -m tests.faults $(FAULTS_ARGS)
+
+## soak: the stack at 600x with a random fault every two minutes for SOAK_MINUTES (default 30)
+soak: venv
+	$(PY) -m tests.faults --soak $(SOAK_MINUTES)
 
 lint: venv
 	$(VENV)/bin/ruff check .

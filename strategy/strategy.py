@@ -48,6 +48,7 @@ from trading.bus import (
     encode,
 )
 from trading.observability import BAD_MESSAGES, ERRORS
+from trading.seams import seam
 from trading.service import ServiceContext, run_service
 from trading.strategy import StepResult, StrategyEngine
 from trading.strategy import metrics as m
@@ -280,6 +281,8 @@ class StrategyService:
             batch.publish(Channels.SIGNALS, data)
             batch.append(Streams.SIGNALS, data)
         await self.bus.execute(batch)
+        if result.intents:
+            await seam("strategy.intent_appended")
         done = time.perf_counter()
         m.BARS.labels("point" if point else "skipped").inc()
         if arrived is not None:

@@ -48,6 +48,7 @@ class Child:
     proc: subprocess.Popen
     colour: str
     buffer: bytes = b""
+    cmd: tuple[str, ...] = ()
 
 
 class Runner:
@@ -71,6 +72,8 @@ class Runner:
         self.env = dict(os.environ if env is None else env)
         self.ib_port: int | None = None
         self.stopping = False
+        self.service_env: dict[str, dict[str, str]] = {}
+        """Extra environment of one service at its start (the fault suite arms crash seams)."""
 
     # -- start ----------------------------------------------------------------------------------
 
@@ -114,31 +117,54 @@ class Runner:
         else:
             self._say(f"IB Gateway/TWS at {s.ib.host}:{s.ib.port} (TRADING_SIM__ENABLED=false)")
         for name, path in self.services:
-            self._spawn(name, [sys.executable, str(ROOT / path)])
+            self._spawn(name, [sys.executable, str(ROOT / path)], self.service_env.get(name))
             if name == "data-ingestion":
                 self._wait_backfill()
         self._say(f"dashboard: http://{s.http.host}:{s.http.port}/   (Ctrl-C stops everything)")
 
-    def _spawn(self, name: str, cmd: list[str]) -> None:
+    def _spawn(self, name: str, cmd: list[str], env: dict[str, str] | None = None) -> Child:
+        env = self.env if env is None else {**self.env, **env}
         if self.log_dir is not None:
             self.log_dir.mkdir(parents=True, exist_ok=True)
             with open(self.log_dir / f"{name}.log", "ab") as sink:
                 proc = subprocess.Popen(
-                    cmd, cwd=ROOT, env=self.env, stdout=sink, stderr=subprocess.STDOUT,
+                    cmd, cwd=ROOT, env=env, stdout=sink, stderr=subprocess.STDOUT,
                     start_new_session=True, preexec_fn=die_with_parent,
                 )  # fmt: skip
-            self.children.append(Child(name, proc, ""))
-            return
-        proc = subprocess.Popen(
-            cmd,
-            cwd=ROOT,
-            env=self.env,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,  # Ctrl-C reaches the runner only; it stops children in order
-            preexec_fn=die_with_parent,
-        )
-        self.children.append(Child(name, proc, COLOURS[len(self.children) % len(COLOURS)]))
+            child = Child(name, proc, "", cmd=tuple(cmd))
+        else:
+            proc = subprocess.Popen(
+                cmd,
+                cwd=ROOT,
+                env=env,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,  # Ctrl-C reaches the runner only; it stops them in order
+                preexec_fn=die_with_parent,
+            )
+            colour = COLOURS[len(self.children) % len(COLOURS)]
+            child = Child(name, proc, colour, cmd=tuple(cmd))
+        self.children.append(child)
+        return child
+
+    def child(self, name: str) -> Child:
+        return next(c for c in reversed(self.children) if c.name == name)
+
+    def kill(self, name: str) -> None:
+        """SIGKILL one child (as a crash would): no shutdown code of its own runs."""
+        child = self.child(name)
+        if child.proc.poll() is None:
+            os.killpg(child.proc.pid, signal.SIGKILL)
+            child.proc.wait(5)
+
+    def restart(self, name: str, env: dict[str, str] | None = None) -> None:
+        """Kill one child if it still runs and start it again (with `env` added)."""
+        old = self.child(name)
+        self.kill(name)
+        self.children.remove(old)
+        if old.proc.stdout:
+            old.proc.stdout.close()
+        self._spawn(name, list(old.cmd), env)
 
     def _wait_port(self, port: int, name: str, timeout_s: float = 20.0) -> None:
         import socket

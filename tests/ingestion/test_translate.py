@@ -104,6 +104,23 @@ def test_bad_stock_ticks_are_rejected_with_their_reason(fields, reason, field):
     assert "TLT" in str(caught.value) and field in str(caught.value)
 
 
+@pytest.mark.parametrize("size", [0.0, 10.0])
+def test_an_option_bid_at_zero_is_a_quote_a_stock_bid_at_zero_is_not(size):
+    """A call far out of the money is bid 0.00 (a real quote, marked at ask/2); refusing it left
+    a held call with no mark, and risk could not close it (found by the fault suite)."""
+    quote = option_quote_from_ticker(
+        option_ticker(bid=0.0, bidSize=size, ask=0.05), CALL, ts_recv=3.0, max_implied_vol=3.0
+    )
+    assert (quote.bid, quote.bid_size, quote.ask) == (0.0, size, 0.05)
+    with pytest.raises(BadTick) as caught:
+        option_quote_from_ticker(
+            option_ticker(bid=-1.0, ask=0.05), CALL, ts_recv=3.0, max_implied_vol=3.0
+        )
+    assert caught.value.reason is DropReason.NON_POSITIVE_PRICE  # ib_async's "no bid" at all
+    with pytest.raises(BadTick):
+        quote_from_ticker(stock_ticker(bid=0.0), "TLT", 15547841, ts_recv=1.0)
+
+
 def test_locked_quote_is_allowed_and_a_missing_last_is_none():
     quote = quote_from_ticker(stock_ticker(bid=90.0, ask=90.0, last=math.nan), "TLT", 1, 1.0)
     assert quote.bid == quote.ask == 90.0

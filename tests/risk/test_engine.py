@@ -571,3 +571,25 @@ def test_a_partial_rebalance_states_the_contracts_and_tltw_shares_the_pair_keeps
     why = rebalance.why
     assert (why["settled_buy_write_units_before"], why["settled_buy_write_units_after"]) == (2, 1)
     assert why["settled_tltw_shares_after"] == 375
+
+
+def test_a_refused_close_is_sent_again_with_a_pause_that_doubles_and_alerted_once():
+    """Risk's own close refused by the gate (a stale mark) was sent again on every tick, four
+    times a second, each with its alert (found by the fault suite)."""
+    e = engine(pair_stop_loss_usd=100.0)
+    enter(e)
+    set_marks(e, tlt=90.00, call=1.60, tltw=24.30)  # the stop-loss fires
+    (stop,) = submitted(e.tick(NOW))
+    stale = NOW + 60  # the marks are a minute old by the time it is gated
+    assert {r.code for r in e.decide(stop, stale).reasons} == {"STALE_DATA"}
+    actions = e.tick(stale + 1)
+    assert submitted(actions) == []
+    (alert,) = [a.alert for a in actions if isinstance(a, Raise)]
+    assert alert.code == "close_refused" and alert.severity.value == "critical"
+    assert submitted(e.tick(stale + 4)) == []
+    again = e.tick(stale + 5)
+    (retry,) = submitted(again)
+    assert not [a for a in again if isinstance(a, Raise)]  # alerted at the first refusal only
+    assert not e.decide(retry, stale + 5).approved
+    assert submitted(e.tick(stale + 14)) == []
+    assert len(submitted(e.tick(stale + 15))) == 1  # 10 s after the second refusal

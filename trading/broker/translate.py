@@ -79,18 +79,25 @@ def _size(value: Any, field: str, instrument: str) -> float:
     return float(value)
 
 
-def _two_sided(ticker: Any, instrument: str) -> tuple[float, float, float, float]:
-    """(bid, ask, bid_size, ask_size) of a valid, uncrossed top of book (locked is allowed)."""
-    bid = _price(ticker.bid, "bid", instrument)
+def _two_sided(
+    ticker: Any, instrument: str, zero_bid: bool = False
+) -> tuple[float, float, float, float]:
+    """(bid, ask, bid_size, ask_size) of a valid, uncrossed top of book (locked is allowed).
+
+    ``zero_bid``: an option far out of the money is bid at 0.00, often for no size; that is a
+    real quote (worth ask/2 at mid), not a bad tick, and refusing it would leave a held call
+    with no mark, so that nothing could close it."""
     ask = _price(ticker.ask, "ask", instrument)
+    if zero_bid and ticker.bid == 0.0:
+        bid, bid_size = 0.0, max(float(ticker.bidSize or 0.0), 0.0)
+        if not math.isfinite(bid_size):
+            raise BadTick(DropReason.NAN_PRICE, "bid_size", ticker.bidSize, instrument)
+    else:
+        bid = _price(ticker.bid, "bid", instrument)
+        bid_size = _size(ticker.bidSize, "bid_size", instrument)
     if bid > ask:
         raise BadTick(DropReason.CROSSED, "bid", f"{bid} > ask {ask}", instrument)
-    return (
-        bid,
-        ask,
-        _size(ticker.bidSize, "bid_size", instrument),
-        _size(ticker.askSize, "ask_size", instrument),
-    )
+    return bid, ask, bid_size, _size(ticker.askSize, "ask_size", instrument)
 
 
 def _epoch(moment: datetime | None) -> float | None:
@@ -255,7 +262,7 @@ def option_quote_from_ticker(
     """An option's top of book with IB's model Greeks, or BadTick (``ts_exchange`` as in
     `quote_from_ticker`)."""
     name = option.local_symbol or str(option.con_id)
-    bid, ask, bid_size, ask_size = _two_sided(ticker, name)
+    bid, ask, bid_size, ask_size = _two_sided(ticker, name, zero_bid=True)
     greeks = model_greeks(ticker.modelGreeks, option.right, name, max_implied_vol)
     return OptionQuote(
         symbol=underlying,

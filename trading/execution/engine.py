@@ -108,6 +108,8 @@ settlement and after it, and the TLTW shares (unsigned) it keeps: the strategy's
 closes only what is left (absolute figures, so a retried rebalance is applied once)."""
 SETTLEMENT_GRACE_S = 1.0
 """The stock delivery arrives right after the option's settlement: rebalance after this."""
+CLOSE_RETRY_S = 5.0
+CLOSE_RETRY_MAX_S = 60.0
 CLOSE_WAIT_ALERT_S = 10.0
 """A close still waiting this long for its pair's cancelled orders to finish is alerted."""
 SETTLEMENT_RETRY_S = 60.0
@@ -165,6 +167,8 @@ class ExecutionEngine:
     """pair -> a flatten waiting for the pair's working orders to be done (their cancels
     sent) before it is sized and sent."""
     lost_alerted: set[str] = field(default_factory=set)
+    refused_closes: dict[str, tuple[float, int]] = field(default_factory=dict)
+    """pair -> (not before, refusals in a row) of risk's own close the gate refused."""
     decisions: dict[str, RiskDecision] = field(default_factory=dict)
     options: dict[int, tuple[str, float]] = field(default_factory=dict)  # con_id -> expiry, K
     settlements: dict[str, tuple[float, float, bool]] = field(default_factory=dict)
@@ -444,8 +448,9 @@ class ExecutionEngine:
         if change is not None:
             actions.extend(self._carry_out(change, now, "daily-loss"))
         marks = self.mark_prices()
+        actions.extend(self._refused_closes(now))
         for pair in self.book.open_pairs():
-            if self._is_flattening(pair):
+            if self._is_flattening(pair, now):
                 continue
             pnl = self.book.pair_pnl(pair, marks)["total"]
             if pnl <= -self.limits.pair_stop_loss_usd:
@@ -481,7 +486,7 @@ class ExecutionEngine:
         dividend = self.marks.dividends.get("TLT")
         tlt_id = self.marks.con_id_by_symbol.get("TLT")
         for pair in self.book.open_pairs():
-            if self._is_flattening(pair):
+            if self._is_flattening(pair, now):
                 continue
             for h in self.book.pair_holdings(pair):
                 # A long call (a sold buy-write) is closed before expiry like a short one:
@@ -655,8 +660,13 @@ class ExecutionEngine:
             return f"z {spread.z:.2f} beyond the stop {self.stop_z:g} for short spread {pair}"
         return ""
 
-    def _is_flattening(self, pair: str) -> bool:
+    def _is_flattening(self, pair: str, now: float) -> bool:
+        """A close of the pair is under way: requested, waiting for its cancels, sent and not
+        yet done, or refused and waiting for its retry (see `_refused_closes`)."""
         if pair in self.closing:
+            return True
+        retry = self.refused_closes.get(pair)
+        if retry is not None and now < retry[0]:
             return True
         intent_id = self.flattening.get(pair)
         if intent_id is None:
@@ -667,16 +677,48 @@ class ExecutionEngine:
         decision = self.decisions.get(intent_id)
         if not legs and decision is None:
             return True  # submitted, not yet decided by the caller
+        if decision is not None and not decision.approved:
+            return True  # `_refused_closes` schedules its retry at the next tick
         del self.flattening[pair]
+        self.refused_closes.pop(pair, None)
         return False
+
+    def _refused_closes(self, now: float) -> list[Action]:
+        """A close of risk's own that the gate refused (stale data, the market closed) is sent
+        again after 5 s, doubling to CLOSE_RETRY_MAX_S, not on every tick; alerted once."""
+        actions: list[Action] = []
+        settling = {intent_id for intent_id, *_ in self.settling.values()}
+        for pair, intent_id in list(self.flattening.items()):
+            decision = self.decisions.get(intent_id)
+            if decision is None or decision.approved or self.tracker.legs_of(intent_id):
+                continue
+            del self.flattening[pair]
+            if intent_id in settling:
+                continue  # a settlement's rebalance has its own retry
+            _, refusals = self.refused_closes.get(pair, (0.0, 0))
+            wait = min(CLOSE_RETRY_S * 2**refusals, CLOSE_RETRY_MAX_S)
+            self.refused_closes[pair] = (decision.ts + wait, refusals + 1)
+            if refusals == 0:
+                reasons = "; ".join(f"{r.code}: {r.message}" for r in decision.reasons)
+                message = (
+                    f"pair {pair}: close {intent_id} refused ({reasons}): sent again after "
+                    f"{wait:g} s, backing off to {CLOSE_RETRY_MAX_S:g} s"
+                )
+                actions.append(
+                    self._alert(now, Severity.CRITICAL, "close_refused", message, pair=pair)
+                )
+        return actions
 
     def _flatten(self, pair: str, now: float, purpose: IntentPurpose, why: str) -> list[Action]:
         """Close the pair: alert, cancel its working orders, and send the closing intent once
         they are done (at once when none works); see `_send_closes`."""
-        if self._is_flattening(pair):
+        if self._is_flattening(pair, now):
             return []
         severity = Severity.CRITICAL if purpose is IntentPurpose.STOP else Severity.WARNING
-        actions: list[Action] = [self._alert(now, severity, str(purpose), why, pair=pair)]
+        retrying = pair in self.refused_closes  # alerted at its first refusal
+        actions: list[Action] = (
+            [] if retrying else [self._alert(now, severity, str(purpose), why, pair=pair)]
+        )
         self._request_close(pair, now, purpose, why)
         actions.extend(self._send_closes(now, only=pair))
         return actions
@@ -752,7 +794,7 @@ class ExecutionEngine:
         actions: list[Action] = []
         for breach in self.tracker.legging_breaches(now, self.limits.legging_timeout_s):
             self.tracker.mark_legging_handled(breach.intent_id)
-            if self._is_flattening(breach.pair_id):
+            if self._is_flattening(breach.pair_id, now):
                 continue  # the pair's close, sized from its holdings, repairs it too
             legs = self.tracker.legs_of(breach.intent_id)
             open_ids = tuple(t.order_id for t in legs if not t.done and t.order_id)

@@ -4,14 +4,17 @@
 
 1. restore: the engine state (`Keys.RISK_STATE`), the book by replaying `Streams.FILLS`, the
    intents in flight (`Keys.INTENT_STATUS`), the marks (latest-value keys);
-2. connect to IB and reconcile before anything else: open and completed orders, executions
-   (fills missed while down are booked and appended), positions;
+2. connect to IB and rebuild every order's state from IB before anything else
+   (`reconcile_orders`): open and completed orders, executions (fills missed while down are
+   booked and appended; a leg's fill is IB's), positions; a sent leg IB does not know is LOST;
 3. consume `Streams.COMMANDS` and `Streams.INTENTS` in the consumer group `Groups.RISK`:
    decide, record the decision and the order ids in `Keys.INTENT_STATUS` (status "placing")
    BEFORE placeOrder, place, record "placed", append the decision, then acknowledge;
-4. every `tick_s`: stops, legging, daily loss (the engine), then status, P&L and positions,
-   written in one MULTI/EXEC so a reader never sees positions of one moment with the P&L or
-   the other positions of another;
+4. every `tick_s`: stops, legging, daily loss (the engine); orders IB has not acknowledged
+   within `ack_timeout_s` looked up at IB; then status, P&L and positions, written in one
+   MULTI/EXEC so a reader never sees positions of one moment with the P&L or the other
+   positions of another; the heartbeat says "degraded", with the reasons, while risk cannot
+   act (IB down or its link lost, orders unanswered, a close waiting, intents kept refused);
 5. positions: IB is the source of truth. At every (re)connect and on every tick while no order
    is working, the book's net quantities are compared with IB's positions (reqPositions); a
    difference that stays the same for `POSITION_CONFIRM_S` (so a fill whose commission report
@@ -20,7 +23,10 @@
 
 Restart safety: an intent still pending in the group is re-read; if its status is "placed" or
 "rejected" it is only acknowledged; if "placing", each leg IB already knows by orderRef (and
-contract) is adopted, never placed again, and only the legs IB has never seen are sent.
+contract) is adopted, never placed again, and only the legs IB confirmed it has never seen are
+sent. A leg of a "placed" intent that IB does not know after a reconnect went down with the
+connection: it is LOST (alerted CRITICAL, not sent again: its prices are old by then). Between
+IB's error 1100 and 1101/1102 (IB's own link to its servers down) nothing is placed.
 Intents the engine makes itself (flatten, stop, unwind) are appended to `Streams.INTENTS` and
 go through the same path, so they are durable and audited like any other.
 """

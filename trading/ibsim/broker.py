@@ -18,6 +18,7 @@ including the multiplier, 100 x price for options) includes commissions, as IB's
 from __future__ import annotations
 
 import math
+import time
 from dataclasses import dataclass, field
 from datetime import date
 from enum import StrEnum
@@ -75,6 +76,8 @@ class WorkingOrder:
     leg_filled: list[float] = field(default_factory=list)
     leg_notional: list[float] = field(default_factory=list)
     commission_usd: list[float] = field(default_factory=list)
+    received_wall: float = field(default_factory=time.time)
+    """Wall-clock time the gateway received it (tests compare it with their own clock)."""
 
     @property
     def order_id(self) -> int:
@@ -661,6 +664,7 @@ class OrderTruth:
     quantity: float
     status: str
     filled: float
+    received_wall: float
 
 
 @dataclass(frozen=True, slots=True)
@@ -716,6 +720,7 @@ def _order_truth(order: WorkingOrder) -> OrderTruth:
         order.request.quantity,
         str(order.status),
         order.filled,
+        order.received_wall,
     )
 
 
