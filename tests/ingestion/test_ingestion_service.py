@@ -505,3 +505,33 @@ async def test_a_held_contract_ibsim_does_not_know_is_reported_and_the_window_is
         assert len(chain.subscribed) == 14
         assert running.feed.held_unquoted == (unknown_id,)
         assert running.feed.status["held_unquoted"] == [unknown_id]
+
+
+async def test_the_calls_roll_to_the_next_expiry_once_the_front_one_has_expired(redis_url):
+    """The service runs for months: once IB's date passes the front monthly expiry, its calls
+    are dropped and the next expiry's subscribed, without a reconnect (found by the fault
+    suite: the expired calls stayed subscribed, silent, and the feed degraded for good)."""
+    from datetime import datetime
+
+    from trading.ibsim.config import ET
+
+    # 20 s of wall time before the close of 2026-11-20 (a monthly expiry), at 60x
+    config = SimConfig(seed=1, speed=60.0, start=datetime(2026, 11, 20, 15, 40, tzinfo=ET))
+    with SimulatedGateway(config, port=0) as gw:
+        async with ingestion(gw, redis_url, silence_s=30.0) as running:
+            chain = await async_eventually(
+                lambda: running.bus.get_latest(Keys.CHAIN, OptionChain), 10, what="the chain"
+            )
+            assert min(o.expiry for o in chain.subscribed) == "20261120"
+
+            async def rolled():
+                chain = await running.bus.get_latest(Keys.CHAIN, OptionChain)
+                return {o.expiry for o in chain.subscribed} == {"20261218", "20270115"}
+
+            await async_eventually(rolled, 60, what="calls of December and January only")
+            assert sorted(running.feed.chain.calls) == ["20261218", "20270115"]
+
+            async def backfilled():  # an expired call has no bars: it is not asked forever
+                return not running.feed._backfill_queue
+
+            await async_eventually(backfilled, 30, what="the backfill queue drained")

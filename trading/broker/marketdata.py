@@ -76,6 +76,8 @@ OPTION_GENERIC_TICKS = ""
 """Model Greeks (tick type 13) come with every option subscription; nothing extra is needed."""
 DELAYED_MARKET_DATA = 3
 HELD_REFRESH_S = 2.0
+NO_HISTORY = "query returned no data"
+"""IB's error 162 text when it has no bars for the contract (not a pacing violation)."""
 """How often the feed re-reads the book's option positions (Keys.POSITIONS)."""
 
 # Metrics ------------------------------------------------------------------------------------
@@ -583,7 +585,7 @@ class MarketDataFeed:
             raise ConnectionError("IB returned no option chain for TLT")
         expiries = sorted({e for p in chosen for e in p.expirations})
         strikes = sorted({float(k) for p in chosen for k in p.strikes})
-        today = self.ib_now().astimezone(EXCHANGE_TIMEZONE).date()
+        today = self.exchange_today()
         selected = select_expiries(expiries, today, self.cfg.expiries)
         calls: dict[str, dict[float, Any]] = {}
         for expiry in selected:
@@ -602,6 +604,13 @@ class MarketDataFeed:
             len(expiries), len(strikes), list(selected),
             extra={"event.action": "chain_loaded"},
         )  # fmt: skip
+
+    def exchange_today(self) -> date:
+        """The exchange's date: of the newest trade time on the connection (tick 45), which
+        runs with a simulated clock too, else of IB's clock as read at connect."""
+        now = self.exchange_clock.now
+        moment = self.ib_now() if now is None else datetime.fromtimestamp(now, UTC)
+        return moment.astimezone(EXCHANGE_TIMEZONE).date()
 
     def ib_now(self) -> datetime:
         """IB's clock (the simulated one under ibsim) from the offset taken at connect."""
@@ -633,6 +642,7 @@ class MarketDataFeed:
             if not self._connected or self._setting_up:
                 continue  # on_connected reads the positions itself
             try:
+                await self.roll_chain()
                 await self.refresh_held()
             except asyncio.CancelledError:
                 raise
@@ -641,6 +651,25 @@ class MarketDataFeed:
                     "held options refresh failed: %r", exc, exc_info=exc,
                     extra={"event.action": "held_options_failed"},
                 )  # fmt: skip
+
+    async def roll_chain(self) -> None:
+        """After an expiry (IB's date past the front one), load the chain again and subscribe
+        the next expiry's calls: the service runs for months, not from one reconnect to the
+        next (the expired calls would stay subscribed, silent, and the feed degraded)."""
+        if not self.chain.calls or self.ib is None or UNDERLYING not in self.stocks:
+            return
+        today = self.exchange_today()
+        wanted = select_expiries(self.chain.expiries, today, self.cfg.expiries)
+        if wanted == tuple(sorted(self.chain.calls)):
+            return
+        self.log.info(
+            "expiry passed: loading the option chain again for %s", list(wanted),
+            extra={"event.action": "chain_rolled"},
+        )  # fmt: skip
+        await self._load_chain(self.ib, self.stocks[UNDERLYING])
+        spot = self._window_spot if self._window_spot is not None else self.spot
+        if spot is not None:
+            await self._recentre(spot)
 
     async def refresh_held(self, replan: bool = True) -> None:
         """Read Keys.POSITIONS, qualify held options the feed does not know, and (with
@@ -1141,11 +1170,11 @@ class MarketDataFeed:
         cfg = self.cfg
         key = (contract.conId, cfg.backfill_duration, cfg.backfill_bar_size, "MIDPOINT")
         await self.pacing.acquire(key)
-        failed: list[int] = []
+        failed: list[str] = []
 
         def on_error(req_id: int, code: int, message: str, c: Any) -> None:
             if code == 162 and getattr(c, "conId", None) == contract.conId:
-                failed.append(code)
+                failed.append(message)
 
         self.ib.errorEvent += on_error
         try:
@@ -1155,6 +1184,16 @@ class MarketDataFeed:
             )  # fmt: skip
         finally:
             self.ib.errorEvent -= on_error
+        if failed and all(NO_HISTORY in message for message in failed):
+            # IB has no bars of this contract (a new listing, an expired one): asking again
+            # every few seconds gets the same answer; its live ticks are recorded as they come.
+            BACKFILL_REQUESTS.labels("no_data").inc()
+            self.log.warning(
+                "no history at IB for %s: not backfilled (%s)",
+                getattr(contract, "localSymbol", contract.conId), failed[-1][:120],
+                extra={"event.action": "backfill_no_data"},
+            )  # fmt: skip
+            return []
         if failed or (not bars and self.history_farm_down):
             BACKFILL_REQUESTS.labels("error").inc()
             return None
