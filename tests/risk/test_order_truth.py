@@ -12,6 +12,7 @@ independent fault test's findings, each against ibsim's broker truth.
 from __future__ import annotations
 
 import asyncio
+import time
 
 from tests.risk.stack import (
     TLT_ID,
@@ -25,10 +26,11 @@ from tests.risk.stack import (
     orders_at_ib,
     positions_of,
     risk_service,
+    with_call,
 )
 from tests.support import async_eventually
 from trading import seams
-from trading.bus import Heartbeat, Keys, Severity, Streams
+from trading.bus import DataHealth, Heartbeat, IntentPurpose, Keys, Severity, Side, Streams
 
 LEGGING_TIMEOUT_S = 2.0
 
@@ -197,7 +199,7 @@ async def test_a_late_acknowledgement_is_looked_up_at_ib_and_the_order_kept(
 
 async def test_no_order_is_placed_while_ib_has_lost_its_servers(gateway, redis_url, bus):
     """Error 1100: IB's own link is down. Intents wait (not decided, not acknowledged) until
-    1102, then are decided and placed after a reconciliation."""
+    1102, then are decided after a reconciliation; trading goes on once the data is fresh."""
     async with (
         market(gateway, redis_url, bus),
         risk_service(gateway, redis_url),
@@ -221,7 +223,63 @@ async def test_no_order_is_placed_while_ib_has_lost_its_servers(gateway, redis_u
         await asyncio.sleep(1.0)  # an order placed now would be on IB's books by then
         assert gateway.faults.broker_truth().orders == ()
         assert await bus.hget_state(Keys.INTENT_STATUS, "e-1") is None
+        restored = time.time()
         gateway.faults.send_error(1102)
-        assert (await decision_of(bus, "e-1")).approved
-        whole = {TLT_ID: 100.0, entry.legs[0].option_con_id: -1.0, TLTW_ID: -375.0}
+        # decided once IB is back (refused if the data is still flagged from the outage: the
+        # data-ingestion service clears its flag on its own 1102)
+        first = await decision_of(bus, "e-1")
+        assert first.ts >= restored
+
+        async def data_ok():
+            health = await bus.hget_all(Keys.HEALTH, DataHealth)
+            return all(health[s].status == "ok" for s in ("TLT", "TLTW"))
+
+        await async_eventually(data_ok, 10, what="TLT and TLTW fresh again")
+        entry = await entry_intent(bus, "e-2")
+        await bus.append(Streams.INTENTS, entry)
+        assert (await decision_of(bus, "e-2")).approved
+        units = 2 if first.approved else 1
+        whole = {
+            TLT_ID: 100.0 * units,
+            entry.legs[0].option_con_id: -units,
+            TLTW_ID: -375.0 * units,
+        }
         await async_eventually(holds(lambda: positions_of(ib) == whole), 10, what="placed")
+
+
+async def test_an_exit_while_the_entry_works_is_superseded_by_risks_own_close(
+    gateway, redis_url, bus
+):
+    """The strategy's exit arrives while its entry's TLTW leg still works: risk refuses it
+    SUPERSEDED (never ORDER_WORKING, which made the strategy ask again every bar), cancels the
+    TLTW order and flattens the buy-write the entry did buy."""
+    async with (
+        market(gateway, redis_url, bus),
+        risk_service(gateway, redis_url),
+        observer(gateway) as ib,
+    ):
+        gateway.faults.hold_fills(["TLTW"])
+        entry = await entry_intent(bus, "e-1")
+        call_id = entry.legs[0].option_con_id
+        await bus.append(Streams.INTENTS, entry)
+        assert (await decision_of(bus, "e-1")).approved
+        await async_eventually(
+            holds(lambda: positions_of(ib) == {TLT_ID: 100.0, call_id: -1.0}), 10, what="BAG"
+        )
+        exit_ = with_call(
+            await entry_intent(bus, "x-1", bw_side=Side.SELL, purpose=IntentPurpose.EXIT),
+            entry.legs[0],
+        )
+        await bus.append(Streams.INTENTS, exit_)
+        decision = await decision_of(bus, "x-1")
+        assert not decision.approved
+        assert [r.code for r in decision.reasons] == ["SUPERSEDED"]
+        await async_eventually(holds(lambda: positions_of(ib) == {}), 15, what="flat at IB")
+        truth = gateway.faults.broker_truth()
+        (tltw_order,) = [
+            o for o in truth.orders if o.order_ref == "e-1" and o.con_ids == (TLTW_ID,)
+        ]
+        assert (tltw_order.status, tltw_order.filled) == ("Cancelled", 0.0)
+        closes = [o for o in truth.orders if o.order_ref.startswith("flatten-p-1")]
+        assert [o.con_ids for o in closes] == [(TLT_ID, call_id)] and closes[0].status == "Filled"
+        assert not [o for o in truth.orders if o.order_ref == "x-1"]  # never sent as it was

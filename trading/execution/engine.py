@@ -246,7 +246,7 @@ class ExecutionEngine:
             )
             self._request_close(intent.pair_id, now, IntentPurpose.FLATTEN, why)
             return RiskReason(
-                RiskCode.SUPERSEDED,
+                RiskCode.SUPERSEDED.value,
                 f"pair {intent.pair_id} still has working orders ({refs}): risk cancels their "
                 f"unfilled rest and flattens what the pair then holds",
             )
@@ -257,7 +257,7 @@ class ExecutionEngine:
                 have = held.get(con_id, 0.0)
                 if have * change >= 0 or abs(change) > abs(have) + 1e-9:
                     return RiskReason(
-                        RiskCode.EXCEEDS_HOLDINGS,
+                        RiskCode.EXCEEDS_HOLDINGS.value,
                         f"pair {intent.pair_id} holds {have:g} of {con_id}; the {leg.kind} leg "
                         f"would change it by {change:+g}: a close may only reduce a holding",
                     )
@@ -345,8 +345,10 @@ class ExecutionEngine:
         leg = self.tracker.on_rejected(order_id, f"IB error {code}: {message}", now)
         return None if leg is None else order_event(leg, now)
 
-    def on_fill(self, fill: Fill) -> bool:
-        """Book an execution once; returns False when it was already booked.
+    def on_fill(self, fill: Fill, now: float | None = None) -> bool:
+        """Book an execution once; returns False when it was already booked. ``now`` is when
+        it arrived, on the engine's clock (the fill's own time is the exchange's: under a
+        simulator it is another clock); by default the fill's time.
 
         An option execution without an intent that reduces a call its pair holds (IB's
         assignment, exercise or expiry, of a short or a long call) marks the pair for
@@ -364,7 +366,7 @@ class ExecutionEngine:
         if fill.intent_id:
             self.tracker.on_execution(
                 fill.intent_id, fill.order_id, fill.perm_id, fill.sec_type, fill.con_id,
-                fill.exec_id, fill.quantity, fill.ts,
+                fill.exec_id, fill.quantity, fill.ts if now is None else now,
             )  # fmt: skip
         if units_before > 0 and self.book.last_pair not in self.settlements:
             due = fill.ts + SETTLEMENT_GRACE_S

@@ -82,7 +82,8 @@ from trading.execution.engine import (
     Raise,
     Submit,
 )
-from trading.execution.tracking import LegState, TrackedLeg
+from trading.execution.gate import INVALID
+from trading.execution.tracking import DONE_LEG_STATES, LegState, TrackedLeg
 from trading.observability import BAD_MESSAGES, histogram
 from trading.seams import seam
 from trading.service import ServiceContext
@@ -181,8 +182,7 @@ class RiskRuntime:
         now = time.time()
         for intent_id, rec in self.status.items():
             if rec.get("status") != PLACING and all(
-                LegState(leg["state"]) in (LegState.FILLED, LegState.CANCELLED, LegState.REJECTED)
-                for leg in rec.get("legs", [])
+                LegState(leg["state"]) in DONE_LEG_STATES for leg in rec.get("legs", [])
             ):
                 continue
             intent = decode(rec["intent"], OrderIntent)
@@ -380,7 +380,7 @@ class RiskRuntime:
             self.writes.put_nowait(("event", event))
 
     def _fill(self, fill: Fill) -> None:
-        if self.engine.on_fill(fill):
+        if self.engine.on_fill(fill, time.time()):
             self.writes.put_nowait(("fill", fill))
 
     def _fill_from_ib(self, ib_fill: Any) -> None:
@@ -459,6 +459,18 @@ class RiskRuntime:
             extra={"event.action": "intent_placed", "order.ref": intent.intent_id},
         )
         return True
+
+    async def _refuse_invalid(self, intent: OrderIntent, exc: ValueError) -> None:
+        """An intent that cannot be handled (a value that fails a check) is rejected INVALID,
+        with the reason, so its sender learns it was not traded; never dropped silently."""
+        self.log.error(
+            "intent refused: %s", exc,
+            extra={"event.action": "bad_intent", "order.ref": intent.intent_id},
+        )  # fmt: skip
+        BAD_MESSAGES.labels(self.ctx.name, "intent", "invalid").inc()
+        reason = RiskReason(INVALID, f"the intent could not be handled: {exc}")
+        decision = RiskDecision(intent.intent_id, time.time(), False, (reason,))
+        await self._record_rejection(intent, decision, decision.ts)
 
     async def _record_rejection(
         self, intent: OrderIntent, decision: RiskDecision, now: float
@@ -733,12 +745,7 @@ class RiskRuntime:
                 try:
                     done = await self.handle_intent(entry.message, t0)
                 except ValueError as exc:
-                    self.log.error(
-                        "intent refused: %s",
-                        exc,
-                        extra={"event.action": "bad_intent", "order.ref": entry.message.intent_id},
-                    )
-                    BAD_MESSAGES.labels(self.ctx.name, "intent", "invalid").inc()
+                    await self._refuse_invalid(entry.message, exc)
                     done = True
                 if done:
                     await bus.ack(Streams.INTENTS, Groups.RISK, entry.entry_id)
