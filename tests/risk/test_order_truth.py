@@ -283,3 +283,32 @@ async def test_an_exit_while_the_entry_works_is_superseded_by_risks_own_close(
         closes = [o for o in truth.orders if o.order_ref.startswith("flatten-p-1")]
         assert [o.con_ids for o in closes] == [(TLT_ID, call_id)] and closes[0].status == "Filled"
         assert not [o for o in truth.orders if o.order_ref == "x-1"]  # never sent as it was
+
+
+async def test_the_rest_of_an_intent_partly_at_ib_is_sent_under_its_approval_after_a_restart(
+    gateway, redis_url, bus
+):
+    """Risk dies between the BAG and the TLTW order; it restarts with limits that would refuse
+    the intent now. Part of it is at IB already: the TLTW leg is sent under the approval it had
+    (gated again and refused, it was left unsent for good and the pair's close waited on it
+    forever: found by the fault suite)."""
+    async with market(gateway, redis_url, bus), observer(gateway) as ib:
+        crashed = asyncio.Event()
+
+        async def die() -> None:
+            crashed.set()
+            await asyncio.sleep(3600)
+
+        entry = await entry_intent(bus, "e-1")
+        seams.arm("risk.leg_sent", die)
+        try:
+            async with risk_service(gateway, redis_url):
+                await bus.append(Streams.INTENTS, entry)
+                await asyncio.wait_for(crashed.wait(), 10)
+        finally:
+            seams.disarm("risk.leg_sent")
+        async with risk_service(gateway, redis_url, max_tltw_shares=10):  # would refuse it now
+            whole = {TLT_ID: 100.0, entry.legs[0].option_con_id: -1.0, TLTW_ID: -375.0}
+            await async_eventually(holds(lambda: positions_of(ib) == whole), 15, what="whole")
+        refs = [o.order_ref for o in gateway.faults.broker_truth().orders]
+        assert refs == ["e-1", "e-1"]

@@ -263,6 +263,28 @@ class ExecutionEngine:
                     )
         return None
 
+    def resume(self, decision: RiskDecision) -> None:
+        """An approval from before a restart whose intent is partly at IB already: its other
+        legs are sent under it, not gated again (a refusal now would leave the pair legged
+        with legs never sent; the legging rule repairs a leg that does not fill)."""
+        if decision.approved:
+            self.decisions[decision.intent_id] = decision
+
+    def abandon(self, intent_id: str, now: float, why: str) -> list[OrderEvent]:
+        """The legs of a refused intent that were never sent (restored from before a restart)
+        are done: REJECTED, so nothing waits on them."""
+        events = []
+        for leg in self.tracker.legs_of(intent_id):
+            if not leg.done and not leg.order_id:
+                leg.state, leg.ib_status, leg.message, leg.updated_at = (
+                    LegState.REJECTED,
+                    "Rejected",
+                    why,
+                    now,
+                )
+                events.append(order_event(leg, now))
+        return events
+
     def order_sent(self, intent_id: str, leg_index: int, order_id: int, now: float) -> None:
         """The order id a leg is (about to be) sent with: recorded before placeOrder."""
         self.tracker.assign_order_id(intent_id, leg_index, order_id, now)

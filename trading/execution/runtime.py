@@ -244,8 +244,9 @@ class RiskRuntime:
         A leg IB does not know (no order, no execution under its orderRef and contract) was
         never received. After a reconnect: a leg of an intent still "placing" (risk died
         between its record and placeOrder; the intent is still pending in the group) gets its
-        order id forgotten and is sent now, once; a leg of a "placed" intent is LOST (it went
-        down with the connection). On an acknowledgement timeout (`legs` given) the unknown
+        order id forgotten and is sent now, once: under the approval it had when another of
+        its legs is at IB already, else gated again; a leg of a "placed" intent is LOST (it
+        went down with the connection). On an acknowledgement timeout (`legs` given) the unknown
         ones among `legs` are LOST (and a cancel is sent for their ids, in case).
         """
         snap = await self.client.reconcile()
@@ -274,6 +275,12 @@ class RiskRuntime:
                 if event is not None:
                     self.writes.put_nowait(("event", event))
         candidates = self.engine.tracker.open_legs() if legs is None else legs
+        at_ib = {iid for iid, _ in known} | {
+            t.intent_id for t in self.engine.tracker.open_legs() if t.executions
+        }
+        for intent_id, rec in self.status.items():
+            if after_connect and rec.get("status") == PLACING and intent_id in at_ib:
+                self.engine.resume(decode(rec["decision"], RiskDecision))
         for leg in candidates:
             key = (leg.intent_id, leg.leg_index)
             if leg.done or key in known or leg.executions or not leg.order_id:
@@ -485,6 +492,8 @@ class RiskRuntime:
         }
         await self.bus.hset_state(Keys.INTENT_STATUS, intent.intent_id, rec)
         self.status[intent.intent_id] = rec
+        for event in self.engine.abandon(intent.intent_id, now, "not sent: the intent was refused"):
+            self.writes.put_nowait(("event", event))
         codes = tuple(sorted(str(r.code) for r in decision.reasons))
         write, repeats = self.rejections.admit(intent.pair_id, codes, now)
         if not write:
