@@ -27,6 +27,8 @@ from trading.settings import load_settings
 SPEED = 600.0
 """Simulated seconds per wall second: ten one-minute bars a second."""
 Z_WINDOW = 120
+Z_WINDOW_WALL_S = 1.25 * Z_WINDOW * 60.0 / SPEED
+"""Wall seconds for a shock to leave the z window (one-minute bars), with a margin."""
 HEARTBEAT_SERVICES = tuple(name for name, _ in SERVICES)
 ENTRY_BP = 150.0
 """The premium shock that makes the strategy enter (the quiet premium is 2 bp)."""
@@ -92,6 +94,7 @@ class Stack:
     admin_port: int = 0
     http_port: int = 0
     url: str = ""
+    last_shock: float = -1e9
     _redis: redis.Redis | None = None
 
     def start(self, service_env: dict[str, dict[str, str]] | None = None) -> Stack:
@@ -153,9 +156,13 @@ class Stack:
         return datetime.fromisoformat(self._admin("GET", "/truth")["time"]).timestamp()
 
     def shock(self, bp: float) -> float:
-        """TLTW's premium to `bp` now; returns the market time of the shock."""
+        """TLTW's premium to `bp`; returns the market time of the shock. A shock waits until
+        the last one has left the z window: a window that still holds a jump of 250 bp has a
+        standard deviation that makes the next jump a z of 2 or 3, not an entry."""
+        time.sleep(max(0.0, self.last_shock + Z_WINDOW_WALL_S - time.monotonic()))
         ts = self.market_time()
         self.fault("shock_premium", bp=bp)
+        self.last_shock = time.monotonic()
         return ts
 
     # processes ----------------------------------------------------------------------------

@@ -165,15 +165,18 @@ def redis_killed_and_restarted(run: Run) -> float:
 
 
 def ib_link_lost_and_socket_dropped(run: Run) -> float:
+    """The finding's sequence: an entry, then IB's 1100, the socket dropped, 1102."""
     stack = run.stack
+    ref = run.enter()
     stack.fault("send_error", code=1100)
     struck = time.time()
-    ref = run.enter()  # decided only once IB's link is back
-    time.sleep(0.5)
-    stack.fault("drop_connections")
-    wait_for(lambda: _beat_ok(stack, "risk-management"), 60, "risk reconnected")
-    stack.fault("send_error", code=1102)
-    run.notes.append(f"entry {ref} made while IB's link was down")
+    try:
+        time.sleep(0.5)
+        stack.fault("drop_connections")
+        wait_for(lambda: _beat_ok(stack, "risk-management"), 60, "risk reconnected")
+    finally:
+        stack.fault("send_error", code=1102)
+    run.notes.append(f"entry {ref} met 1100 and a dropped socket")
     return struck
 
 

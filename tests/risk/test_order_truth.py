@@ -312,3 +312,35 @@ async def test_the_rest_of_an_intent_partly_at_ib_is_sent_under_its_approval_aft
             await async_eventually(holds(lambda: positions_of(ib) == whole), 15, what="whole")
         refs = [o.order_ref for o in gateway.faults.broker_truth().orders]
         assert refs == ["e-1", "e-1"]
+
+
+async def test_fills_of_an_intent_decided_just_before_a_crash_stay_with_their_pair(
+    gateway, redis_url, bus
+):
+    """Risk's state (with which intent is which pair's) is saved every second; killed within
+    that second of an entry, the restarted risk booked the entry's fills to no pair and
+    refused the pair's exit EXCEEDS_HOLDINGS for good (found by the fault suite). The intent's
+    own record, written before its placeOrder, names its pair."""
+    async with market(gateway, redis_url, bus), observer(gateway) as ib:
+        entry = await entry_intent(bus, "e-1")
+        async with risk_service(gateway, redis_url):
+            await bus.append(Streams.INTENTS, entry)
+            assert (await decision_of(bus, "e-1")).approved
+            whole = {TLT_ID: 100.0, entry.legs[0].option_con_id: -1.0, TLTW_ID: -375.0}
+            await async_eventually(holds(lambda: positions_of(ib) == whole), 10, what="filled")
+
+            async def saved():
+                state = await bus.get_state(Keys.RISK_STATE)
+                return state if state and "e-1" in state["book"]["pair_of_intent"] else None
+
+            state = await async_eventually(saved, 10, what="risk's state saved")
+        state["book"]["pair_of_intent"].pop("e-1")  # as if killed before the state was saved
+        await bus.set_state(Keys.RISK_STATE, state)
+        async with risk_service(gateway, redis_url):
+            exit_ = with_call(
+                await entry_intent(bus, "x-1", bw_side=Side.SELL, purpose=IntentPurpose.EXIT),
+                entry.legs[0],
+            )
+            await bus.append(Streams.INTENTS, exit_)
+            assert (await decision_of(bus, "x-1")).approved
+            await async_eventually(holds(lambda: positions_of(ib) == {}), 10, what="flat")

@@ -170,6 +170,13 @@ class RiskRuntime:
 
     async def restore(self) -> None:
         self.engine.restore(await self.bus.get_state(Keys.RISK_STATE))
+        self.status = await self.bus.hget_all_states(Keys.INTENT_STATUS)
+        intents = {i: decode(rec["intent"], OrderIntent) for i, rec in self.status.items()}
+        # Every intent's pair, from its record (written before its placeOrder), before the
+        # fills are replayed: the risk state saved each second may not know an intent decided
+        # just before a crash, and its fills would go to no pair (its exit then refused).
+        for intent_id, intent in intents.items():
+            self.engine.book.attribute(intent_id, intent.pair_id)
         after = "0"
         while True:
             entries = await self.bus.read_after(Streams.FILLS, after, count=5000, expect=Fill)
@@ -178,16 +185,13 @@ class RiskRuntime:
             for entry in entries:
                 self.engine.on_fill(entry.message)
             after = entries[-1].entry_id
-        self.status = await self.bus.hget_all_states(Keys.INTENT_STATUS)
         now = time.time()
         for intent_id, rec in self.status.items():
             if rec.get("status") != PLACING and all(
                 LegState(leg["state"]) in DONE_LEG_STATES for leg in rec.get("legs", [])
             ):
                 continue
-            intent = decode(rec["intent"], OrderIntent)
-            self.engine.book.attribute(intent_id, intent.pair_id)
-            self.engine.tracker.register(intent, now)
+            self.engine.tracker.register(intents[intent_id], now)
             for leg_state in rec.get("legs", []):
                 leg = TrackedLeg.from_state(leg_state)
                 self.engine.tracker.legs[(intent_id, leg.leg_index)] = leg
