@@ -311,15 +311,20 @@ def test_gateway_publishes_the_paper_port_of_the_socat_relay():
 def test_redis_is_persistent_and_password_protected():
     redis = find(MAIN, "StatefulSet", "redis")
     (container,) = containers(redis)
-    args = container["args"]
-    option = {args[i]: args[i + 1] for i in range(0, len(args), 2)}
-    assert option["--appendonly"] == "yes"
-    assert option["--requirepass"] == "$(REDIS_PASSWORD)"
-    assert option["--maxmemory-policy"] == "noeviction"
-    assert option["--client-output-buffer-limit"] == PUBSUB_BUFFER_LIMIT
+    option: dict[str, list[str]] = {}  # redis-server's --name value... as it parses them
+    for arg in container["args"]:
+        if arg.startswith("--"):
+            name = arg
+            option[name] = []
+        else:
+            option[name].append(arg)
+    assert option["--appendonly"] == ["yes"]
+    assert option["--requirepass"] == ["$(REDIS_PASSWORD)"]
+    assert option["--maxmemory-policy"] == ["noeviction"]
+    assert option["--client-output-buffer-limit"] == PUBSUB_BUFFER_LIMIT.split()
     mounts = {m["mountPath"]: m["name"] for m in container["volumeMounts"]}
     claims = {c["metadata"]["name"] for c in redis["spec"]["volumeClaimTemplates"]}
-    assert mounts[option["--dir"]] in claims
+    assert mounts[option["--dir"][0]] in claims
 
 
 # Replicas and hardening ----------------------------------------------------------------------

@@ -144,14 +144,30 @@ def _occ_symbol(leg: b.IntentLeg) -> str:
     return f"{leg.symbol:<6}{leg.option_expiry[2:]}C{round(leg.option_strike * 1000):08d}"
 
 
-def test_premium_blowout_is_entered_filled_shown_exited_and_accounted(tmp_path):
+def stack_runner(tmp_path: Path, runner_type: type[Runner] = Runner) -> tuple[Runner, int, int]:
+    """The runner of this scenario (in-process children, or containers), with its dashboard
+    and ibsim admin ports."""
     http_port, admin_port = free_port(), free_port()
     env = _env(tmp_path, http_port, admin_port)
     settings = load_settings(
         redis={"data_dir": str(tmp_path / "redis")},
         sim={"seed": 3, "speed": SPEED, "admin_port": admin_port, "premium_bp": 2.0},
     )
-    runner = Runner(settings, json_logs=True, env=env, log_dir=tmp_path / "logs")
+    runner = runner_type(settings, json_logs=True, env=env, log_dir=tmp_path / "logs")
+    return runner, http_port, admin_port
+
+
+def test_premium_blowout_is_entered_filled_shown_exited_and_accounted(tmp_path):
+    runner, http_port, admin_port = stack_runner(tmp_path)
+    premium_blowout_is_entered_filled_shown_exited_and_accounted(
+        runner, http_port, admin_port, tmp_path / "logs"
+    )
+
+
+def premium_blowout_is_entered_filled_shown_exited_and_accounted(
+    runner: Runner, http_port: int, admin_port: int, log_dir: Path
+) -> None:
+    """The scenario, on a runner not yet started (stopped here, even on failure)."""
     try:
         runner.start()
         redis_url = runner.env["TRADING_REDIS__URL"]
@@ -248,7 +264,7 @@ def test_premium_blowout_is_entered_filled_shown_exited_and_accounted(tmp_path):
         assert pnl["unrealized"] == pytest.approx(0.0, abs=0.01)
     finally:
         runner.stop()
-        for log in sorted((tmp_path / "logs").glob("*.log")):
+        for log in sorted(log_dir.glob("*.log")):
             errors = [
                 line for line in log.read_text().splitlines() if '"log.level": "error"' in line
             ]
