@@ -92,7 +92,7 @@ images: $(WHEELHOUSE)/.complete
 	  then $(MAKE) --no-print-directory base-image; fi
 	@set -e; source=$$($(PYTHON) -m trading.containers source-digest); \
 	build() { echo "images: trading/$$1:$(IMAGE_TAG) <- $$2"; \
-	  out=$$($(DOCKER) build --label trading.source-digest=$$source \
+	  out=$$($(DOCKER) build --force-rm --label trading.source-digest=$$source \
 	    --build-arg TRADING_BASE=trading/base:$(IMAGE_TAG) --build-arg BASE_IMAGE=$(BASE_IMAGE) \
 	    -f $$2 -t trading/$$1:$(IMAGE_TAG) . 2>&1) || { echo "$$out"; return 1; }; }; \
 	build base docker/base.Dockerfile; \

@@ -282,6 +282,7 @@ class ContainerRunner(Runner):
             raise RuntimeError(f"docker is not usable here: {exc}") from exc
         if problems:
             raise RuntimeError("; ".join(problems) + ": run `make images` first")
+        self._say(f"containers trading-{self.run_id}-<name>, label trading.run={self.run_id}")
         super().start()
 
     def _start_redis(self) -> None:
@@ -298,7 +299,7 @@ class ContainerRunner(Runner):
             containers.prepare_volume(volume, containers.image_ref("redis"))
         command = [
             "redis-server", "--port", str(port), "--bind", "127.0.0.1", "--dir", "/data",
-            "--protected-mode", "yes", "--client-output-buffer-limit", PUBSUB_BUFFER_LIMIT,
+            "--protected-mode", "yes", "--client-output-buffer-limit", *PUBSUB_BUFFER_LIMIT.split(),
             "--loglevel", "warning", "--appendonly", "yes", "--appendfsync", "everysec",
             "--save", "",
         ]  # fmt: skip

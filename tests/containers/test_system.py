@@ -70,7 +70,7 @@ def test_premium_blowout_is_traded_with_every_process_in_its_container(tmp_path)
     )
     print(f"\ncontainerised end-to-end scenario: {time.monotonic() - started:.1f} s wall")
     assert _run_containers(runner.run_id) == [], "stop() left containers behind"
-    logs = {p.name: p.read_text() for p in (tmp_path / "logs").glob("*.log")}
+    logs = {p.stem: p.read_text() for p in (tmp_path / "logs").glob("*.log")}
     assert set(logs) == {"redis", "ibsim", *containers.SERVICE_IMAGES}
     for name, text in logs.items():
         assert "Read-only file system" not in text, f"{name} wrote to its read-only root"
@@ -93,7 +93,7 @@ def test_make_up_stops_and_removes_every_container_on_ctrl_c(tmp_path):
         while proc.poll() is None:
             line = proc.stdout.readline()
             seen.append(line)
-            if match := re.search(r"trading-([0-9a-f]{8})-", line):
+            if match := re.search(r"label trading.run=([0-9a-f]{8})", line):
                 run_id = run_id or match[1]
             if "dashboard: http://" in line:
                 break
@@ -108,9 +108,7 @@ def test_make_up_stops_and_removes_every_container_on_ctrl_c(tmp_path):
                 return None
 
         eventually(heartbeats, timeout_s=60, what="the dashboard in its container answers")
-        run_id = run_id or next(
-            m[1] for line in seen if (m := re.search(r"trading-([0-9a-f]{8})-", line))
-        )
+        assert run_id, "".join(seen)
         running = _run_containers(run_id)
         assert len(running) == 7, running  # Redis, ibsim and the five services
         proc.send_signal(signal.SIGINT)  # Ctrl-C
