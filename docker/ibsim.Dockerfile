@@ -2,6 +2,7 @@
 # shared base (docker/base.Dockerfile) and a command. Built from the repository root by
 # `make images`, or by hand: docker build -f docker/ibsim.Dockerfile -t trading/ibsim:dev .
 ARG TRADING_BASE=trading/base:dev
+# checkov:skip=CKV_DOCKER_7: the base is this repository's own image, tagged by make images
 FROM ${TRADING_BASE}
 
 WORKDIR /app
