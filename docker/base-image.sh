@@ -50,8 +50,10 @@ deb $SECURITY $SUITE-security main
 SOURCES
 mount -t proc proc "$ROOTFS/proc"
 chroot "$ROOTFS" /usr/bin/env DEBIAN_FRONTEND=noninteractive PACKAGES="$PACKAGES" sh -c \
-  'apt-get update -qq && apt-get upgrade -y -qq >/dev/null \
-   && apt-get install -y -qq --no-install-recommends $PACKAGES >/dev/null && apt-get clean'
+  'apt-get update -qq && apt-get upgrade -y -qq \
+   && apt-get install -y -qq --no-install-recommends $PACKAGES && apt-get clean' \
+  >"$ROOTFS.log" 2>&1 || { tail -30 "$ROOTFS.log" >&2; rm -f "$ROOTFS.log"; exit 1; }
+rm -f "$ROOTFS.log"
 umount "$ROOTFS/proc"
 
 # What a runtime image never reads: package lists, caches, docs, man pages, other locales.

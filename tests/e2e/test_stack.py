@@ -251,14 +251,17 @@ def premium_blowout_is_entered_filled_shown_exited_and_accounted(
         }
 
         def flat() -> bool:
+            # Seen once under load (containerised run): the dashboard flat while the fills read
+            # just after still summed to -153 of one leg. Both must agree; a fill that never
+            # reaches the stream still fails here, after the timeout.
             positions = _get(f"{dashboard}/api/book").get("positions") or []
-            return all(abs(p["quantity"]) < 1e-9 for p in positions)
+            held = {c: q for c, q in _held(_fills(redis_url)).items() if abs(q) > 1e-9}
+            return all(abs(p["quantity"]) < 1e-9 for p in positions) and not held
 
-        eventually(flat, timeout_s=60, what="flat after the exit")
+        eventually(flat, timeout_s=60, what="flat after the exit, on the dashboard and in fills")
 
         # P&L equals what the fills imply: nothing is held, so the cash less the commissions.
         fills = _fills(redis_url)
-        assert {c: q for c, q in _held(fills).items() if abs(q) > 1e-9} == {}
         pnl = _get(f"{dashboard}/api/book")["pnl"]
         assert pnl["total"] == pytest.approx(_implied_pnl_usd(fills, {}), abs=0.01)
         assert pnl["unrealized"] == pytest.approx(0.0, abs=0.01)
