@@ -23,12 +23,13 @@ kubelet's part for one namespace of pods on one Docker daemon:
   The kubelet connects to the pod IP, so a port bound to loopback alone fails an httpGet or
   tcpSocket probe here too (the prober reads the namespace's listening sockets).
 
-What a failure would mean in a cluster and means here: a startup or liveness probe reaching its
-failureThreshold (the kubelet would kill the container), a container that exits (a restart, then
-CrashLoopBackOff), a missing ConfigMap, Secret or key (CreateContainerConfigError), a pod that
-would run as root with runAsNonRoot (CreateContainerConfigError). Not emulated: scheduling,
-restarts (a first exit fails), Services' load balancing and kube-proxy, NetworkPolicies, DNS
-search domains, projected/configMap/secret volumes, imagePullPolicy (images are local).
+A startup or liveness probe reaching its failureThreshold, or a container that exits, restarts
+the container as restartPolicy Always does (without the kubelet's growing back-off); a second
+restart is CrashLoopBackOff and fails. A missing ConfigMap, Secret or key, or a pod that would
+run as root with runAsNonRoot, is refused before anything starts (CreateContainerConfigError).
+Not emulated: scheduling, the restart back-off, Services' load balancing and kube-proxy,
+NetworkPolicies, DNS search domains, projected/configMap/secret volumes, imagePullPolicy (images
+are local).
 """
 
 from __future__ import annotations
@@ -458,14 +459,22 @@ class ProbeRecord:
 
 class PodRunner:
     """The containers of a set of workloads, started together, probed on the kubelet's
-    schedule; `failures` collects what a cluster would have shown as a failing pod."""
+    schedule, and restarted as restartPolicy Always does: after a startup or liveness probe
+    reaches its failureThreshold, or when the container exits. `restarts` records each restart
+    and its reason; a container restarted more than `max_restarts` times is a failure (the
+    kubelet's CrashLoopBackOff), as is a probe that has not passed by the caller's deadline."""
 
-    def __init__(self, cluster: Cluster, plans: list[ContainerPlan], prober: Prober):
+    def __init__(
+        self, cluster: Cluster, plans: list[ContainerPlan], prober: Prober, max_restarts: int = 1
+    ):
         self.cluster = cluster
         self.plans = plans
         self.prober = prober
+        self.max_restarts = max_restarts
         self.started_at: dict[str, float] = {}
+        self.generation: dict[str, int] = {}
         self.probes: dict[tuple[str, str], ProbeRecord] = {}
+        self.restarts: dict[str, list[str]] = {p.docker_name: [] for p in plans}
         self.failures: list[str] = []
         self.stop = threading.Event()
         self.threads: list[threading.Thread] = []
@@ -482,6 +491,7 @@ class PodRunner:
             if started.returncode != 0:
                 raise PodSpecError(f"{plan.pod}: docker start failed: {started.stderr.strip()}")
             self.started_at[plan.docker_name] = time.monotonic()
+            self.generation[plan.docker_name] = 0
         for plan in self.plans:
             for kind in PROBES:
                 if kind in plan.spec:
@@ -494,9 +504,46 @@ class PodRunner:
                     self.threads.append(thread)
                     thread.start()
 
-    def _fail(self, text: str) -> None:
+    def restart(self, plan: ContainerPlan, reason: str) -> None:
+        """Kill and start the container again (probes from the beginning; its tmpfs volumes
+        start empty, a claim's too, unlike a cluster's volume), or record a failure once it
+        has been restarted max_restarts times."""
         with self.lock:
-            self.failures.append(text)
+            restarts = self.restarts[plan.docker_name]
+            if len(restarts) > self.max_restarts:
+                return  # already failed
+            restarts.append(reason)
+            if len(restarts) > self.max_restarts:
+                self.failures.append(
+                    f"{plan.pod}/{plan.name}: restarted {len(restarts) - 1} times and would be "
+                    f"again (CrashLoopBackOff): {'; '.join(restarts)}"
+                )
+                return
+            grace = str(self.cluster_grace(plan))
+            docker("restart", "--time", grace, plan.docker_name, timeout_s=float(grace) + 60)
+            self.started_at[plan.docker_name] = time.monotonic()
+            self.generation[plan.docker_name] += 1
+            for kind in PROBES:
+                record = self.probes.get((plan.docker_name, kind))
+                if record is not None:
+                    record.successes = record.failures = 0
+                    record.succeeded = False
+
+    @staticmethod
+    def cluster_grace(plan: ContainerPlan) -> int:
+        return int(plan.argv[plan.argv.index("--stop-timeout") + 1])
+
+    def check_exits(self) -> None:
+        """Restart the containers that have exited (restartPolicy Always)."""
+        for plan in self.plans:
+            state = docker("inspect", "--format", "{{json .State}}", plan.docker_name)
+            if state.returncode != 0:
+                self.restart(plan, "the container is gone")
+                continue
+            parsed = json.loads(state.stdout)
+            if not parsed["Running"]:
+                oom = " (OOM killed)" if parsed.get("OOMKilled") else ""
+                self.restart(plan, f"exited with code {parsed['ExitCode']}{oom}")
 
     def started(self, plan: ContainerPlan) -> bool:
         record = self.probes.get((plan.docker_name, "startupProbe"))
@@ -508,11 +555,18 @@ class PodRunner:
         failure_threshold = spec.get("failureThreshold", DEFAULT_FAILURE_THRESHOLD)
         success_threshold = spec.get("successThreshold", DEFAULT_SUCCESS_THRESHOLD)
         delay = spec.get("initialDelaySeconds", 0)
-        if self.stop.wait(max(0.0, self.started_at[plan.docker_name] + delay - time.monotonic())):
-            return
+        generation = -1
         while not self.stop.is_set():
-            if record.kind == "startupProbe" or self.started(plan):
+            if generation != self.generation[plan.docker_name]:  # a (re)started container
+                generation = self.generation[plan.docker_name]
+                wait = self.started_at[plan.docker_name] + delay - time.monotonic()
+                if self.stop.wait(max(0.0, wait)):
+                    return
+            done = record.kind == "startupProbe" and record.succeeded
+            if not done and (record.kind == "startupProbe" or self.started(plan)):
                 ok, detail = self.run_probe(plan, spec)
+                if generation != self.generation[plan.docker_name]:
+                    continue  # restarted while this probe ran: its answer is for the old one
                 record.history.append(f"{'ok' if ok else 'FAIL'}: {detail}")
                 if ok:
                     record.passed_once = True
@@ -520,19 +574,17 @@ class PodRunner:
                     record.successes += 1
                     if record.successes >= success_threshold:
                         record.succeeded = True
-                        if record.kind == "startupProbe":
-                            return  # the startup probe stops once it has passed
                 else:
                     record.successes = 0
                     record.failures += 1
                     if record.kind == "readinessProbe":
                         record.succeeded = False
                     elif record.failures >= failure_threshold:
-                        self._fail(
-                            f"{plan.pod}/{plan.name}: {record.kind} failed {record.failures} "
-                            f"times in a row (the kubelet would restart it): {detail}"
+                        self.restart(
+                            plan, f"{record.kind} failed {record.failures} times in a row: {detail}"
                         )
-                        return
+                        if generation != self.generation[plan.docker_name]:
+                            continue
             if self.stop.wait(period):
                 return
 
@@ -558,22 +610,6 @@ class PodRunner:
             port = resolve_port(plan.spec, spec["tcpSocket"]["port"])
             return self.prober.probe({"kind": "tcpSocket", "port": port, "timeout": timeout})
         return False, f"probe {spec} is not emulated (exec, httpGet, tcpSocket)"
-
-    def exited(self) -> list[str]:
-        """Containers that are no longer running, with their exit code."""
-        out = []
-        for plan in self.plans:
-            state = docker("inspect", "--format", "{{json .State}}", plan.docker_name)
-            if state.returncode != 0:
-                out.append(f"{plan.pod}/{plan.name}: gone")
-                continue
-            parsed = json.loads(state.stdout)
-            if not parsed["Running"]:
-                out.append(
-                    f"{plan.pod}/{plan.name}: exited with code {parsed['ExitCode']}"
-                    f"{' (OOM killed)' if parsed.get('OOMKilled') else ''}"
-                )
-        return out
 
     def ready(self, plan: ContainerPlan) -> bool:
         record = self.probes.get((plan.docker_name, "readinessProbe"))
