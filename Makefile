@@ -10,7 +10,25 @@ PYTEST_ARGS ?=
 SOAK_MINUTES ?= 30
 FAULTS_ARGS ?=
 
-.PHONY: run test test-fast bench faults soak lint format clean venv tools
+.PHONY: run test test-fast bench faults soak lint format clean venv tools wheelhouse base-image \
+	images image-names up
+
+# Images (README, Deployment): `make images` builds trading/<name>:$(IMAGE_TAG) for the five
+# services and ibsim (and trading/redis, the Redis of `make up` and the pod-spec test) on one
+# shared base, trading/base:$(IMAGE_TAG). BASE_IMAGE is the Python image under it: the official
+# one by default; with no registry, `make images BASE_IMAGE=$(LOCAL_BASE)` builds it first
+# with debootstrap (`make base-image`, root and a Debian mirror).
+DOCKER      ?= docker
+BASE_IMAGE  ?= python:3.11.13-slim-bookworm
+LOCAL_BASE  := trading/python:3.11-bookworm
+IMAGE_TAG   ?= dev
+IMAGES      := data-ingestion strategy risk-management visualization monitoring ibsim
+WHEELHOUSE  := wheelhouse
+# Wheels for the images' CPython 3.11 on glibc (Debian bookworm: 2.36), whatever the host runs.
+WHEEL_PYTHON := 3.11
+WHEEL_ARCH  := $(shell uname -m)
+WHEEL_PLATFORMS := manylinux1 manylinux2010 manylinux2014 \
+	$(foreach v,5 12 17 24 27 28 31 34 35 36,manylinux_2_$(v))
 
 $(VENV)/.installed: requirements.txt requirements-dev.txt pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -31,10 +49,13 @@ tools: $(TOOLS)/.installed
 run: venv
 	$(PY) -m trading run
 
-## test: lint, then the whole suite (real Redis, real ib_async/ib_insync against ibsim)
+## test: lint, then the whole suite (real Redis, real ib_async/ib_insync against ibsim), then
+## the containers tests on their own (seven containers would load both cores under the
+## timing-sensitive tests); pytest's 5 means PYTEST_ARGS selected no containers test
 test: venv tools
 	$(VENV)/bin/ruff check .
-	$(PY) -m pytest -n 2 --dist loadfile $(PYTEST_ARGS)
+	$(PY) -m pytest -n 2 --dist loadfile -m "not containers" $(PYTEST_ARGS)
+	$(PY) -m pytest -m containers $(PYTEST_ARGS) || [ $$? -eq 5 ]
 
 ## test-fast: the suite without the slow whole-stack tests
 test-fast: venv
@@ -61,4 +82,40 @@ format: venv
 	$(VENV)/bin/ruff format .
 
 clean:
-	rm -rf $(VENV) $(TOOLS) .pytest_cache .ruff_cache .hypothesis var reports
+	rm -rf $(VENV) $(TOOLS) .pytest_cache .ruff_cache .hypothesis var reports $(WHEELHOUSE)
+
+## wheelhouse: every wheel the images install (requirements.txt, docker/wheelhouse-extra.txt)
+$(WHEELHOUSE)/.complete: requirements.txt docker/wheelhouse-extra.txt
+	rm -rf $(WHEELHOUSE)
+	$(PYTHON) -m pip download --quiet --disable-pip-version-check --dest $(WHEELHOUSE) \
+	  --only-binary=:all: --python-version $(WHEEL_PYTHON) --implementation cp --abi cp311 \
+	  $(foreach p,$(WHEEL_PLATFORMS),--platform $(p)_$(WHEEL_ARCH)) \
+	  -r requirements.txt -r docker/wheelhouse-extra.txt
+	touch $@
+wheelhouse: $(WHEELHOUSE)/.complete
+
+## base-image: a Debian bookworm Python 3.11 image from debootstrap, tagged $(LOCAL_BASE)
+base-image:
+	bash docker/base-image.sh $(LOCAL_BASE)
+
+## images: the shared base and the six images (plus trading/redis), air-gapped from the wheelhouse
+images: $(WHEELHOUSE)/.complete
+	@if [ "$(BASE_IMAGE)" = "$(LOCAL_BASE)" ] && ! $(DOCKER) image inspect $(LOCAL_BASE) >/dev/null 2>&1; \
+	  then $(MAKE) --no-print-directory base-image; fi
+	@set -e; source=$$($(PYTHON) -m trading.containers source-digest); \
+	build() { echo "images: trading/$$1:$(IMAGE_TAG) <- $$2"; \
+	  out=$$($(DOCKER) build --force-rm --label trading.source-digest=$$source \
+	    --build-arg TRADING_BASE=trading/base:$(IMAGE_TAG) --build-arg BASE_IMAGE=$(BASE_IMAGE) \
+	    -f $$2 -t trading/$$1:$(IMAGE_TAG) . 2>&1) || { echo "$$out"; return 1; }; }; \
+	build base docker/base.Dockerfile; \
+	for name in $(IMAGES) redis; do \
+	  if [ -f $$name/Dockerfile ]; then build $$name $$name/Dockerfile; \
+	  else build $$name docker/$$name.Dockerfile; fi; done
+
+## image-names: the six images CI pushes (trading/<name>:$(IMAGE_TAG) -> <registry>/trading-<name>)
+image-names:
+	@echo $(IMAGES)
+
+## up: the whole system as `make run` starts it, each process in its own container
+up: venv images
+	$(PY) -m trading run --containers

@@ -1,24 +1,9 @@
-# The simulated IB Gateway (paper/demo clusters and CI only; never next to a real account).
-# Built from the repository root: docker build -f docker/ibsim.Dockerfile .
-FROM python:3.11.13-slim-bookworm
-
-ENV PYTHONDONTWRITEBYTECODE=1 \
-    PYTHONUNBUFFERED=1 \
-    PIP_NO_CACHE_DIR=1 \
-    PIP_DISABLE_PIP_VERSION_CHECK=1 \
-    MPLCONFIGDIR=/tmp/matplotlib
-
-RUN groupadd --system --gid 10001 trading \
- && useradd --system --uid 10001 --gid trading --no-create-home --home-dir /nonexistent \
-      --shell /usr/sbin/nologin trading
-
-# Dependencies first, in their own layer: rebuilt only when requirements.txt changes.
-COPY requirements.txt /tmp/requirements.txt
-RUN pip install --no-cache-dir -r /tmp/requirements.txt
-
-COPY pyproject.toml README.md /tmp/src/
-COPY trading /tmp/src/trading
-RUN pip install --no-cache-dir --no-deps /tmp/src && rm -rf /tmp/src
+# The simulated IB Gateway (paper/demo clusters and CI only; never next to a real account): the
+# shared base (docker/base.Dockerfile) and a command. Built from the repository root by
+# `make images`, or by hand: docker build -f docker/ibsim.Dockerfile -t trading/ibsim:dev .
+ARG TRADING_BASE=trading/base:dev
+# checkov:skip=CKV_DOCKER_7: the base is this repository's own image, tagged by make images
+FROM ${TRADING_BASE}
 
 WORKDIR /app
 USER 10001:10001

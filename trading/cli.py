@@ -1,6 +1,7 @@
 """`python -m trading <command>`: run the stack, replay a backtest, or start the simulated gateway.
 
 python -m trading run [--json]          the whole system (what `make run` calls)
+python -m trading run --containers      the same, each process in its container (`make up`)
 python -m trading backtest --help       replay history through the strategy and risk code
 python -m trading ibsim --port 4002     the simulated IB Gateway alone
 """

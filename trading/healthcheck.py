@@ -24,11 +24,6 @@ import sys
 import time
 from dataclasses import dataclass
 
-import redis.asyncio as aioredis
-
-from trading.bus import Heartbeat, Keys, MessageError, decode
-from trading.settings import SettingsError, load_settings
-
 FAILING_STATUSES = frozenset({"failing", "error"})
 """Heartbeat statuses that mean "restart me": a service sets one when it cannot recover alone."""
 
@@ -46,6 +41,9 @@ def judge_heartbeat(
     raw: bytes | None, service: str, now_s: float, max_age_s: float
 ) -> HealthVerdict:
     """Pure verdict on the stored heartbeat bytes of `service` at wall time `now_s` (epoch s)."""
+    # Imported here, not at the top: `--tcp` (a probe run every period) needs none of the bus.
+    from trading.bus import Heartbeat, Keys, MessageError, decode
+
     if raw is None:
         return HealthVerdict(False, f"no heartbeat key {Keys.heartbeat(service)} (expired)")
     try:
@@ -69,6 +67,10 @@ async def check_heartbeat(
     redis_url: str, service: str, max_age_s: float, timeout_s: float = 3.0
 ) -> HealthVerdict:
     """Read `hb:<service>` once (no retries: a probe must answer within its timeout)."""
+    import redis.asyncio as aioredis
+
+    from trading.bus import Keys
+
     client = aioredis.Redis.from_url(
         redis_url, socket_connect_timeout=timeout_s, socket_timeout=timeout_s
     )
@@ -103,6 +105,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.tcp is not None:
         verdict = check_tcp(args.tcp, timeout_s=args.timeout_s)
     else:
+        from trading.settings import SettingsError, load_settings
+
         try:
             settings = load_settings()
         except SettingsError as exc:

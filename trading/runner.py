@@ -5,6 +5,7 @@ simulated gateway unless TRADING_SIM__ENABLED=false (then the services connect t
 or TWS at TRADING_IB__HOST:TRADING_IB__PORT), and the five services as child processes. Their log
 lines are prefixed with the service name (plain text; `--json` keeps the ECS JSON lines). Ctrl-C
 (or SIGTERM) stops the services, then the gateway, then Redis, leaving nothing running.
+`--containers` runs each of them in its container instead (ContainerRunner, `make up`).
 """
 
 from __future__ import annotations
@@ -20,7 +21,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TextIO
 
-from trading.bus import Heartbeat, Keys, decode
+from trading import containers
+from trading.bus import PUBSUB_BUFFER_LIMIT, Heartbeat, Keys, decode
 from trading.redis_server import EmbeddedRedis, die_with_parent, free_port
 from trading.settings import Settings, SettingsError, load_settings
 
@@ -82,15 +84,7 @@ class Runner:
         self.env["TRADING_LOG__JSON_FORMAT"] = "true" if self.json_logs else "false"
         self.env["PYTHONUNBUFFERED"] = "1"
         if s.redis.url is None:
-            data_dir = ROOT / s.redis.data_dir
-            if s.sim.enabled:
-                # The simulated market restarts at its start time on every run: state kept from
-                # an earlier simulated run (bars, positions, intents) would be from its future.
-                data_dir = data_dir / "sim"
-                shutil.rmtree(data_dir, ignore_errors=True)
-            self.redis = EmbeddedRedis(persist_dir=data_dir).start()
-            self.env["TRADING_REDIS__URL"] = self.redis.url
-            self._say(f"embedded Redis on {self.redis.url} (append-only file in {data_dir})")
+            self._start_redis()
         if s.sim.enabled:
             for name, value in SIM_DEMO_DEFAULTS.items():
                 if name not in self.env:
@@ -121,6 +115,18 @@ class Runner:
             if name == "data-ingestion":
                 self._wait_backfill()
         self._say(f"dashboard: http://{s.http.host}:{s.http.port}/   (Ctrl-C stops everything)")
+
+    def _start_redis(self) -> None:
+        s = self.settings
+        data_dir = ROOT / s.redis.data_dir
+        if s.sim.enabled:
+            # The simulated market restarts at its start time on every run: state kept from
+            # an earlier simulated run (bars, positions, intents) would be from its future.
+            data_dir = data_dir / "sim"
+            shutil.rmtree(data_dir, ignore_errors=True)
+        self.redis = EmbeddedRedis(persist_dir=data_dir).start()
+        self.env["TRADING_REDIS__URL"] = self.redis.url
+        self._say(f"embedded Redis on {self.redis.url} (append-only file in {data_dir})")
 
     def _spawn(self, name: str, cmd: list[str], env: dict[str, str] | None = None) -> Child:
         env = self.env if env is None else {**self.env, **env}
@@ -257,13 +263,22 @@ class Runner:
     def stop(self, timeout_s: float = 10.0) -> None:
         """Stop the services first (they flush and close), then the gateway, then Redis."""
         self.stopping = True
-        order = [c for c in self.children if c.name != "ibsim"]
-        order += [c for c in self.children if c.name == "ibsim"]
-        for child in order:
+        last = ("ibsim", "redis")
+        self._stop_children([c for c in self.children if c.name not in last], timeout_s)
+        for name in last:
+            self._stop_children([c for c in self.children if c.name == name], timeout_s)
+        for child in self.children:
+            if child.proc.stdout:
+                child.proc.stdout.close()
+        self._release()
+        self._say("stopped; nothing left running")
+
+    def _stop_children(self, children: list[Child], timeout_s: float) -> None:
+        for child in children:
             if child.proc.poll() is None:
                 child.proc.send_signal(signal.SIGTERM)
         deadline = time.monotonic() + timeout_s
-        for child in order:
+        for child in children:
             while child.proc.poll() is None and time.monotonic() < deadline:
                 self._pump(0.05)
             if child.proc.poll() is None:
@@ -271,12 +286,80 @@ class Runner:
                 os.killpg(child.proc.pid, signal.SIGKILL)
                 child.proc.wait(5)
         self._pump(0.05)
-        for child in order:
-            if child.proc.stdout:
-                child.proc.stdout.close()
+
+    def _release(self) -> None:
         if self.redis is not None:
             self.redis.stop()
-        self._say("stopped; nothing left running")
+
+
+class ContainerRunner(Runner):
+    """`python -m trading run --containers` (`make up`): Redis, ibsim and the five services each
+    in its container from the images of `make images` (trading/containers.py), with the same
+    settings as `make run`. Stopping removes every container of the run."""
+
+    def __init__(self, settings: Settings, **kwargs) -> None:
+        super().__init__(settings, **kwargs)
+        self.run_id = containers.new_run_id()
+
+    def start(self) -> None:
+        try:
+            problems = containers.stale_images()
+        except (OSError, subprocess.SubprocessError) as exc:
+            raise RuntimeError(f"docker is not usable here: {exc}") from exc
+        if problems:
+            raise RuntimeError("; ".join(problems) + ": run `make images` first")
+        self._say(f"containers trading-{self.run_id}-<name>, label trading.run={self.run_id}")
+        super().start()
+
+    def _start_redis(self) -> None:
+        s = self.settings
+        port = free_port()
+        if s.sim.enabled:
+            # As `make run`: a simulated run starts from an empty Redis (append-only in memory).
+            data, where = "type=tmpfs,destination=/data,tmpfs-mode=01777", "a tmpfs"
+        else:
+            # Kept across runs in a named volume, made the service user's by a one-off container
+            # (what a cluster's fsGroup does for the claim).
+            volume = containers.REDIS_VOLUME
+            data, where = f"type=volume,source={volume},destination=/data", f"volume {volume}"
+            containers.prepare_volume(volume, containers.image_ref("redis"))
+        command = [
+            "redis-server", "--port", str(port), "--bind", "127.0.0.1", "--dir", "/data",
+            "--protected-mode", "yes", "--client-output-buffer-limit", *PUBSUB_BUFFER_LIMIT.split(),
+            "--loglevel", "warning", "--appendonly", "yes", "--appendfsync", "everysec",
+            "--save", "",
+        ]  # fmt: skip
+        self._run_container("redis", command, mounts=[data])
+        self._wait_port(port, "redis")
+        self.env["TRADING_REDIS__URL"] = f"redis://127.0.0.1:{port}/0"
+        self._say(f"Redis container on port {port} (append-only file in {where})")
+
+    def _spawn(self, name: str, cmd: list[str], env: dict[str, str] | None = None) -> Child:
+        if env:
+            raise ValueError(f"{name}: a service's own environment is not passed to containers")
+        if name == "ibsim":
+            # The same arguments, run by the image's Python instead of this one.
+            return self._run_container(name, ["python", *cmd[1:]])
+        return self._run_container(name, None)  # the image's own command: what the cluster runs
+
+    def _run_container(
+        self, name: str, command: list[str] | None, mounts: list[str] | None = None
+    ) -> Child:
+        env_names = [] if name == "redis" else containers.passed_env(self.env)
+        argv = containers.run_argv(
+            f"trading-{self.run_id}-{name}",
+            containers.image_ref(name),
+            command,
+            env_names=env_names,
+            run_id=self.run_id,
+            mounts=mounts,
+        )
+        return super()._spawn(name, argv)
+
+    def _release(self) -> None:
+        removed = containers.remove_run(self.run_id)
+        if removed:
+            self._say(f"removed {len(removed)} container(s) that had not stopped by themselves")
 
 
 def main(argv: list[str]) -> int:
@@ -286,7 +369,8 @@ def main(argv: list[str]) -> int:
     except SettingsError as exc:
         print(f"run: {exc}", file=sys.stderr)
         return 2
-    runner = Runner(settings, json_logs=json_logs)
+    runner_type = ContainerRunner if "--containers" in argv else Runner
+    runner = runner_type(settings, json_logs=json_logs)
 
     def on_signal(_sig: int, _frame: object) -> None:
         runner.stopping = True

@@ -31,11 +31,20 @@ IBSIM_DOCKERFILE = ROOT / "docker" / "ibsim.Dockerfile"
 WORKLOAD_KINDS = frozenset({"Deployment", "StatefulSet", "DaemonSet"})
 
 
+BASE_DOCKERFILE = ROOT / "docker" / "base.Dockerfile"
+REDIS_DOCKERFILE = ROOT / "docker" / "redis.Dockerfile"
+
+
 def dockerfiles() -> dict[str, Path]:
-    """Image name -> Dockerfile: one per service folder, and ibsim."""
+    """Image name -> Dockerfile: one per service folder, and ibsim (the six images CI pushes)."""
     files = {name: ROOT / name / "Dockerfile" for name in SERVICE_NAMES}
     files["ibsim"] = IBSIM_DOCKERFILE
     return files
+
+
+def all_dockerfiles() -> dict[str, Path]:
+    """Every Dockerfile `make images` builds: the six, their shared base and the local Redis."""
+    return {**dockerfiles(), "base": BASE_DOCKERFILE, "redis": REDIS_DOCKERFILE}
 
 
 def load_documents(path: Path) -> list[dict[str, Any]]:

@@ -14,6 +14,7 @@ import pytest
 import yaml
 
 from tests.deploy.manifests import (
+    BASE_DOCKERFILE,
     DEPLOY_DOC,
     IBSIM_MANIFEST,
     MAIN_MANIFEST,
@@ -24,6 +25,7 @@ from tests.deploy.manifests import (
     SERVICE_NAMES,
     SERVICE_SCRIPTS,
     WORKFLOW,
+    all_dockerfiles,
     cmd,
     container_environment,
     container_ports,
@@ -168,12 +170,16 @@ def test_image_command_and_healthcheck_start_modules_that_exist(image):
         assert healthcheck_command(path)[-1] == image, "the health check names its own service"
 
 
-@pytest.mark.parametrize("image", [*SERVICE_NAMES, "ibsim"])
+@pytest.mark.parametrize("image", sorted(all_dockerfiles()))
 def test_image_copies_only_paths_that_exist(image):
-    for ins in dockerfile_instructions(dockerfiles()[image]):
+    makefile = (ROOT / "Makefile").read_text()
+    for ins in dockerfile_instructions(all_dockerfiles()[image]):
         if ins.keyword == "COPY" and "--from" not in ins.arguments:
             *sources, _destination = ins.arguments.split()
             for source in sources:
+                if source == "wheelhouse":  # made by `make wheelhouse`, which `images` needs
+                    assert re.search(r"^images: \$\(WHEELHOUSE\)/\.complete", makefile, re.M)
+                    continue
                 assert (ROOT / source).exists(), f"{image}: COPY {source}: no such path"
 
 
@@ -218,11 +224,22 @@ def test_service_liveness_is_its_heartbeat_not_just_a_port(service):
     assert liveness["periodSeconds"] * liveness["failureThreshold"] > 3 * settings_interval_s
 
 
+def _make(*args: str) -> str:
+    result = subprocess.run(
+        ["make", "-s", "--no-print-directory", *args],
+        cwd=ROOT, capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    return result.stdout
+
+
 def test_manifest_images_are_the_ones_ci_builds():
-    workflow = yaml.safe_load(WORKFLOW.read_text())
-    matrix = workflow["jobs"]["images"]["strategy"]["matrix"]["include"]
-    built = {entry["name"]: entry["dockerfile"] for entry in matrix}
-    assert built == {name: str(path.relative_to(ROOT)) for name, path in dockerfiles().items()}
+    built = _make("image-names").split()
+    assert sorted(built) == sorted(dockerfiles())
+    steps = _workflow()["jobs"]["images"]["steps"]
+    runs = [step.get("run", "") for step in steps]
+    assert "make images" in runs, "CI builds with the target .ci/run and the README use"
+    assert any("$(make -s image-names)" in r and "docker push" in r for r in runs)
     used = set()
     for docs in (MAIN, IBSIM):
         for workload in workloads(docs):
@@ -311,15 +328,20 @@ def test_gateway_publishes_the_paper_port_of_the_socat_relay():
 def test_redis_is_persistent_and_password_protected():
     redis = find(MAIN, "StatefulSet", "redis")
     (container,) = containers(redis)
-    args = container["args"]
-    option = {args[i]: args[i + 1] for i in range(0, len(args), 2)}
-    assert option["--appendonly"] == "yes"
-    assert option["--requirepass"] == "$(REDIS_PASSWORD)"
-    assert option["--maxmemory-policy"] == "noeviction"
-    assert option["--client-output-buffer-limit"] == PUBSUB_BUFFER_LIMIT
+    option: dict[str, list[str]] = {}  # redis-server's --name value... as it parses them
+    for arg in container["args"]:
+        if arg.startswith("--"):
+            name = arg
+            option[name] = []
+        else:
+            option[name].append(arg)
+    assert option["--appendonly"] == ["yes"]
+    assert option["--requirepass"] == ["$(REDIS_PASSWORD)"]
+    assert option["--maxmemory-policy"] == ["noeviction"]
+    assert option["--client-output-buffer-limit"] == PUBSUB_BUFFER_LIMIT.split()
     mounts = {m["mountPath"]: m["name"] for m in container["volumeMounts"]}
     claims = {c["metadata"]["name"] for c in redis["spec"]["volumeClaimTemplates"]}
-    assert mounts[option["--dir"]] in claims
+    assert mounts[option["--dir"][0]] in claims
 
 
 # Replicas and hardening ----------------------------------------------------------------------
@@ -365,35 +387,51 @@ def test_every_checkov_skip_carries_a_reason():
                     check, _, reason = value.partition("=")
                     assert re.fullmatch(r"CKV2?_K8S_\d+", check), value
                     assert len(reason.split()) >= 4, f"{path.name}: {value}: give a reason"
-    for path in dockerfiles().values():
+    for path in all_dockerfiles().values():
         for line in path.read_text().splitlines():
             if "checkov:skip=" in line:
                 assert re.search(r"checkov:skip=CKV2?_DOCKER_\d+:\s*\S+(\s+\S+){3}", line), line
 
 
 @pytest.mark.parametrize("image", [*SERVICE_NAMES, "ibsim"])
-def test_dockerfile_caches_dependencies_and_runs_as_non_root(image):
+def test_service_image_is_the_shared_base_plus_its_folder_user_healthcheck_and_command(image):
     instructions = dockerfile_instructions(dockerfiles()[image])
     keywords = [i.keyword for i in instructions]
-    (base,) = [i.arguments for i in instructions if i.keyword == "FROM"]
-    assert re.fullmatch(r"python:3\.11\.\d+-slim-bookworm", base), base
-    text = [f"{i.keyword} {i.arguments}" for i in instructions]
-    requirements = next(n for n, t in enumerate(text) if t.startswith("COPY requirements.txt"))
-    install = next(n for n, t in enumerate(text) if "pip install" in t and "requirements" in t)
-    package = next(n for n, t in enumerate(text) if t.startswith("COPY trading"))
-    assert requirements < install < package, "requirements layer before the code"
+    assert keywords[:2] == ["ARG", "FROM"], "FROM ${TRADING_BASE}, the one shared base"
+    assert instructions[0].arguments == "TRADING_BASE=trading/base:dev"
+    assert instructions[1].arguments == "${TRADING_BASE}"
+    assert "RUN" not in keywords, "a service image installs nothing of its own"
+    copies = [i.arguments.split() for i in instructions if i.keyword == "COPY"]
+    assert copies == ([[image, f"./{image}"]] if image in SERVICE_NAMES else [])
     user = next(i for i in instructions if i.keyword == "USER").arguments
-    assert int(user.split(":")[0]) >= 10000
+    assert user == "10001:10001"
     assert keywords.index("USER") < keywords.index("CMD")
     assert "HEALTHCHECK" in keywords
 
 
+def test_base_image_installs_from_the_wheelhouse_only_and_the_code_after_the_dependencies():
+    instructions = dockerfile_instructions(BASE_DOCKERFILE)
+    (base_arg,) = [i.arguments for i in instructions if i.keyword == "ARG"]
+    assert re.fullmatch(r"BASE_IMAGE=python:3\.11\.\d+-slim-bookworm", base_arg), base_arg
+    froms = [i.arguments for i in instructions if i.keyword == "FROM"]
+    assert froms == ["${BASE_IMAGE} AS dependencies", "dependencies AS package", "${BASE_IMAGE}"]
+    text = [f"{i.keyword} {i.arguments}" for i in instructions]
+    assert any("PIP_NO_INDEX=1" in t and "PIP_FIND_LINKS=/wheelhouse" in t for t in text)
+    requirements = next(n for n, t in enumerate(text) if t.startswith("COPY requirements.txt"))
+    install = next(n for n, t in enumerate(text) if "install -r /tmp/requirements.txt" in t)
+    package = next(n for n, t in enumerate(text) if t.startswith("COPY trading"))
+    assert requirements < install < package, "the dependency layer before the code"
+    final = text[max(n for n, t in enumerate(text) if t.startswith("FROM")) :]
+    assert not any(t.startswith("RUN") and "pip" in t for t in final), "no pip in the runtime"
+    assert any(t.startswith("USER 10001:10001") for t in final)
+
+
 def test_every_image_uses_the_same_base():
     bases = {
-        next(i.arguments for i in dockerfile_instructions(p) if i.keyword == "FROM")
+        next(i.arguments for i in dockerfile_instructions(p) if i.keyword == "ARG")
         for p in dockerfiles().values()
     }
-    assert len(bases) == 1, bases
+    assert bases == {"TRADING_BASE=trading/base:dev"}, bases
 
 
 # Secrets -------------------------------------------------------------------------------------
@@ -635,9 +673,11 @@ def test_workflow_grants_least_privilege_and_deploys_from_a_protected_environmen
 
 def test_workflow_tests_with_the_readme_command():
     steps = _workflow()["jobs"]["test"]["steps"]
-    assert any(step.get("run") == "bash .ci/run" for step in steps)
+    assert any(step.get("run", "").endswith("bash .ci/run") for step in steps)
     ci_script = (ROOT / ".ci" / "run").read_text()
-    assert re.search(r"^make test$", ci_script, flags=re.MULTILINE)
+    images = re.search(r'^make images BASE_IMAGE="\$base"$', ci_script, flags=re.MULTILINE)
+    test = re.search(r"^make test$", ci_script, flags=re.MULTILINE)
+    assert images and test and images.start() < test.start(), "images built before the tests"
     lint = _workflow()["jobs"]["lint"]["steps"]
     assert any(step.get("run") == "make lint" for step in lint)
 
@@ -649,9 +689,9 @@ def test_dockerignore_keeps_what_the_images_copy():
         if line.strip() and not line.startswith("#")
     ]
     assert ".venv" in patterns and ".git" in patterns
-    for image, path in dockerfiles().items():
+    for image, path in all_dockerfiles().items():
         for ins in dockerfile_instructions(path):
-            if ins.keyword != "COPY":
+            if ins.keyword != "COPY" or "--from" in ins.arguments:
                 continue
             for source in ins.arguments.split()[:-1]:
                 ignored = [p for p in patterns if fnmatch.fnmatch(source, p.removeprefix("**/"))]

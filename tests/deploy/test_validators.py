@@ -18,7 +18,7 @@ from tests.deploy.manifests import (
     ROOT,
     TOOLS_BIN,
     WORKFLOW,
-    dockerfiles,
+    all_dockerfiles,
 )
 
 
@@ -67,13 +67,13 @@ def test_rendered_manifest_passes_kubernetes_validate_strict(tmp_path):
     run(tool("kubernetes-validate"), "--strict", str(path))
 
 
-@pytest.mark.parametrize("image", sorted(dockerfiles()))
+@pytest.mark.parametrize("image", sorted(all_dockerfiles()))
 def test_dockerfile_passes_hadolint(image):
-    run(tool("hadolint"), str(dockerfiles()[image].relative_to(ROOT)))
+    run(tool("hadolint"), str(all_dockerfiles()[image].relative_to(ROOT)))
 
 
 def test_checkov_passes_on_manifests_dockerfiles_and_workflow():
-    files = [*MANIFESTS, *dockerfiles().values(), WORKFLOW]
+    files = [*MANIFESTS, *all_dockerfiles().values(), WORKFLOW]
     argv = [tool("checkov"), "--skip-download", "-o", "json"]
     argv += ["--framework", "kubernetes", "dockerfile", "github_actions"]
     for path in files:
@@ -112,4 +112,5 @@ def test_workflow_passes_the_github_workflow_schema():
 
 
 def test_shell_scripts_parse():
-    run("bash", "-n", "k8s/monitoring-config.sh")
+    for script in ("k8s/monitoring-config.sh", "docker/base-image.sh", ".ci/run"):
+        run("bash", "-n", script)

@@ -144,14 +144,30 @@ def _occ_symbol(leg: b.IntentLeg) -> str:
     return f"{leg.symbol:<6}{leg.option_expiry[2:]}C{round(leg.option_strike * 1000):08d}"
 
 
-def test_premium_blowout_is_entered_filled_shown_exited_and_accounted(tmp_path):
+def stack_runner(tmp_path: Path, runner_type: type[Runner] = Runner) -> tuple[Runner, int, int]:
+    """The runner of this scenario (in-process children, or containers), with its dashboard
+    and ibsim admin ports."""
     http_port, admin_port = free_port(), free_port()
     env = _env(tmp_path, http_port, admin_port)
     settings = load_settings(
         redis={"data_dir": str(tmp_path / "redis")},
         sim={"seed": 3, "speed": SPEED, "admin_port": admin_port, "premium_bp": 2.0},
     )
-    runner = Runner(settings, json_logs=True, env=env, log_dir=tmp_path / "logs")
+    runner = runner_type(settings, json_logs=True, env=env, log_dir=tmp_path / "logs")
+    return runner, http_port, admin_port
+
+
+def test_premium_blowout_is_entered_filled_shown_exited_and_accounted(tmp_path):
+    runner, http_port, admin_port = stack_runner(tmp_path)
+    premium_blowout_is_entered_filled_shown_exited_and_accounted(
+        runner, http_port, admin_port, tmp_path / "logs"
+    )
+
+
+def premium_blowout_is_entered_filled_shown_exited_and_accounted(
+    runner: Runner, http_port: int, admin_port: int, log_dir: Path
+) -> None:
+    """The scenario, on a runner not yet started (stopped here, even on failure)."""
     try:
         runner.start()
         redis_url = runner.env["TRADING_REDIS__URL"]
@@ -235,20 +251,23 @@ def test_premium_blowout_is_entered_filled_shown_exited_and_accounted(tmp_path):
         }
 
         def flat() -> bool:
+            # Seen once under load (containerised run): the dashboard flat while the fills read
+            # just after still summed to -153 of one leg. Both must agree; a fill that never
+            # reaches the stream still fails here, after the timeout.
             positions = _get(f"{dashboard}/api/book").get("positions") or []
-            return all(abs(p["quantity"]) < 1e-9 for p in positions)
+            held = {c: q for c, q in _held(_fills(redis_url)).items() if abs(q) > 1e-9}
+            return all(abs(p["quantity"]) < 1e-9 for p in positions) and not held
 
-        eventually(flat, timeout_s=60, what="flat after the exit")
+        eventually(flat, timeout_s=60, what="flat after the exit, on the dashboard and in fills")
 
         # P&L equals what the fills imply: nothing is held, so the cash less the commissions.
         fills = _fills(redis_url)
-        assert {c: q for c, q in _held(fills).items() if abs(q) > 1e-9} == {}
         pnl = _get(f"{dashboard}/api/book")["pnl"]
         assert pnl["total"] == pytest.approx(_implied_pnl_usd(fills, {}), abs=0.01)
         assert pnl["unrealized"] == pytest.approx(0.0, abs=0.01)
     finally:
         runner.stop()
-        for log in sorted((tmp_path / "logs").glob("*.log")):
+        for log in sorted(log_dir.glob("*.log")):
             errors = [
                 line for line in log.read_text().splitlines() if '"log.level": "error"' in line
             ]
