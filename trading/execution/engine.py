@@ -570,13 +570,11 @@ class ExecutionEngine:
                 continue
             self.settlements[pair] = (decision.ts + SETTLEMENT_RETRY_S, units_before, True)
             if not retry:
-                reasons = "; ".join(f"{r.code}: {r.message}" for r in decision.reasons)
-                message = (
-                    f"pair {pair}: {intent_id} after IB's settlement refused ({reasons}): "
-                    f"sent again every {SETTLEMENT_RETRY_S:g} s until approved"
-                )
+                again = f"sent again every {SETTLEMENT_RETRY_S:g} s until approved"
                 actions.append(
-                    self._alert(now, Severity.CRITICAL, "settlement_refused", message, pair=pair)
+                    self._refused(
+                        now, "settlement_refused", pair, decision, "after IB's settlement", again
+                    )
                 )
         return actions
 
@@ -723,14 +721,8 @@ class ExecutionEngine:
             wait = min(CLOSE_RETRY_S * 2**refusals, CLOSE_RETRY_MAX_S)
             self.refused_closes[pair] = (decision.ts + wait, refusals + 1)
             if refusals == 0:
-                reasons = "; ".join(f"{r.code}: {r.message}" for r in decision.reasons)
-                message = (
-                    f"pair {pair}: close {intent_id} refused ({reasons}): sent again after "
-                    f"{wait:g} s, backing off to {CLOSE_RETRY_MAX_S:g} s"
-                )
-                actions.append(
-                    self._alert(now, Severity.CRITICAL, "close_refused", message, pair=pair)
-                )
+                again = f"sent again after {wait:g} s, backing off to {CLOSE_RETRY_MAX_S:g} s"
+                actions.append(self._refused(now, "close_refused", pair, decision, "", again))
         return actions
 
     def _flatten(self, pair: str, now: float, purpose: IntentPurpose, why: str) -> list[Action]:
@@ -905,6 +897,14 @@ class ExecutionEngine:
             "pair_stop_loss": max(-worst_pair, 0.0) / lim.pair_stop_loss_usd,
         }
         return RiskStatus(now, str(self.machine.state), self.machine.reason, usage)
+
+    def _refused(
+        self, now: float, code: str, pair: str, decision: RiskDecision, what: str, again: str
+    ) -> Raise:
+        """The CRITICAL alert of one of risk's own intents that the gate refused."""
+        reasons = "; ".join(f"{r.code}: {r.message}" for r in decision.reasons)
+        message = f"pair {pair}: {decision.intent_id} {what} refused ({reasons}): {again}"
+        return self._alert(now, Severity.CRITICAL, code, message.replace("  ", " "), pair=pair)
 
     def _alert(self, now: float, severity: Severity, code: str, message: str, **labels) -> Raise:
         return Raise(Alert(now, severity, SOURCE, code, message, labels))
