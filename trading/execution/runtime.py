@@ -74,6 +74,8 @@ INTENT_TO_ORDER = histogram(
 DECISIONS_TOTAL = Counter("trading_risk_decisions_total", "Risk decisions", ["approved"])
 
 PLACING, PLACED, REJECTED = "placing", "placed", "rejected"
+DISTRIBUTION_SYMBOLS = ("TLT", "TLTW")
+"""Whose distributions the book credits and debits (read from data-ingestion's keys)."""
 POSITION_CONFIRM_S = 3.0
 """How long a difference between the book and IB's positions must stay unchanged (with no
 order working) before the book is aligned to IB."""
@@ -145,6 +147,12 @@ class RiskRuntime:
             for entry in entries:
                 self.engine.on_fill(entry.message)
             after = entries[-1].entry_id
+        # Every distribution announced, so the book rebuilt from the fills books each once.
+        for symbol in DISTRIBUTION_SYMBOLS:
+            for entry in await self.bus.read_after(
+                Streams.dividends_history(symbol), "0", count=10_000, expect=Dividends
+            ):
+                self._market(entry.message)
         self.status = await self.bus.hget_all_states(Keys.INTENT_STATUS)
         now = time.time()
         for intent_id, rec in self.status.items():
@@ -466,9 +474,10 @@ class RiskRuntime:
                 await self.check_positions(now)
             if now - last_dividends >= 5.0:
                 last_dividends = now
-                dividends = await self.bus.get_latest(Keys.dividends("TLT"), Dividends)
-                if dividends is not None:
-                    self._market(dividends)
+                for symbol in DISTRIBUTION_SYMBOLS:
+                    dividends = await self.bus.get_latest(Keys.dividends(symbol), Dividends)
+                    if dividends is not None:
+                        self._market(dividends)
             await self.execute(self.engine.tick(now))
             if now - last_book >= 1.0 or not self.writes.empty():
                 last_book = now
