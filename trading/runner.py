@@ -102,6 +102,7 @@ class Runner:
                 "--port", str(port), "--seed", str(s.sim.seed), "--speed", str(s.sim.speed),
                 "--premium-bp", str(s.sim.premium_bp),
                 "--premium-half-life-days", str(s.sim.premium_half_life_days),
+                "--premium-drift-bp-year", str(s.sim.premium_drift_bp_year),
                 "--tick-interval", str(s.sim.effective_tick_interval_s),
             ]  # fmt: skip
             if s.sim.admin_port:

@@ -259,6 +259,9 @@ class SimSettings(_Group):
     """Scale of TLTW's premium to NAV in the simulation (0 = none: no edge to find)."""
     premium_half_life_days: Positive = 1.0
     """Half-life of the simulated premium's mean reversion, in trading days."""
+    premium_drift_bp_year: Annotated[float, Field(allow_inf_nan=False)] = 0.0
+    """TLTW's NAV drifts against its index by this many bp a year, with no reversion (alone or
+    with the premium; -300 = TLTW 3% a year behind, as on real prices)."""
     admin_port: Annotated[int, Field(ge=0, lt=65536)] = 0
     """Port of the simulator's fault/truth HTTP API (0 = off)."""
     tick_interval_s: Positive | None = None

@@ -46,6 +46,12 @@ def _parser() -> argparse.ArgumentParser:
     sim.add_argument("--end", required=True, help="last session, YYYY-MM-DD")
     sim.add_argument("--premium-bp", type=float, default=None, help="default TRADING_SIM__...")
     sim.add_argument("--half-life-days", type=float, default=None)
+    sim.add_argument(
+        "--premium-drift-bp-year",
+        type=float,
+        default=None,
+        help="TLTW's NAV drifts against its index by this much a year (default TRADING_SIM__...)",
+    )
     sim.add_argument("--export-csv", type=Path, default=None, help="also write the tape as CSV")
     csv = sources.add_parser("csv", help="a CSV file (see trading/backtest/csvfile.py)")
     csv.add_argument("path", type=Path)
@@ -161,11 +167,15 @@ def _run(args: argparse.Namespace, settings) -> tuple[Any, dict[str, Any]]:
             premium_half_life_days=settings.sim.premium_half_life_days
             if args.half_life_days is None
             else args.half_life_days,
+            premium_drift_bp_year=settings.sim.premium_drift_bp_year
+            if args.premium_drift_bp_year is None
+            else args.premium_drift_bp_year,
         )
         description["sim"] = {
             "seed": source.seed,
             "premium_bp": source.premium_bp,
             "premium_half_life_days": source.premium_half_life_days,
+            "premium_drift_bp_year": source.premium_drift_bp_year,
         }
         if args.export_csv:
             from trading.backtest.csvfile import write_messages
