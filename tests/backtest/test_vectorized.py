@@ -10,7 +10,6 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from trading.backtest.fills import CommissionSchedule
 from trading.backtest.metrics import daily_returns, sharpe_ratio, sortino_ratio
 from trading.backtest.run import backtest_sim
 from trading.backtest.sources import SimSource
@@ -25,6 +24,7 @@ from trading.backtest.vectorized import (
     research_backtest,
     signal_positions,
 )
+from trading.domain.costs import CommissionSchedule
 from trading.domain.hedge import delta_neutral_hedge
 from trading.domain.signals import SignalAction, SignalBands
 from trading.settings import load_settings

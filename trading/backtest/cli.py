@@ -136,7 +136,12 @@ def main(argv: list[str]) -> int:
     metrics = run.metrics.as_dict()
     width = max(len(k) for k in metrics)
     for name, value in metrics.items():
-        print(f"{name:<{width}}  {format_value(name, value)}")
+        if isinstance(value, dict):
+            print(f"{name}:")
+            for key, item in value.items():
+                print(f"  {key:<{width - 2}}  {format_value(key, item)}")
+        else:
+            print(f"{name:<{width}}  {format_value(name, value)}")
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
     out = args.out or Path("reports") / f"backtest-{stamp}.html"
     title = f"Backtest: {description['source']} {metrics['start']} to {metrics['end']}"

@@ -7,6 +7,8 @@ from dataclasses import dataclass
 from datetime import datetime
 from zoneinfo import ZoneInfo
 
+from trading.domain.costs import IB_FIXED
+
 ET = ZoneInfo("America/New_York")
 DEFAULT_START = datetime(2026, 11, 2, 9, 30, tzinfo=ET)
 """A Monday: runs are deterministic because the clock starts here unless told otherwise."""
@@ -71,9 +73,9 @@ class SimConfig:
     premium_bp: float = 20.0
     premium_half_life_days: float = 1.0
     premium_drift_bp_year: float = 0.0
-    stock_commission_per_share_usd: float = 0.005
-    stock_commission_minimum_usd: float = 1.0
-    option_commission_per_contract_usd: float = 0.65
+    stock_commission_per_share_usd: float = IB_FIXED.stock_per_share_usd
+    stock_commission_minimum_usd: float = IB_FIXED.stock_minimum_usd
+    option_commission_per_contract_usd: float = IB_FIXED.option_per_contract_usd
     server_version: int = 176
     master_client_id: int | None = None
     """As TWS's "Master API client ID": this client also receives every other client's order
