@@ -187,17 +187,17 @@ class StrategySettings(_Group):
     edge_gate: bool = True
     """Enter only when the edge tests pass (false: they are measured and reported, and refuse
     nothing; for research)."""
-    edge_sample_seconds: PositiveInt = 7800
-    """Trading seconds between the spread samples the edge tests use (a minute's change of the
-    spread is mostly quote noise); at most every bar."""
-    edge_horizon_seconds: Positive = 117_000.0
-    """The horizon of one trade in trading seconds (117,000 = 5 sessions): the half-life's
+    edge_sample_seconds: PositiveInt = 2340
+    """Trading seconds between the spread samples the edge tests use (2,340 = 39 minutes, ten
+    a session; a minute's change of the spread is mostly quote noise); at most every bar."""
+    edge_horizon_seconds: Positive = 234_000.0
+    """The horizon of one trade in trading seconds (234,000 = 10 sessions): the half-life's
     upper bound must lie inside it, and the expected reversion is taken over it."""
     edge_confidence: Annotated[float, Field(gt=0, lt=1)] = 0.95
     """Two-sided confidence of the half-life interval."""
-    edge_max_adf_pvalue: Annotated[float, Field(gt=0, lt=1)] = 0.05
+    edge_max_adf_pvalue: Annotated[float, Field(gt=0, lt=1)] = 0.10
     """The ADF test of the sampled spread must reject a unit root at this p-value."""
-    edge_max_drift_bp_month: Annotated[float, Field(ge=0)] = 15.0
+    edge_max_drift_bp_month: Annotated[float, Field(ge=0)] = 50.0
     """A spread whose fitted trend moves more than this per month (21 sessions) is drifting:
     no entry against the drift."""
     edge_cost_margin: Annotated[float, Field(ge=0)] = 2.0

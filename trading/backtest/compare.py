@@ -80,6 +80,10 @@ CONFIGS: dict[str, dict[str, Any]] = {
     "atm open gates": {"edge_gate": False},
     "atm edge, open EG": {},
     "replica edge, open EG": {"preset": "replica"},
+    "atm edge drift 25": {"edge_max_drift_bp_month": 25.0},
+    "atm edge drift 100": {"edge_max_drift_bp_month": 100.0},
+    "atm edge no drift test": {"edge_max_drift_bp_month": 1e6},
+    "atm edge margin 1": {"edge_cost_margin": 1.0},
 }
 """Every named configuration: strategy settings overrides on top of the environment's."""
 
@@ -99,6 +103,9 @@ _SUITE_NAMES: dict[str, tuple[str, ...]] = {
     "acceptance": ("atm default",),
     "edge": ("atm default", "replica default", "atm no edge gate", "atm open gates",
              "atm edge, open EG", "replica edge, open EG"),
+    "edge-tuning": ("atm default", "replica default", "atm open gates", "atm edge, open EG",
+                    "replica edge, open EG", "atm edge drift 25", "atm edge drift 100",
+                    "atm edge no drift test", "atm edge margin 1"),
 }  # fmt: skip
 SUITES: dict[str, dict[str, dict[str, Any]]] = {
     suite: {name: CONFIGS[name] for name in names} for suite, names in _SUITE_NAMES.items()

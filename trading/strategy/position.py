@@ -54,7 +54,8 @@ measured with that hedge, ``entry_sign x ((y - beta_e x - alpha_e) - entry sprea
 units, never with a hedge estimated later (no look-ahead).
 
 The signal machine's clock is trading time: the number of bars closed x bar_seconds, so its
-time stop (in half-lives of bars) does not fire over a night or a weekend.
+time stop (in half-lives of bars: the edge tests' half-life of the sampled spread, else the OU
+fit's) does not fire over a night or a weekend, and means the same at any bar size.
 """
 
 from __future__ import annotations
@@ -280,7 +281,17 @@ class PairManager:
         return self.fit_bar < 0 or missing or self.bars - self.fit_bar >= self.settings.refit_bars
 
     def half_life_bars(self) -> float:
+        """The OU fit's half-life over every bar (Kelly's horizon)."""
         return math.inf if self.ou is None else self.ou.half_life
+
+    def time_stop_half_life_bars(self) -> float:
+        """The half-life the time stop counts in: the edge tests' (the sampled spread, not
+        biased short by quote noise as a fit on one-minute bars is: ~9 bars against a true 390)
+        when they measured one, else the OU fit's."""
+        edge = self.edge
+        if edge is not None and math.isfinite(edge.half_life_bars) and edge.half_life_bars > 0:
+            return edge.half_life_bars
+        return self.half_life_bars()
 
     # bars -----------------------------------------------------------------------------------
 
@@ -298,7 +309,7 @@ class PairManager:
                 return self._roll_exit(bar, roll)
         if self._fits_due():
             self.refit()
-        half_life_seconds = self.half_life_bars() * self.settings.bar_seconds
+        half_life_seconds = self.time_stop_half_life_bars() * self.settings.bar_seconds
         clock = datetime.fromtimestamp(self.bars * self.settings.bar_seconds, UTC)
         distance_bp = (bar.spread - bar.mean) * 1e4
         was = self.machine.position
