@@ -17,6 +17,7 @@ vega_per_point  option rows: USD per share per vol point
 theta_per_day   option rows: USD per share per calendar day
 value           nav rows: TLTW's NAV per share; dividend rows: USD per share going ex at
                 the timestamp's (New York) date
+pay_date        dividend rows, optional: YYYYMMDD (blank: three sessions after the ex-date)
 con_id          optional: IB conId (stocks default to IB's TLT/TLTW ids, options to ibsim's)
 =============== ==========================================================================
 
@@ -56,7 +57,7 @@ OPTION_COLUMNS = (
     "vega_per_point",
     "theta_per_day",
 )
-COLUMNS = (*BASE_COLUMNS, *OPTION_COLUMNS, "value", "con_id")
+COLUMNS = (*BASE_COLUMNS, *OPTION_COLUMNS, "value", "con_id", "pay_date")
 REQUIRED_BY_KIND = {
     "stock": ("bid", "ask"),
     "option": OPTION_COLUMNS,
@@ -173,7 +174,13 @@ def _message(row: _Row) -> Message:
         if row.symbol not in STOCK_CON_IDS:
             raise CsvError(n, "symbol", f"dividend rows are TLT or TLTW, got {row.symbol!r}")
         amount = _number(n, "value", c.get("value"), positive=True)
-        return Dividends(row.symbol, 0.0, 12 * amount, row.day.strftime("%Y%m%d"), amount, ts)
+        paid = (c.get("pay_date") or "").strip()
+        if paid and not (len(paid) == 8 and paid.isdigit()):
+            raise CsvError(n, "pay_date", f"must be YYYYMMDD, got {paid!r}")
+        if paid and paid < row.day.strftime("%Y%m%d"):
+            raise CsvError(n, "pay_date", f"{paid} is before the ex-date {row.day}")
+        ex_date = row.day.strftime("%Y%m%d")
+        return Dividends(row.symbol, 0.0, 12 * amount, ex_date, amount, ts, paid)
     return _option(row)
 
 
@@ -297,7 +304,7 @@ def _row_of(m: Message) -> list[str] | None:
         return [
             repr(m.ts_exchange), "option", m.symbol, repr(m.bid), repr(m.ask), m.expiry,
             repr(m.strike), m.right, repr(m.implied_vol), repr(m.delta), repr(m.gamma),
-            repr(m.vega_per_point), repr(m.theta_per_day), "", str(m.con_id),
+            repr(m.vega_per_point), repr(m.theta_per_day), "", str(m.con_id), "",
         ]  # fmt: skip
     if isinstance(m, EtfNav):
         row = blank.copy()
@@ -308,5 +315,6 @@ def _row_of(m: Message) -> list[str] | None:
         row = blank.copy()
         row[:3] = [repr(m.ts), "dividend", m.symbol]
         row[COLUMNS.index("value")] = repr(m.next_amount)
+        row[COLUMNS.index("pay_date")] = m.next_pay_date
         return row
     return None
