@@ -34,10 +34,12 @@ SERVICES = (
     ("monitoring", "monitoring/monitoring_dashboard.py"),
 )
 
-SIM_DEMO_DEFAULTS = {"TRADING_STRATEGY__Z_WINDOW": "390"}
+SIM_DEMO_DEFAULTS = {"TRADING_STRATEGY__Z_WINDOW": "390", "TRADING_STRATEGY__EDGE_GATE": "false"}
 """With the simulated gateway, a z window the backfill fills (one session of one-minute bars), so
 the demo shows a spread and trades within a minute; the live default (about 40 days of bars)
-would show nothing until weeks of history had built up."""
+would show nothing until weeks of history had built up. The edge gate measures and reports
+(the heartbeat's edge status) but refuses nothing: a one-session window is ten of its samples,
+too few to show an edge, and the demo is there to show the system trading."""
 
 COLOURS = ("36", "33", "35", "32", "34", "31", "37")
 
