@@ -8,6 +8,11 @@ close, and is cancelled at the end of the day it was placed (a DAY order). A buy
 the call at the bid, a SELL sells TLT at the bid and buys the call at the ask; the combo price
 is IB's convention ``100 x S - C`` (C per share) and is compared with the limit.
 
+Daily bars: an order decided at a daily bar's close (the session's close) fills the same way
+on the closing quotes, at that instant, as a market-on-close order would (the risk gate counts
+the closing instant as the session's); a limit that is not marketable there rests and is
+cancelled at the next bar (the next session's close) without another try.
+
 Commissions: IB's fixed schedule as ibsim charges it (`SimConfig`: stock USD per share with a
 per-order minimum, options USD per contract); each leg of a combo is charged as its own order.
 
