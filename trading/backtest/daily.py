@@ -50,6 +50,7 @@ from dataclasses import dataclass
 from datetime import date, datetime
 from pathlib import Path
 
+from trading.backtest.csvfile import CsvError, cell_number
 from trading.bus import ChainOption, Dividends, EtfNav, Message, OptionChain, OptionQuote, Quote
 from trading.domain import black_scholes as bs
 from trading.domain.market_hours import EXCHANGE_TIMEZONE, MarketCalendar, market_calendar
@@ -63,15 +64,6 @@ STOCK_CON_IDS = {"TLT": TLT_CON_ID, "TLTW": TLTW_CON_ID}
 HALF_TICK = 0.005
 """Without a closing quote, the close is quoted one cent wide: close -/+ half a cent."""
 SECONDS_PER_YEAR = bs.DAYS_PER_YEAR * 86_400.0
-
-
-class DailyCsvError(ValueError):
-    """A row of the daily CSV cannot be used; the message names the row and the column."""
-
-    def __init__(self, row: int, column: str, message: str) -> None:
-        super().__init__(f"row {row}, column {column!r}: {message}")
-        self.row = row
-        self.column = column
 
 
 @dataclass(frozen=True, slots=True)
@@ -106,34 +98,20 @@ class _Session:
     calls: list[tuple[str, float, float, float]] | None = None  # expiry, strike, bid, ask
 
 
-def _number(row: int, column: str, text: str | None, *, positive: bool = False) -> float:
-    if text is None or text.strip() == "":
-        raise DailyCsvError(row, column, "is blank")
-    try:
-        value = float(text)
-    except ValueError:
-        raise DailyCsvError(row, column, f"is not a number: {text!r}") from None
-    if not math.isfinite(value):
-        raise DailyCsvError(row, column, f"must be finite, got {text!r}")
-    if positive and value <= 0:
-        raise DailyCsvError(row, column, f"must be > 0, got {text!r}")
-    return value
-
-
 def _day(row: int, column: str, text: str | None) -> date:
     try:
         return date.fromisoformat((text or "").strip())
     except ValueError:
-        raise DailyCsvError(row, column, f"must be YYYY-MM-DD, got {text!r}") from None
+        raise CsvError(row, column, f"must be YYYY-MM-DD, got {text!r}") from None
 
 
 def _quote(row: int, cells: dict[str, str], bid_column: str = "bid") -> tuple[float, float]:
-    bid = _number(row, bid_column, cells.get("bid"))
-    ask = _number(row, "ask", cells.get("ask"), positive=True)
+    bid = cell_number(row, bid_column, cells.get("bid"))
+    ask = cell_number(row, "ask", cells.get("ask"), positive=True)
     if bid < 0:
-        raise DailyCsvError(row, "bid", f"must be >= 0, got {bid}")
+        raise CsvError(row, "bid", f"must be >= 0, got {bid}")
     if bid > ask:
-        raise DailyCsvError(row, "bid", f"crossed quote: bid {bid} > ask {ask}")
+        raise CsvError(row, "bid", f"crossed quote: bid {bid} > ask {ask}")
     return bid, ask
 
 
@@ -148,63 +126,63 @@ def read_daily(
     reader.fieldnames = header
     for column in ("date", "kind", "symbol", "value"):
         if column not in header:
-            raise DailyCsvError(0, column, f"missing from the header {header}")
+            raise CsvError(0, column, f"missing from the header {header}")
     sessions: dict[date, _Session] = {}
     distributions: dict[str, dict[date, tuple[float, date | None]]] = {}
     seen: set[tuple] = set()
     for n, cells in enumerate(reader, start=1):
         day = _day(n, "date", cells.get("date"))
         if not calendar.is_session(day):
-            raise DailyCsvError(n, "date", f"{day.isoformat()} is not an XNYS session")
+            raise CsvError(n, "date", f"{day.isoformat()} is not an XNYS session")
         kind = (cells.get("kind") or "").strip()
         symbol = (cells.get("symbol") or "").strip()
         if kind not in KINDS:
-            raise DailyCsvError(n, "kind", f"must be one of {KINDS}, got {kind!r}")
+            raise CsvError(n, "kind", f"must be one of {KINDS}, got {kind!r}")
         key = (day, kind, symbol, (cells.get("expiry") or "").strip(), cells.get("strike"))
         if key in seen:
-            raise DailyCsvError(n, "date", f"duplicate {kind} row for {symbol} on {day}")
+            raise CsvError(n, "date", f"duplicate {kind} row for {symbol} on {day}")
         seen.add(key)
         if kind == "distribution":
             if symbol not in STOCK_CON_IDS:
-                raise DailyCsvError(n, "symbol", f"distributions are TLT or TLTW, got {symbol!r}")
-            amount = _number(n, "value", cells.get("value"), positive=True)
+                raise CsvError(n, "symbol", f"distributions are TLT or TLTW, got {symbol!r}")
+            amount = cell_number(n, "value", cells.get("value"), positive=True)
             paid = (cells.get("pay_date") or "").strip()
             pay_date = _day(n, "pay_date", paid) if paid else None
             if pay_date is not None and pay_date < day:
-                raise DailyCsvError(n, "pay_date", f"{pay_date} is before the ex-date {day}")
+                raise CsvError(n, "pay_date", f"{pay_date} is before the ex-date {day}")
             distributions.setdefault(symbol, {})[day] = (amount, pay_date)
             continue
         session = sessions.setdefault(day, _Session(day, {}))
         if kind == "close":
             if symbol not in STOCK_CON_IDS:
-                raise DailyCsvError(n, "symbol", f"closes are TLT or TLTW, got {symbol!r}")
-            close = _number(n, "value", cells.get("value"), positive=True)
+                raise CsvError(n, "symbol", f"closes are TLT or TLTW, got {symbol!r}")
+            close = cell_number(n, "value", cells.get("value"), positive=True)
             given = [(cells.get(c) or "").strip() for c in ("bid", "ask")]
             if any(given) and not all(given):
-                raise DailyCsvError(n, "bid" if not given[0] else "ask", "give both or neither")
+                raise CsvError(n, "bid" if not given[0] else "ask", "give both or neither")
             if all(given):
                 session.closes[symbol] = _quote(n, cells)
             else:
                 session.closes[symbol] = (close - HALF_TICK, close + HALF_TICK)
         elif kind == "nav":
             if symbol != "TLTW":
-                raise DailyCsvError(n, "symbol", f"nav rows are TLTW, got {symbol!r}")
-            session.nav = _number(n, "value", cells.get("value"), positive=True)
+                raise CsvError(n, "symbol", f"nav rows are TLTW, got {symbol!r}")
+            session.nav = cell_number(n, "value", cells.get("value"), positive=True)
         elif kind == "iv":
             if symbol != "TLT":
-                raise DailyCsvError(n, "symbol", f"iv rows are TLT, got {symbol!r}")
-            session.iv = _number(n, "value", cells.get("value"), positive=True)
+                raise CsvError(n, "symbol", f"iv rows are TLT, got {symbol!r}")
+            session.iv = cell_number(n, "value", cells.get("value"), positive=True)
         else:
             if symbol != "TLT":
-                raise DailyCsvError(n, "symbol", f"option rows are TLT calls, got {symbol!r}")
+                raise CsvError(n, "symbol", f"option rows are TLT calls, got {symbol!r}")
             expiry = (cells.get("expiry") or "").strip()
             try:
                 expiry_day = datetime.strptime(expiry, "%Y%m%d").date()
             except ValueError:
-                raise DailyCsvError(n, "expiry", f"must be YYYYMMDD, got {expiry!r}") from None
+                raise CsvError(n, "expiry", f"must be YYYYMMDD, got {expiry!r}") from None
             if expiry_day <= day:
-                raise DailyCsvError(n, "expiry", f"{expiry} has expired by {day}")
-            strike = _number(n, "strike", cells.get("strike"), positive=True)
+                raise CsvError(n, "expiry", f"{expiry} has expired by {day}")
+            strike = cell_number(n, "strike", cells.get("strike"), positive=True)
             bid, ask = _quote(n, cells)
             if session.calls is None:
                 session.calls = []
