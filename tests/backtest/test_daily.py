@@ -35,12 +35,12 @@ DAILY = {
 every bar over a ten-session horizon)."""
 
 
-def generated_rows(seed: int = 2) -> list[dict[str, object]]:
-    """Two years of daily rows from ibsim's market model (50 bp premium): TLT's close (paying
-    a made-up 0.28 a share on each month's first session, its price dropping by it), TLTW's
-    closing quote, NAV and distributions (the model's), and a flat 16% implied vol."""
+def generated_rows(seed: int = 2, premium_bp: float = 50.0) -> list[dict[str, object]]:
+    """Two years of daily rows from ibsim's market model: TLT's close (paying a made-up 0.28 a
+    share on each month's first session, its price dropping by it), TLTW's closing quote, NAV
+    and distributions (the model's), and a flat 16% implied vol."""
     model = MarketModel(
-        SimConfig(seed=seed, start=DEFAULT_START, history_days=520, premium_bp=50.0)
+        SimConfig(seed=seed, start=DEFAULT_START, history_days=520, premium_bp=premium_bp)
     )
     frame = model.bars(FIRST, LAST, bar="1 day")
     rows: list[dict[str, object]] = []
@@ -76,6 +76,24 @@ def tape(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="module")
 def daily_run(tape: Path) -> BacktestRun:
     return backtest_messages(load_settings(strategy=DAILY), daily_messages(tape))
+
+
+@pytest.fixture(scope="module")
+def premium_free(tmp_path_factory: pytest.TempPathFactory) -> list:
+    path = tmp_path_factory.mktemp("daily") / "premium-free.csv"
+    write_daily(generated_rows(premium_bp=0.0), path)
+    return daily_messages(path)
+
+
+def test_without_a_premium_the_edge_gate_keeps_a_daily_strategy_out_of_the_noise(premium_free):
+    ungated = backtest_messages(load_settings(strategy=DAILY | {"edge_gate": False}), premium_free)
+    gated = backtest_messages(load_settings(strategy=DAILY), premium_free)
+
+    assert ungated.metrics.round_trips >= 3, ungated.metrics  # the z-score trades the noise
+    assert gated.metrics.round_trips == 0
+    refused = [s.reason for s in gated.result.signals if "not entered: edge" in s.reason]
+    assert len(refused) >= ungated.metrics.round_trips  # each says which test failed
+    assert all(("half-life" in r or "adf" in r or "drift" in r) for r in refused)
 
 
 def _close(day: date) -> float:
