@@ -170,8 +170,10 @@ class StrategySettings(_Group):
     """Close a position held longer than this many half-lives of the spread."""
     kelly_fraction: float = 0.5
     """Fraction of the Kelly optimum to bet, in (0, 1]: full Kelly on estimates overbets."""
-    cointegration_pvalue: Annotated[float, Field(gt=0, lt=1)] = 0.05
-    """Size zero unless the Engle-Granger test rejects no-cointegration at this p-value."""
+    cointegration_pvalue: Annotated[float, Field(gt=0, lt=1)] = 0.99
+    """Size zero unless the Engle-Granger test rejects no-cointegration at this p-value. 0.99 is
+    in effect off: with the edge gate, 0.05 cut the premium's P&L on seeds 1-5 and kept the
+    strategy out of nothing the edge gate let in (docs/backtest.md)."""
     capital_usd: Positive = 100_000.0
     """Capital the Kelly fraction applies to."""
     max_gross_notional_usd: Positive = 100_000.0
@@ -197,7 +199,7 @@ class StrategySettings(_Group):
     """Two-sided confidence of the half-life interval."""
     edge_max_adf_pvalue: Annotated[float, Field(gt=0, lt=1)] = 0.10
     """The ADF test of the sampled spread must reject a unit root at this p-value."""
-    edge_max_drift_bp_month: Annotated[float, Field(ge=0)] = 50.0
+    edge_max_drift_bp_month: Annotated[float, Field(ge=0)] = 100.0
     """A spread whose fitted trend moves more than this per month (21 sessions) is drifting:
     no entry against the drift."""
     edge_cost_margin: Annotated[float, Field(ge=0)] = 2.0
