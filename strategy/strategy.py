@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Callable
 from typing import Any
 
 import orjson
@@ -58,15 +59,16 @@ POLL_S = 0.05
 WARMUP_BATCH = 10_000
 
 
-def inbox_key(msg: Message, bar_seconds: float) -> tuple[Any, ...]:
-    """Ticks of one instrument in one bar replace each other in the inbox; everything else is
-    kept. A tick of the next bar does not replace the last one of its bar: the bar must close
-    on its own prices (the live spread would otherwise differ from a replay of the same ticks
-    whenever the service fell behind across a bar boundary)."""
+def inbox_key(msg: Message, bar_of: Callable[[float], int]) -> tuple[Any, ...]:
+    """Ticks of one instrument in one bar (``bar_of``: the engine's session-aligned bars)
+    replace each other in the inbox; everything else is kept. A tick of the next bar does not
+    replace the last one of its bar: the bar must close on its own prices (the live spread
+    would otherwise differ from a replay of the same ticks whenever the service fell behind
+    across a bar boundary)."""
     if isinstance(msg, Quote | EtfNav):
-        return (msg.KIND, msg.symbol, int(msg.ts_exchange // bar_seconds))
+        return (msg.KIND, msg.symbol, bar_of(msg.ts_exchange))
     if isinstance(msg, OptionQuote):
-        return (msg.KIND, msg.con_id, int(msg.ts_exchange // bar_seconds))
+        return (msg.KIND, msg.con_id, bar_of(msg.ts_exchange))
     if isinstance(msg, DataHealth | Dividends):
         return (msg.KIND, msg.symbol)
     if isinstance(msg, RiskStatus | OptionChain):
@@ -81,7 +83,6 @@ class StrategyService:
         self.ctx = ctx
         self.bus: Bus = ctx.bus
         self.engine = engine
-        self.bar_seconds = float(engine.settings.bar_seconds)
         self.inbox: dict[tuple[Any, ...], tuple[Message, float]] = {}
         self.chain_ts: float | None = None
         self.wake = asyncio.Event()
@@ -169,7 +170,7 @@ class StrategyService:
             if msg is None:
                 continue
             if open_bar is not None and self.engine.bar_of(msg.ts_exchange) > open_bar:
-                self.inbox[inbox_key(msg, self.bar_seconds)] = (msg, time.perf_counter())
+                self.inbox[inbox_key(msg, self.engine.bar_of)] = (msg, time.perf_counter())
                 self.wake.set()
             else:
                 self.apply(msg, now_wall=None, step=False)
@@ -198,7 +199,7 @@ class StrategyService:
     def apply(self, msg: Message, now_wall: float | None = None, step: bool = True) -> StepResult:
         """Feed one message to the engine; a bad one is dropped, counted and logged."""
         if isinstance(msg, Quote | OptionQuote | EtfNav):
-            key = inbox_key(msg, self.bar_seconds)[:2]
+            key = inbox_key(msg, self.engine.bar_of)[:2]
             stamp = (msg.ts_exchange, msg.ts_recv)
             latest = self.latest_tick.get(key)
             if latest is None or stamp >= latest[0]:
@@ -227,7 +228,7 @@ class StrategyService:
             if self.stopped:
                 return
             if isinstance(msg, Quote | OptionQuote | EtfNav | DataHealth | RiskStatus):
-                key = inbox_key(msg, self.bar_seconds)
+                key = inbox_key(msg, self.engine.bar_of)
                 if key in self.inbox:
                     m.CONFLATED.inc()
                 self.inbox[key] = (msg, time.perf_counter())
@@ -254,7 +255,7 @@ class StrategyService:
         overlaps the warm-up: see ``latest_tick``)."""
         if not isinstance(msg, Quote | OptionQuote | EtfNav):
             return False
-        latest = self.latest_tick.get(inbox_key(msg, self.bar_seconds)[:2])
+        latest = self.latest_tick.get(inbox_key(msg, self.engine.bar_of)[:2])
         if latest is None:
             return False
         stamp = (msg.ts_exchange, msg.ts_recv)

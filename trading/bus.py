@@ -174,7 +174,9 @@ class Dividends(Message):
     """An instrument's cash distributions as IB reports them (generic tick 456, tick type 59).
 
     next_ex_date is YYYYMMDD ("" when none is announced); amounts per share in USD. The strategy
-    adds paid distributions back to build total-return prices.
+    adds paid distributions back to build total-return prices; risk's book credits (debits) the
+    shares held long (short) before the ex-date. next_pay_date is YYYYMMDD when the source knows
+    it (an issuer's history, a tape; IB's tick does not carry it): "" = unknown.
     """
 
     KIND: ClassVar[str] = "dividends"
@@ -184,6 +186,7 @@ class Dividends(Message):
     next_ex_date: str
     next_amount: float
     ts: float
+    next_pay_date: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -369,7 +372,10 @@ class Position(Message):
 
 @dataclass(frozen=True, slots=True)
 class PnL(Message):
-    """Profit and loss in USD since the start of the trading day, net of commissions."""
+    """Profit and loss in USD, net of commissions: total = realized - commissions + unrealized
+    + distributions. ``distributions``: cash distributions on the shares held over their
+    ex-dates (credited long, debited short), of which ``distributions_accrued`` is gone ex but
+    not yet paid."""
 
     KIND: ClassVar[str] = "pnl"
     ts: float
@@ -378,6 +384,8 @@ class PnL(Message):
     commissions: float
     total: float
     per_pair: dict[str, float] = field(default_factory=dict)
+    distributions: float = 0.0
+    distributions_accrued: float = 0.0
 
 
 @dataclass(frozen=True, slots=True)

@@ -36,10 +36,12 @@ SERVICES = (
     ("monitoring", "monitoring/monitoring_dashboard.py"),
 )
 
-SIM_DEMO_DEFAULTS = {"TRADING_STRATEGY__Z_WINDOW": "390"}
+SIM_DEMO_DEFAULTS = {"TRADING_STRATEGY__Z_WINDOW": "390", "TRADING_STRATEGY__EDGE_GATE": "false"}
 """With the simulated gateway, a z window the backfill fills (one session of one-minute bars), so
 the demo shows a spread and trades within a minute; the live default (about 40 days of bars)
-would show nothing until weeks of history had built up."""
+would show nothing until weeks of history had built up. The edge gate measures and reports
+(the heartbeat's edge status) but refuses nothing: a one-session window is ten of its samples,
+too few to show an edge, and the demo is there to show the system trading."""
 
 COLOURS = ("36", "33", "35", "32", "34", "31", "37")
 
@@ -99,6 +101,7 @@ class Runner:
                 "--port", str(port), "--seed", str(s.sim.seed), "--speed", str(s.sim.speed),
                 "--premium-bp", str(s.sim.premium_bp),
                 "--premium-half-life-days", str(s.sim.premium_half_life_days),
+                "--premium-drift-bp-year", str(s.sim.premium_drift_bp_year),
                 "--tick-interval", str(s.sim.effective_tick_interval_s),
             ]  # fmt: skip
             if s.sim.admin_port:

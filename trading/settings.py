@@ -14,6 +14,8 @@ from typing import Annotated, Literal
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from trading.domain.market_hours import REGULAR_SESSION_SECONDS
+
 ENV_PREFIX = "TRADING_"
 ENV_DELIMITER = "__"
 
@@ -168,8 +170,10 @@ class StrategySettings(_Group):
     """Close a position held longer than this many half-lives of the spread."""
     kelly_fraction: float = 0.5
     """Fraction of the Kelly optimum to bet, in (0, 1]: full Kelly on estimates overbets."""
-    cointegration_pvalue: Annotated[float, Field(gt=0, lt=1)] = 0.05
-    """Size zero unless the Engle-Granger test rejects no-cointegration at this p-value."""
+    cointegration_pvalue: Annotated[float, Field(gt=0, lt=1)] = 0.99
+    """Size zero unless the Engle-Granger test rejects no-cointegration at this p-value. 0.99 is
+    in effect off: with the edge gate, 0.05 cut the premium's P&L on seeds 1-5 and kept the
+    strategy out of nothing the edge gate let in (docs/backtest.md)."""
     capital_usd: Positive = 100_000.0
     """Capital the Kelly fraction applies to."""
     max_gross_notional_usd: Positive = 100_000.0
@@ -180,7 +184,27 @@ class StrategySettings(_Group):
     order_price_offset_bp: Annotated[float, Field(ge=0)] = 5.0
     """Limit price = mid +/- this offset (towards crossing) in basis points of the price."""
     refit_bars: PositiveInt = 390
-    """Bars between refits of the spread's OU half-life and Engle-Granger p-value (for Kelly)."""
+    """Bars between refits of the spread's OU half-life, Engle-Granger p-value and edge tests;
+    at most one session of bars (a daily run refits every bar)."""
+    edge_gate: bool = True
+    """Enter only when the edge tests pass (false: they are measured and reported, and refuse
+    nothing; for research)."""
+    edge_sample_seconds: PositiveInt = 2340
+    """Trading seconds between the spread samples the edge tests use (2,340 = 39 minutes, ten
+    a session; a minute's change of the spread is mostly quote noise); at most every bar."""
+    edge_horizon_seconds: Positive = 234_000.0
+    """The horizon of one trade in trading seconds (234,000 = 10 sessions): the half-life's
+    upper bound must lie inside it, and the expected reversion is taken over it."""
+    edge_confidence: Annotated[float, Field(gt=0, lt=1)] = 0.95
+    """Two-sided confidence of the half-life interval."""
+    edge_max_adf_pvalue: Annotated[float, Field(gt=0, lt=1)] = 0.10
+    """The ADF test of the sampled spread must reject a unit root at this p-value."""
+    edge_max_drift_bp_month: Annotated[float, Field(ge=0)] = 100.0
+    """A spread whose fitted trend moves more than this per month (21 sessions) is drifting:
+    no entry against the drift."""
+    edge_cost_margin: Annotated[float, Field(ge=0)] = 2.0
+    """An entry's expected reversion over the horizon must be this many times the round
+    trip's measured cost (bid/ask of every leg and IB's commissions, both ways)."""
     pair_id: str = "TLTBW-TLTW"
     """Names the pair in intents, fills and P&L (and prefixes every intent id)."""
 
@@ -268,6 +292,9 @@ class SimSettings(_Group):
     """Scale of TLTW's premium to NAV in the simulation (0 = none: no edge to find)."""
     premium_half_life_days: Positive = 1.0
     """Half-life of the simulated premium's mean reversion, in trading days."""
+    premium_drift_bp_year: Annotated[float, Field(allow_inf_nan=False)] = 0.0
+    """TLTW's NAV drifts against its index by this many bp a year, with no reversion (alone or
+    with the premium; -300 = TLTW 3% a year behind, as on real prices)."""
     admin_port: Annotated[int, Field(ge=0, lt=65536)] = 0
     """Port of the simulator's fault/truth HTTP API (0 = off)."""
     tick_interval_s: Positive | None = None
@@ -370,10 +397,44 @@ def unsafe_settings(s: Settings) -> list[str]:
             f"exceeds {env_name('risk', 'max_order_notional_usd')}="
             f"{s.risk.max_order_notional_usd}: the risk gate would reject every full-size entry"
         )
+    problems += _window_problems(st)
     if s.risk.max_order_notional_usd > s.risk.max_gross_notional_usd:
         problems.append(
             f"{env_name('risk', 'max_order_notional_usd')}={s.risk.max_order_notional_usd} "
             f"exceeds {env_name('risk', 'max_gross_notional_usd')}={s.risk.max_gross_notional_usd}"
+        )
+    return problems
+
+
+MAX_WINDOW_SESSIONS = 1260
+"""A window of more than five years of sessions is a setting meant for another bar size."""
+
+
+def _window_problems(st: StrategySettings) -> list[str]:
+    """Windows in bars checked against the bar length (a bar is at most a session of
+    `REGULAR_SESSION_SECONDS` of trading time), each naming its variable."""
+    bar = min(st.bar_seconds, REGULAR_SESSION_SECONDS)
+    what = f"bars of {st.bar_seconds} s"
+    problems = []
+    for name in ("z_window", "ols_window"):
+        sessions = getattr(st, name) * bar / REGULAR_SESSION_SECONDS
+        if sessions > MAX_WINDOW_SESSIONS:
+            problems.append(
+                f"{env_name('strategy', name)}={getattr(st, name)} {what} spans {sessions:,.0f} "
+                f"sessions (> {MAX_WINDOW_SESSIONS}): give it in bars of "
+                f"{env_name('strategy', 'bar_seconds')}"
+            )
+    if st.refit_bars * bar > REGULAR_SESSION_SECONDS:
+        problems.append(
+            f"{env_name('strategy', 'refit_bars')}={st.refit_bars} {what} refits every "
+            f"{st.refit_bars * bar / REGULAR_SESSION_SECONDS:g} sessions: at most one session "
+            f"({max(REGULAR_SESSION_SECONDS // bar, 1)} bars)"
+        )
+    if st.edge_horizon_seconds < st.edge_sample_seconds:
+        problems.append(
+            f"{env_name('strategy', 'edge_horizon_seconds')}={st.edge_horizon_seconds} is "
+            f"shorter than {env_name('strategy', 'edge_sample_seconds')}="
+            f"{st.edge_sample_seconds}"
         )
     return problems
 

@@ -17,18 +17,30 @@ def test_sim_backtest_writes_a_self_contained_html_report_and_json(tmp_path, cap
          "--premium-bp", "50", "--preset", "replica", "--set", "strategy.z_window=390",
          "--set", "strategy.cointegration_pvalue=0.99",
          "--set", "strategy.max_gross_notional_usd=150000",
+         "--set", "strategy.edge_gate=false",  # a one-day window: the edge is reported only
          "--out", str(out), "--json", str(metrics), "--no-progress"]
     )  # fmt: skip
 
     assert code == 0
     page = out.read_text()
     assert page.count("data:image/png;base64,") == 2  # equity/drawdown, spread/z with trades
-    values = json.loads(metrics.read_text())
+    assert "Edge" in page and "Distributions" in page
+    values = json.loads(metrics.read_text(), parse_constant=_refuse)  # strict JSON: no NaN
     for name in ("total_return", "sharpe", "sortino", "max_drawdown", "round_trips", "hit_rate",
-                 "turnover", "commissions_usd", "r_squared_vs_truth"):  # fmt: skip
+                 "turnover", "commissions_usd", "r_squared_vs_truth", "distributions_usd",
+                 "rejections", "edge"):  # fmt: skip
         assert name in values
     assert values["intents"] >= 1 and values["commissions_usd"] > 0
+    edge = ("half_life_bars", "half_life_low_bars", "half_life_high_bars", "variance_ratio",
+            "drift_bp_month", "spread_std_bp", "cost_bp", "expected_edge_bp",
+            "verdict")  # fmt: skip
+    assert all(name in values["edge"] for name in edge)
+    assert values["edge"]["verdict"] in ("edge", "no edge", "drifting")
     assert "sharpe" in capsys.readouterr().out
+
+
+def _refuse(constant: str) -> None:
+    raise ValueError(f"not strict JSON: {constant}")
 
 
 def test_bad_setting_override_is_refused_with_its_name(capsys):

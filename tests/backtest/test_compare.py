@@ -13,7 +13,8 @@ from trading.backtest.sources import SimSource
 from trading.cli import main as cli
 from trading.settings import load_settings
 
-CONFIG = {"preset": "replica", "z_window": 390, "stop_z": 10.0, "time_stop_half_lives": 1e3}
+CONFIG = {"preset": "replica", "z_window": 390, "stop_z": 10.0, "time_stop_half_lives": 1e3,
+          "edge_gate": False}  # fmt: skip
 
 
 def test_chunked_multi_replay_matches_a_single_backtest_of_the_same_sessions():
@@ -48,10 +49,12 @@ def test_html_report_sets_the_presets_side_by_side_with_each_seeds_pnl(tmp_path,
 
     html_path, json_path = tmp_path / "compare.html", tmp_path / "rows.json"
     code = cli(["backtest", "compare", "--seeds", "1", "2", "--sessions", "2", "--suite", "presets",
-          "--json", str(json_path), "--html", str(html_path)])  # fmt: skip
+          "--premium-drift-bp-year", "-300", "--json", str(json_path),
+          "--html", str(html_path)])  # fmt: skip
 
     assert code == 0
-    rows = json.loads(json_path.read_text())
+    rows = json.loads(json_path.read_text(), parse_constant=_refuse)  # strict JSON
+    assert all(r["premium_drift_bp_year"] == -300.0 for r in rows)
     page = html_path.read_text()
     assert {r["config"] for r in rows} == {"replica delta", "atm delta"}
     for config in ("replica delta", "atm delta"):
@@ -61,3 +64,7 @@ def test_html_report_sets_the_presets_side_by_side_with_each_seeds_pnl(tmp_path,
         assert ", ".join(f"{r['seed']}: {r['pnl_usd']:,.0f}" for r in group) in line
     assert page.count("data:image/png;base64,") == 1
     assert f"report: {html_path}" in capsys.readouterr().out
+
+
+def _refuse(constant: str) -> None:
+    raise ValueError(f"not strict JSON: {constant}")

@@ -11,7 +11,7 @@ import pytest
 from trading.backtest.csvfile import CsvError, read_messages, write_messages
 from trading.backtest.replay import Replay
 from trading.backtest.sources import SimSource
-from trading.bus import OptionChain, OptionQuote, Quote
+from trading.bus import Dividends, OptionChain, OptionQuote, Quote
 from trading.settings import load_settings
 
 HEADER = (
@@ -96,12 +96,26 @@ def test_sim_tape_written_as_csv_replays_to_the_same_intents_and_equity(tmp_path
     write_messages(messages, path)
     settings = load_settings(
         strategy={"preset": "replica", "z_window": 390, "cointegration_pvalue": 0.99,
-                  "max_gross_notional_usd": 150_000}
+                  "max_gross_notional_usd": 150_000, "edge_gate": False}
     )  # fmt: skip
 
     direct = Replay(settings).run(messages)
     replayed = Replay(settings).run(read_messages(path))
 
-    assert direct.bars > 1000
+    assert direct.bars > 1000 and direct.records
     assert [r.intent for r in replayed.records] == [r.intent for r in direct.records]
     assert replayed.equity == direct.equity
+
+
+def test_a_dividend_row_carries_its_pay_date_through_a_write_and_a_read(tmp_path):
+    rows = [*GOOD[:2], "2026-09-01T09:31:00-04:00,dividend,TLTW,,,,,,,,,,,0.24,,20260904\n"]
+    messages = read_messages(write(tmp_path, rows, HEADER.replace("con_id", "con_id,pay_date")))
+    (dividend,) = [m for m in messages if isinstance(m, Dividends)]
+    assert (dividend.next_ex_date, dividend.next_amount) == ("20260901", 0.24)
+    assert dividend.next_pay_date == "20260904"
+    again = tmp_path / "again.csv"
+    write_messages(messages, again)
+    assert [m for m in read_messages(again) if isinstance(m, Dividends)] == [dividend]
+    bad = [*GOOD[:2], "2026-09-01T09:31:00-04:00,dividend,TLTW,,,,,,,,,,,0.24,,20260831\n"]
+    with pytest.raises(CsvError, match=r"row 3, column 'pay_date': 20260831 is before"):
+        read_messages(write(tmp_path, bad, HEADER.replace("con_id", "con_id,pay_date")))

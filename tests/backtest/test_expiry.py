@@ -207,6 +207,7 @@ def test_a_pair_holding_the_september_call_is_closed_on_its_roll_date_and_reopen
         "stop_z": 50.0,
         "time_stop_half_lives": 1e9,
         "cointegration_pvalue": 0.99,
+        "edge_gate": False,  # a one-day window: the roll is the subject, not the edge
     }
     run = backtest_sim(
         load_settings(strategy=strategy), SimSource(1, date(2026, 9, 14), date(2026, 9, 16), 50.0)

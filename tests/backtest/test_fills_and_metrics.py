@@ -7,7 +7,7 @@ import math
 import numpy as np
 import pytest
 
-from trading.backtest.fills import CommissionSchedule, FillModel
+from trading.backtest.fills import FillModel, sim_commissions
 from trading.backtest.metrics import daily_returns, equity_frame, sharpe_ratio, sortino_ratio
 from trading.backtest.replay import BacktestResult, EquityPoint
 from trading.bus import (
@@ -54,7 +54,7 @@ def intent(bw_side: Side, bw_limit: float, stock_side: Side, stock_limit: float)
 
 
 def test_commission_schedule_is_ibs_fixed_rates_from_ibsim_config():
-    schedule = CommissionSchedule.from_sim()
+    schedule = sim_commissions()
 
     assert schedule.stock_usd(100) == pytest.approx(1.0)  # 0.50 -> the 1 USD minimum
     assert schedule.stock_usd(500) == pytest.approx(2.5)

@@ -19,6 +19,7 @@ STRATEGY = {
     "stop_z": 10.0,
     "time_stop_half_lives": 1e3,
     "cointegration_pvalue": 0.99,
+    "edge_gate": False,  # one-day windows: risk's closes are the subject, not the edge
 }
 
 

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import json
 import math
+from datetime import date
 
 import pytest
 
 from trading.domain.common import Side
-from trading.domain.pnl import Book, Fill
+from trading.domain.pnl import Book, Distribution, Fill
 
 CALL = "TLT 20240719C91"
 
@@ -102,3 +103,96 @@ def test_numpy_scalars_are_accepted_as_numbers():
     book = Book()
     position = book.apply(Fill("TLTW", Side.BUY, np.int64(100), np.float64(26.0)))
     assert position.quantity == 100 and position.average_price == 26.0
+
+
+# distributions -------------------------------------------------------------------------------
+
+EX_DATE = date(2026, 10, 1)
+PAID = date(2026, 10, 6)
+
+
+def test_a_short_of_1000_tltw_over_a_0_30_ex_date_pays_300_usd():
+    book = Book()
+    book.apply(Fill("TLTW", Side.SELL, 1000, 24.00), date(2026, 9, 30))
+    tltw = {"TLTW": [Distribution(EX_DATE, 0.30, PAID)]}
+    # The price drops by the distribution on the ex-date: the short gains it and pays it.
+    pnl = book.pair_pnl({"TLTW": 23.70}, distributions=tltw, as_of=EX_DATE)
+    assert pnl.distributions.total_usd == pytest.approx(-300.0)
+    assert pnl.unrealized_pnl_usd == pytest.approx(300.0)
+    assert pnl.total_pnl_usd == pytest.approx(0.0, abs=1e-9)
+
+
+def test_100_tlt_long_over_a_0_28_ex_date_earns_28_usd_price_change_aside():
+    book = Book()
+    book.apply(Fill("TLT", Side.BUY, 100, 90.00), date(2026, 9, 30))
+    tlt = {"TLT": [Distribution(EX_DATE, 0.28, PAID)]}
+    pnl = book.pair_pnl({"TLT": 90.00}, distributions=tlt, as_of=EX_DATE)
+    assert pnl.distributions.total_usd == pytest.approx(28.0)
+    assert pnl.total_pnl_usd == pytest.approx(28.0)
+
+
+def test_a_distribution_is_accrued_from_its_ex_date_and_settled_on_its_pay_date():
+    book = Book()
+    book.apply(Fill("TLT", Side.BUY, 100, 90.00), date(2026, 9, 30))
+    paid = [Distribution(EX_DATE, 0.28, PAID)]
+    before = book.distribution_pnl("TLT", paid, date(2026, 9, 30))
+    accrued = book.distribution_pnl("TLT", paid, date(2026, 10, 5))
+    settled = book.distribution_pnl("TLT", paid, PAID)
+    assert (before.accrued_usd, before.settled_usd) == (0.0, 0.0)
+    assert (accrued.accrued_usd, accrued.settled_usd) == (pytest.approx(28.0), 0.0)
+    assert (settled.accrued_usd, settled.settled_usd) == (0.0, pytest.approx(28.0))
+
+
+def test_only_shares_held_before_the_ex_date_are_entitled():
+    book = Book()
+    book.apply(Fill("TLTW", Side.BUY, 500, 24.0), date(2026, 9, 29))
+    book.apply(Fill("TLTW", Side.BUY, 300, 24.0), EX_DATE)  # bought on the ex-date: not entitled
+    book.apply(Fill("TLTW", Side.SELL, 800, 23.8), EX_DATE)  # sold on the ex-date: entitled
+    paid = [Distribution(EX_DATE, 0.30, PAID)]
+    assert book.held_before("TLTW", EX_DATE) == 500
+    assert book.distribution_pnl("TLTW", paid, PAID).total_usd == pytest.approx(150.0)
+    # A position opened after the ex-date and one closed before it get nothing.
+    later = Book()
+    later.apply(Fill("TLTW", Side.SELL, 500, 24.0), date(2026, 10, 2))
+    closed = Book()
+    closed.apply(Fill("TLTW", Side.BUY, 500, 24.0), date(2026, 9, 28))
+    closed.apply(Fill("TLTW", Side.SELL, 500, 24.0), date(2026, 9, 29))
+    assert later.distribution_pnl("TLTW", paid, PAID).total_usd == 0.0
+    assert closed.distribution_pnl("TLTW", paid, PAID).total_usd == 0.0
+
+
+def test_distributions_are_a_function_of_the_fills_so_a_replay_books_them_once():
+    fills = [
+        (Fill("TLTW", Side.SELL, 1000, 24.0), date(2026, 9, 3)),
+        (Fill("TLTW", Side.BUY, 400, 23.9), date(2026, 10, 2)),
+        (Fill("TLTW", Side.SELL, 100, 24.1), date(2026, 10, 20)),
+    ]
+    paid = [
+        Distribution(date(2026, 9, 1), 0.29, date(2026, 9, 4)),  # before the position
+        Distribution(EX_DATE, 0.30, PAID),  # -1000 held
+        Distribution(date(2026, 11, 2), 0.31, date(2026, 11, 5)),  # -700 held
+    ]
+    once, again = Book(), Book()
+    for fill, day in fills:
+        once.apply(fill, day)
+    # The same fills booked out of order (IB's executions after a reconnect), the book
+    # restored from its state: the same answer, each distribution counted once.
+    for fill, day in reversed(fills):
+        again.apply(fill, day)
+    expected = -1000 * 0.30 - 700 * 0.31
+    as_of = date(2026, 11, 5)
+    assert once.distribution_pnl("TLTW", paid, as_of).total_usd == pytest.approx(expected)
+    assert again.distribution_pnl("TLTW", paid, as_of).total_usd == pytest.approx(expected)
+    restored = Book.from_state(json.loads(json.dumps(once.to_state())))
+    assert restored.distribution_pnl("TLTW", paid, as_of).total_usd == pytest.approx(expected)
+
+
+def test_a_bad_distribution_raises_value_error_naming_the_field():
+    with pytest.raises(ValueError, match="amount"):
+        Distribution(EX_DATE, math.nan, PAID)
+    with pytest.raises(ValueError, match="amount"):
+        Distribution(EX_DATE, -0.1, PAID)
+    with pytest.raises(ValueError, match="pay_date"):
+        Distribution(EX_DATE, 0.3, date(2026, 9, 30))
+    with pytest.raises(ValueError, match="as_of"):
+        Book().pair_pnl({}, distributions={"TLT": [Distribution(EX_DATE, 0.3, PAID)]})

@@ -47,8 +47,10 @@ def instruments(tlt=0.0, call=0.0, tltw=0.0, quote_time=NOW):
     }
 
 
-def book(state=TradingState.ACTIVE, pnl=0.0, orders=(), now=NOW, **positions):
-    return BookSnapshot(instruments(**positions), pnl, tuple(orders), state, now)
+def book(state=TradingState.ACTIVE, pnl=0.0, orders=(), now=NOW, quote_time=NOW, **positions):
+    return BookSnapshot(
+        instruments(quote_time=quote_time, **positions), pnl, tuple(orders), state, now
+    )
 
 
 def buy_write(side=Side.BUY, quantity=2.0, limit=None):
@@ -88,6 +90,17 @@ def test_market_closed_on_a_holiday_and_after_hours():
     assert RiskCode.MARKET_CLOSED in check_order(tltw(), book(now=holiday), LIMITS).codes
     evening = datetime(2024, 6, 12, 16, 30, tzinfo=EXCHANGE_TIMEZONE)
     assert RiskCode.MARKET_CLOSED in check_order(tltw(), book(now=evening), LIMITS).codes
+
+
+def test_an_order_on_the_closing_quotes_is_the_sessions_a_second_later_is_closed():
+    close = datetime(2024, 6, 12, 16, 0, tzinfo=EXCHANGE_TIMEZONE)
+    at_close = book(now=close, quote_time=close)
+    assert check_order(tltw(), at_close, LIMITS).approved
+    later = datetime(2024, 6, 12, 16, 0, 1, tzinfo=EXCHANGE_TIMEZONE)
+    assert RiskCode.MARKET_CLOSED in check_order(tltw(), book(now=later), LIMITS).codes
+    half_day_close = datetime(2024, 11, 29, 13, 0, tzinfo=EXCHANGE_TIMEZONE)
+    on_half_day = book(now=half_day_close, quote_time=half_day_close)
+    assert check_order(tltw(), on_half_day, LIMITS).approved
 
 
 def test_stale_or_crossed_quotes_are_rejected():

@@ -49,6 +49,7 @@ def _env(tmp_path: Path, http_port: int, admin_port: int) -> dict[str, str]:
             # The gate of the Kelly size is opened: a two-hour window of a quiet premium is too
             # short for the Engle-Granger test, and this test is about the pipeline.
             "TRADING_STRATEGY__COINTEGRATION_PVALUE": "0.99",
+            "TRADING_STRATEGY__EDGE_GATE": "false",  # a short window: the stack is the subject
             "TRADING_STRATEGY__EXIT_Z": "0.5",
             # The quiet window fits an OU half-life of a few bars, so the default time stop (3
             # half-lives) closed the pair some 20 ms of wall time after its last fill at 600x:

@@ -118,3 +118,24 @@ def test_secrets_never_appear_in_repr_or_errors(monkeypatch):
     with pytest.raises(SettingsError) as exc:
         load_settings()
     assert "hunter2" not in str(exc.value) and "s3cret-token" not in str(exc.value)
+
+
+def test_windows_in_bars_are_checked_against_the_bar_length(monkeypatch):
+    # The one-minute defaults on daily bars: a z window of 15,600 sessions, a refit every 390.
+    monkeypatch.setenv("TRADING_STRATEGY__BAR_SECONDS", "86400")
+    with pytest.raises(SettingsError) as refused:
+        load_settings()
+    message = str(refused.value)
+    assert "TRADING_STRATEGY__Z_WINDOW=15600 bars of 86400 s spans 15,600 sessions" in message
+    assert "TRADING_STRATEGY__OLS_WINDOW=7800" in message
+    assert "TRADING_STRATEGY__REFIT_BARS=390 bars of 86400 s refits every 390 sessions" in message
+    for name, value in (("Z_WINDOW", "40"), ("OLS_WINDOW", "20"), ("REFIT_BARS", "1")):
+        monkeypatch.setenv(f"TRADING_STRATEGY__{name}", value)
+    daily = load_settings().strategy
+    assert (daily.bar_seconds, daily.z_window, daily.refit_bars) == (86400, 40, 1)
+
+
+def test_an_edge_horizon_shorter_than_its_sample_spacing_is_refused(monkeypatch):
+    monkeypatch.setenv("TRADING_STRATEGY__EDGE_HORIZON_SECONDS", "600")
+    with pytest.raises(SettingsError, match="EDGE_HORIZON_SECONDS=600.0 is shorter"):
+        load_settings()

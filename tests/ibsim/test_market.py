@@ -181,3 +181,31 @@ def test_an_option_quote_at_the_close_is_priced_on_the_close_not_the_next_open(m
     assert night["underlying"].iloc[0] == quotes["underlying"].iloc[0]
     gap = abs(quotes["underlying"].iloc[1] - quotes["underlying"].iloc[0])
     assert gap > 0.006  # the next open has moved: the test would not see a look-ahead otherwise
+
+
+def test_a_planted_drift_moves_tltw_nav_against_its_index_without_reverting():
+    plain = MarketModel(SimConfig(seed=3, start=START, history_days=300))
+    drifting = MarketModel(SimConfig(seed=3, start=START, history_days=300,
+                                     premium_drift_bp_year=-300.0))  # fmt: skip
+    calendar = plain.calendar
+    year_ago = calendar.anchor_index - 252
+    for session in (year_ago, calendar.anchor_index - 126, calendar.anchor_index):
+        tau = float(calendar.start_tau[session]) + 600.0
+        years = tau / (252 * 23_400)
+        ratio = drifting.tltw_nav(tau) / plain.tltw_nav(tau)
+        assert ratio == pytest.approx(math.exp(-0.03 * years), rel=1e-12)
+        assert drifting.truth(tau).tlt_mid == plain.truth(tau).tlt_mid  # TLT is untouched
+        seconds = drifting.tltw_nav_seconds(session)[600] / plain.tltw_nav_seconds(session)[600]
+        assert seconds == pytest.approx(ratio, rel=1e-9)
+    # A year back TLTW's NAV stood 3% higher against the same index: it fell 3% behind.
+    tau = float(calendar.start_tau[year_ago])
+    assert drifting.tltw_nav(tau) / plain.tltw_nav(tau) == pytest.approx(math.exp(0.03), rel=1e-3)
+    month = next(s for s in range(year_ago, calendar.anchor_index) if plain.tltw_distribution(s))
+    assert drifting.tltw_distribution(month) / plain.tltw_distribution(month) == pytest.approx(
+        float(drifting.nav_drift(float(calendar.start_tau[month]))), rel=1e-12
+    )
+
+
+def test_a_non_finite_drift_is_refused():
+    with pytest.raises(ValueError, match="premium_drift_bp_year"):
+        SimConfig(premium_drift_bp_year=math.nan)

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from tests.risk.helpers import CALL_ID, TLT_ID, TLTW_ID, fill
-from trading.bus import Side
+from tests.risk.helpers import CALL_ID, NOW, TLT_ID, TLTW_ID, fill, quote
+from trading.bus import Dividends, Side
 from trading.execution.book import RECONCILE_PREFIX, UNATTRIBUTED, Book, BrokerPosition
 
 
@@ -174,3 +174,50 @@ def test_book_adjustment_across_zero_closes_the_pair_then_opens_the_rest_at_ibs_
 def test_broker_position_refuses_a_non_finite_quantity():
     with pytest.raises(ValueError, match="quantity"):
         ib_position(TLT_ID, float("nan"), 90.0)
+
+
+# distributions -----------------------------------------------------------------------------
+
+DAY = 86_400.0
+
+
+def dividends(symbol: str, ex_date: str, amount: float, pay_date: str = "") -> Dividends:
+    return Dividends(symbol, 0.0, 12 * amount, ex_date, amount, NOW - 10 * DAY, pay_date)
+
+
+def test_the_book_debits_a_short_tltw_and_credits_a_long_tlt_on_their_ex_dates():
+    book = entered_book()  # NOW is 2026-11-02: long 100 TLT, short 375 TLTW, since that day
+    book.on_market(dividends("TLTW", "20261103", 0.30, "20261106"))
+    book.on_market(dividends("TLT", "20261103", 0.28))  # no pay date: three sessions later
+    marks = {TLT_ID: 90.00, CALL_ID: 1.60, TLTW_ID: 24.00}
+    before = book.pair_pnl("p-1", marks)
+    book.on_market(quote("TLT", TLT_ID, 89.99, 90.01, ts=NOW + DAY))  # the ex-date
+    on_ex = book.pair_pnl("p-1", marks)
+    book.on_market(quote("TLT", TLT_ID, 89.99, 90.01, ts=NOW + 5 * DAY))
+    paid = book.pair_pnl("p-1", marks)
+    assert before["distributions"] == 0.0
+    # -375 x 0.30 + 100 x 0.28 = -112.50 + 28.00
+    assert on_ex["distributions"] == pytest.approx(-84.50)
+    assert on_ex["distributions_accrued"] == pytest.approx(-84.50)
+    assert on_ex["total"] - before["total"] == pytest.approx(-84.50)
+    assert paid["distributions"] == pytest.approx(-84.50)
+    assert paid["distributions_accrued"] == pytest.approx(0.0)  # both paid by 2026-11-07
+
+
+def test_an_announcement_seen_again_or_revised_is_booked_once():
+    book = entered_book()
+    for amount in (0.29, 0.30, 0.30):  # re-announced every few seconds; revised once
+        book.on_market(dividends("TLTW", "20261103", amount, "20261106"))
+    book.on_market(quote("TLTW", TLTW_ID, 23.69, 23.71, ts=NOW + DAY))
+    assert book.total_pnl({})["distributions"] == pytest.approx(-375 * 0.30)
+
+
+def test_a_bad_announcement_raises_value_error_naming_the_field():
+    book = Book()
+    with pytest.raises(ValueError, match="next_ex_date"):
+        book.on_market(dividends("TLTW", "2026-11-03", 0.30))
+    with pytest.raises(ValueError, match="next_pay_date"):
+        book.on_market(dividends("TLTW", "20261103", 0.30, "20261399"))
+    with pytest.raises(ValueError, match="amount"):
+        book.on_market(dividends("TLTW", "20261103", float("nan")))
+    assert book.distributions == {}

@@ -31,7 +31,8 @@ def shock_messages() -> tuple[Message, ...]:
 def scenario_settings(**strategy: Any) -> Settings:
     """Short windows so a test warms up in a day; bands wide enough that only the shock trades
     (entry 6, stop 50); no time stop; the cointegration gate opened (one day of bars cannot
-    show cointegration of a premium with a one-day half-life)."""
+    show cointegration of a premium with a one-day half-life); the edge gate reporting only (a
+    day of bars sampled every 130 minutes is three samples: its tests are in test_edge)."""
     values: dict[str, Any] = {
         "preset": "replica",
         "z_window": Z_WINDOW,
@@ -42,6 +43,7 @@ def scenario_settings(**strategy: Any) -> Settings:
         "time_stop_half_lives": 1000.0,
         "cointegration_pvalue": 0.99,
         "refit_bars": 60,
+        "edge_gate": False,
     }
     return load_settings(strategy=values | strategy)
 

@@ -318,3 +318,25 @@ def test_an_entry_signal_with_a_negative_ols_beta_is_refused_and_the_bar_is_kept
     (point,) = [p for p in points if p.ts == first.ts]
     assert point.beta <= 0 and point.state == "FLAT" and point.z == pytest.approx(first.z)
     assert all(i.ts != first.ts for i in intents)
+
+
+def test_daily_bars_close_at_each_session_close_and_the_last_one_on_request():
+    settings = scenario_settings(bar_seconds=86_400, z_window=2, ols_window=2, refit_bars=1)
+    engine = StrategyEngine.from_settings(settings)
+
+    closes = [r.bar_end_ts for m in shock_messages() if (r := engine.on_message(m)).bar_end_ts]
+    closes.append(engine.close_open_bar().bar_end_ts)
+
+    expected = [datetime(2026, 10, d, 16, 0, tzinfo=ET).timestamp() for d in (26, 27, 28, 29)]
+    assert closes == expected
+    assert engine.close_open_bar().bar_end_ts is None  # nothing open any more
+
+
+def test_minute_bars_are_counted_from_the_open_and_end_at_the_close():
+    engine = StrategyEngine.from_settings(scenario_settings(bar_seconds=60))
+    ends = [r.bar_end_ts for m in shock_messages() if (r := engine.on_message(m)).bar_end_ts]
+    days = {datetime.fromtimestamp(t, ET).date() for t in ends}
+    assert len(ends) == 390 * len(days) - 1  # the last bar is still open
+    assert all(datetime.fromtimestamp(t, ET).second == 0 for t in ends)
+    assert max(datetime.fromtimestamp(t, ET).time() for t in ends).isoformat() == "16:00:00"
+    assert min(datetime.fromtimestamp(t, ET).time() for t in ends).isoformat() == "09:31:00"

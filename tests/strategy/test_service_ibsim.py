@@ -51,6 +51,7 @@ def pipeline_settings(redis_url: str, port: int) -> Settings:
             "time_stop_half_lives": 1000.0,
             "cointegration_pvalue": 0.99,
             "refit_bars": 30,
+            "edge_gate": False,  # a short z window: the pipeline is the subject, not the edge
         },
         risk={"stale_after_s": 3.0},
         heartbeat_interval_s=0.2,
@@ -115,6 +116,12 @@ async def test_premium_blowout_on_ibsim_enters_then_exits_across_a_restart(redis
             assert await intents(bus) == []
             gateway.faults.shock_premium(120.0)
             entry = await async_eventually(lambda: _first(intents(bus)), 20, what="entry")
+            # The edge tests are measured and published in the heartbeat the dashboard reads,
+            # with the entry's own check (reported, not refusing: the gate is off here).
+            beat = await async_eventually(lambda: _edge_checked(bus), 10, what="edge status")
+            assert beat.detail["edge"]["gate"] is False
+            assert beat.detail["edge"]["verdict"] in ("edge", "no edge", "drifting")
+            assert entry.why["edge"]["cost_bp"] > 0
 
         # Restart while the pair is open: the state in Redis carries it on.
         assert entry.purpose is IntentPurpose.ENTRY
@@ -170,6 +177,12 @@ async def _count_at_least(items, n: int):
 async def _first(items):
     values = await items
     return values[0] if values else None
+
+
+async def _edge_checked(bus: Bus) -> Heartbeat | None:
+    beat = await bus.get_latest(Keys.heartbeat("strategy"), Heartbeat)
+    edge = beat.detail.get("edge", {}) if beat is not None else {}
+    return beat if "last_entry" in edge else None
 
 
 async def _heartbeat_state(bus: Bus, state: str) -> bool:

@@ -103,7 +103,7 @@ async def seed(bus: Bus, points: int = POINTS) -> Seeded:
     for p in positions:
         await bus.hset_latest(Keys.POSITIONS, str(p.con_id), p)
     pnl = b.PnL(now, realized=-12.34, unrealized=90.0, commissions=4.21, total=73.45,
-                per_pair={"pair-1": 73.45})  # fmt: skip
+                per_pair={"pair-1": 73.45}, distributions=0.0)  # fmt: skip
     await bus.set_latest(Keys.PNL, pnl)
     risk = b.RiskStatus(now, "REDUCING", "net delta near limit",
                         {"net_delta": 0.83, "gross_notional": 0.412, "daily_loss": 0.0,

@@ -119,6 +119,7 @@ async def test_book_panel_lists_positions_pnl_open_orders_and_newest_fills_first
         "TLTW",
     ]
     assert body["pnl"]["total"] == 73.45 and body["pnl"]["realized"] == -12.34
+    assert body["pnl"]["distributions"] == 0.0 and body["pnl"]["distributions_accrued"] == 0.0
     assert [o["order_id"] for o in body["open_orders"]] == [41]
     assert [f["exec_id"] for f in body["fills"]] == ["exec-2", "exec-1"]
     assert body["fills"][0]["price"] == seeded.fills[2].price

@@ -4,6 +4,10 @@ Sources:
   sim   ibsim's seeded market model:   backtest sim --seed 1 --start 2026-06-01 --end 2026-10-30
         (--premium-bp 50 --half-life-days 1; --export-csv PATH writes the tape in the CSV format)
   csv   a file in the documented format (trading/backtest/csvfile.py): backtest csv PATH
+  daily public daily data: closes of TLT and TLTW, TLTW's NAV, distributions, and option quotes
+        or a daily implied vol (trading/backtest/daily.py); daily bars:
+        backtest daily data.csv --set strategy.bar_seconds=86400 --set strategy.z_window=40
+        --set strategy.ols_window=20 --set strategy.refit_bars=1
   ib    IB historical bars (reqHistoricalData) from the gateway in settings (TRADING_IB__HOST/PORT;
         --host/--port/--client-id override): backtest ib --start 2026-10-26 --end 2026-10-30
         (--extra-csv PATH adds TLTW NAV and distributions, which IB has no history of)
@@ -46,9 +50,26 @@ def _parser() -> argparse.ArgumentParser:
     sim.add_argument("--end", required=True, help="last session, YYYY-MM-DD")
     sim.add_argument("--premium-bp", type=float, default=None, help="default TRADING_SIM__...")
     sim.add_argument("--half-life-days", type=float, default=None)
+    sim.add_argument(
+        "--premium-drift-bp-year",
+        type=float,
+        default=None,
+        help="TLTW's NAV drifts against its index by this much a year (default TRADING_SIM__...)",
+    )
     sim.add_argument("--export-csv", type=Path, default=None, help="also write the tape as CSV")
     csv = sources.add_parser("csv", help="a CSV file (see trading/backtest/csvfile.py)")
     csv.add_argument("path", type=Path)
+    daily = sources.add_parser("daily", help="public daily data (trading/backtest/daily.py)")
+    daily.add_argument("path", type=Path)
+    daily.add_argument("--rate", type=float, default=None, help="default ingestion.backfill_rate")
+    daily.add_argument(
+        "--div-yield", type=float, default=None, help="default ingestion.backfill_div_yield"
+    )
+    daily.add_argument("--expiries", type=int, default=2, help="modelled monthlies per session")
+    daily.add_argument(
+        "--strike-range", type=float, nargs=2, default=(0.85, 1.15), metavar=("LOW", "HIGH"),
+        help="modelled strikes: whole dollars in LOW..HIGH x TLT's close",
+    )  # fmt: skip
     ib = sources.add_parser("ib", help="IB historical bars (reqHistoricalData)")
     ib.add_argument("--start", required=True, help="first session, YYYY-MM-DD")
     ib.add_argument("--end", required=True, help="last session, YYYY-MM-DD (completed)")
@@ -76,7 +97,7 @@ def _parser() -> argparse.ArgumentParser:
         default=60,
         help="pacing: historical requests in any 10 minutes (IB's small-bar rule: 60)",
     )
-    for sub in (sim, csv, ib):
+    for sub in (sim, csv, daily, ib):
         sub.add_argument("--preset", choices=[p.value for p in Preset], default=None)
         sub.add_argument("--hedge", choices=[h.value for h in HedgeMethod], default=None)
         sub.add_argument(
@@ -130,7 +151,12 @@ def main(argv: list[str]) -> int:
     metrics = run.metrics.as_dict()
     width = max(len(k) for k in metrics)
     for name, value in metrics.items():
-        print(f"{name:<{width}}  {format_value(name, value)}")
+        if isinstance(value, dict):
+            print(f"{name}:")
+            for key, item in value.items():
+                print(f"  {key:<{width - 2}}  {format_value(key, item)}")
+        else:
+            print(f"{name:<{width}}  {format_value(name, value)}")
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
     out = args.out or Path("reports") / f"backtest-{stamp}.html"
     title = f"Backtest: {description['source']} {metrics['start']} to {metrics['end']}"
@@ -161,11 +187,15 @@ def _run(args: argparse.Namespace, settings) -> tuple[Any, dict[str, Any]]:
             premium_half_life_days=settings.sim.premium_half_life_days
             if args.half_life_days is None
             else args.half_life_days,
+            premium_drift_bp_year=settings.sim.premium_drift_bp_year
+            if args.premium_drift_bp_year is None
+            else args.premium_drift_bp_year,
         )
         description["sim"] = {
             "seed": source.seed,
             "premium_bp": source.premium_bp,
             "premium_half_life_days": source.premium_half_life_days,
+            "premium_drift_bp_year": source.premium_drift_bp_year,
         }
         if args.export_csv:
             from trading.backtest.csvfile import write_messages
@@ -182,7 +212,44 @@ def _run(args: argparse.Namespace, settings) -> tuple[Any, dict[str, Any]]:
         return backtest_messages(
             settings, messages, total_bars=sessions * BARS_PER_SESSION, progress=progress
         ), description
+    if args.source == "daily":
+        return _run_daily(args, settings, description, progress)
     return _run_ib(args, settings, description, progress)
+
+
+def _run_daily(
+    args: argparse.Namespace, settings, description: dict[str, Any], progress: bool
+) -> tuple[Any, dict[str, Any]]:
+    """The daily source: one close a session, so daily bars (a session's bar or longer)."""
+    from trading.backtest.daily import DailyModel, daily_messages
+    from trading.backtest.run import backtest_messages
+    from trading.bus import OptionChain
+    from trading.domain.market_hours import REGULAR_SESSION_SECONDS
+
+    if settings.strategy.bar_seconds < REGULAR_SESSION_SECONDS:
+        raise ValueError(
+            f"the daily source has one close a session: set --set strategy.bar_seconds=86400 "
+            f"(TRADING_STRATEGY__BAR_SECONDS is {settings.strategy.bar_seconds}) and windows "
+            f"in sessions (z_window, ols_window, refit_bars)"
+        )
+    ingestion = settings.ingestion
+    low, high = args.strike_range
+    model = DailyModel(
+        rate=ingestion.backfill_rate if args.rate is None else args.rate,
+        div_yield=ingestion.backfill_div_yield if args.div_yield is None else args.div_yield,
+        expiries=args.expiries,
+        strike_low=low,
+        strike_high=high,
+    )
+    messages = daily_messages(args.path, model)
+    description["path"] = str(args.path)
+    description["daily_model"] = {
+        "rate": model.rate, "div_yield": model.div_yield, "expiries": model.expiries,
+        "strike_range": [model.strike_low, model.strike_high],
+    }  # fmt: skip
+    sessions = len({m.ts for m in messages if isinstance(m, OptionChain)})
+    run = backtest_messages(settings, messages, total_bars=sessions, progress=progress)
+    return run, description
 
 
 def _run_ib(

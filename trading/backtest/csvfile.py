@@ -17,6 +17,7 @@ vega_per_point  option rows: USD per share per vol point
 theta_per_day   option rows: USD per share per calendar day
 value           nav rows: TLTW's NAV per share; dividend rows: USD per share going ex at
                 the timestamp's (New York) date
+pay_date        dividend rows, optional: YYYYMMDD (blank: three sessions after the ex-date)
 con_id          optional: IB conId (stocks default to IB's TLT/TLTW ids, options to ibsim's)
 =============== ==========================================================================
 
@@ -56,7 +57,7 @@ OPTION_COLUMNS = (
     "vega_per_point",
     "theta_per_day",
 )
-COLUMNS = (*BASE_COLUMNS, *OPTION_COLUMNS, "value", "con_id")
+COLUMNS = (*BASE_COLUMNS, *OPTION_COLUMNS, "value", "con_id", "pay_date")
 REQUIRED_BY_KIND = {
     "stock": ("bid", "ask"),
     "option": OPTION_COLUMNS,
@@ -85,7 +86,8 @@ class _Row:
     cells: dict[str, str]
 
 
-def _number(row: int, column: str, text: str | None, *, positive: bool = False) -> float:
+def cell_number(row: int, column: str, text: str | None, *, positive: bool = False) -> float:
+    """A cell as a finite number (> 0 when ``positive``), else CsvError naming row and column."""
     if text is None or text.strip() == "":
         raise CsvError(row, column, "is blank")
     try:
@@ -159,8 +161,8 @@ def _message(row: _Row) -> Message:
     if row.kind == "stock":
         if row.symbol not in STOCK_CON_IDS:
             raise CsvError(n, "symbol", f"stock rows are TLT or TLTW, got {row.symbol!r}")
-        bid = _number(n, "bid", c.get("bid"), positive=True)
-        ask = _number(n, "ask", c.get("ask"), positive=True)
+        bid = cell_number(n, "bid", c.get("bid"), positive=True)
+        ask = cell_number(n, "ask", c.get("ask"), positive=True)
         if bid > ask:
             raise CsvError(n, "bid", f"crossed quote: bid {bid} > ask {ask}")
         con_id = _con_id(row, STOCK_CON_IDS[row.symbol])
@@ -168,12 +170,18 @@ def _message(row: _Row) -> Message:
     if row.kind == "nav":
         if row.symbol != "TLTW":
             raise CsvError(n, "symbol", f"nav rows are TLTW, got {row.symbol!r}")
-        return EtfNav("TLTW", _number(n, "value", c.get("value"), positive=True), ts, ts)
+        return EtfNav("TLTW", cell_number(n, "value", c.get("value"), positive=True), ts, ts)
     if row.kind == "dividend":
         if row.symbol not in STOCK_CON_IDS:
             raise CsvError(n, "symbol", f"dividend rows are TLT or TLTW, got {row.symbol!r}")
-        amount = _number(n, "value", c.get("value"), positive=True)
-        return Dividends(row.symbol, 0.0, 12 * amount, row.day.strftime("%Y%m%d"), amount, ts)
+        amount = cell_number(n, "value", c.get("value"), positive=True)
+        paid = (c.get("pay_date") or "").strip()
+        if paid and not (len(paid) == 8 and paid.isdigit()):
+            raise CsvError(n, "pay_date", f"must be YYYYMMDD, got {paid!r}")
+        if paid and paid < row.day.strftime("%Y%m%d"):
+            raise CsvError(n, "pay_date", f"{paid} is before the ex-date {row.day}")
+        ex_date = row.day.strftime("%Y%m%d")
+        return Dividends(row.symbol, 0.0, 12 * amount, ex_date, amount, ts, paid)
     return _option(row)
 
 
@@ -191,14 +199,14 @@ def _option(row: _Row) -> OptionQuote:
     right = (c.get("right") or "").strip()
     if right != "C":
         raise CsvError(n, "right", f"must be C, got {right!r}")
-    strike = _number(n, "strike", c.get("strike"), positive=True)
-    bid = _number(n, "bid", c.get("bid"))
-    ask = _number(n, "ask", c.get("ask"), positive=True)
+    strike = cell_number(n, "strike", c.get("strike"), positive=True)
+    bid = cell_number(n, "bid", c.get("bid"))
+    ask = cell_number(n, "ask", c.get("ask"), positive=True)
     if bid < 0:
         raise CsvError(n, "bid", f"must be >= 0, got {bid}")
     if bid > ask:
         raise CsvError(n, "bid", f"crossed quote: bid {bid} > ask {ask}")
-    values = {name: _number(n, name, c.get(name)) for name in OPTION_COLUMNS[5:]}
+    values = {name: cell_number(n, name, c.get(name)) for name in OPTION_COLUMNS[5:]}
     con_id = _con_id(row, option_con_id(expiry_date, strike, "C"))
     return OptionQuote(
         symbol="TLT",
@@ -227,7 +235,7 @@ def _con_id(row: _Row, default: int) -> int:
     text = (row.cells.get("con_id") or "").strip()
     if not text:
         return default
-    value = _number(row.number, "con_id", text, positive=True)
+    value = cell_number(row.number, "con_id", text, positive=True)
     if value != int(value):
         raise CsvError(row.number, "con_id", f"must be a whole number, got {text!r}")
     return int(value)
@@ -297,7 +305,7 @@ def _row_of(m: Message) -> list[str] | None:
         return [
             repr(m.ts_exchange), "option", m.symbol, repr(m.bid), repr(m.ask), m.expiry,
             repr(m.strike), m.right, repr(m.implied_vol), repr(m.delta), repr(m.gamma),
-            repr(m.vega_per_point), repr(m.theta_per_day), "", str(m.con_id),
+            repr(m.vega_per_point), repr(m.theta_per_day), "", str(m.con_id), "",
         ]  # fmt: skip
     if isinstance(m, EtfNav):
         row = blank.copy()
@@ -308,5 +316,6 @@ def _row_of(m: Message) -> list[str] | None:
         row = blank.copy()
         row[:3] = [repr(m.ts), "dividend", m.symbol]
         row[COLUMNS.index("value")] = repr(m.next_amount)
+        row[COLUMNS.index("pay_date")] = m.next_pay_date
         return row
     return None

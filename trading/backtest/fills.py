@@ -8,6 +8,11 @@ close, and is cancelled at the end of the day it was placed (a DAY order). A buy
 the call at the bid, a SELL sells TLT at the bid and buys the call at the ask; the combo price
 is IB's convention ``100 x S - C`` (C per share) and is compared with the limit.
 
+Daily bars: an order decided at a daily bar's close (the session's close) fills the same way
+on the closing quotes, at that instant, as a market-on-close order would (the risk gate counts
+the closing instant as the session's); a limit that is not marketable there rests and is
+cancelled at the next bar (the next session's close) without another try.
+
 Commissions: IB's fixed schedule as ibsim charges it (`SimConfig`: stock USD per share with a
 per-order minimum, options USD per contract); each leg of a combo is charged as its own order.
 
@@ -28,6 +33,7 @@ import math
 from dataclasses import dataclass, field
 
 from trading.bus import Fill, IntentLeg, LegKind, OrderIntent, Side
+from trading.domain.costs import CommissionSchedule
 from trading.execution.marks import Marks
 from trading.ibsim.config import SimConfig
 
@@ -37,30 +43,14 @@ EXERCISE_THRESHOLD_USD = 0.01
 """OCC's exercise by exception: an option in the money by at least this much (per share)."""
 
 
-@dataclass(frozen=True, slots=True)
-class CommissionSchedule:
-    """IB's fixed commission schedule, read from ibsim's configuration (one source of truth)."""
-
-    stock_per_share_usd: float
-    stock_minimum_usd: float
-    option_per_contract_usd: float
-
-    @classmethod
-    def from_sim(cls, config: SimConfig | None = None) -> CommissionSchedule:
-        c = config or SimConfig()
-        return cls(
-            c.stock_commission_per_share_usd,
-            c.stock_commission_minimum_usd,
-            c.option_commission_per_contract_usd,
-        )
-
-    def stock_usd(self, shares: float) -> float:
-        """max(per_share x shares, minimum) for one stock order of ``shares``."""
-        return max(self.stock_per_share_usd * shares, self.stock_minimum_usd)
-
-    def option_usd(self, contracts: float) -> float:
-        """per_contract x contracts."""
-        return self.option_per_contract_usd * contracts
+def sim_commissions(config: SimConfig | None = None) -> CommissionSchedule:
+    """The commission schedule ibsim charges (`SimConfig`, IB's fixed rates by default)."""
+    c = config or SimConfig()
+    return CommissionSchedule(
+        c.stock_commission_per_share_usd,
+        c.stock_commission_minimum_usd,
+        c.option_commission_per_contract_usd,
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -99,7 +89,7 @@ class RestingOrder:
 class FillModel:
     """Marketable-or-rest fills of intent legs against `Marks`; see the module docstring."""
 
-    schedule: CommissionSchedule = field(default_factory=CommissionSchedule.from_sim)
+    schedule: CommissionSchedule = field(default_factory=sim_commissions)
     resting: dict[int, RestingOrder] = field(default_factory=dict)
     _order_ids: itertools.count = field(default_factory=lambda: itertools.count(1))
     _exec_ids: itertools.count = field(default_factory=lambda: itertools.count(1))

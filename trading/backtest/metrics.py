@@ -15,20 +15,31 @@ Conventions:
   and per year (x 252 / trading days);
 * R-squared of the spread against the ground truth = the squared Pearson correlation of the
   spread and log(1 + premium) at the same bar closes (the share of the spread's variance a
-  linear function of the true premium explains).
+  linear function of the true premium explains);
+* distributions: what the book credited (long) and debited (short) on the shares held over
+  each ex-date, in USD (in the P&L too); a round trip's P&L includes the ones in its span;
+* rejections: the intents risk refused, counted by reason code (an intent refused for two
+  reasons counts under both);
+* edge: the edge tests (`trading.domain.edge`) on the whole run's spread with the strategy's
+  thresholds, the round trip's cost (a full-size pair on the run's last quotes, and the mean
+  measured over the round trips), the expected edge of an entry at the entry band, and the
+  verdict.
+
+`Metrics.as_dict` is strict JSON: a figure that cannot be measured is None (null), never NaN.
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass
-from datetime import UTC, datetime
+from dataclasses import asdict, dataclass, field
+from typing import Any
 
 import numpy as np
 import pandas as pd
 
 from trading.backtest.replay import BacktestResult
-from trading.domain.market_hours import EXCHANGE_TIMEZONE
+from trading.domain.common import finite_or_none
+from trading.domain.market_hours import exchange_date as exchange_day
 
 TRADING_DAYS_PER_YEAR = 252
 FLAT_USD = 1e-6
@@ -40,6 +51,17 @@ class RoundTrip:
     closed_ts: float
     pnl_usd: float
     commissions_usd: float
+    costs_usd: float = 0.0
+    """Commissions and the half spread paid over the round trip."""
+    tltw_notional_usd: float = 0.0
+    """The largest TLTW position held in it, at its fill price."""
+
+    @property
+    def cost_bp(self) -> float:
+        """The round trip's costs in bp of its TLTW notional (NaN without TLTW)."""
+        if self.tltw_notional_usd <= 0:
+            return math.nan
+        return self.costs_usd / self.tltw_notional_usd * 1e4
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,13 +91,21 @@ class Metrics:
     half_spread_cost_usd: float
     """What crossing the spread cost: sum over fills of |fill price - mid| x quantity x mult."""
     r_squared_vs_truth: float | None = None
+    distributions_usd: float = 0.0
+    """Distributions credited (long) and debited (short) on the shares held over ex-dates."""
+    rejections: dict[str, int] = field(default_factory=dict)
+    """Intents risk refused, by reason code."""
+    edge: dict[str, Any] = field(default_factory=dict)
+    """The edge diagnostics of the run (see the module docstring)."""
 
-    def as_dict(self) -> dict[str, float | int | str | None]:
-        return asdict(self)
+    def as_dict(self) -> dict[str, Any]:
+        """Every figure, JSON-safe: NaN and infinities are None."""
+        return finite_or_none(asdict(self))
 
 
 def exchange_date(ts: float) -> str:
-    return datetime.fromtimestamp(ts, UTC).astimezone(EXCHANGE_TIMEZONE).date().isoformat()
+    """The New York date of epoch second ``ts`` as YYYY-MM-DD."""
+    return exchange_day(ts).isoformat()
 
 
 def equity_frame(result: BacktestResult) -> pd.DataFrame:
@@ -117,22 +147,27 @@ def sortino_ratio(returns: np.ndarray) -> float:
 
 
 def round_trips(result: BacktestResult) -> list[RoundTrip]:
-    """Flat-to-flat spans of the book (see the module docstring)."""
+    """Flat-to-flat spans of the book (see the module docstring), with the costs paid in each
+    (commissions and the half spread) and the largest TLTW notional held."""
     from trading.domain import pnl as domain_pnl
     from trading.domain.common import Side as DomainSide
 
     book = domain_pnl.Book()
     marks: dict[str, float] = {}
+    paid: dict[str, list[domain_pnl.Distribution]] = {}
     trips: list[RoundTrip] = []
-    opened: tuple[float, float, float] | None = None  # ts, total P&L, commissions at open
-    commissions = 0.0
+    opened: tuple[float, float, float, float] | None = None  # ts, P&L, commissions, costs
+    commissions = costs = tltw_notional = 0.0
     last_total = 0.0
     for fill in result.fills:
         if fill.sec_type == "BAG":
             continue
         key = str(fill.con_id)
+        if fill.sec_type == "STK" and fill.symbol in result.distributions:
+            paid[key] = result.distributions[fill.symbol]
         was_flat = all(abs(p.quantity) < FLAT_USD for p in book.positions.values())
-        book.apply(
+        day = exchange_day(fill.ts)
+        position = book.apply(
             domain_pnl.Fill(
                 key=key,
                 side=DomainSide(str(fill.side)),
@@ -140,17 +175,32 @@ def round_trips(result: BacktestResult) -> list[RoundTrip]:
                 price=fill.price,
                 commission_usd=fill.commission,
                 multiplier=fill.multiplier,
-            )
+            ),
+            day,
         )
         if was_flat and opened is None:
-            opened = (fill.ts, last_total, commissions)
+            opened = (fill.ts, last_total, commissions, costs)
+            tltw_notional = 0.0
         marks[key] = fill.price
         commissions += fill.commission
-        total = book.pair_pnl(marks).total_pnl_usd
+        mid = result.fill_mids.get(fill.exec_id, fill.price)
+        costs += fill.commission + abs(fill.price - mid) * fill.quantity * fill.multiplier
+        if fill.symbol == "TLTW" and fill.sec_type == "STK":
+            tltw_notional = max(tltw_notional, abs(position.quantity) * fill.price)
+        total = book.pair_pnl(marks, distributions=paid, as_of=day).total_pnl_usd
         last_total = total
         is_flat = all(abs(p.quantity) < FLAT_USD for p in book.positions.values())
         if is_flat and opened is not None:
-            trips.append(RoundTrip(opened[0], fill.ts, total - opened[1], commissions - opened[2]))
+            trips.append(
+                RoundTrip(
+                    opened[0],
+                    fill.ts,
+                    total - opened[1],
+                    commissions - opened[2],
+                    costs - opened[3],
+                    tltw_notional,
+                )
+            )
             opened = None
     return trips
 
@@ -216,6 +266,58 @@ def compute_metrics(result: BacktestResult, premium: pd.Series | None = None) ->
         commissions_usd=math.fsum(f.commission for f in result.fills),
         half_spread_cost_usd=spread_cost,
         r_squared_vs_truth=None if premium is None else spread_vs_truth(result, premium),
+        distributions_usd=result.distributions_usd,
+        rejections=rejections(result),
+        edge=edge_report(result, trips),
+    )
+
+
+def rejections(result: BacktestResult) -> dict[str, int]:
+    """Intents risk refused, by reason code (sorted by code)."""
+    counts: dict[str, int] = {}
+    for record in result.records:
+        if not record.decision.approved:
+            for code in {r.code for r in record.decision.reasons}:
+                counts[code] = counts.get(code, 0) + 1
+    return dict(sorted(counts.items()))
+
+
+def edge_report(result: BacktestResult, trips: list[RoundTrip]) -> dict[str, Any]:
+    """The edge tests on the run's whole spread with the strategy's thresholds, the round trip's
+    cost (full size on the run's last quotes: ``cost_bp``; measured over the round trips:
+    ``measured_cost_bp``), the expected profit and edge of an entry at the entry band over the
+    median z-window std, and the verdict (edge / no edge / drifting)."""
+    from trading.domain.edge import EdgeVerdict, measure_edge
+    from trading.strategy.position import edge_limits
+
+    strategy = result.settings.strategy
+    limits = edge_limits(strategy)
+    points = result.spread_points
+    measured = [t.cost_bp for t in trips if math.isfinite(t.cost_bp)]
+    out: dict[str, Any] = {
+        "cost_bp": result.nominal_cost_bp,
+        "measured_cost_bp": float(np.mean(measured)) if measured else None,
+        "cost_margin": limits.cost_margin,
+    }
+    if len(points) < 3:
+        return out | {"verdict": "not measured", "failures": [f"{len(points)} spread points"]}
+    diagnostics = measure_edge([p.spread for p in points], limits)
+    z_std_bp = float(np.median([p.std for p in points])) * 1e4
+    profit = strategy.entry_z * z_std_bp * diagnostics.reversion_fraction()
+    cost = result.nominal_cost_bp
+    edge = profit - cost if math.isfinite(cost) else math.nan
+    verdict = diagnostics.verdict.value
+    if diagnostics.verdict is EdgeVerdict.EDGE and not profit >= limits.cost_margin * cost:
+        verdict = EdgeVerdict.NO_EDGE.value
+    return (
+        out
+        | diagnostics.as_dict()
+        | {
+            "z_std_bp": z_std_bp,
+            "expected_profit_bp": profit,
+            "expected_edge_bp": edge,
+            "verdict": verdict,
+        }
     )
 
 

@@ -23,7 +23,7 @@ tape is a faithful replay only while the live data stayed healthy.
 
 API::
 
-    tape = await read_tape(bus, bar_seconds=60)           # or read_tape_url(redis_url)
+    tape = await read_tape(bus)                           # or read_tape_url(redis_url)
     run = backtest_recorded(settings, tape)               # trading.backtest.run
 """
 

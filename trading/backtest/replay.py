@@ -21,7 +21,16 @@ Time: the exchange timestamps of the data are the clock (``now`` of every engine
 bar close the intent was made at); there is no wall clock, so a replay is deterministic.
 Latency is zero: an intent made at a bar close is gated and filled on the quotes of that bar
 close (the prices it was computed from), the optimistic end; the commissions and the half
-spread are still paid.
+spread are still paid. Bars are the strategy's, aligned to the session: a daily bar
+(``bar_seconds`` >= a session) closes at the session's close, and its orders are gated and
+filled there on the closing quotes, as market-on-close orders would be (the gate counts the
+closing instant as the session's); a limit that does not fill rests and is cancelled at the
+next bar, the next session. :meth:`Replay.finish` closes the last bar, which no later message
+closes.
+
+Distributions: the tape's ``Dividends`` go to the risk engine as they come (its book credits
+and debits the shares held over each ex-date, `trading.execution.book`), so the equity and the
+P&L include them, for TLT and TLTW alike.
 
 The risk engine's marks are applied lazily (the latest quote per conId is kept, and applied
 before the engine is asked anything): a mark only ever holds the latest quote, so this gives
@@ -33,6 +42,7 @@ sampled at every bar close.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -41,6 +51,7 @@ from trading.backtest.fills import ExpiringOption, FillModel, LegExecution, Rest
 from trading.bus import (
     Alert,
     DataHealth,
+    Dividends,
     Fill,
     Message,
     OptionQuote,
@@ -51,11 +62,14 @@ from trading.bus import (
     Signal,
     SpreadPoint,
 )
+from trading.domain.costs import pair_round_trip_cost_usd
 from trading.domain.market_hours import EXCHANGE_TIMEZONE
 from trading.domain.options import EXPIRY_CLOSE_TIME
+from trading.domain.pnl import Distribution
 from trading.execution.engine import Cancel, CancelAll, ExecutionEngine, Raise, Submit
 from trading.settings import Settings
 from trading.strategy.engine import StrategyEngine
+from trading.strategy.intents import size_legs
 
 
 @dataclass(frozen=True, slots=True)
@@ -96,6 +110,13 @@ class BacktestResult:
     bad_messages: int = 0
     bars: int = 0
     skipped_bars: dict[str, int] = field(default_factory=dict)
+    distributions: dict[str, list[Distribution]] = field(default_factory=dict)
+    """Every distribution the tape announced, by symbol (set by `Replay.finish`)."""
+    distributions_usd: float = 0.0
+    """The book's distributions at the end: credited on shares held long, debited short."""
+    nominal_cost_bp: float = math.nan
+    """A full-size pair's round trip (``max_gross_notional_usd``) on the last quotes: bid/ask
+    of every leg and the commissions both ways, in bp of its TLTW leg (set by `finish`)."""
 
     @property
     def intents(self) -> list[OrderIntent]:
@@ -145,9 +166,54 @@ class Replay:
                     on_bar(step.bar_end_ts)
             if isinstance(msg, Quote | OptionQuote):
                 pending[msg.con_id] = msg
-            elif isinstance(msg, DataHealth):
-                self.execution.on_market(msg)
+            elif isinstance(msg, DataHealth | Dividends):
+                try:
+                    self.execution.on_market(msg)
+                except ValueError:
+                    result.bad_messages += 1
         return result
+
+    def finish(self, on_bar: Callable[[float], None] | None = None) -> BacktestResult:
+        """Close the bar still open at its end: the run's last bar, which no later message
+        closes (call once, after the last `run`)."""
+        step = self.strategy.close_open_bar()
+        self._apply_marks()
+        if step.bar_end_ts is not None:
+            self._bar_closed(step)
+            if on_bar is not None:
+                on_bar(step.bar_end_ts)
+        book = self.execution.book
+        self.result.distributions = {s: list(d.values()) for s, d in book.distributions.items()}
+        self.result.distributions_usd = book.total_pnl(self.execution.mark_prices())[
+            "distributions"
+        ]
+        self.result.nominal_cost_bp = self._nominal_cost_bp()
+        return self.result
+
+    def _nominal_cost_bp(self) -> float:
+        """See `BacktestResult.nominal_cost_bp` (NaN when a quote or the hedge is missing)."""
+        points = self.result.spread_points
+        marks = self.execution.marks
+        tlt = marks.get(marks.con_id_by_symbol.get("TLT", 0))
+        tltw = marks.get(marks.con_id_by_symbol.get("TLTW", 0))
+        call = marks.get(points[-1].call_con_id) if points else None
+        if tlt is None or tltw is None or call is None:
+            return math.nan
+        point = points[-1]
+        try:
+            legs = size_legs(
+                "LONG_SPREAD", self.settings.strategy.max_gross_notional_usd, point.beta,
+                tltw.mid, tlt.mid, call.mid, call.con_id, point.call_expiry, point.call_strike,
+            )  # fmt: skip
+            cost = pair_round_trip_cost_usd(
+                legs.tltw_shares, legs.buy_write_units, (tltw.bid, tltw.ask),
+                (tlt.bid, tlt.ask), (call.bid, call.ask), self.fills.schedule,
+            )  # fmt: skip
+        except ValueError:
+            return math.nan
+        if legs.tltw_shares <= 0:
+            return math.nan
+        return cost / (legs.tltw_shares * tltw.mid) * 1e4
 
     def _bar_closed(self, step) -> None:
         result = self.result

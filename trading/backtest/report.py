@@ -2,7 +2,9 @@
 
 Charts: equity, drawdown, the spread with its rolling mean and the z-score with the bands and
 the trades (entries and exits marked where risk approved them), and the true premium against
-the spread when the source knows it (sim). Metrics as a table (see `trading.backtest.metrics`).
+the spread when the source knows it (sim). Metrics as a table (see `trading.backtest.metrics`),
+the edge diagnostics and their verdict, the intents refused by reason, and every distribution
+of the tape with what the book booked.
 """
 
 from __future__ import annotations
@@ -39,6 +41,8 @@ _FORMATS = {
 def format_value(name: str, value: Any) -> str:
     if value is None:
         return "n/a"
+    if isinstance(value, list):
+        return "; ".join(str(v) for v in value) or "-"
     if name in _FORMATS:
         return _FORMATS[name].format(value)
     if isinstance(value, float):
@@ -112,12 +116,45 @@ def charts(result: BacktestResult, premium: pd.Series | None = None) -> dict[str
     return out
 
 
-def metrics_table(metrics: Metrics) -> str:
-    rows = "".join(
+def _rows(values: dict[str, Any]) -> str:
+    return "".join(
         f"<tr><th>{html.escape(k)}</th><td>{html.escape(format_value(k, v))}</td></tr>"
-        for k, v in metrics.as_dict().items()
+        for k, v in values.items()
     )
-    return f"<table>{rows}</table>"
+
+
+def metrics_table(metrics: Metrics) -> str:
+    """The scalar figures; the edge and the refusals have their own tables."""
+    values = {k: v for k, v in metrics.as_dict().items() if not isinstance(v, dict)}
+    return f"<table>{_rows(values)}</table>"
+
+
+def edge_table(metrics: Metrics) -> str:
+    edge = dict(metrics.as_dict()["edge"])
+    failures = edge.pop("failures", None) or []
+    text = "".join(f"<li>{html.escape(str(f))}</li>" for f in failures)
+    return f"<table>{_rows(edge)}</table>" + (f"<ul>{text}</ul>" if text else "")
+
+
+def rejections_table(metrics: Metrics) -> str:
+    if not metrics.rejections:
+        return "<p>none</p>"
+    return f"<table>{_rows(dict(metrics.rejections))}</table>"
+
+
+def distributions_table(result: BacktestResult, metrics: Metrics) -> str:
+    rows = "".join(
+        f"<tr><td>{html.escape(symbol)}</td><td>{d.ex_date.isoformat()}</td>"
+        f"<td>{d.amount:.4f}</td><td>{d.pay_date.isoformat()}</td></tr>"
+        for symbol, paid in sorted(result.distributions.items())
+        for d in sorted(paid, key=lambda d: d.ex_date)
+    )
+    head = "<tr><th>symbol</th><th>ex-date</th><th>USD per share</th><th>paid</th></tr>"
+    return (
+        f"<p>Booked on the shares held over their ex-dates: "
+        f"{html.escape(format_value('distributions_usd', metrics.distributions_usd))} USD.</p>"
+        f"<table>{head}{rows}</table>"
+    )
 
 
 def trades_table(result: BacktestResult, limit: int = 500) -> str:
@@ -176,6 +213,9 @@ table{{border-collapse:collapse;font-size:13px}}td,th{{border:1px solid #ccc;pad
 text-align:left}}img{{max-width:100%}}</style></head><body>
 <h1>{html.escape(title)}</h1>
 <h2>Metrics</h2>{metrics_table(metrics)}
+<h2>Edge</h2>{edge_table(metrics)}
+<h2>Refused intents by reason</h2>{rejections_table(metrics)}
+<h2>Distributions</h2>{distributions_table(result, metrics)}
 {images}
 <h2>Intents ({len(result.records)})</h2>{trades_table(result)}
 <h2>Run</h2><pre>{settings}</pre>

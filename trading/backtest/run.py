@@ -48,9 +48,11 @@ def backtest_messages(
         from tqdm import tqdm
 
         with tqdm(total=total_bars, unit="bar", file=sys.stderr, smoothing=0.1) as bar:
-            result = replay.run(messages, on_bar=lambda _ts: bar.update(1))
+            replay.run(messages, on_bar=lambda _ts: bar.update(1))
+            result = replay.finish(on_bar=lambda _ts: bar.update(1))
     else:
-        result = replay.run(messages)
+        replay.run(messages)
+        result = replay.finish()
     return BacktestRun(result, compute_metrics(result, premium), premium)
 
 
@@ -80,7 +82,8 @@ def seeded_intents(
     order: what the live stack should produce on the same market (deterministic)."""
     source = SimSource(seed, start, end, premium_bp, premium_half_life_days)
     replay = Replay(settings)
-    return replay.run(source.messages()).records
+    replay.run(source.messages())
+    return replay.finish().records
 
 
 def backtest_recorded(settings: Settings, tape: RecordedTape) -> BacktestRun:
@@ -93,5 +96,6 @@ def backtest_recorded(settings: Settings, tape: RecordedTape) -> BacktestRun:
         replay.run(tape.warm_up)
     finally:
         replay.strategy.warming_up = False
-    result = replay.run(tape.live)
+    replay.run(tape.live)
+    result = replay.finish()
     return BacktestRun(result, compute_metrics(result, None), None)

@@ -45,6 +45,8 @@ class SimSource:
     premium_bp: float = 20.0
     premium_half_life_days: float = 1.0
     feed: FeedConfig = BACKTEST_FEED
+    premium_drift_bp_year: float = 0.0
+    """TLTW's NAV drifts against its index by this much a year (SimConfig)."""
 
     def __post_init__(self) -> None:
         if self.end < self.start:
@@ -60,6 +62,7 @@ class SimSource:
                 history_days=max(300, sessions_back),
                 premium_bp=self.premium_bp,
                 premium_half_life_days=self.premium_half_life_days,
+                premium_drift_bp_year=self.premium_drift_bp_year,
             )
         )
 

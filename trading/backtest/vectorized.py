@@ -30,7 +30,7 @@ short buy-write; -1 short spread):
   inside the entry band, as the live lifecycle does;
 * fills on the signal bar's quotes at the far touch: TLTW at ask/bid, TLT at ask/bid, the call
   at bid/ask (sold when a unit is bought); commissions by IB's fixed schedule
-  (`trading.backtest.fills.CommissionSchedule`), each leg its own order;
+  (`trading.domain.costs.CommissionSchedule`, ibsim's rates), each leg its own order;
 * a position is closed on the bar its call rolls (an EXIT that does not block re-entry), as
   the live lifecycle does; with ``exit_on_roll`` False it rolls its call with the index instead
   (buys back the held call, writes the new one: both half spreads and two option commissions
@@ -68,7 +68,7 @@ from datetime import date
 import numpy as np
 import pandas as pd
 
-from trading.backtest.fills import OPTION_MULTIPLIER, SHARES_PER_UNIT, CommissionSchedule
+from trading.backtest.fills import OPTION_MULTIPLIER, SHARES_PER_UNIT, sim_commissions
 from trading.backtest.metrics import (
     TRADING_DAYS_PER_YEAR,
     Metrics,
@@ -78,6 +78,7 @@ from trading.backtest.metrics import (
     sortino_ratio,
 )
 from trading.domain.buy_write import buy_write_index_vec, total_return_vec
+from trading.domain.costs import CommissionSchedule
 from trading.domain.hedge import kalman_hedge_vec, rolling_ols_vec, rolling_zscore_mean_vec
 from trading.domain.signals import SignalAction, SignalBands, SpreadPosition
 from trading.settings import HedgeMethod, Settings
@@ -244,7 +245,7 @@ class ResearchConfig:
     exit_on_roll: bool = True
     gross_notional_usd: float = 100_000.0
     capital_usd: float = 100_000.0
-    commissions: CommissionSchedule = field(default_factory=CommissionSchedule.from_sim)
+    commissions: CommissionSchedule = field(default_factory=sim_commissions)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "hedge_method", HedgeMethod(self.hedge_method))
@@ -665,7 +666,7 @@ def pair_pnl_vec(
     into the bar; units held through a roll bar roll their call (both half spreads, two option
     commissions). A loop over trade and roll bars only; the P&L is whole-array.
     """
-    schedule = schedule or CommissionSchedule.from_sim()
+    schedule = schedule or sim_commissions()
     tltw_shares = np.asarray(tltw_shares, dtype=np.float64)
     units = np.asarray(buy_write_units, dtype=np.float64)
     for name, values in (("tltw_shares", tltw_shares), ("buy_write_units", units)):

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import math
 from enum import StrEnum
+from typing import Any
 
-__all__ = ["Side", "is_finite_number"]
+__all__ = ["Side", "finite_or_none", "is_finite_number"]
 
 
 class Side(StrEnum):
@@ -24,3 +25,15 @@ def is_finite_number(value: object) -> bool:
         return math.isfinite(float(value))  # type: ignore[arg-type]
     except (TypeError, ValueError):
         return False
+
+
+def finite_or_none(value: Any) -> Any:
+    """A copy of a JSON-like value (dicts, lists, tuples as lists) with NaN and infinities as
+    None: strict JSON has no number for them."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {k: finite_or_none(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [finite_or_none(v) for v in value]
+    return value

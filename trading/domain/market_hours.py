@@ -14,7 +14,8 @@ The sessions are read once into a dict of date -> (open, close) in UTC, because
 
 from __future__ import annotations
 
-from bisect import bisect_right
+import math
+from bisect import bisect_left, bisect_right
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from functools import lru_cache
@@ -22,8 +23,11 @@ from zoneinfo import ZoneInfo
 
 __all__ = [
     "EXCHANGE_TIMEZONE",
+    "REGULAR_SESSION_SECONDS",
     "MarketCalendar",
     "Session",
+    "SessionBars",
+    "exchange_date",
     "market_calendar",
 ]
 
@@ -31,6 +35,8 @@ EXCHANGE_TIMEZONE = ZoneInfo("America/New_York")
 _CALENDAR_NAME = "XNYS"
 _FIRST_YEAR = 2005
 _LAST_YEAR = 2040
+REGULAR_SESSION_SECONDS = 23_400
+"""09:30-16:00: the longest regular session (an early close is shorter)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -47,6 +53,13 @@ class Session:
         return self.close_utc.astimezone(EXCHANGE_TIMEZONE).hour < 16
 
 
+def exchange_date(ts: float) -> date:
+    """The New York (exchange) date of epoch second ``ts``."""
+    if not math.isfinite(ts):
+        raise ValueError(f"ts must be finite, got {ts!r}")
+    return datetime.fromtimestamp(ts, UTC).astimezone(EXCHANGE_TIMEZONE).date()
+
+
 def _require_aware(name: str, moment: datetime) -> datetime:
     if not isinstance(moment, datetime):
         raise ValueError(f"{name} must be a datetime, got {moment!r}")
@@ -58,7 +71,7 @@ def _require_aware(name: str, moment: datetime) -> datetime:
 class MarketCalendar:
     """Sessions of both legs (see the module docstring) with O(1) lookups."""
 
-    __slots__ = ("_days", "_index_by_day", "_sessions")
+    __slots__ = ("_closes", "_days", "_index_by_day", "_opens", "_sessions")
 
     def __init__(self, sessions: list[Session]) -> None:
         if not sessions:
@@ -66,6 +79,8 @@ class MarketCalendar:
         self._sessions = sessions
         self._days = [session.day for session in sessions]
         self._index_by_day = {session.day: index for index, session in enumerate(sessions)}
+        self._opens = [session.open_utc.timestamp() for session in sessions]
+        self._closes = [session.close_utc.timestamp() for session in sessions]
 
     @classmethod
     def from_exchange_calendars(
@@ -128,6 +143,34 @@ class MarketCalendar:
         session = self.session(moment.astimezone(EXCHANGE_TIMEZONE).date())
         return session is not None and session.open_utc <= moment < session.close_utc
 
+    def in_session(self, moment: datetime) -> bool:
+        """True when ``moment`` belongs to a session: open <= moment <= close. The closing
+        instant is the session's (its closing quotes, an order decided on them), unlike
+        :meth:`is_open`, where it is already closed."""
+        moment = _require_aware("moment", moment)
+        session = self.session(moment.astimezone(EXCHANGE_TIMEZONE).date())
+        return session is not None and session.open_utc <= moment <= session.close_utc
+
+    def session_index_at(self, ts: float) -> int:
+        """Index of the session epoch second ``ts`` belongs to: the one with open <= ts <= close,
+        else (outside every session) the next one to open. Raises ValueError past the calendar."""
+        if not math.isfinite(ts):
+            raise ValueError(f"ts must be finite, got {ts!r}")
+        # The first session whose close is at or after ts: ts is in it or before its open.
+        index = bisect_left(self._closes, ts)
+        if index >= len(self._sessions) or ts < self._opens[0] - 7 * 86_400:
+            raise ValueError(
+                f"epoch {ts} is outside the calendar {self.first_day}..{self.last_day}"
+            )
+        return index
+
+    def session_at_index(self, index: int) -> Session:
+        return self._sessions[index]
+
+    def open_close(self, index: int) -> tuple[float, float]:
+        """(open, close) of session ``index`` as epoch seconds."""
+        return self._opens[index], self._closes[index]
+
     def seconds_to_close(self, moment: datetime) -> float | None:
         """Seconds from ``moment`` to today's close, or None when the market is closed."""
         moment = _require_aware("moment", moment)
@@ -171,6 +214,65 @@ class MarketCalendar:
         self._check_covered(start)
         self._check_covered(end)
         return bisect_right(self._days, end) - bisect_right(self._days, start)
+
+
+class SessionBars:
+    """Bars of ``bar_seconds`` aligned to the exchange session.
+
+    A bar of N seconds is counted from its session's open: [open + kN, open + (k+1)N), the
+    last one cut at the close, and the closing instant belongs to the last bar (a quote
+    stamped at the close is the session's). A bar of a whole session or more
+    (N >= `REGULAR_SESSION_SECONDS`, e.g. 86,400) is the session: one bar from the open to the
+    close, an early close (13:00 on a half day) included. A moment outside every session
+    (overnight, a weekend, a holiday) belongs to the next session's first bar, so the last
+    bar of a day closes on the day's own quotes when the first later message arrives.
+
+    Bars are numbered ``session index x stride + k`` (stride: bars in the longest session),
+    increasing with time; :meth:`bar_end` is a bar's close as epoch seconds. Lookups are O(1)
+    within the session last asked about (a bisect otherwise).
+    """
+
+    __slots__ = ("_cache", "bar_seconds", "calendar", "stride")
+
+    def __init__(self, calendar: MarketCalendar, bar_seconds: float) -> None:
+        if not (math.isfinite(bar_seconds) and bar_seconds > 0):
+            raise ValueError(f"bar_seconds must be finite and > 0, got {bar_seconds!r}")
+        self.calendar = calendar
+        self.bar_seconds = float(min(bar_seconds, REGULAR_SESSION_SECONDS))
+        self.stride = math.ceil(REGULAR_SESSION_SECONDS / self.bar_seconds)
+        self._cache = (math.inf, -math.inf, 0, 0.0, 0)  # (after, to, index, open, last bar)
+
+    @property
+    def is_daily(self) -> bool:
+        return self.stride == 1
+
+    @property
+    def bars_per_session(self) -> int:
+        """Bars in a full (09:30-16:00) session."""
+        return self.stride
+
+    def bar_of(self, ts: float) -> int:
+        """The number of the bar epoch second ``ts`` belongs to (see the class docstring)."""
+        after, end, index, opened, last = self._cache
+        if not after < ts <= end:
+            index = self.calendar.session_index_at(ts)
+            opened, closed = self.calendar.open_close(index)
+            after = self.calendar.open_close(index - 1)[1] if index > 0 else -math.inf
+            last = math.ceil((closed - opened) / self.bar_seconds) - 1
+            self._cache = (after, closed, index, opened, last)
+        if ts <= opened:
+            return index * self.stride
+        return index * self.stride + min(int((ts - opened) // self.bar_seconds), last)
+
+    def bar_end(self, bar: int) -> float:
+        """The close of bar ``bar`` (epoch seconds): open + (k + 1) N, at most the close."""
+        index, k = divmod(bar, self.stride)
+        opened, closed = self.calendar.open_close(index)
+        return min(opened + (k + 1) * self.bar_seconds, closed)
+
+    def session_day(self, bar: int) -> date:
+        """The date of the session bar ``bar`` belongs to."""
+        return self.calendar.session_at_index(bar // self.stride).day
 
 
 @lru_cache(maxsize=1)

@@ -5,7 +5,9 @@ the first), so an operator sees the whole picture. Rules:
 
 * HALTED: the trading state is HALTED; nothing is approved.
 * REDUCE_ONLY: the state is REDUCING and the order does not shrink exposure.
-* MARKET_CLOSED: the book's ``now`` is outside both legs' regular session (market_hours).
+* MARKET_CLOSED: the book's ``now`` is outside both legs' regular session (market_hours). The
+  closing instant is the session's: an order decided on the closing quotes (a daily bar closes
+  at the close) is a market-on-close order, not an after-hours one.
 * STALE_DATA: a leg's quote is older than ``max_quote_age_seconds``, missing, non-finite,
   non-positive or crossed (bid > ask).
 * POSITION_LIMIT: a leg's position after the order exceeds its limit (no limit configured for
@@ -281,7 +283,7 @@ def check_order(
 
     calendar = calendar or market_calendar()
     try:
-        is_open = calendar.is_open(book.now)
+        is_open = calendar.in_session(book.now)
     except ValueError as error:
         is_open = False
         reject(RiskCode.MARKET_CLOSED, f"cannot tell if the market is open: {error}")

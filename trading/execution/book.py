@@ -15,23 +15,34 @@ conId as text. This module adds what the live service needs around it:
 * instrument metadata (symbol, local symbol, sec_type, multiplier) for the bus Position;
 * reconciliation with the broker, the source of truth for positions: `differences(broker)`
   lists the instruments whose net quantity differs from IB's, and `adjustments(broker, ...)`
-  the fills that bring the book to IB's quantities (see its docstring for the prices).
+  the fills that bring the book to IB's quantities (see its docstring for the prices);
+* distributions: `on_market` keeps every announced distribution (`Dividends`, one per symbol
+  and ex-date, the latest announcement wins) and the exchange date of the market messages;
+  each pair's shares of that symbol held before an ex-date are credited (long) or debited
+  (short) quantity x amount from the ex-date (accrued) and settled on the pay date (the
+  announced one, else `DEFAULT_PAY_LAG_SESSIONS` sessions after the ex-date). The amount is
+  recomputed from the fills' dates each time (`trading.domain.pnl`), so a book rebuilt from
+  the fill stream and the distribution history after a restart books each one exactly once.
 
-`pair_pnl` returns realized (before commissions), unrealized, commissions and
-total = realized - commissions + unrealized, in USD; marks are mids per share by conId.
+`pair_pnl` returns realized (before commissions), unrealized, commissions, distributions
+(and the part of them accrued, not yet paid) and total = realized - commissions + unrealized
++ distributions, in USD; marks are mids per share by conId.
 """
 
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
+from datetime import date, datetime, timedelta
 from typing import Any
 
-from trading.bus import Fill, Position, Side
+from trading.bus import Dividends, Fill, Position, Side
 from trading.domain import pnl as domain_pnl
 from trading.domain.common import Side as DomainSide
+from trading.domain.market_hours import EXCHANGE_TIMEZONE, exchange_date, market_calendar
 
 __all__ = [
+    "DEFAULT_PAY_LAG_SESSIONS",
     "RECONCILE_PREFIX",
     "UNATTRIBUTED",
     "Book",
@@ -43,7 +54,40 @@ __all__ = [
 UNATTRIBUTED = "unattributed"
 RECONCILE_PREFIX = "reconcile"
 """exec_id and intent_id prefix of the adjustment fills that align the book with IB."""
+DEFAULT_PAY_LAG_SESSIONS = 3
+"""A distribution announced without a pay date (IB's dividend tick has none) is settled this
+many sessions after its ex-date: iShares pays TLT's and TLTW's monthly distributions about
+three business days after the ex-date."""
 _FLAT = 1e-9
+PNL_FIELDS = ("realized", "unrealized", "commissions", "distributions", "distributions_accrued",
+              "total")  # fmt: skip
+
+
+def distribution_of(msg: Dividends) -> domain_pnl.Distribution | None:
+    """The announced next distribution of ``msg`` (None when none is announced); ValueError
+    naming the field when a date or the amount cannot be used."""
+    if not msg.next_ex_date:
+        return None
+    ex_date = _yyyymmdd("dividends.next_ex_date", msg.next_ex_date)
+    if msg.next_pay_date:
+        pay_date = _yyyymmdd("dividends.next_pay_date", msg.next_pay_date)
+    else:
+        pay_date = market_calendar().add_sessions(ex_date, DEFAULT_PAY_LAG_SESSIONS)
+    if not (isinstance(msg.next_amount, int | float) and math.isfinite(msg.next_amount)):
+        raise ValueError(f"dividends.next_amount must be finite, got {msg.next_amount!r}")
+    try:
+        return domain_pnl.Distribution(ex_date, float(msg.next_amount), pay_date)
+    except ValueError as exc:
+        raise ValueError(f"dividends of {msg.symbol}: {exc}") from None
+
+
+def _yyyymmdd(name: str, text: str) -> date:
+    if len(text) != 8 or not text.isdigit():
+        raise ValueError(f"{name} must be YYYYMMDD, got {text!r}")
+    try:
+        return date(int(text[:4]), int(text[4:6]), int(text[6:]))
+    except ValueError:
+        raise ValueError(f"{name} is not a calendar date: {text!r}") from None
 
 
 @dataclass(frozen=True, slots=True)
@@ -107,7 +151,29 @@ class Book:
     combo_commissions_usd: dict[str, float] = field(default_factory=dict)
     last_pair: str = UNATTRIBUTED
     """The pair the last booked fill went to."""
+    distributions: dict[str, dict[date, domain_pnl.Distribution]] = field(default_factory=dict)
+    """Announced distributions by symbol and ex-date."""
+    as_of: date | None = None
+    """The exchange date of the newest market message: distributions gone ex by then count."""
+    _day_ends: float = -math.inf
+    """Epoch second at which ``as_of`` ends (the next New York midnight)."""
     _settlement: tuple[float, str] | None = None
+
+    def on_market(self, msg: Any) -> None:
+        """A market message: a `Dividends` announcement is kept, any message's exchange time
+        moves the book's date forward (never back)."""
+        if isinstance(msg, Dividends):
+            distribution = distribution_of(msg)
+            if distribution is not None:
+                self.distributions.setdefault(msg.symbol, {})[distribution.ex_date] = distribution
+            return
+        ts = getattr(msg, "ts_exchange", None)
+        if ts is not None and ts >= self._day_ends and math.isfinite(ts):
+            day = exchange_date(ts)
+            if self.as_of is None or day > self.as_of:
+                self.as_of = day
+                midnight = datetime.combine(day + timedelta(days=1), datetime.min.time())
+                self._day_ends = midnight.replace(tzinfo=EXCHANGE_TIMEZONE).timestamp()
 
     def attribute(self, intent_id: str, pair_id: str) -> None:
         """Fills of this intent belong to this pair."""
@@ -123,7 +189,7 @@ class Book:
         """
         if fill.exec_id in self.seen_exec_ids:
             return False
-        for name in ("quantity", "price", "commission", "multiplier"):
+        for name in ("ts", "quantity", "price", "commission", "multiplier"):
             value = getattr(fill, name)
             if not math.isfinite(value):
                 raise ValueError(f"fill {fill.exec_id}: {name} must be finite, got {value!r}")
@@ -146,7 +212,7 @@ class Book:
             commission_usd=fill.commission,
             multiplier=fill.multiplier,
         )
-        self.books.setdefault(pair, domain_pnl.Book()).apply(domain_fill)
+        self.books.setdefault(pair, domain_pnl.Book()).apply(domain_fill, exchange_date(fill.ts))
         self.seen_exec_ids.add(fill.exec_id)
         self.meta.setdefault(
             fill.con_id, _Meta(fill.symbol, fill.local_symbol, fill.sec_type, fill.multiplier)
@@ -218,29 +284,43 @@ class Book:
                 out[int(key)] = out.get(int(key), 0.0) + p.quantity
         return out
 
+    def _distributions_by_key(self, book: domain_pnl.Book) -> dict[str, list]:
+        """The announced distributions of each share leg of ``book``, by its key (conId)."""
+        out = {}
+        for key in book.positions:
+            meta = self.meta.get(int(key))
+            if meta is not None and meta.sec_type == "STK" and meta.symbol in self.distributions:
+                out[key] = list(self.distributions[meta.symbol].values())
+        return out
+
     def pair_pnl(self, pair_id: str, marks: dict[int, float]) -> dict[str, float]:
-        """realized (before commissions), unrealized, commissions, total (USD) of one pair.
+        """realized (before commissions), unrealized, commissions, distributions (of which
+        distributions_accrued not yet paid), total (USD) of one pair.
 
         An open leg without a mark is valued at its average cost (no unrealized P&L).
         """
         book = self.books.get(pair_id)
         if book is None:
-            return {"realized": 0.0, "unrealized": 0.0, "commissions": 0.0, "total": 0.0}
+            return dict.fromkeys(PNL_FIELDS, 0.0)
         priced = {key: marks.get(int(key), p.average_price) for key, p in book.positions.items()}
-        result = book.pair_pnl(priced)
+        paid = self._distributions_by_key(book) if self.as_of is not None else None
+        result = book.pair_pnl(priced, distributions=paid, as_of=self.as_of)
         combo = self.combo_commissions_usd.get(pair_id, 0.0)
         commissions = result.commissions_usd + combo
         realized = result.realized_pnl_usd + result.commissions_usd
         unrealized = result.unrealized_pnl_usd
+        distributions = result.distributions.total_usd
         return {
             "realized": realized,
             "unrealized": unrealized,
             "commissions": commissions,
-            "total": realized - commissions + unrealized,
+            "distributions": distributions,
+            "distributions_accrued": result.distributions.accrued_usd,
+            "total": realized - commissions + unrealized + distributions,
         }
 
     def total_pnl(self, marks: dict[int, float]) -> dict[str, float]:
-        out = {"realized": 0.0, "unrealized": 0.0, "commissions": 0.0, "total": 0.0}
+        out = dict.fromkeys(PNL_FIELDS, 0.0)
         for pair in self.books:
             for k, v in self.pair_pnl(pair, marks).items():
                 out[k] += v

@@ -191,7 +191,9 @@ class ExecutionEngine:
     # inputs ---------------------------------------------------------------------------------
 
     def on_market(self, msg: Any) -> None:
-        """A market message; raises ValueError (and stores nothing) when it fails validation."""
+        """A market message; raises ValueError (and stores nothing) when it fails validation.
+        The book keeps the distributions announced and the exchange date (it books them)."""
+        self.book.on_market(msg)
         self.marks.update(msg)
         expiry, strike = getattr(msg, "expiry", ""), getattr(msg, "strike", 0.0)
         if expiry and strike:
@@ -865,6 +867,8 @@ class ExecutionEngine:
             commissions=total["commissions"],
             total=total["total"],
             per_pair={p: self.book.pair_pnl(p, marks)["total"] for p in self.book.pairs()},
+            distributions=total["distributions"],
+            distributions_accrued=total["distributions_accrued"],
         )
 
     def positions(self, now: float) -> list[Position]:

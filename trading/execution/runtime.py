@@ -99,6 +99,8 @@ UNANSWERED = frozenset({"PendingSubmit", "ApiPending"})
 """Statuses the client library gives an order before IB has said anything about it."""
 QUERY_TIMEOUT_S = 15.0
 """How long a lookup of unacknowledged orders at IB may take before it is given up."""
+DISTRIBUTION_SYMBOLS = ("TLT", "TLTW")
+"""Whose distributions the book credits and debits (read from data-ingestion's keys)."""
 POSITION_CONFIRM_S = 3.0
 """How long a difference between the book and IB's positions must stay unchanged (with no
 order working) before the book is aligned to IB."""
@@ -185,6 +187,12 @@ class RiskRuntime:
             for entry in entries:
                 self.engine.on_fill(entry.message)
             after = entries[-1].entry_id
+        # Every distribution announced, so the book rebuilt from the fills books each once.
+        for symbol in DISTRIBUTION_SYMBOLS:
+            for entry in await self.bus.read_after(
+                Streams.dividends_history(symbol), "0", count=10_000, expect=Dividends
+            ):
+                self._market(entry.message)
         now = time.time()
         for intent_id, rec in self.status.items():
             if rec.get("status") != PLACING and all(
@@ -641,9 +649,10 @@ class RiskRuntime:
                 self._query_in_background(now)
             if now - last_dividends >= 5.0:
                 last_dividends = now
-                dividends = await self.bus.get_latest(Keys.dividends("TLT"), Dividends)
-                if dividends is not None:
-                    self._market(dividends)
+                for symbol in DISTRIBUTION_SYMBOLS:
+                    dividends = await self.bus.get_latest(Keys.dividends(symbol), Dividends)
+                    if dividends is not None:
+                        self._market(dividends)
             await self.execute(self.engine.tick(now))
             if now - last_book >= 1.0 or not self.writes.empty():
                 last_book = now

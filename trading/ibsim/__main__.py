@@ -21,6 +21,12 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--tick-interval", type=float, default=0.25, help="sim seconds")
     parser.add_argument("--premium-bp", type=float, default=20.0)
     parser.add_argument("--premium-half-life-days", type=float, default=1.0)
+    parser.add_argument(
+        "--premium-drift-bp-year",
+        type=float,
+        default=0.0,
+        help="TLTW's NAV drifts against its index by this much a year, no reversion",
+    )
     parser.add_argument("--start", default=None, help="YYYY-MM-DDTHH:MM, New York time")
     parser.add_argument(
         "--firehose", action="store_true", help="steps back to back, as fast as clients read"
@@ -34,6 +40,7 @@ def main(argv: list[str] | None = None) -> None:
         tick_interval_s=args.tick_interval,
         premium_bp=args.premium_bp,
         premium_half_life_days=args.premium_half_life_days,
+        premium_drift_bp_year=args.premium_drift_bp_year,
         start=start,
         firehose=args.firehose,
     )

@@ -7,6 +7,8 @@ from dataclasses import dataclass
 from datetime import datetime
 from zoneinfo import ZoneInfo
 
+from trading.domain.costs import IB_FIXED
+
 ET = ZoneInfo("America/New_York")
 DEFAULT_START = datetime(2026, 11, 2, 9, 30, tzinfo=ET)
 """A Monday: runs are deterministic because the clock starts here unless told otherwise."""
@@ -38,6 +40,11 @@ class SimConfig:
     TLTW trades at NAV x (1 + premium); the premium is an Ornstein-Uhlenbeck process in trading
     time with stationary standard deviation ``premium_bp`` basis points and half-life
     ``premium_half_life_days`` trading days (``premium_bp = 0`` turns it off).
+    ``premium_drift_bp_year`` makes TLTW's NAV drift against its index by that many basis
+    points a year of trading time (252 sessions of 6.5 hours), with no reversion: NAV x
+    exp(drift x years since the anchor's open), distributions scaled with it (0 = none; -300 is
+    TLTW falling 3% a year behind its modelled index, what real prices showed). Alone or with
+    the stationary premium.
     """
 
     seed: int = 1
@@ -65,9 +72,10 @@ class SimConfig:
     roll_days_before_expiry: int = 2
     premium_bp: float = 20.0
     premium_half_life_days: float = 1.0
-    stock_commission_per_share_usd: float = 0.005
-    stock_commission_minimum_usd: float = 1.0
-    option_commission_per_contract_usd: float = 0.65
+    premium_drift_bp_year: float = 0.0
+    stock_commission_per_share_usd: float = IB_FIXED.stock_per_share_usd
+    stock_commission_minimum_usd: float = IB_FIXED.stock_minimum_usd
+    option_commission_per_contract_usd: float = IB_FIXED.option_per_contract_usd
     server_version: int = 176
     master_client_id: int | None = None
     """As TWS's "Master API client ID": this client also receives every other client's order
@@ -102,7 +110,14 @@ class SimConfig:
             value = getattr(self, name)
             if not isinstance(value, int | float) or not math.isfinite(value) or value < 0:
                 raise ValueError(f"SimConfig.{name} must be a finite number >= 0, got {value!r}")
-        for name in ("rate", "div_yield", "iv_term_slope", "iv_skew", "iv_smile"):
+        for name in (
+            "rate",
+            "div_yield",
+            "iv_term_slope",
+            "iv_skew",
+            "iv_smile",
+            "premium_drift_bp_year",
+        ):
             value = getattr(self, name)
             if not isinstance(value, int | float) or not math.isfinite(value):
                 raise ValueError(f"SimConfig.{name} must be a finite number, got {value!r}")

@@ -10,9 +10,10 @@ TLT: log-mid on a one-second grid. Each session draws an overnight gap (variance
 Brownian bridge to that total, drawn only when a day is looked at. Quotes are one cent wide:
 ``bid = floor(100 mid) / 100``, ``ask = bid + 0.01``.
 
-TLTW: ``NAV = shares x S - shares x C + cash`` for its index's position (see SimConfig), and
-``price = NAV x (1 + premium)``. The premium is an OU process on a one-minute grid (linear in
-between); :meth:`MarketModel.shock_premium` adds ``(jump - premium) e^{-kappa (tau - tau0)}``.
+TLTW: ``NAV = shares x S - shares x C + cash`` for its index's position (see SimConfig), times
+``exp(drift x tau)`` when the config plants a drift, and ``price = NAV x (1 + premium)``. The
+premium is an OU process on a one-minute grid (linear in between);
+:meth:`MarketModel.shock_premium` adds ``(jump - premium) e^{-kappa (tau - tau0)}``.
 """
 
 from __future__ import annotations
@@ -161,6 +162,9 @@ class MarketModel:
         self._premium_decay = math.exp(-self._kappa_per_second * 60.0)
         self._premium_shock_sigma = (config.premium_bp / 1e4) * math.sqrt(
             1.0 - self._premium_decay**2
+        )
+        self._drift_per_second = (
+            config.premium_drift_bp_year / 1e4 / (TRADING_DAYS_PER_YEAR * REGULAR_SESSION_SECONDS)
         )
         self._gap = np.full(size, np.nan)
         self._total = np.full(size, np.nan)
@@ -463,10 +467,18 @@ class MarketModel:
                 premium += jump * math.exp(-self._kappa_per_second * (tau - shock_tau))
         return float(premium)
 
+    def nav_drift(self, tau):
+        """The planted drift's factor exp(drift x tau) (1 without one; floats or arrays)."""
+        if self._drift_per_second == 0.0:
+            return 1.0 if np.ndim(tau) == 0 else np.ones(np.shape(tau))
+        return np.exp(self._drift_per_second * np.asarray(tau, dtype=float))
+
     def tltw_nav(self, tau: float) -> float:
         session = self.calendar.session_at(tau)
-        return self._nav_scale * _interpolate(
-            self._nav_seconds(session), tau - self.calendar.start_tau[session]
+        return (
+            self._nav_scale
+            * float(self.nav_drift(tau))
+            * _interpolate(self._nav_seconds(session), tau - self.calendar.start_tau[session])
         )
 
     def _nav_seconds(self, i: int) -> np.ndarray:
@@ -501,7 +513,10 @@ class MarketModel:
 
     def tltw_nav_seconds(self, i: int) -> np.ndarray:
         """TLTW NAV at each second of session ``i``."""
-        return self._nav_scale * self._nav_seconds(i)
+        nav = self._nav_scale * self._nav_seconds(i)
+        if self._drift_per_second == 0.0:
+            return nav
+        return nav * self.nav_drift(self.calendar.start_tau[i] + np.arange(len(nav)))
 
     def tltw_price_seconds(self, i: int) -> np.ndarray:
         """TLTW market price (NAV x (1 + premium)) at each second of session ``i``."""
@@ -523,7 +538,8 @@ class MarketModel:
 
     def tltw_distribution(self, session: int) -> float:
         """Cash distribution per TLTW share going ex at the open of ``session``."""
-        return self._nav_scale * self.index_position(session).distribution
+        drift = float(self.nav_drift(float(self.calendar.start_tau[session])))
+        return self._nav_scale * drift * self.index_position(session).distribution
 
     def shock_premium(self, tau: float, premium_bp: float) -> None:
         """From ``tau`` on, the premium jumps to ``premium_bp`` and mean-reverts from there."""

@@ -16,16 +16,21 @@ API::
                                                       # its end; else an empty StepResult
     result = engine.on_message(msg, now_wall=None)    # step(msg's exchange time), then apply msg
     result = engine.close_bar(bar_end_ts, now_wall=None)   # close explicitly (backtests)
+    result = engine.close_open_bar()                  # the end of a run: close the bar still open
     engine.to_state() -> dict (JSON types);  StrategyEngine.from_settings(...).restore(state)
 
 ``StepResult`` holds the bar's ``spread_point`` (None while warming up or skipped), ``signals``,
 ``intents`` to append to the intent stream, and ``skipped`` (why the bar produced nothing).
 
-Bars: the signal runs once per bar of ``bar_seconds`` of exchange time, on the latest mids at
-the bar's close; ticks only update the latest prices, so a burst of ticks costs O(1) each and the
-latest state is what is acted on (ticks are conflated into the bar). A gap (night, halt) closes
-one bar, not one per missing minute. The bar closes when the first message of a later bar
-arrives (the bar's end is its timestamp), with the prices as they stood before that message.
+Bars: the signal runs once per bar of ``bar_seconds`` of exchange time aligned to the exchange
+session (`trading.domain.market_hours.SessionBars`: counted from the open, the last one cut at
+the close; a bar of a session or more, e.g. 86,400, is the session, closing at its close, a
+half day's at 13:00), on the latest mids at the bar's close; ticks only update the latest
+prices, so a burst of ticks costs O(1) each and the latest state is what is acted on (ticks are
+conflated into the bar). A gap (night, halt) closes one bar, not one per missing minute. The
+bar closes when the first message of a later bar arrives (the bar's end is its timestamp), with
+the prices as they stood before that message: a quote stamped at the close is the session's,
+one after it opens the next session's first bar, so a daily bar closes on the closing quotes.
 
 Each bar close: (1) data checks (DataHealth not OK for TLT, TLTW or the held call; no quote of
 TLT/TLTW for ``stale_after_s`` of wall time when ``now_wall`` is given) -> skipped, nothing
@@ -73,7 +78,12 @@ from trading.domain.hedge import (
     delta_neutral_hedge,
     tltw_shares_of_tlt,
 )
-from trading.domain.market_hours import EXCHANGE_TIMEZONE, MarketCalendar, market_calendar
+from trading.domain.market_hours import (
+    EXCHANGE_TIMEZONE,
+    MarketCalendar,
+    SessionBars,
+    market_calendar,
+)
 from trading.settings import HedgeMethod, Settings, StrategySettings
 from trading.strategy.legs import LegMark, LegNotReady, RolledCall
 from trading.strategy.market import MarketState
@@ -125,6 +135,7 @@ class StrategyEngine:
         self.settings = settings
         self.config = config
         self.calendar = calendar or market_calendar()
+        self.session_bars = SessionBars(self.calendar, settings.bar_seconds)
         self.market = MarketState(config.underlying, config.etf)
         self.leg = self._rolled_call(config.moneyness)
         # TLTW's own call (for the delta hedge): the same leg when the preset is the replica.
@@ -267,9 +278,10 @@ class StrategyEngine:
     # bars -----------------------------------------------------------------------------------
 
     def bar_of(self, ts_exchange: float) -> int:
+        """The session-aligned bar of an exchange time (see the module docstring)."""
         if not math.isfinite(ts_exchange):
             raise ValueError(f"ts_exchange must be finite, got {ts_exchange!r}")
-        return int(ts_exchange // self.settings.bar_seconds)
+        return self.session_bars.bar_of(ts_exchange)
 
     def step(self, ts_exchange: float, now_wall: float | None = None) -> StepResult:
         """Close the open bar when ``ts_exchange`` is past its end; the first call opens one."""
@@ -279,9 +291,18 @@ class StrategyEngine:
             return EMPTY
         if bar <= self.current_bar:
             return EMPTY
-        bar_end = (self.current_bar + 1) * self.settings.bar_seconds
+        bar_end = self.session_bars.bar_end(self.current_bar)
         self.current_bar = bar
-        return self.close_bar(float(bar_end), now_wall)
+        return self.close_bar(bar_end, now_wall)
+
+    def close_open_bar(self, now_wall: float | None = None) -> StepResult:
+        """Close the bar still open at its end (a run's last bar: no later message will);
+        the next message opens a new one."""
+        if self.current_bar is None:
+            return EMPTY
+        bar_end = self.session_bars.bar_end(self.current_bar)
+        self.current_bar = None
+        return self.close_bar(bar_end, now_wall)
 
     def close_bar(self, bar_end_ts: float, now_wall: float | None = None) -> StepResult:
         """Run the estimators and the signal on the latest prices, as of ``bar_end_ts``."""
@@ -324,7 +345,12 @@ class StrategyEngine:
         beta, alpha, spread_value, z = observation
         mean = self.zscore.last_mean
         std = self.zscore.last_std
-        self.pairs.record_spread(spread_value, x, y)
+        tlt_quote = market.stocks[self.config.underlying]
+        tltw_quote = market.stocks[self.config.etf]
+        call_quote = market.options.get(mark.call.con_id)
+        quotes = {"TLT": (tlt_quote.bid, tlt_quote.ask), "TLTW": (tltw_quote.bid, tltw_quote.ask)}
+        if call_quote is not None:
+            quotes["call"] = (call_quote.bid, call_quote.ask)
         context = BarContext(
             ts=bar_end_ts,
             z=z,
@@ -344,6 +370,7 @@ class StrategyEngine:
             risk_state="WARMUP" if self.warming_up else self.risk_state,
             option_mids={c: q.mid for c, q in market.options.items()},
             as_of=as_of,
+            quotes=quotes,
         )
         signals, intents = self.pairs.on_bar(context)
         point = SpreadPoint(
@@ -377,11 +404,14 @@ class StrategyEngine:
         tltw_price: float,
     ) -> tuple[float, float, float, float] | None:
         """(beta, alpha, spread, z) with the hedge through the previous bar, then learn this
-        bar; None until both the hedge and the z window are ready."""
+        bar; None until both the hedge and the z window are ready. The spread is recorded for
+        the fits (OU, cointegration, edge) as soon as the hedge gives one."""
         hedge = self.hedge
         beta, alpha = hedge.beta, hedge.alpha
         value = None if beta is None or alpha is None else y - beta * x - alpha
         z = None if value is None else self.zscore.update(value)
+        if value is not None:
+            self.pairs.record_spread(value, x, y)
         if isinstance(hedge, DeltaNeutralHedger):
             # TLTW's TLT shares per TLTW share from its NAV (its price carries the premium).
             nav = self.market.nav if self.market.nav is not None else tltw_price
@@ -412,6 +442,7 @@ class StrategyEngine:
             "pair": self.pairs.status.value,
             "risk_state": self.risk_state,
             "last_skip": self.last_skip,
+            "edge": self.pairs.edge_status(),
         }
 
     def to_state(self) -> dict[str, Any]:
@@ -448,6 +479,7 @@ class StrategyEngine:
             "z_window": s.z_window,
             "z_std_floor": s.z_std_floor,
             "bar_seconds": s.bar_seconds,
+            "bars": "session",  # bar numbers of SessionBars (before: epoch // bar_seconds)
         }
 
     def restore(self, state: dict[str, Any]) -> bool:

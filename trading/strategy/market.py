@@ -41,7 +41,8 @@ class Mid:
 
 @dataclass(frozen=True, slots=True)
 class OptionMid:
-    """A checked option quote: mid and IB's model delta (per share, a call in [0, 1])."""
+    """A checked option quote: bid, ask, mid and IB's model delta (per share, a call in
+    [0, 1])."""
 
     con_id: int
     expiry: str
@@ -50,6 +51,8 @@ class OptionMid:
     delta: float
     ts_exchange: float
     ts_recv: float
+    bid: float = 0.0
+    ask: float = 0.0
 
 
 @lru_cache(maxsize=4096)
@@ -130,6 +133,8 @@ class MarketState:
             option.delta,
             option.ts_exchange,
             option.ts_recv,
+            option.bid,
+            option.ask,
         )
         return True
 

@@ -48,12 +48,24 @@ Engle-Granger p-value of (log TLTW TR, log index) over the same window, the Kell
 the caps (gross notional and leverage). The fits are refreshed every ``refit_bars`` bars (they
 cost milliseconds; the bar loop costs microseconds).
 
+Edge gate (`trading.domain.edge`), in front of every entry once the legs are sized: the spread
+over the z window, sampled every ``edge_sample_seconds``, must be shown to revert inside
+``edge_horizon_seconds`` (half-life interval, ADF), must not drift against the entry by more
+than ``edge_max_drift_bp_month``, and the entry's expected reversion over the horizon must be
+``edge_cost_margin`` x the round trip's cost measured on the bar's quotes (`trading.domain.costs`:
+every leg's bid/ask and IB's commissions, both ways). The tests are measured with the fits; an
+entry that fails is refused (a signal naming each failed test, FLAT, blocked until |z| is back
+inside the entry band); ``edge_gate=false`` measures and reports without refusing. The latest
+diagnostics and the last entry's check are in the engine's status (the heartbeat's detail)
+and every entry intent's ``why["edge"]``.
+
 Attribution: the pair records the hedge (beta, alpha) in force at entry; its spread P&L is
 measured with that hedge, ``entry_sign x ((y - beta_e x - alpha_e) - entry spread)`` in log
 units, never with a hedge estimated later (no look-ahead).
 
 The signal machine's clock is trading time: the number of bars closed x bar_seconds, so its
-time stop (in half-lives of bars) does not fire over a night or a weekend.
+time stop (in half-lives of bars: the edge tests' half-life of the sampled spread, else the OU
+fit's) does not fire over a night or a weekend, and means the same at any bar size.
 """
 
 from __future__ import annotations
@@ -78,8 +90,11 @@ from trading.bus import (
     Signal,
 )
 from trading.bus import SignalAction as BusAction
+from trading.domain.common import finite_or_none
+from trading.domain.costs import pair_round_trip_cost_usd
+from trading.domain.edge import EdgeCheck, EdgeDiagnostics, EdgeLimits, check_entry, measure_edge
 from trading.domain.kelly import KellyLimits, SpreadKellySize, spread_kelly_size
-from trading.domain.market_hours import MarketCalendar, market_calendar
+from trading.domain.market_hours import REGULAR_SESSION_SECONDS, MarketCalendar, market_calendar
 from trading.domain.mean_reversion import (
     OrnsteinUhlenbeckFit,
     engle_granger,
@@ -141,6 +156,8 @@ class BarContext:
     option_mids: dict[int, float]
     as_of: date
     """Exchange date (America/New_York) of the session the bar belongs to."""
+    quotes: dict[str, tuple[float, float]] = dataclasses.field(default_factory=dict)
+    """(bid, ask) of "TLT", "TLTW" and "call" (the index's call) at the bar's close."""
 
 
 @dataclass(slots=True)
@@ -280,6 +297,10 @@ class PairManager:
         self.ou: OrnsteinUhlenbeckFit | None = None
         self.ou_error = "not fitted yet"
         self.cointegration_p_value = math.nan
+        self.edge_limits = edge_limits(settings)
+        self.edge: EdgeDiagnostics | None = None
+        self.edge_error = "not measured yet"
+        self.last_edge_check: EdgeCheck | None = None
 
     @property
     def signal_state(self) -> str:
@@ -293,8 +314,14 @@ class PairManager:
         self.log_tltw.append(y)
 
     def refit(self) -> None:
-        """OU fit of the spread and Engle-Granger p-value over the window (every refit_bars)."""
+        """OU fit of the spread, Engle-Granger p-value and the edge tests over the window
+        (every refit_bars)."""
         self.fit_bar = self.bars
+        try:
+            self.edge = measure_edge(np.fromiter(self.spreads, float), self.edge_limits)
+            self.edge_error = ""
+        except ValueError as exc:
+            self.edge, self.edge_error = None, str(exc)
         if len(self.spreads) < MIN_FIT_BARS:
             self.ou, self.ou_error = None, f"{len(self.spreads)} bars < {MIN_FIT_BARS}"
             self.cointegration_p_value = math.nan
@@ -324,7 +351,17 @@ class PairManager:
         return self.fit_bar < 0 or missing or self.bars - self.fit_bar >= self.settings.refit_bars
 
     def half_life_bars(self) -> float:
+        """The OU fit's half-life over every bar (Kelly's horizon)."""
         return math.inf if self.ou is None else self.ou.half_life
+
+    def time_stop_half_life_bars(self) -> float:
+        """The half-life the time stop counts in: the edge tests' (the sampled spread, not
+        biased short by quote noise as a fit on one-minute bars is: ~9 bars against a true 390)
+        when they measured one, else the OU fit's."""
+        edge = self.edge
+        if edge is not None and math.isfinite(edge.half_life_bars) and edge.half_life_bars > 0:
+            return edge.half_life_bars
+        return self.half_life_bars()
 
     # bars -----------------------------------------------------------------------------------
 
@@ -344,7 +381,7 @@ class PairManager:
                 return self._roll_exit(bar, roll)
         if self._fits_due():
             self.refit()
-        half_life_seconds = self.half_life_bars() * self.settings.bar_seconds
+        half_life_seconds = self.time_stop_half_life_bars() * self.settings.bar_seconds
         clock = datetime.fromtimestamp(self.bars * self.settings.bar_seconds, UTC)
         distance_bp = (bar.spread - bar.mean) * 1e4
         was = self.machine.position
@@ -464,6 +501,12 @@ class PairManager:
                 f"size rounds to {legs.tltw_shares} TLTW shares and "
                 f"{legs.buy_write_units} buy-write units"
             )
+        check = None
+        if not refused and legs is not None:
+            check = self._edge_check(bar, legs, direction is SpreadPosition.LONG_SPREAD)
+            self.last_edge_check = check
+            if not check.passed and self.settings.edge_gate:
+                refused = check.reason
         if refused or legs is None:
             # Back to FLAT, blocked until |z| is inside the entry band: no entry every bar.
             self.machine.flatten()
@@ -482,7 +525,7 @@ class PairManager:
             tlt_mid=bar.spot,
             call_mid=bar.call_mid,
             offset_bp=self.settings.order_price_offset_bp,
-            why=self._why(bar, reason, size),
+            why=self._why(bar, reason, size, check),
         )
         self.pair = OpenPair(
             legs=legs,
@@ -542,9 +585,51 @@ class PairManager:
         self.status = PairStatus.EXITING
         return (self._signal(bar, bus_action, reason),), (intent,)
 
-    def _why(self, bar: BarContext, reason: str, size: SpreadKellySize) -> dict[str, Any]:
+    def _edge_check(self, bar: BarContext, legs: PairLegs, long_spread: bool) -> EdgeCheck:
+        """The edge gate on this entry: its round trip's cost from the bar's quotes, in bp of
+        the TLTW leg's notional."""
+        try:
+            cost_usd = pair_round_trip_cost_usd(
+                legs.tltw_shares,
+                legs.buy_write_units,
+                bar.quotes["TLTW"],
+                bar.quotes["TLT"],
+                bar.quotes["call"],
+            )
+        except (KeyError, ValueError) as exc:
+            return EdgeCheck(False, math.nan, math.nan, f"edge: no cost for the round trip ({exc})")
+        cost_bp = cost_usd / (legs.tltw_shares * bar.tltw_mid) * 1e4
+        return check_entry(self.edge, bar.spread - bar.mean, long_spread, cost_bp, self.edge_limits)
+
+    def edge_status(self) -> dict[str, Any]:
+        """The latest edge diagnostics and the last entry's check (None for NaN), for the
+        heartbeat and the dashboard."""
+        out: dict[str, Any] = (
+            {"verdict": "not measured", "failures": [self.edge_error]}
+            if self.edge is None
+            else self.edge.as_dict()
+        )
+        check = self.last_edge_check
+        if check is not None:
+            out["last_entry"] = {
+                "passed": check.passed,
+                "expected_profit_bp": check.expected_profit_bp,
+                "cost_bp": check.cost_bp,
+                "reason": check.reason,
+            }
+        out["gate"] = self.settings.edge_gate
+        return finite_or_none(out)
+
+    def _why(
+        self, bar: BarContext, reason: str, size: SpreadKellySize, check: EdgeCheck | None
+    ) -> dict[str, Any]:
         ou = self.ou
+        edge = self.edge_status()
+        if check is not None:
+            edge["expected_profit_bp"] = check.expected_profit_bp
+            edge["cost_bp"] = check.cost_bp
         return {
+            "edge": finite_or_none(edge),
             "reason": reason,
             "z": bar.z,
             "spread": bar.spread,
@@ -784,6 +869,20 @@ class PairManager:
         self.log_index.extend(float(v) for v in state["log_index"])
         self.log_tltw.extend(float(v) for v in state["log_tltw"])
         self.fit_bar = -1
+
+
+def edge_limits(settings: StrategySettings) -> EdgeLimits:
+    """The edge tests' thresholds in bars of the strategy (a bar is at most a session)."""
+    bar = min(settings.bar_seconds, REGULAR_SESSION_SECONDS)
+    return EdgeLimits(
+        sample_bars=max(1, round(settings.edge_sample_seconds / bar)),
+        horizon_bars=settings.edge_horizon_seconds / bar,
+        bars_per_session=REGULAR_SESSION_SECONDS / bar,
+        confidence=settings.edge_confidence,
+        max_adf_p_value=settings.edge_max_adf_pvalue,
+        max_drift_bp_month=settings.edge_max_drift_bp_month,
+        cost_margin=settings.edge_cost_margin,
+    )
 
 
 def _intent_state(intent: OrderIntent) -> dict[str, Any]:

@@ -255,6 +255,9 @@ const render = {
       ["realized", signed(pnl.realized, 2), "realized"],
       ["unrealized", signed(pnl.unrealized, 2), "unrealized"],
       ["commissions", num(pnl.commissions, 2), "commissions"],
+      ["distributions", signed(pnl.distributions, 2) +
+        (pnl.distributions_accrued ? ` (${signed(pnl.distributions_accrued, 2)} accrued)` : ""),
+        "distributions"],
       ["total", signed(pnl.total, 2), "total"],
       ["as of", time(pnl.ts), "ts"],
     ] : []);
