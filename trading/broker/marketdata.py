@@ -31,6 +31,7 @@ from trading.broker.translate import (
     BadTick,
     DropReason,
     ExchangeClock,
+    GatewayClock,
     bar_end_time,
     chain_option_from_contract,
     dividends_from_ticker,
@@ -77,6 +78,9 @@ OPTION_GENERIC_TICKS = ""
 DELAYED_MARKET_DATA = 3
 HELD_REFRESH_S = 2.0
 """How often the feed re-reads the book's option positions (Keys.POSITIONS)."""
+GATEWAY_CLOCK_REFRESH_S = 1.0
+"""How often the feed samples the gateway's clock (reqCurrentTime): the stamp of quotes whose
+ticks carry no exchange time, and the date the option chain is chosen by."""
 
 # Metrics ------------------------------------------------------------------------------------
 
@@ -463,13 +467,15 @@ class MarketDataFeed:
         self.conflator = HistoryConflator(self.cfg.history_interval_s)
         self.exchange_clock = ExchangeClock()
         """The connection's exchange time, stamped on every quote (see `ExchangeClock`)."""
+        self.gateway_clock = GatewayClock()
+        """The gateway's clock from reqCurrentTime, sampled every GATEWAY_CLOCK_REFRESH_S:
+        the exchange clock's stand-in while no tick carries a trade time (ib_insync)."""
         self.ib: Any = None
         self.lines: dict[int, _Line] = {}  # con_id -> line: this session's subscriptions
         self.stocks: dict[str, Any] = {}  # symbol -> qualified Contract
         self.chain = _Chain()
         self.centre: float | None = None
         self.spot: float | None = None
-        self.ib_clock_offset_s = 0.0
         self.delayed = settings.ib.market_data_type in (3, 4)
         self.health.delayed = self.delayed
         self.farms_down: set[str] = set()
@@ -508,13 +514,16 @@ class MarketDataFeed:
 
     async def run(self) -> None:
         """The writer and health loops, for the life of the service."""
-        await asyncio.gather(self._writer(), self._health_loop(), self._held_loop())
+        await asyncio.gather(
+            self._writer(), self._health_loop(), self._held_loop(), self._gateway_clock_loop()
+        )
 
     async def on_connected(self, ib: Any) -> None:
         """Set up a fresh IB session: the library forgot every subscription, so all are
         requested again, and the backfill runs again to fill the gap the outage left."""
         self._setting_up = True
         self.exchange_clock.reset()
+        self.gateway_clock.reset()
         try:
             await self._set_up(ib)
         finally:
@@ -537,8 +546,7 @@ class MarketDataFeed:
                 event -= handler
             event += handler
         ib.reqMarketDataType(self._market_data_type())
-        server_now = await ib.reqCurrentTimeAsync()
-        self.ib_clock_offset_s = server_now.timestamp() - self.clock()
+        await self.sample_gateway_clock(ib)
         tlt, tltw = await self._qualify_stocks(ib)
         self._subscribe(_Line(UNDERLYING, tlt, generic_ticks=STOCK_GENERIC_TICKS))
         self._subscribe(_Line(ETF, tltw, generic_ticks=ETF_GENERIC_TICKS))
@@ -604,8 +612,30 @@ class MarketDataFeed:
         )  # fmt: skip
 
     def ib_now(self) -> datetime:
-        """IB's clock (the simulated one under ibsim) from the offset taken at connect."""
-        return datetime.fromtimestamp(self.clock() + self.ib_clock_offset_s, UTC)
+        """IB's clock (the simulated one under ibsim), from the gateway clock's samples."""
+        now = self.clock()
+        gateway = self.gateway_clock.now(now)
+        return datetime.fromtimestamp(now if gateway is None else gateway, UTC)
+
+    async def sample_gateway_clock(self, ib: Any) -> None:
+        """One reqCurrentTime, taken as the gateway's time at the middle of its round trip."""
+        sent = self.clock()
+        server_now = await ib.reqCurrentTimeAsync()
+        self.gateway_clock.observe(server_now.timestamp(), (sent + self.clock()) / 2.0)
+
+    async def _gateway_clock_loop(self) -> None:
+        while True:
+            await asyncio.sleep(GATEWAY_CLOCK_REFRESH_S)
+            if self.ib is None or not self._connected or self._setting_up:
+                continue  # on_connected takes the first sample itself
+            try:
+                async with asyncio.timeout(self.settings.ib.connect_timeout_s):
+                    await self.sample_gateway_clock(self.ib)
+            except (ConnectionError, OSError, TimeoutError) as exc:
+                self.log.warning(
+                    "gateway clock not sampled: %r", exc,
+                    extra={"event.action": "gateway_clock_failed"},
+                )  # fmt: skip
 
     # subscriptions ------------------------------------------------------------------------
 
@@ -859,7 +889,7 @@ class MarketDataFeed:
         inside the client's socket callback, so it only queues; the writer task sends."""
         now = self.clock()
         batch = self._batch
-        ts_exchange = self.exchange_clock.update(tickers)
+        ts_exchange = self.exchange_clock.update(tickers, self.gateway_clock.now(now))
         for ticker in tickers:
             contract = ticker.contract
             line = self.lines.get(contract.conId) if contract is not None else None
