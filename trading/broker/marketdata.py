@@ -26,6 +26,7 @@ from typing import Any
 
 from prometheus_client import Counter, Gauge
 
+from trading.broker.connection import GatewayState
 from trading.broker.pacing import PacingGate
 from trading.broker.translate import (
     BadTick,
@@ -1059,6 +1060,11 @@ class MarketDataFeed:
         ]  # fmt: skip
         if silent:
             self.resubscribe(silent, "check_after_1102")
+
+    def on_gateway_state(self, state: GatewayState) -> None:
+        """The connection's state, into the heartbeat (where the dashboard shows it)."""
+        self.status["gateway"] = state.as_detail()
+        self._update_status()
 
     def _update_status(self) -> None:
         stale = self.health.stale()
