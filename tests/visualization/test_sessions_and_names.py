@@ -36,6 +36,9 @@ def test_chart_x_maps_back_to_the_time_it_stands_for():
     assert [axis.x_of(t) for t in ts] == list(axis.x)
     assert axis.x == tuple(sorted(axis.x))
     assert SessionAxis((), ()).time_at(5.0) == 5.0
+    # Inside the night's collapsed half hour there is no time to label.
+    night = axis.breaks[0]
+    assert axis.time_at((night.x_before + night.x) / 2) is None
     with pytest.raises(ValueError, match=r"ts\[1\]"):
         session_axis([0.0, float("nan")])
 

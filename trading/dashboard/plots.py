@@ -74,7 +74,8 @@ def _session_ticks(ax, axis: SessionAxis) -> None:
     """Ticks labelled in exchange time; a dashed line and the date at each session start."""
 
     def label(x: float, _pos: int) -> str:
-        return datetime.fromtimestamp(axis.time_at(x), MARKET_TZ).strftime("%m-%d %H:%M")
+        t = axis.time_at(x)
+        return "" if t is None else datetime.fromtimestamp(t, MARKET_TZ).strftime("%m-%d %H:%M")
 
     span = max(axis.x[-1] - axis.x[0], 1.0) if axis.x else 1.0
     step = next((t for t in TICK_STEPS_S if span / t <= 8), TICK_STEPS_S[-1])

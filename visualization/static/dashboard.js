@@ -127,14 +127,19 @@ function sessionAxis(columns) {
       offset += removed;
       out[0].push((before + ts[i] - offset) / 2);
       for (let k = 1; k < out.length; k++) out[k].push(null);
-      breaks.push({ x: ts[i] - offset, offset, ts: ts[i] });
+      breaks.push({ x0: before, x: ts[i] - offset, offset, ts: ts[i] });
     }
     out[0].push(ts[i] - offset);
     for (let k = 1; k < out.length; k++) out[k].push(columns[k][i]);
   }
+  // The time a chart x stands for; null inside a collapsed gap (closed market: no label).
   const toTs = (x) => {
     let shift = 0;
-    for (const b of breaks) { if (x >= b.x) shift = b.offset; else break; }
+    for (const b of breaks) {
+      if (x >= b.x - 1) shift = b.offset;
+      else if (x > b.x0 + 1) return null;
+      else break;
+    }
     return x + shift;
   };
   return { data: out, breaks, toTs };
@@ -150,14 +155,17 @@ function sessionOpts(id) {
       values: (u, splits) => {
         let last = null;
         return splits.map((x) => {
-          const [day, clock] = parts(axis().toTs(x));
+          const t = axis().toTs(x);
+          if (t === null) return "";
+          const [day, clock] = parts(t);
           const label = day === last ? clock : `${day.slice(5)} ${clock}`;
           last = day;
           return label;
         });
       },
     },
-    xSeries: { label: "time (ET)", value: (u, x) => (x === null || x === undefined ? "–" : time(axis().toTs(x))) },
+    xSeries: { label: "time (ET)", value: (u, x) => (x === null || x === undefined ? "–"
+      : time(axis().toTs(x))) },
     hook: (u) => {
       const ctx = u.ctx;
       ctx.save();
