@@ -58,7 +58,6 @@ FILEBEAT = MONITORING / "filebeat" / "filebeat.yml"
 KIBANA = MONITORING / "kibana" / "saved_searches.ndjson"
 SERVICES = tuple(SERVICE_METRICS_PORTS)
 FIELD_REFERENCE = re.compile(r"\[(@?[a-z_]+)\]((?:\[[a-z_]+\])*)")
-ES_INDEX_FORBIDDEN = set('\\/*?"<>| ,#:')
 
 
 def de_dot(document: dict) -> dict:
@@ -80,14 +79,6 @@ def field(document: dict, path: tuple[str, ...]):
             return None
         node = node[part]
     return node
-
-
-def index_name(document: dict) -> str:
-    """The pipeline's index: trading-<service.name lowercased, forbidden chars as _>-<day>."""
-    service = (field(document, ("service", "name")) or "unknown").lower()
-    service = "".join("_" if c in ES_INDEX_FORBIDDEN else c for c in service)
-    stamp = datetime.fromisoformat(document["@timestamp"].replace("Z", "+00:00"))
-    return f"trading-{service}-{stamp:%Y.%m.%d}"
 
 
 def capture(service: str) -> tuple[logging.Logger, io.StringIO, logging.Handler]:
@@ -134,16 +125,18 @@ def check_line(line: str, service: str) -> dict:
     assert document["@timestamp"].endswith("Z")
     datetime.fromisoformat(document["@timestamp"].replace("Z", "+00:00"))
     assert field(document, ("ecs", "version"))
-    name = index_name(document)
-    assert name == name.lower() and not ES_INDEX_FORBIDDEN & set(name), name
+    name = logsearch.index_of(json.loads(line), read_day="-")
+    assert name == name.lower() and not logsearch.ES_INDEX_FORBIDDEN & set(name), name
     return document
 
 
 def test_every_service_log_line_is_ecs_json_the_pipeline_can_index():
     day = time.strftime("%Y.%m.%d", time.gmtime())
     for service in SERVICES:
-        documents = [check_line(line, service) for line in service_lines(service)]
-        assert {index_name(d) for d in documents} == {f"trading-{service}-{day}"}
+        lines = service_lines(service)
+        documents = [check_line(line, service) for line in lines]
+        indices = {logsearch.index_of(json.loads(line), read_day="-") for line in lines}
+        assert indices == {f"trading-{service}-{day}"}
         order = documents[1]
         assert field(order, ("event", "action")) == "order_placed"
         assert field(order, ("order", "ref")) == "intent-42"
