@@ -239,7 +239,7 @@ class ServiceHealth(BaseModel):
     late: bool = Field(default=False, description="No heartbeat for two intervals")
 
 
-class GatewayState(BaseModel):
+class BrokerConnection(BaseModel):
     """A service's connection to the IB Gateway, from its heartbeat
     (trading.broker.connection.GatewayState)."""
 
@@ -257,7 +257,7 @@ class GatewayState(BaseModel):
 class HealthPanel(BaseModel):
     instruments: list[InstrumentHealth]
     services: list[ServiceHealth]
-    gateway: list[GatewayState] = Field(
+    gateway: list[BrokerConnection] = Field(
         default_factory=list, description="Each broker connection's state (data-ingestion's, ...)"
     )
     stale_after_s: float = Field(default=30.0, description="Data older than this is stale")

@@ -54,11 +54,11 @@ from trading.dashboard.models import (
     AlertsPanel,
     Bands,
     BookPanel,
+    BrokerConnection,
     ControlAccepted,
     ControlCommand,
     ControlRequest,
     DataAge,
-    GatewayState,
     HealthPanel,
     Healthz,
     HedgePanel,
@@ -524,7 +524,7 @@ class DashboardQueries:
                 try:
                     next_try = state.get("next_try_at")
                     gateway.append(
-                        GatewayState(
+                        BrokerConnection(
                             service=name, status=state["status"], host=state["host"],
                             port=state["port"], attempt=state.get("attempt", 0),
                             next_try_in_s=None if next_try is None else max(0.0, next_try - now),
