@@ -28,6 +28,7 @@ from trading.bus import (
     SpreadPoint,
     Streams,
 )
+from trading.dashboard.live import stop_tasks
 from trading.domain.hedge import rolling_zscore_vec
 from trading.ibsim import SimConfig, SimulatedGateway
 from trading.service import serve
@@ -62,11 +63,9 @@ async def running(*coroutines):
     try:
         yield tasks
     finally:
-        for task in tasks:
-            task.cancel()
-        for task in tasks:
-            with contextlib.suppress(BaseException):
-                await task
+        # A cancellation that lands inside a redis-py call can be lost (the task goes on, stuck
+        # "cancelling"): cancel again until every task has ended, as the dashboard does.
+        await stop_tasks(tasks)
 
 
 async def approve_every_intent(bus: Bus) -> None:
