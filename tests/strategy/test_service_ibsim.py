@@ -197,8 +197,8 @@ async def test_either_client_library_stamps_quotes_on_the_gateways_clock_and_get
             tlt = await bus.get_latest(Keys.quote("TLT"), Quote)
             market = gateway.truth().time.timestamp()
     assert {p.call_expiry for p in points} <= {o.expiry for o in chain.subscribed}
-    # Stamped with the market's time (within a few simulated minutes at 1800x), which is far
-    # from the time this machine received the quote.
-    assert abs(tlt.ts_exchange - market) < 600
+    # Stamped with the market's time, which is days before the time this machine received the
+    # quote (the bound is a few wall seconds at 1800x: a loaded machine lags that much).
+    assert abs(tlt.ts_exchange - market) < 3 * 3600
     assert tlt.ts_recv - tlt.ts_exchange > 86_400
-    assert market - 600 < points[-1].ts <= market + 60
+    assert market - 3 * 3600 < points[-1].ts <= market + 60
