@@ -24,6 +24,7 @@ def build(ctx: ServiceContext) -> tuple[IBConnection, MarketDataFeed]:
     connection = IBConnection(settings.ib, settings.ib_client_id(SERVICE), SERVICE, readonly=True)
     feed = MarketDataFeed(settings, ctx.bus, connection.library, ctx.log, ctx.status)
     connection.add_error_handler(feed.on_error)
+    connection.on_state = feed.on_gateway_state
     return connection, feed
 
 

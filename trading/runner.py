@@ -2,10 +2,14 @@
 
 Starts an embedded Redis (append-only, under var/redis) unless TRADING_REDIS__URL is set, the
 simulated gateway unless TRADING_SIM__ENABLED=false (then the services connect to the IB Gateway
-or TWS at TRADING_IB__HOST:TRADING_IB__PORT), and the five services as child processes. Their log
-lines are prefixed with the service name (plain text; `--json` keeps the ECS JSON lines). Ctrl-C
-(or SIGTERM) stops the services, then the gateway, then Redis, leaving nothing running.
-`--containers` runs each of them in its container instead (ContainerRunner, `make up`).
+or TWS at TRADING_IB__HOST:TRADING_IB__PORT), and the five services as child processes: the
+dashboard first (it needs only Redis, and shows the Gateway's state while the others wait for
+it), then data-ingestion, risk-management and monitoring, and the strategy once data-ingestion
+has backfilled the history. While it waits, the runner says in plain words where the Gateway
+connection stands. Log lines are prefixed with the service name (plain text; `--json` keeps the
+ECS JSON lines). Ctrl-C (or SIGTERM) stops the services, then the gateway, then Redis, leaving
+nothing running, from any wait. `--containers` runs each of them in its container instead
+(ContainerRunner, `make up`).
 """
 
 from __future__ import annotations
@@ -22,7 +26,7 @@ from pathlib import Path
 from typing import TextIO
 
 from trading import containers
-from trading.bus import PUBSUB_BUFFER_LIMIT, Heartbeat, Keys, decode
+from trading.bus import PUBSUB_BUFFER_LIMIT, Heartbeat, Keys, MessageError, decode
 from trading.redis_server import EmbeddedRedis, die_with_parent, free_port
 from trading.settings import Settings, SettingsError, load_settings
 
@@ -35,6 +39,11 @@ SERVICES = (
     ("visualization", "visualization/visualization.py"),
     ("monitoring", "monitoring/monitoring_dashboard.py"),
 )
+
+FIRST = "visualization"
+"""Started first: the operator's window on everything else."""
+AFTER_BACKFILL = frozenset({"strategy"})
+"""Started once data-ingestion has backfilled the history (it warms up on it at once)."""
 
 SIM_DEMO_DEFAULTS = {"TRADING_STRATEGY__Z_WINDOW": "390", "TRADING_STRATEGY__EDGE_GATE": "false"}
 """With the simulated gateway, a z window the backfill fills (one session of one-minute bars), so
@@ -53,6 +62,33 @@ class Child:
     colour: str
     buffer: bytes = b""
     cmd: tuple[str, ...] = ()
+
+
+def _reachable(host: str) -> str:
+    """The address to reach a server bound to `host` (all interfaces: the loopback)."""
+    return "127.0.0.1" if host in ("0.0.0.0", "::", "") else host
+
+
+class Stopped(Exception):
+    """The runner was asked to stop (Ctrl-C, SIGTERM) while it was starting."""
+
+
+def describe_gateway(detail: dict) -> str:
+    """A heartbeat's gateway detail (trading.broker.connection.GatewayState) in plain words."""
+    where = f"{detail.get('host')}:{detail.get('port')}"
+    status = detail.get("status")
+    next_try = detail.get("next_try_at")
+    wait = f"; next try in {max(0.0, next_try - time.time()):.0f} s" if next_try else ""
+    if status == "connected":
+        return f"IB Gateway connected at {where}"
+    if status == "unreachable":
+        return (
+            f"IB Gateway unreachable at {where} (attempt {detail.get('attempt')}: "
+            f"{detail.get('error')}{wait})"
+        )
+    if status == "disconnected":
+        return f"IB Gateway connection at {where} lost ({detail.get('error')}{wait})"
+    return f"IB Gateway {status} at {where}"
 
 
 class Runner:
@@ -107,17 +143,37 @@ class Runner:
             if s.sim.admin_port:
                 cmd += ["--admin-port", str(s.sim.admin_port)]
             self._spawn("ibsim", cmd)
-            self._wait_port(port, "ibsim")
+            self._wait_port(port, "ibsim", timeout_s=20.0)
             self._say(
                 f"simulated IB gateway on 127.0.0.1:{port} (seed {s.sim.seed}, {s.sim.speed}x)"
             )
         else:
             self._say(f"IB Gateway/TWS at {s.ib.host}:{s.ib.port} (TRADING_SIM__ENABLED=false)")
-        for name, path in self.services:
-            self._spawn(name, [sys.executable, str(ROOT / path)], self.service_env.get(name))
-            if name == "data-ingestion":
+        paths = dict(self.services)
+        first = sorted(paths, key=lambda name: name != FIRST)
+        for name in first:
+            if name not in AFTER_BACKFILL:
+                self._start_service(name, paths[name])
+        if FIRST in paths:
+            host, port = self.dashboard_address
+            self._wait_port(port, FIRST, host=host)
+            self._say(f"dashboard: http://{host}:{port}/   (Ctrl-C stops everything)")
+        later = [name for name in first if name in AFTER_BACKFILL]
+        if later:
+            if "data-ingestion" in paths:
                 self._wait_backfill()
-        self._say(f"dashboard: http://{s.http.host}:{s.http.port}/   (Ctrl-C stops everything)")
+            for name in later:
+                self._start_service(name, paths[name])
+            self._say(f"started {', '.join(later)}")
+
+    def _start_service(self, name: str, path: str) -> Child:
+        return self._spawn(name, [sys.executable, str(ROOT / path)], self.service_env.get(name))
+
+    @property
+    def dashboard_address(self) -> tuple[str, int]:
+        """Where the children's dashboard listens (their environment wins over the settings)."""
+        host = self.env.get("TRADING_HTTP__HOST", self.settings.http.host)
+        return _reachable(host), int(self.env.get("TRADING_HTTP__PORT", self.settings.http.port))
 
     def _start_redis(self) -> None:
         s = self.settings
@@ -175,47 +231,59 @@ class Runner:
             old.proc.stdout.close()
         self._spawn(name, list(old.cmd), env)
 
-    def _wait_port(self, port: int, name: str, timeout_s: float = 20.0) -> None:
+    def _waiting(self) -> None:
+        """One beat of a wait: relay output; raise Stopped on Ctrl-C, RuntimeError when a
+        child died."""
+        self._pump(0.1)
+        if self.stopping:
+            raise Stopped
+        for child in self.children:
+            if child.proc.poll() is not None:
+                raise RuntimeError(f"{child.name} exited with code {child.proc.returncode}")
+
+    def _wait_port(
+        self, port: int, name: str, timeout_s: float = 30.0, host: str = "127.0.0.1"
+    ) -> None:
         import socket
 
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
-            self._pump(0.05)
+            self._waiting()
             try:
-                with socket.create_connection(("127.0.0.1", port), timeout=0.2):
+                with socket.create_connection((host, port), timeout=0.2):
                     return
             except OSError:
-                child = self.children[-1]
-                if child.proc.poll() is not None:
-                    raise RuntimeError(f"{name} exited with code {child.proc.returncode}") from None
+                continue
         raise RuntimeError(f"{name} did not listen on port {port} within {timeout_s}s")
 
     def _wait_backfill(self, timeout_s: float = 60.0) -> None:
-        """Start the strategy once data-ingestion's first backfill is in the history streams
-        (its heartbeat reports nothing pending), so the strategy warms up on it at once."""
+        """Wait until data-ingestion's first backfill is in the history streams (its heartbeat
+        reports nothing pending), saying where the Gateway connection stands as it changes."""
         import redis
 
         client = redis.Redis.from_url(self.env["TRADING_REDIS__URL"], socket_timeout=1)
         deadline = time.monotonic() + timeout_s
+        said = ""
         try:
-            ingestion = self.children[-1]
             while time.monotonic() < deadline:
-                self._pump(0.2)
-                if ingestion.proc.poll() is not None:
-                    raise RuntimeError(
-                        f"data-ingestion exited with code {ingestion.proc.returncode}"
-                    )
+                self._waiting()
                 try:
                     raw = client.get(Keys.heartbeat("data-ingestion"))
-                except redis.RedisError:
+                    beat = None if raw is None else decode(raw, Heartbeat)
+                except (redis.RedisError, MessageError):
                     continue
-                if raw is None:
+                if beat is None:
                     continue
-                beat = decode(raw, Heartbeat)
+                gateway = beat.detail.get("gateway")
+                if isinstance(gateway, dict):
+                    news = f"{gateway.get('status')} {gateway.get('attempt')}"
+                    if news != said:
+                        said = news
+                        self._say(describe_gateway(gateway))
                 if beat.detail.get("connected") and beat.detail.get("backfill_pending") == 0:
-                    self._say("data-ingestion backfilled the history; starting the others")
+                    self._say("data-ingestion backfilled the history")
                     return
-            self._say(f"no backfill within {timeout_s:.0f}s; starting the others anyway")
+            self._say(f"no backfill within {timeout_s:.0f}s; starting the strategy anyway")
         finally:
             client.close()
 
@@ -383,6 +451,8 @@ def main(argv: list[str]) -> int:
     try:
         runner.start()
         code = runner.run_forever()
+    except Stopped:
+        code = 0
     except Exception as exc:
         print(f"run: {exc}", file=sys.stderr)
         code = 1

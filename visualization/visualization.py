@@ -4,8 +4,8 @@
 
 Routes (every JSON route is in the OpenAPI document at /openapi.json, browsable at /docs):
     GET  /                         the dashboard page (charts drawn by the vendored uPlot)
-    GET  /api/<panel>              one panel's JSON: spread, prices, hedge, option, book, risk,
-                                   health, alerts (see trading/dashboard/models.py)
+    GET  /api/<panel>              one panel's JSON: clock, spread, prices, hedge, option, book,
+                                   risk, health, alerts (see trading/dashboard/models.py)
     GET  /api/stream               Server-Sent Events: conflated live panel updates (not in the
                                    OpenAPI document: it never ends)
     GET  /plots/<plot>.png         matplotlib PNGs: spread, prices, hedge, risk
@@ -144,6 +144,10 @@ def create_app(
         enabled = controls_enabled(settings.http.token)
         context = {"controls_enabled": enabled, "commands": list(m.ControlCommand)}
         return templates.TemplateResponse(request, "index.html", context)
+
+    @app.get("/api/clock", tags=["panels"], response_model=m.MarketClock)
+    async def clock(q: Queries) -> Response:
+        return json_response(await q.clock())
 
     @app.get("/api/spread", tags=["panels"], response_model=m.SpreadPanel)
     async def spread(q: Queries, limit: Points = DEFAULT_POINTS, since: Since = None) -> Response:

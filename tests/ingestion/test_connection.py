@@ -4,11 +4,18 @@ from __future__ import annotations
 
 import asyncio
 import random
+import time
 
 import pytest
 
 from tests.support import async_eventually
-from trading.broker.connection import Backoff, IBConnection, ib_library
+from trading.broker.connection import (
+    Backoff,
+    GatewayState,
+    GatewayStatus,
+    IBConnection,
+    ib_library,
+)
 from trading.redis_server import free_port
 from trading.settings import load_settings
 
@@ -71,3 +78,35 @@ async def test_connection_retries_with_backoff_until_stopped_when_no_gateway_lis
     assert conn.failures >= 3
     assert not conn.connected
     assert called == []
+
+
+async def test_a_connection_without_gateway_says_where_it_stands_and_stops_at_once_mid_backoff():
+    """Unreachable at host:port, attempt n, next try at t: every change goes to on_state. A
+    stop during a long backoff ends the wait at once, not when the backoff ends."""
+    port = free_port()
+    settings = load_settings(ib={"port": port, "connect_timeout_s": 1, "max_backoff_s": 600})
+    states: list[GatewayState] = []
+    conn = IBConnection(
+        settings.ib, 99, "test-state", initial_backoff_s=120.0, rng=random.Random(3)
+    )
+    conn.on_state = states.append
+    stop = asyncio.Event()
+    task = asyncio.create_task(conn.run(lambda ib: asyncio.sleep(0), stop))
+
+    async def unreachable():
+        return conn.state.status is GatewayStatus.UNREACHABLE
+
+    await async_eventually(unreachable, timeout_s=5, what="the first attempt failed")
+    state = conn.state
+    assert (state.host, state.port, state.client_id, state.attempt) == ("127.0.0.1", port, 99, 1)
+    # Backoff(120 s) after one failure: b = 240 s, the delay is drawn in [120, 240] s.
+    assert 119.0 <= state.next_try_at - time.time() <= 240.0
+    assert "ConnectionRefusedError" in state.error and state.down_since <= time.time()
+    assert [s.status for s in states] == [GatewayStatus.CONNECTING, GatewayStatus.UNREACHABLE]
+    assert state.as_detail()["status"] == "unreachable" and state.as_detail()["port"] == port
+
+    started = time.monotonic()
+    stop.set()
+    await asyncio.wait_for(task, 5)
+    assert time.monotonic() - started < 1.0
+    assert states[-1].status is GatewayStatus.STOPPED

@@ -226,3 +226,73 @@ def test_every_quote_of_a_batch_is_stamped_with_the_connections_newest_trade_tim
     stamped = quote_from_ticker(ticker, "TLT", 15547841, 1.0, ts_exchange=at(15, 0, 6).timestamp())
     assert stamped.ts_exchange == at(15, 0, 6).timestamp()
     assert quote_from_ticker(ticker, "TLT", 15547841, 1.0).ts_exchange == at(12, 12).timestamp()
+
+
+def test_without_tick_45_the_gateway_clock_stands_in_until_a_trade_time_arrives():
+    """ib_insync drops tick 45: the fallback (the gateway's clock) stamps the batch. Once the
+    connection shows a trade time, the fallback is no longer used; the clock never goes back."""
+    from trading.broker.translate import ExchangeClock
+
+    clock = ExchangeClock()
+    assert clock.update([ib_insync.Ticker()], fallback=1000.0) == 1000.0
+    assert clock.update([ib_insync.Ticker()], fallback=999.0) == 1000.0  # never back
+    assert clock.update([ib_insync.Ticker()], fallback=1060.0) == 1060.0
+    trade = datetime.fromtimestamp(1100.0, UTC)
+    assert clock.update([ib_async.Ticker(lastTimestamp=trade)], fallback=1050.0) == 1100.0
+    assert clock.update([ib_async.Ticker()], fallback=5000.0) == 1100.0  # trade times rule now
+    clock.reset()
+    assert clock.update([ib_async.Ticker()], fallback=None) is None
+
+
+def test_gateway_clock_follows_a_real_gateway_from_whole_second_samples():
+    """reqCurrentTime answers whole seconds. Sampled every 1.003 s, a gateway at 1x is known
+    to within a second between samples, and the rate settles on 1."""
+    from trading.broker.translate import GatewayClock
+
+    clock = GatewayClock()
+    assert clock.now(0.0) is None
+    truth = lambda local: 1_793_631_600.4 + local  # noqa: E731
+    for i in range(12):
+        local = i * 1.003
+        clock.observe(math.floor(truth(local)), local)
+    assert clock.rate == pytest.approx(1.0, abs=0.01)
+    local = 11 * 1.003 + 0.6
+    assert abs(clock.now(local) - truth(local)) < 1.0
+
+
+def test_gateway_clock_follows_a_simulator_at_60x_across_a_night():
+    """A simulator at 60x jumps 17.5 hours at the close: the pair of samples spanning the jump
+    does not move the rate, and the stamps carry the jump from the next sample on."""
+    from trading.broker.translate import GatewayClock
+
+    clock = GatewayClock()
+    origin, night = 1_793_631_600.0, 17.5 * 3600
+
+    def truth(local: float) -> float:
+        return origin + 60.0 * local + (night if local >= 5.5 else 0.0)
+
+    assert clock.now(0.0) is None
+    clock.observe(math.floor(truth(0.0)), 0.0)
+    assert clock.rate == 0.0 and clock.now(0.5) == origin  # no rate yet: the newest sample
+    for step in range(1, 10):
+        local = step * 1.0
+        clock.observe(math.floor(truth(local)), local)
+        assert abs(clock.now(local + 0.4) - truth(local + 0.4)) < 2.0 or step < 3, step
+    assert clock.rate == pytest.approx(60.0, abs=1.0)
+    assert clock.now(9.5) > origin + night
+
+
+def test_gateway_clock_never_goes_back_and_stops_when_samples_stop():
+    from trading.broker.translate import GatewayClock
+
+    clock = GatewayClock(min_pairs=1, max_extrapolation_s=2.0)
+    clock.observe(1000.0, 0.0)
+    clock.observe(1010.0, 1.0)  # rate 10
+    assert clock.now(1.5) == 1015.0
+    clock.observe(1012.0, 1.6)  # the gateway was slower than extrapolated: hold, never back
+    assert clock.now(1.6) == 1015.0
+    assert clock.now(60.0) == clock.now(1.6 + 2.0)  # no samples for a minute: stands still
+    with pytest.raises(ValueError, match="gateway_s"):
+        clock.observe(float("nan"), 2.0)
+    with pytest.raises(ValueError, match="min_pairs"):
+        GatewayClock(window=2, min_pairs=3)

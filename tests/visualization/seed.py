@@ -6,6 +6,7 @@ avoid exact halves at the displayed precision so JavaScript's toFixed and Python
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import time
 from dataclasses import dataclass
@@ -13,10 +14,12 @@ from dataclasses import dataclass
 from trading import bus as b
 from trading.bus import Bus, Channels, Keys, Streams
 
-T0 = 1_764_000_000.0  # exchange/bar time of the first spread point (epoch s)
+T0 = 1_764_000_000.0  # exchange/bar time of the first spread point (epoch s): Mon 11:00 ET
 BAR_S = 60.0
 POINTS = 240
 CALL_CON_ID = 700_000_123
+OLD_CALL_CON_ID = 700_000_124  # a call whose last quote is 122 s old
+NEXT_SESSION = T0 + 22.5 * 3600  # Tuesday 09:30 ET: the next session's first bar
 
 
 def spread_point(i: int) -> b.SpreadPoint:
@@ -93,6 +96,12 @@ async def seed(bus: Bus, points: int = POINTS) -> Seeded:
     )  # fmt: skip
     await bus.set_latest(Keys.option(CALL_CON_ID), option)
     await bus.hset_latest(Keys.OPTION_INDEX, str(CALL_CON_ID), option)
+    old_option = b.OptionQuote(
+        "TLT", OLD_CALL_CON_ID, "TLT   261218C00091000", "20261218", 91.0, "C", 1.12, 1.16,
+        10.0, 12.0, 0.1432, 0.4213, 0.0912, 0.1134, -0.0312, 90.02, 1.14, T0, now - 122.0,
+    )  # fmt: skip
+    await bus.set_latest(Keys.option(OLD_CALL_CON_ID), old_option)
+    await bus.hset_latest(Keys.OPTION_INDEX, str(OLD_CALL_CON_ID), old_option)
     positions = (
         b.Position("TLT", "TLT", 15547841, "STK", 300.0, 89.9, 1.0, 90.02, 36.0, 0.0, now),
         b.Position("TLT", "TLT   261218C00090000", CALL_CON_ID, "OPT", -3.0, 1.61, 100.0, 1.54,
@@ -112,19 +121,36 @@ async def seed(bus: Bus, points: int = POINTS) -> Seeded:
     open_orders = (
         b.OrderEvent(now - 5, "intent-7", 41, 9041, "stock", "TLTW", b.Side.BUY, 200.0, "LMT",
                      23.44, "Submitted", 0.0, 200.0, 0.0),
+        b.OrderEvent(now - 4, "intent-8", 42, 9042, "buy_write", "TLT", b.Side.BUY, 2.0, "LMT",
+                     8850.0, "Submitted", 0.0, 2.0, 0.0),
     )  # fmt: skip
     for o in open_orders:
         await bus.hset_latest(Keys.OPEN_ORDERS, o.intent_id, o)
-    fills = tuple(
-        b.Fill(now - 60 + i, f"exec-{i}", 30 + i, 9030 + i, f"intent-{i}", "TLTW", "TLTW",
-               640000001, "STK", b.Side.SELL, 100.0 * (i + 1), 23.41 + 0.01 * i, 1.0, 0.35)
-        for i in range(3)
+    # risk's record of the buy-write's intent: it names the call the combo writes.
+    buy_write = b.IntentLeg(b.LegKind.BUY_WRITE, "TLT", b.Side.BUY, 2, 8850.0, 15547841,
+                            CALL_CON_ID, "20261218", 90.0)  # fmt: skip
+    intent = b.OrderIntent("intent-8", "pair-1", now - 4, b.IntentPurpose.ENTRY,
+                           b.SignalAction.ENTER_SHORT_SPREAD, (buy_write,))  # fmt: skip
+    await bus.hset_state(Keys.INTENT_STATUS, "intent-8",
+                         {"status": "placed", "intent": b.encode(intent).decode()})  # fmt: skip
+    fills = (
+        *(
+            b.Fill(now - 60 + i, f"exec-{i}", 30 + i, 9030 + i, f"intent-{i}", "TLTW", "TLTW",
+                   640000001, "STK", b.Side.SELL, 100.0 * (i + 1), 23.41 + 0.01 * i, 1.0, 0.35)
+            for i in range(3)
+        ),
+        b.Fill(now - 50, "exec-3", 33, 9033, "intent-3", "TLT", "TLT   261218C00090000",
+               CALL_CON_ID, "OPT", b.Side.SELL, 3.0, 1.61, 100.0, 1.95),
     )  # fmt: skip
     for f in fills:
         await bus.append(Streams.FILLS, f)
     health = (
         b.DataHealth("TLT", b.DataStatus.OK, "", now - 1.0),
         b.DataHealth("TLTW", b.DataStatus.STALE, "no tick for 31 s", now - 0.5),
+        # ok since 130 s, and quoted 1.5 s ago: ok, 1.5 s old (not 130)
+        b.DataHealth(str(CALL_CON_ID), b.DataStatus.OK, "", now - 130.0),
+        # ok by data-ingestion's last word, but no quote for 122 s: shown stale
+        b.DataHealth(str(OLD_CALL_CON_ID), b.DataStatus.OK, "", now - 130.0),
     )
     for h in health:
         await bus.hset_latest(Keys.HEALTH, h.symbol, h)
@@ -135,6 +161,11 @@ async def seed(bus: Bus, points: int = POINTS) -> Seeded:
         await bus.append(Streams.ALERTS, a)
     return Seeded(spread, signals, quotes, navs, option, positions, pnl, risk, open_orders,
                   fills, health, alerts, now)  # fmt: skip
+
+
+def next_session_point(i: int) -> b.SpreadPoint:
+    """Bar i of the next session (Tuesday from 09:30 ET), continuing the pair's sine."""
+    return dataclasses.replace(spread_point(POINTS + i), ts=NEXT_SESSION + i * BAR_S)
 
 
 async def publish_point(bus: Bus, point: b.SpreadPoint) -> None:

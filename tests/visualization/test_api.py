@@ -7,14 +7,22 @@ import time
 import httpx
 import pytest
 
-from tests.visualization.seed import BAR_S, CALL_CON_ID, POINTS, T0, seed, spread_point
+from tests.visualization.seed import (
+    BAR_S,
+    CALL_CON_ID,
+    OLD_CALL_CON_ID,
+    POINTS,
+    T0,
+    seed,
+    spread_point,
+)
 from trading import bus as b
 from trading.bus import Keys, Streams
 from trading.dashboard.queries import quote_mid
 from trading.settings import load_settings
 from visualization import create_app
 
-PANELS = ("spread", "prices", "hedge", "option", "book", "risk", "health", "alerts")
+PANELS = ("clock", "spread", "prices", "hedge", "option", "book", "risk", "health", "alerts")
 
 
 async def test_every_panel_answers_no_data_on_an_empty_redis(client):
@@ -27,7 +35,11 @@ async def test_every_panel_answers_no_data_on_an_empty_redis(client):
     assert bodies["spread"]["series"]["ts"] == []
     assert bodies["spread"]["bands"] == {"entry_z": 2.0, "exit_z": 0.5, "stop_z": 4.0}
     assert bodies["option"]["con_id"] is None
-    assert bodies["book"] == {"positions": [], "pnl": None, "open_orders": [], "fills": []}
+    assert bodies["book"] == {
+        "positions": [], "pnl": None, "open_orders": [], "fills": [], "contracts": {},
+        "orders": {},
+    }  # fmt: skip
+    assert bodies["clock"]["market_ts"] is None
     assert bodies["risk"]["state"] is None and bodies["risk"]["limits"] == []
     assert {s["status"] for s in bodies["health"]["services"]} == {"silent"}
     healthz = (await client.get("/healthz")).json()
@@ -120,9 +132,35 @@ async def test_book_panel_lists_positions_pnl_open_orders_and_newest_fills_first
     ]
     assert body["pnl"]["total"] == 73.45 and body["pnl"]["realized"] == -12.34
     assert body["pnl"]["distributions"] == 0.0 and body["pnl"]["distributions_accrued"] == 0.0
-    assert [o["order_id"] for o in body["open_orders"]] == [41]
-    assert [f["exec_id"] for f in body["fills"]] == ["exec-2", "exec-1"]
-    assert body["fills"][0]["price"] == seeded.fills[2].price
+    assert [o["order_id"] for o in body["open_orders"]] == [41, 42]
+    assert [f["exec_id"] for f in body["fills"]] == ["exec-3", "exec-2"]
+    assert body["fills"][1]["price"] == seeded.fills[2].price
+
+
+async def test_book_panel_names_every_contract_by_symbol_expiry_strike_and_right(client, bus):
+    await seed(bus)
+    body = (await client.get("/api/book")).json()
+    assert body["contracts"] == {
+        "15547841": "TLT",
+        str(CALL_CON_ID): "TLT 2026-12-18 90 C",
+        "640000001": "TLTW",
+    }
+    # The buy-write order names the call its intent writes (risk's record of the intent).
+    assert body["orders"] == {
+        "41": "TLTW",
+        "42": "TLT buy-write (100 TLT, short 1 TLT 2026-12-18 90 C)",
+    }
+
+
+async def test_clock_is_the_markets_advanced_at_the_simulators_speed(client, bus):
+    seeded = await seed(bus)
+    body = (await client.get("/api/clock")).json()
+    assert body["simulated"] is True and body["rate"] == 60.0
+    assert body["source"] == "ibsim, 60x" and body["timezone"] == "America/New_York"
+    # The newest quote (TLT, exchange time T0) was received 1 s before the seed's `now`: the
+    # market is at T0 + 60 s per wall second since.
+    wall_since = body["wall_ts"] - seeded.quotes["TLT"].ts_recv
+    assert body["market_ts"] == pytest.approx(T0 + 60.0 * wall_since, abs=1e-3)
 
 
 async def test_risk_panel_orders_limits_by_use_and_flags_breaches(client, bus):
@@ -138,12 +176,23 @@ async def test_risk_panel_orders_limits_by_use_and_flags_breaches(client, bus):
 
 
 async def test_health_panel_shows_data_health_and_silent_services(client, bus):
-    await seed(bus)
+    seeded = await seed(bus)
     body = (await client.get("/api/health")).json()
-    assert [(i["symbol"], i["status"]) for i in body["instruments"]] == [
-        ("TLT", "ok"),
-        ("TLTW", "stale"),
+    rows = [(i["name"], i["status"], i["reported_status"]) for i in body["instruments"]]
+    assert rows == [
+        ("TLT", "ok", "ok"),
+        ("TLTW", "stale", "stale"),
+        ("TLT 2026-12-18 90 C", "ok", "ok"),
+        ("TLT 2026-12-18 91 C", "stale", "ok"),  # ok by its last word, no quote for 122 s
     ]
+    # The age is the time since the newest quote, not since the status last changed (130 s).
+    updated = {i["name"]: i["updated_ts"] for i in body["instruments"]}
+    assert updated["TLT 2026-12-18 90 C"] == seeded.now - 1.5
+    assert updated["TLT 2026-12-18 91 C"] == seeded.now - 122.0
+    ages = {i["name"]: i["age_s"] for i in body["instruments"]}
+    assert 1.5 <= ages["TLT 2026-12-18 90 C"] <= 1.5 + (time.time() - seeded.now)
+    old = next(i for i in body["instruments"] if i["symbol"] == str(OLD_CALL_CON_ID))
+    assert old["reason"].startswith("no update for 12")
     services = {s["service"]: s["status"] for s in body["services"]}
     assert services == {
         "data-ingestion": "silent",
@@ -152,6 +201,22 @@ async def test_health_panel_shows_data_health_and_silent_services(client, bus):
         "strategy": "ok",
         "visualization": "silent",  # this test's app runs without its heartbeat
     }
+
+
+async def test_health_panel_shows_where_the_gateway_connection_stands(client, bus):
+    now = time.time()
+    gateway = {
+        "status": "unreachable", "host": "127.0.0.1", "port": 4002, "client_id": 11,
+        "attempt": 3, "next_try_at": now + 7.0, "error": "ConnectionRefusedError: refused",
+        "down_since": now - 20.0,
+    }  # fmt: skip
+    beat = b.Heartbeat("data-ingestion", now, "degraded", {"gateway": gateway})
+    await bus.beat(beat, ttl_s=60)
+    [state] = (await client.get("/api/health")).json()["gateway"]
+    assert (state["service"], state["status"], state["host"], state["port"]) == (
+        "data-ingestion", "unreachable", "127.0.0.1", 4002,
+    )  # fmt: skip
+    assert state["attempt"] == 3 and state["next_try_in_s"] == pytest.approx(7.0, abs=1.0)
 
 
 async def test_healthz_reports_the_age_of_the_newest_data(client, bus):

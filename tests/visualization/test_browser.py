@@ -1,4 +1,5 @@
-"""The dashboard in a real headless Chromium: charts draw, numbers match Redis, pushes arrive.
+"""The dashboard in a real headless Chromium: charts draw, numbers match Redis, pushes arrive;
+contracts are named, stale data is flagged, one clock, session breaks, the Gateway's state.
 
 Needs the Debian packages `chromium` and `chromium-driver` (.ci/run installs them) and the
 `selenium` Python package; the test skips, saying which is missing, when they are absent.
@@ -11,7 +12,10 @@ import asyncio
 import os
 import shutil
 import threading
+import time
+from datetime import datetime
 from pathlib import Path
+from zoneinfo import ZoneInfo
 
 import httpx
 import pytest
@@ -19,7 +23,16 @@ import uvicorn
 
 from tests.support import eventually
 from tests.visualization.conftest import TOKEN
-from tests.visualization.seed import POINTS, publish_point, seed, spread_point
+from tests.visualization.seed import (
+    BAR_S,
+    NEXT_SESSION,
+    POINTS,
+    next_session_point,
+    publish_point,
+    seed,
+    spread_point,
+)
+from trading import bus as b
 from trading.bus import Bus
 from trading.redis_server import free_port
 from trading.settings import load_settings
@@ -27,6 +40,7 @@ from visualization import create_app
 
 pytestmark = pytest.mark.browser
 
+ET = ZoneInfo("America/New_York")
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 CHROMEDRIVER = shutil.which("chromedriver")
 
@@ -125,7 +139,9 @@ def test_dashboard_draws_charts_shows_redis_numbers_and_takes_pushes(
     assert option["vega $/vol pt (contract)"] == f"{seeded.option.vega_per_point * 100:.2f}"
     positions = {r[0]: r for r in row_texts(browser, "positions-table")}
     assert positions["TLTW"][2] == "-1100" and positions["TLT"][2] == "300"
-    assert [r[6] for r in row_texts(browser, "fills-table")] == ["intent-2", "intent-1", "intent-0"]
+    assert [r[6] for r in row_texts(browser, "fills-table")] == [
+        "intent-3", "intent-2", "intent-1", "intent-0"
+    ]  # fmt: skip
     prices = {r[0]: r for r in row_texts(browser, "prices-table")}
     assert prices["TLTW"][5] == f"{(23.42 - 23.40) / 23.40 * 1e4:.1f}"
     services = {r[0]: r[1] for r in row_texts(browser, "services-table")}
@@ -151,6 +167,77 @@ def test_dashboard_draws_charts_shows_redis_numbers_and_takes_pushes(
     assert browser.save_screenshot(str(shot)) and shot.stat().st_size > 10_000
     if target := os.environ.get("DASHBOARD_SCREENSHOT"):
         shutil.copy(shot, target)
+
+
+def test_dashboard_names_contracts_flags_stale_data_keeps_one_clock_and_breaks_sessions(
+    redis_url, dashboard_url, browser
+):
+    seeded = asyncio.run(_with_bus(redis_url, seed))
+    browser.get(dashboard_url)
+    body = browser.find_element("tag name", "body")
+    eventually(lambda: body.get_attribute("data-ready") == "true", what="panels loaded")
+
+    # Contracts by symbol, expiry, strike and right: data health, positions, orders, fills.
+    health = {r[0]: r for r in row_texts(browser, "data-health-table")}
+    assert set(health) == {"TLT", "TLTW", "TLT 2026-12-18 90 C", "TLT 2026-12-18 91 C"}
+    positions = [r[0] for r in row_texts(browser, "positions-table")]
+    assert positions == ["TLT", "TLT 2026-12-18 90 C", "TLTW"]
+    orders = [r[1] for r in row_texts(browser, "orders-table")]
+    assert orders == ["TLTW", "TLT buy-write (100 TLT, short 1 TLT 2026-12-18 90 C)"]
+    assert row_texts(browser, "fills-table")[0][1] == "TLT 2026-12-18 90 C"
+    assert dict(row_texts(browser, "option-table"))["contract"] == "TLT 2026-12-18 90 C"
+
+    # Ages are the time since the last update, and an old one is not "ok".
+    assert health["TLT 2026-12-18 91 C"][1] == "stale"
+    assert health["TLT 2026-12-18 91 C"][3] == "2 min ago"
+    assert health["TLT 2026-12-18 90 C"][1] == "ok"
+    assert health["TLT 2026-12-18 90 C"][3].endswith(" s ago")
+    for row in health.values():
+        assert row[1] != "ok" or row[3].endswith(" s ago"), row
+
+    # One clock: the simulated market's, said so; the P&L's "as of" on it (the seed's market
+    # day, not this machine's).
+    market_day = f"{datetime.fromtimestamp(seeded.quotes['TLT'].ts_exchange, ET):%Y-%m-%d}"
+    assert text(browser, "#clock-source") == "simulated market (ibsim, 60x)"
+    assert text(browser, "#market-time").startswith(market_day)
+    assert dict(row_texts(browser, "pnl-table"))["as of"].startswith(market_day)
+    assert row_texts(browser, "fills-table")[0][0].startswith(market_day)
+
+    # The next session's bars: the x data skips the night and the z line breaks there.
+    points = [next_session_point(i) for i in range(5)]
+    for point in points:
+        asyncio.run(_with_bus(redis_url, lambda bus, p=point: publish_point(bus, p)))
+    chart = browser.find_element("id", "chart-z")
+    eventually(lambda: chart.get_attribute("data-points") == str(POINTS + 5), what="next session")
+    assert chart.get_attribute("data-sessions") == "2"
+    x, z = browser.execute_script(
+        "const d = window.dashboard.charts['chart-z'].data; return [d[0], d[1]];"
+    )
+    assert len(x) == POINTS + 5 + 1 and z.count(None) == 1  # one null row: the break
+    gap_x = x[POINTS + 1] - x[POINTS - 1]
+    real_gap = NEXT_SESSION - (seeded.points[-1].ts)
+    assert real_gap == 18.5 * 3600 + BAR_S and gap_x < 2 * 3600  # 18.5 h drawn as < 2 h
+    to_time = browser.execute_script(
+        "return window.dashboard.axes['chart-z'].toTs(arguments[0]);", x[-1]
+    )
+    assert to_time == points[-1].ts
+
+    # The Gateway's state, in words.
+    gateway = {
+        "status": "unreachable", "host": "127.0.0.1", "port": 4002, "client_id": 11,
+        "attempt": 3, "next_try_at": time.time() + 30.0, "error": "ConnectionRefusedError",
+        "down_since": time.time() - 20.0,
+    }  # fmt: skip
+    beat = b.Heartbeat("data-ingestion", time.time(), "degraded", {"gateway": gateway})
+    asyncio.run(_with_bus(redis_url, lambda bus: bus.beat(beat, ttl_s=60)))
+    eventually(
+        lambda: text(browser, "#gateway-state").startswith(
+            "unreachable at 127.0.0.1:4002 (attempt 3, next try in "
+        ),
+        timeout_s=15,
+        what="gateway state in the header",
+    )
+    assert dict(row_texts(browser, "gateway-table"))["data-ingestion"].startswith("unreachable")
 
 
 def _answers(url: str) -> bool:

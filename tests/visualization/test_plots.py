@@ -6,7 +6,8 @@ import struct
 
 import pytest
 
-from tests.visualization.seed import seed
+from tests.visualization.seed import next_session_point, seed
+from trading.bus import Streams
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
@@ -38,3 +39,14 @@ async def test_plot_size_and_name_are_validated(client):
     assert (await client.get("/plots/spread.png", params={"width": 10})).status_code == 422
     assert (await client.get("/plots/spread.png", params={"height": 99999})).status_code == 422
     assert (await client.get("/plots/pnl.png")).status_code == 422
+
+
+@pytest.mark.parametrize("name", ["spread", "prices", "hedge"])
+async def test_plot_across_two_sessions_is_a_png(client, bus, name):
+    """The closed market between two sessions is cut out of the x axis (see test_sessions)."""
+    await seed(bus, points=60)
+    for i in range(30):
+        await bus.append(Streams.SPREAD, next_session_point(i))
+    response = await client.get(f"/plots/{name}.png", params={"width": 800, "height": 400})
+    assert response.status_code == 200
+    assert png_size(response.content) == (800, 400)

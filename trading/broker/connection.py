@@ -16,6 +16,7 @@ import random
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from enum import StrEnum
 from types import ModuleType
 from typing import Any
 
@@ -45,6 +46,50 @@ CONNECTION_ERRORS: tuple[type[BaseException], ...] = (
     TimeoutError,
     asyncio.TimeoutError,
 )
+
+
+class GatewayStatus(StrEnum):
+    """Where a connection to the IB Gateway (or TWS, or ibsim) stands."""
+
+    CONNECTING = "connecting"  # an attempt is under way
+    CONNECTED = "connected"
+    UNREACHABLE = "unreachable"  # the last attempt failed; the next one is at next_try_at
+    DISCONNECTED = "disconnected"  # a session was lost; reconnecting at next_try_at
+    STOPPED = "stopped"
+
+
+@dataclass(frozen=True, slots=True)
+class GatewayState:
+    """What an operator needs to know about one connection: `attempt` counts the failed
+    attempts in a row, `next_try_at` is the wall-clock epoch of the next one (None when none
+    is due), `error` the last failure."""
+
+    status: GatewayStatus
+    host: str
+    port: int
+    client_id: int
+    attempt: int = 0
+    next_try_at: float | None = None
+    error: str = ""
+    down_since: float | None = None
+    """Wall-clock epoch of the first failure since the connection was last up (None while up,
+    or before the first attempt ends)."""
+
+    def as_detail(self) -> dict[str, Any]:
+        """The state as heartbeat detail (JSON values)."""
+        return {
+            "status": self.status.value,
+            "host": self.host,
+            "port": self.port,
+            "client_id": self.client_id,
+            "attempt": self.attempt,
+            "next_try_at": self.next_try_at,
+            "error": self.error,
+            "down_since": self.down_since,
+        }
+
+
+GatewayListener = Callable[[GatewayState], None]
 
 
 def ib_library(name: str = "ib_async") -> ModuleType:
@@ -96,7 +141,8 @@ class IBConnection:
     the socket drops, so `on_connected` must re-request everything it needs.
 
     Attributes: `ib` (the library's IB()), `connected` (bool), `reconnects` (count),
-    `library` (the module).
+    `library` (the module), `state` (a `GatewayState`, also passed to `on_state` at every
+    change: the service puts it in its heartbeat, where the dashboard shows it).
     """
 
     def __init__(
@@ -109,6 +155,8 @@ class IBConnection:
         initial_backoff_s: float = 1.0,
         stable_after_s: float = 30.0,
         rng: random.Random | None = None,
+        on_state: GatewayListener | None = None,
+        clock: Callable[[], float] = time.time,
     ) -> None:
         if client_id < 0:
             raise ValueError(f"client_id={client_id!r} must be >= 0")
@@ -126,7 +174,34 @@ class IBConnection:
         self.failures = 0
         self._rng = rng or random.Random()
         self._log = logging.getLogger(f"{name}.ib")
+        self.on_state = on_state
+        self._clock = clock
+        self.state = GatewayState(
+            GatewayStatus.CONNECTING, ib_settings.host, ib_settings.port, client_id
+        )
         CONNECTED.labels(name).set(0)
+
+    def _set_state(
+        self, status: GatewayStatus, delay_s: float | None = None, error: str = ""
+    ) -> None:
+        now = self._clock()
+        down_since = self.state.down_since
+        if status is GatewayStatus.CONNECTED:
+            down_since = None
+        elif down_since is None and status in (
+            GatewayStatus.UNREACHABLE,
+            GatewayStatus.DISCONNECTED,
+        ):
+            down_since = now
+        self.state = GatewayState(
+            status, self.settings.host, self.settings.port, self.client_id,
+            attempt=self.failures,
+            next_try_at=None if delay_s is None else now + delay_s,
+            error=error,
+            down_since=down_since,
+        )  # fmt: skip
+        if self.on_state is not None:
+            self.on_state(self.state)
 
     def add_error_handler(self, cb: ErrorHandler) -> None:
         """Call cb(req_id, code, message, contract) for every error/notice IB sends."""
@@ -163,11 +238,11 @@ class IBConnection:
         ever_connected = False
         try:
             while not stop.is_set():
+                self._set_state(GatewayStatus.CONNECTING, error=self.state.error)
                 try:
                     await self.connect_once()
                 except CONNECTION_ERRORS as exc:
-                    self._connect_failed(exc)
-                    await self._sleep_or_stop(self.next_delay_s(), stop)
+                    await self._sleep_or_stop(self._connect_failed(exc), stop)
                     continue
                 if ever_connected:
                     self.reconnects += 1
@@ -180,6 +255,7 @@ class IBConnection:
                 if not stop.is_set():
                     delay = self.next_delay_s()
                     self.failures += 1
+                    self._set_state(GatewayStatus.DISCONNECTED, delay, "connection lost")
                     self._log.warning(
                         "IB connection lost; reconnecting in %.2fs",
                         delay,
@@ -189,6 +265,7 @@ class IBConnection:
         finally:
             self._set_connected(False)
             self.ib.disconnect()
+            self._set_state(GatewayStatus.STOPPED)
 
     async def _serve_session(
         self, on_connected: Callable[[Any], Awaitable[None]], stop: asyncio.Event
@@ -204,6 +281,7 @@ class IBConnection:
             if not self.ib.isConnected():
                 return
             self._set_connected(True)
+            self._set_state(GatewayStatus.CONNECTED)
             self._log.info(
                 "connected to IB %s:%s as client %s",
                 self.settings.host,
@@ -241,18 +319,23 @@ class IBConnection:
             self.ib.disconnectedEvent -= on_lost
             self._set_connected(False)
 
-    def _connect_failed(self, exc: BaseException) -> None:
+    def _connect_failed(self, exc: BaseException) -> float:
+        """Count and report a failed attempt; the delay before the next one."""
         self.failures += 1
+        delay_s = self.next_delay_s()
         CONNECT_FAILURES.labels(self.name).inc()
+        error = f"{type(exc).__name__}: {exc}"
+        self._set_state(GatewayStatus.UNREACHABLE, delay_s, error)
         self._log.warning(
-            "IB connect to %s:%s failed (%s: %s); attempt %d",
+            "IB connect to %s:%s failed (%s); attempt %d, next in %.1fs",
             self.settings.host,
             self.settings.port,
-            type(exc).__name__,
-            exc,
+            error,
             self.failures,
-            extra={"event.action": "ib_connect_failed"},
+            delay_s,
+            extra={"event.action": "ib_connect_failed", "event.duration": delay_s},
         )
+        return delay_s
 
     def _set_connected(self, value: bool) -> None:
         self.connected = value

@@ -26,11 +26,13 @@ from typing import Any
 
 from prometheus_client import Counter, Gauge
 
+from trading.broker.connection import GatewayState
 from trading.broker.pacing import PacingGate
 from trading.broker.translate import (
     BadTick,
     DropReason,
     ExchangeClock,
+    GatewayClock,
     bar_end_time,
     chain_option_from_contract,
     dividends_from_ticker,
@@ -79,6 +81,9 @@ HELD_REFRESH_S = 2.0
 NO_HISTORY = "query returned no data"
 """IB's error 162 text when it has no bars for the contract (not a pacing violation)."""
 """How often the feed re-reads the book's option positions (Keys.POSITIONS)."""
+GATEWAY_CLOCK_REFRESH_S = 1.0
+"""How often the feed samples the gateway's clock (reqCurrentTime): the stamp of quotes whose
+ticks carry no exchange time, and the date the option chain is chosen by."""
 
 # Metrics ------------------------------------------------------------------------------------
 
@@ -465,13 +470,15 @@ class MarketDataFeed:
         self.conflator = HistoryConflator(self.cfg.history_interval_s)
         self.exchange_clock = ExchangeClock()
         """The connection's exchange time, stamped on every quote (see `ExchangeClock`)."""
+        self.gateway_clock = GatewayClock()
+        """The gateway's clock from reqCurrentTime, sampled every GATEWAY_CLOCK_REFRESH_S:
+        the exchange clock's stand-in while no tick carries a trade time (ib_insync)."""
         self.ib: Any = None
         self.lines: dict[int, _Line] = {}  # con_id -> line: this session's subscriptions
         self.stocks: dict[str, Any] = {}  # symbol -> qualified Contract
         self.chain = _Chain()
         self.centre: float | None = None
         self.spot: float | None = None
-        self.ib_clock_offset_s = 0.0
         self.delayed = settings.ib.market_data_type in (3, 4)
         self.health.delayed = self.delayed
         self.farms_down: set[str] = set()
@@ -510,13 +517,16 @@ class MarketDataFeed:
 
     async def run(self) -> None:
         """The writer and health loops, for the life of the service."""
-        await asyncio.gather(self._writer(), self._health_loop(), self._held_loop())
+        await asyncio.gather(
+            self._writer(), self._health_loop(), self._held_loop(), self._gateway_clock_loop()
+        )
 
     async def on_connected(self, ib: Any) -> None:
         """Set up a fresh IB session: the library forgot every subscription, so all are
         requested again, and the backfill runs again to fill the gap the outage left."""
         self._setting_up = True
         self.exchange_clock.reset()
+        self.gateway_clock.reset()
         try:
             await self._set_up(ib)
         finally:
@@ -539,8 +549,7 @@ class MarketDataFeed:
                 event -= handler
             event += handler
         ib.reqMarketDataType(self._market_data_type())
-        server_now = await ib.reqCurrentTimeAsync()
-        self.ib_clock_offset_s = server_now.timestamp() - self.clock()
+        await self.sample_gateway_clock(ib)
         tlt, tltw = await self._qualify_stocks(ib)
         self._subscribe(_Line(UNDERLYING, tlt, generic_ticks=STOCK_GENERIC_TICKS))
         self._subscribe(_Line(ETF, tltw, generic_ticks=ETF_GENERIC_TICKS))
@@ -613,8 +622,30 @@ class MarketDataFeed:
         return moment.astimezone(EXCHANGE_TIMEZONE).date()
 
     def ib_now(self) -> datetime:
-        """IB's clock (the simulated one under ibsim) from the offset taken at connect."""
-        return datetime.fromtimestamp(self.clock() + self.ib_clock_offset_s, UTC)
+        """IB's clock (the simulated one under ibsim), from the gateway clock's samples."""
+        now = self.clock()
+        gateway = self.gateway_clock.now(now)
+        return datetime.fromtimestamp(now if gateway is None else gateway, UTC)
+
+    async def sample_gateway_clock(self, ib: Any) -> None:
+        """One reqCurrentTime, taken as the gateway's time at the middle of its round trip."""
+        sent = self.clock()
+        server_now = await ib.reqCurrentTimeAsync()
+        self.gateway_clock.observe(server_now.timestamp(), (sent + self.clock()) / 2.0)
+
+    async def _gateway_clock_loop(self) -> None:
+        while True:
+            await asyncio.sleep(GATEWAY_CLOCK_REFRESH_S)
+            if self.ib is None or not self._connected or self._setting_up:
+                continue  # on_connected takes the first sample itself
+            try:
+                async with asyncio.timeout(self.settings.ib.connect_timeout_s):
+                    await self.sample_gateway_clock(self.ib)
+            except (ConnectionError, OSError, TimeoutError) as exc:
+                self.log.warning(
+                    "gateway clock not sampled: %r", exc,
+                    extra={"event.action": "gateway_clock_failed"},
+                )  # fmt: skip
 
     # subscriptions ------------------------------------------------------------------------
 
@@ -888,7 +919,7 @@ class MarketDataFeed:
         inside the client's socket callback, so it only queues; the writer task sends."""
         now = self.clock()
         batch = self._batch
-        ts_exchange = self.exchange_clock.update(tickers)
+        ts_exchange = self.exchange_clock.update(tickers, self.gateway_clock.now(now))
         for ticker in tickers:
             contract = ticker.contract
             line = self.lines.get(contract.conId) if contract is not None else None
@@ -1058,6 +1089,11 @@ class MarketDataFeed:
         ]  # fmt: skip
         if silent:
             self.resubscribe(silent, "check_after_1102")
+
+    def on_gateway_state(self, state: GatewayState) -> None:
+        """The connection's state, into the heartbeat (where the dashboard shows it)."""
+        self.status["gateway"] = state.as_detail()
+        self._update_status()
 
     def _update_status(self) -> None:
         stale = self.health.stale()

@@ -138,29 +138,107 @@ class ExchangeClock:
     have traded for hours, and TLTW for minutes. Stamping a quote with its own instrument's
     last trade would put a fresh option quote hours in the past (and a quote read in a later
     socket read than its step's tick 45, the previous second), so every quote of a batch is
-    stamped with the newest trade time seen on the connection. With ib_insync (which drops
-    tick 45) the clock stays unset and quotes keep their receive time. It starts again at each
-    new connection (`reset`): a gateway's clock only goes back across a reconnect (another
-    gateway, a simulator restarted at an earlier time)."""
+    stamped with the newest trade time seen on the connection. Until a connection has shown a
+    tick 45 (and for good with ib_insync, which drops it) the caller's `fallback` stands in:
+    the gateway's own clock (`GatewayClock`), so quotes carry the gateway's time, not the
+    time this machine read them (a simulator's market runs at another time). It starts again
+    at each new connection (`reset`): a gateway's clock only goes back across a reconnect
+    (another gateway, a simulator restarted at an earlier time)."""
 
     def __init__(self) -> None:
         self.now: float | None = None
+        self.has_trade_times = False
+        """True once the connection has shown a tick 45: the fallback is no longer used."""
 
     def reset(self) -> None:
         """Forget the clock (a new connection)."""
         self.now = None
+        self.has_trade_times = False
 
-    def update(self, tickers: Iterable[Any]) -> float | None:
-        """Advance to the newest tick 45 among ``tickers``; the clock after (None if unset)."""
+    def update(self, tickers: Iterable[Any], fallback: float | None = None) -> float | None:
+        """Advance to the newest tick 45 among ``tickers`` (to ``fallback`` while the connection
+        has shown none); the clock after (None if unset)."""
         newest = None
         for ticker in tickers:
             for name in ("lastTimestamp", "delayedLastTimestamp"):
                 ts = _epoch(getattr(ticker, name, None))
                 if ts is not None and ts > 0 and (newest is None or ts > newest):
                     newest = ts
+        if newest is not None:
+            self.has_trade_times = True
+        elif not self.has_trade_times:
+            newest = fallback
         if newest is not None and (self.now is None or newest > self.now):
             self.now = newest
         return self.now
+
+
+class GatewayClock:
+    """The gateway's clock between samples of its current time (`reqCurrentTime`: whole epoch
+    seconds), for stamping quotes whose ticks carry no exchange time.
+
+        now(t) = s + rate x min(t - t_s, max_extrapolation_s), never going back
+
+    where (t_s, s) is the newest sample (t_s: this machine's clock at the middle of the
+    request's round trip) and `rate` is the gateway's seconds per local second: the lower
+    median of the rates between consecutive samples (the last `window` pairs), 0 until there
+    are `min_pairs` (the stamp is then the newest sample). A real gateway runs at 1.0; a
+    simulator at its speed, jumping over nights and weekends: the median ignores the one pair
+    that spans a jump, and the newest sample carries the jump itself. Extrapolation stops
+    `max_extrapolation_s` after the newest sample, so a clock whose samples stopped (a
+    dropped connection) stands still instead of running on.
+    """
+
+    def __init__(
+        self, window: int = 9, min_pairs: int = 3, max_extrapolation_s: float = 5.0
+    ) -> None:
+        if not 1 <= min_pairs <= window:
+            raise ValueError(f"min_pairs={min_pairs!r} must be in [1, window={window!r}]")
+        if not (math.isfinite(max_extrapolation_s) and max_extrapolation_s >= 0):
+            raise ValueError(f"max_extrapolation_s={max_extrapolation_s!r} must be >= 0")
+        self.window = window
+        self.min_pairs = min_pairs
+        self.max_extrapolation_s = max_extrapolation_s
+        self.reset()
+
+    def reset(self) -> None:
+        """Forget every sample (a new connection: maybe another gateway)."""
+        self._sample: tuple[float, float] | None = None
+        self._rates: list[float] = []
+        self._last: float | None = None
+
+    @property
+    def rate(self) -> float:
+        """Gateway seconds per local second (0 until `min_pairs` pairs of samples)."""
+        if len(self._rates) < self.min_pairs:
+            return 0.0
+        return sorted(self._rates)[(len(self._rates) - 1) // 2]
+
+    def observe(self, gateway_s: float, local_s: float) -> None:
+        """A sample: the gateway said `gateway_s` (epoch s) at local time `local_s`."""
+        if not (math.isfinite(gateway_s) and gateway_s > 0):
+            raise ValueError(f"gateway_s={gateway_s!r} must be a positive epoch time")
+        if not math.isfinite(local_s):
+            raise ValueError(f"local_s={local_s!r} must be finite")
+        if self._sample is not None:
+            local_prev, gateway_prev = self._sample
+            if local_s <= local_prev:
+                return  # out of order (or the same moment): nothing to learn from it
+            pair_rate = (gateway_s - gateway_prev) / (local_s - local_prev)
+            if pair_rate >= 0:
+                self._rates = [*self._rates, pair_rate][-self.window :]
+        self._sample = (local_s, gateway_s)
+
+    def now(self, local_s: float) -> float | None:
+        """The gateway's time at local time `local_s` (None before the first sample)."""
+        if self._sample is None:
+            return None
+        local_at, gateway_at = self._sample
+        elapsed = min(max(local_s - local_at, 0.0), self.max_extrapolation_s)
+        estimate = gateway_at + self.rate * elapsed
+        if self._last is None or estimate > self._last:
+            self._last = estimate
+        return self._last
 
 
 def _optional_last(value: Any) -> float | None:

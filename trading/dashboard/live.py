@@ -11,7 +11,7 @@ marks the health and series panels dirty every `sweep_s` too.
 Event stream format (text/event-stream):
 
     event: hello      data: {"panels": [...]}      on connect: the page then loads every panel
-    event: <panel>    data: <the panel's JSON>     spread, prices, hedge, option, book, ...
+    event: <panel>    data: <the panel's JSON>     clock, spread, prices, hedge, option, book, ...
     event: reset      data: {}                     the page fell behind: reload every panel
     : keepalive                                    every 15 s, for proxies
 
@@ -40,14 +40,16 @@ log = logging.getLogger(__name__)
 CHANNEL_PANELS: dict[str, tuple[PanelName, ...]] = {
     Channels.SPREAD: (PanelName.SPREAD, PanelName.HEDGE, PanelName.OPTION, PanelName.PRICES),
     Channels.SIGNALS: (PanelName.SPREAD,),
-    Channels.QUOTES: (PanelName.PRICES,),
+    Channels.QUOTES: (PanelName.PRICES, PanelName.CLOCK),
     Channels.NAV: (PanelName.PRICES,),
     Channels.OPTIONS: (PanelName.OPTION,),
     Channels.BOOK: (PanelName.BOOK, PanelName.RISK),
     Channels.HEALTH: (PanelName.HEALTH,),
     Channels.ALERTS: (PanelName.ALERTS,),
 }
-SWEPT_PANELS = (PanelName.HEALTH, PanelName.SPREAD, PanelName.PRICES, PanelName.HEDGE)
+SWEPT_PANELS = (
+    PanelName.HEALTH, PanelName.SPREAD, PanelName.PRICES, PanelName.HEDGE, PanelName.CLOCK,
+)  # fmt: skip
 SERIES_PANELS = frozenset({PanelName.SPREAD, PanelName.PRICES, PanelName.HEDGE})
 KEEPALIVE = b": keepalive\n\n"
 

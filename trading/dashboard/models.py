@@ -6,6 +6,11 @@ seconds (UTC); `*_age_s` fields are seconds between a value's timestamp and the 
 was built. Latest values are the bus messages themselves (trading.bus dataclasses), so the API
 and Redis can never disagree on a field's name or meaning. Missing data is `null` or an empty
 list, never an error.
+
+One clock: series times are market (exchange) time, the simulated market's under ibsim. The
+messages that carry this machine's time instead (P&L, fills, orders, alerts, heartbeats) are
+put on the market clock by the page with `MarketClock` (`market_ts + (t - wall_ts) x rate`).
+Contracts carry names (`contracts`, `name`): symbol, expiry, strike and right.
 """
 
 from __future__ import annotations
@@ -34,6 +39,7 @@ from trading.bus import (
 class PanelName(StrEnum):
     """The dashboard's panels; each has a JSON endpoint `/api/<name>` and a live event."""
 
+    CLOCK = "clock"
     SPREAD = "spread"
     PRICES = "prices"
     HEDGE = "hedge"
@@ -65,6 +71,22 @@ class ControlCommand(StrEnum):
     @property
     def bus_command(self) -> Command:
         return Command[self.name]
+
+
+class MarketClock(BaseModel):
+    """The page's one clock: the market's time, which under the simulator is the simulated
+    market's (it runs `rate` times faster than the wall clock, and jumps over nights)."""
+
+    simulated: bool = Field(description="True when the simulated gateway (ibsim) runs")
+    source: str = Field(description="Whose clock: 'ibsim, 60x' or 'IB Gateway'")
+    market_ts: float | None = Field(
+        description="Market time now: the newest quote's exchange time, advanced at `rate` "
+        "for the wall time since it was received (at most stale_after_s); null before any quote"
+    )
+    wall_ts: float = Field(description="This machine's time when the panel was built")
+    rate: float = Field(description="Market seconds per wall second (ibsim's speed; 1 for IB)")
+    timezone: str = Field(description="The exchange's time zone, for display")
+    stale_after_s: float = Field(description="An update older than this is flagged stale")
 
 
 class Bands(BaseModel):
@@ -153,6 +175,7 @@ class OptionPanel(BaseModel):
     day); per-contract figures multiply by the 100-share multiplier."""
 
     con_id: int | None
+    name: str | None = Field(description="The call: symbol, expiry, strike and right")
     strike: float | None
     expiry: str | None
     quote: OptionQuote | None
@@ -169,6 +192,15 @@ class BookPanel(BaseModel):
     pnl: PnL | None
     open_orders: list[OrderEvent]
     fills: list[Fill] = Field(description="Newest first")
+    contracts: dict[str, str] = Field(
+        default_factory=dict,
+        description="conId -> the contract's name (symbol, expiry, strike, right) for every "
+        "position and fill",
+    )
+    orders: dict[str, str] = Field(
+        default_factory=dict,
+        description="Open order id -> what it trades, by name (a buy-write names its call)",
+    )
 
 
 class LimitUse(BaseModel):
@@ -186,11 +218,17 @@ class RiskPanel(BaseModel):
 
 
 class InstrumentHealth(BaseModel):
-    symbol: str
-    status: DataStatus
+    symbol: str = Field(description="As data-ingestion keys it: TLT, TLTW, or an option's conId")
+    name: str = Field(description="The contract: symbol, expiry, strike and right")
+    status: DataStatus = Field(
+        description="What the page shows: data-ingestion's status, but stale when no update "
+        "came for stale_after_s (whatever data-ingestion last said)"
+    )
+    reported_status: DataStatus = Field(description="data-ingestion's own status")
     reason: str
-    ts: float
-    age_s: float
+    ts: float = Field(description="When data-ingestion last changed the status")
+    updated_ts: float | None = Field(description="When its newest quote was received")
+    age_s: float | None = Field(description="Seconds since its newest quote was received")
 
 
 class ServiceHealth(BaseModel):
@@ -198,11 +236,31 @@ class ServiceHealth(BaseModel):
     status: str = Field(description="The heartbeat's status, or 'silent' when it has expired")
     heartbeat: Heartbeat | None
     age_s: float | None
+    late: bool = Field(default=False, description="No heartbeat for two intervals")
+
+
+class BrokerConnection(BaseModel):
+    """A service's connection to the IB Gateway, from its heartbeat
+    (trading.broker.connection.GatewayState)."""
+
+    service: str
+    status: str = Field(description="connecting / connected / unreachable / disconnected")
+    host: str
+    port: int
+    attempt: int = Field(description="Failed attempts in a row")
+    next_try_in_s: float | None = Field(description="Seconds until the next attempt")
+    error: str
+    down_since: float | None
+    age_s: float | None = Field(description="Age of the heartbeat that said so")
 
 
 class HealthPanel(BaseModel):
     instruments: list[InstrumentHealth]
     services: list[ServiceHealth]
+    gateway: list[BrokerConnection] = Field(
+        default_factory=list, description="Each broker connection's state (data-ingestion's, ...)"
+    )
+    stale_after_s: float = Field(default=30.0, description="Data older than this is stale")
 
 
 class AlertsPanel(BaseModel):

@@ -3,13 +3,17 @@
 Each renderer takes a panel model (the same one the JSON API returns) and a size in pixels and
 returns PNG bytes. Figures are built with the object API (`Figure`, not pyplot), so renders in
 worker threads share no global state. An empty panel draws an empty chart saying "no data yet".
-Times on the x axis are New York (exchange) time, as on the page.
+Times on the x axis are New York (exchange) time, as on the page, without the closed market
+(`trading.dashboard.sessions`): lines break at a session boundary, a dashed line marks it.
 """
 
 from __future__ import annotations
 
+import bisect
 import io
+import math
 import warnings
+from collections.abc import Sequence
 from datetime import datetime
 from zoneinfo import ZoneInfo
 
@@ -17,13 +21,17 @@ import matplotlib
 
 matplotlib.use("Agg")
 
-from matplotlib.dates import AutoDateLocator, ConciseDateFormatter
 from matplotlib.figure import Figure
+from matplotlib.ticker import FuncFormatter, MultipleLocator
 
 from trading.bus import SignalAction
 from trading.dashboard.models import HedgePanel, PricesPanel, RiskPanel, SpreadPanel
+from trading.dashboard.sessions import BREAK_AFTER_S, SessionAxis, session_axis
 
 MARKET_TZ = ZoneInfo("America/New_York")
+TICK_STEPS_S = (60, 300, 600, 900, 1800, 3600, 7200, 10800, 21600, 43200, 86400, 172800, 604800)
+"""Tick spacings in seconds of chart time: whole minutes and hours land on round times (the
+session axis removes whole hours)."""
 DPI = 100
 MIN_SIDE_PX = 200
 MAX_SIDE_PX = 4000
@@ -44,14 +52,46 @@ def _figure(width_px: int, height_px: int) -> Figure:
     return Figure(figsize=(width_px / DPI, height_px / DPI), dpi=DPI, layout="constrained")
 
 
-def _times(ts: list[float]) -> list[datetime]:
-    return [datetime.fromtimestamp(t, MARKET_TZ) for t in ts]
+def _axis(*series_ts: Sequence[float]) -> SessionAxis:
+    """One session axis for every series drawn on it (on their timestamps' union)."""
+    return session_axis(sorted({t for ts in series_ts for t in ts}))
 
 
-def _date_axis(ax) -> None:
-    locator = AutoDateLocator(tz=MARKET_TZ)
-    ax.xaxis.set_major_locator(locator)
-    ax.xaxis.set_major_formatter(ConciseDateFormatter(locator, tz=MARKET_TZ))
+def _xy(axis: SessionAxis, ts: Sequence[float], ys: Sequence[float]) -> tuple[list, list]:
+    """Chart x and y, with a NaN in each closed-market gap so the line breaks there."""
+    x_out: list[float] = []
+    y_out: list[float] = []
+    for i, (t, y) in enumerate(zip(ts, ys, strict=True)):
+        if i and t - ts[i - 1] > BREAK_AFTER_S:
+            x_out.append(math.nan)
+            y_out.append(math.nan)
+        x_out.append(axis.x_of(t))
+        y_out.append(y)
+    return x_out, y_out
+
+
+def _session_ticks(ax, axis: SessionAxis) -> None:
+    """Ticks labelled in exchange time; a dashed line and the date at each session start."""
+
+    def label(x: float, _pos: int) -> str:
+        t = axis.time_at(x)
+        return "" if t is None else datetime.fromtimestamp(t, MARKET_TZ).strftime("%m-%d %H:%M")
+
+    span = max(axis.x[-1] - axis.x[0], 1.0) if axis.x else 1.0
+    step = next((t for t in TICK_STEPS_S if span / t <= 8), TICK_STEPS_S[-1])
+    ax.xaxis.set_major_locator(MultipleLocator(step))
+    ax.xaxis.set_major_formatter(FuncFormatter(label))
+    for b in axis.breaks:
+        ax.axvline(b.x, color="gray", ls="--", lw=0.8)
+        day = datetime.fromtimestamp(b.ts, MARKET_TZ).strftime("%Y-%m-%d")
+        ax.text(b.x, 1.0, f" {day}", transform=ax.get_xaxis_transform(), va="top",
+                fontsize=8, color="dimgray")  # fmt: skip
+
+
+def _value_at(ts: Sequence[float], values: Sequence[float], t: float) -> float | None:
+    """The value at or before time t (None before the first)."""
+    i = bisect.bisect_right(ts, t)
+    return values[i - 1] if i else None
 
 
 def _no_data(ax) -> None:
@@ -80,17 +120,15 @@ def render_spread(panel: SpreadPanel, width_px: int = 1000, height_px: int = 500
         _no_data(top)
         _no_data(bottom)
         return _png(fig)
-    x = _times(s.ts)
-    top.plot(x, s.spread, color="tab:blue", lw=1, label="spread")
-    top.plot(x, s.mean, color="gray", lw=1, label="mean")
-    top.fill_between(
-        x,
-        [m - bands.entry_z * d for m, d in zip(s.mean, s.std, strict=True)],
-        [m + bands.entry_z * d for m, d in zip(s.mean, s.std, strict=True)],
-        color="gray", alpha=0.15, label=f"mean ± {bands.entry_z:g} std",
-    )  # fmt: skip
+    axis = _axis(s.ts)
+    top.plot(*_xy(axis, s.ts, s.spread), color="tab:blue", lw=1, label="spread")
+    top.plot(*_xy(axis, s.ts, s.mean), color="gray", lw=1, label="mean")
+    x, lower = _xy(axis, s.ts, [m - bands.entry_z * d for m, d in zip(s.mean, s.std, strict=True)])
+    _, upper = _xy(axis, s.ts, [m + bands.entry_z * d for m, d in zip(s.mean, s.std, strict=True)])
+    top.fill_between(x, lower, upper, color="gray", alpha=0.15,
+                     label=f"mean ± {bands.entry_z:g} std")  # fmt: skip
     top.legend(loc="upper left", fontsize=8)
-    bottom.plot(x, s.z, color="tab:purple", lw=1, label="z")
+    bottom.plot(*_xy(axis, s.ts, s.z), color="tab:purple", lw=1, label="z")
     for level, color, style in (
         (bands.entry_z, "tab:orange", "--"),
         (bands.exit_z, "tab:green", ":"),
@@ -102,38 +140,52 @@ def render_spread(panel: SpreadPanel, width_px: int = 1000, height_px: int = 500
     for marker in panel.markers:
         shape, color, label = _MARKER_STYLE.get(marker.action, ("d", "black", marker.action))
         bottom.scatter(
-            _times([marker.ts]), [marker.z], marker=shape, color=color, s=50, zorder=3,
+            [axis.x_of(marker.ts)], [marker.z], marker=shape, color=color, s=50, zorder=3,
             label=None if label in seen else label,
         )  # fmt: skip
         seen.add(label)
     bottom.legend(loc="upper left", fontsize=8, ncols=3)
-    _date_axis(bottom)
+    _session_ticks(top, axis)
+    _session_ticks(bottom, axis)
     return _png(fig)
 
 
 def render_prices(panel: PricesPanel, width_px: int = 1000, height_px: int = 500) -> bytes:
-    """TLT and the buy-write index (left axis, per share) and TLTW (right axis)."""
+    """Top: TLT (left axis) and TLTW (right axis), each on its own scale. Bottom: the buy-write
+    index less the TLT mid at or before each of its points (USD per share)."""
     fig = _figure(width_px, height_px)
-    left = fig.subplots()
-    right = left.twinx()
-    left.set_ylabel("TLT, buy-write index (USD)")
-    right.set_ylabel("TLTW (USD)")
-    drawn = False
-    for axis, key, color in (
-        (left, "TLT", "tab:blue"),
-        (left, "buy_write_index", "tab:green"),
-        (right, "TLTW", "tab:orange"),
-    ):
-        series = panel.series.get(key)
-        if series is not None and series.ts:
-            axis.plot(_times(series.ts), series.price, color=color, lw=1, label=key)
-            drawn = True
-    if not drawn:
-        _no_data(left)
+    top, bottom = fig.subplots(2, 1, sharex=True, height_ratios=(2, 1))
+    right = top.twinx()
+    top.set_ylabel("TLT (USD)", color="tab:blue")
+    right.set_ylabel("TLTW (USD)", color="tab:orange")
+    bottom.set_ylabel("index − TLT (USD)")
+    empty = {"ts": [], "price": []}
+    tlt, tltw, index = (
+        panel.series[k].model_dump() if k in panel.series else empty
+        for k in ("TLT", "TLTW", "buy_write_index")
+    )
+    if not (tlt["ts"] or tltw["ts"] or index["ts"]):
+        _no_data(top)
         return _png(fig)
-    lines = left.get_lines() + right.get_lines()
-    left.legend(lines, [line.get_label() for line in lines], loc="upper left", fontsize=8)
-    _date_axis(left)
+    axis = _axis(tlt["ts"], tltw["ts"], index["ts"])
+    for ax, series, color, name in ((top, tlt, "tab:blue", "TLT"), (right, tltw, "tab:orange",
+                                                                      "TLTW")):  # fmt: skip
+        if series["ts"]:
+            ax.plot(*_xy(axis, series["ts"], series["price"]), color=color, lw=1, label=name)
+    basis = [
+        (t, value - mid)
+        for t, value in zip(index["ts"], index["price"], strict=True)
+        if (mid := _value_at(tlt["ts"], tlt["price"], t)) is not None
+    ]
+    if basis:
+        ts, diff = zip(*basis, strict=True)
+        bottom.plot(*_xy(axis, ts, diff), color="tab:green", lw=1,
+                    label="buy-write index − TLT")  # fmt: skip
+        bottom.legend(loc="upper left", fontsize=8)
+    lines = top.get_lines() + right.get_lines()
+    top.legend(lines, [line.get_label() for line in lines], loc="upper left", fontsize=8)
+    _session_ticks(top, axis)
+    _session_ticks(bottom, axis)
     return _png(fig)
 
 
@@ -144,8 +196,9 @@ def render_hedge(panel: HedgePanel, width_px: int = 1000, height_px: int = 500) 
     if not panel.series.ts:
         _no_data(ax)
         return _png(fig)
-    ax.plot(_times(panel.series.ts), panel.series.beta, color="tab:blue", lw=1)
-    _date_axis(ax)
+    axis = _axis(panel.series.ts)
+    ax.plot(*_xy(axis, panel.series.ts, panel.series.beta), color="tab:blue", lw=1)
+    _session_ticks(ax, axis)
     return _png(fig)
 
 

@@ -19,19 +19,25 @@ import uuid
 from collections.abc import Awaitable, Callable
 from typing import Any, ParamSpec, TypeVar
 
+import orjson
+
 from trading.bus import (
     RETRYABLE,
     Alert,
     Bus,
     DataHealth,
+    DataStatus,
     EtfNav,
     Fill,
     Keys,
+    LegKind,
     Message,
     MessageError,
     OperatorCommand,
+    OptionChain,
     OptionQuote,
     OrderEvent,
+    OrderIntent,
     PnL,
     Position,
     Quote,
@@ -43,10 +49,12 @@ from trading.bus import (
     decode,
 )
 from trading.dashboard import plots
+from trading.dashboard.contracts import contract_name, option_name
 from trading.dashboard.models import (
     AlertsPanel,
     Bands,
     BookPanel,
+    BrokerConnection,
     ControlAccepted,
     ControlCommand,
     ControlRequest,
@@ -58,6 +66,7 @@ from trading.dashboard.models import (
     InstrumentHealth,
     InstrumentPrice,
     LimitUse,
+    MarketClock,
     OptionPanel,
     PanelName,
     PlotName,
@@ -70,6 +79,7 @@ from trading.dashboard.models import (
     TradeMarker,
 )
 from trading.dashboard.series import StreamColumns, parse_entry_id
+from trading.domain.market_hours import EXCHANGE_TIMEZONE
 from trading.observability import BAD_MESSAGES
 from trading.settings import Settings
 
@@ -157,7 +167,7 @@ class DashboardQueries:
         self.bus = bus
         self.settings = settings
         self.timeout_s = timeout_s
-        self.clock = clock
+        self.clock_fn = clock
         self.spread_series = StreamColumns(
             bus, Streams.SPREAD, SPREAD_COLUMNS, _spread_row, series_capacity
         )
@@ -209,7 +219,32 @@ class DashboardQueries:
         return self._decode_or_none(Keys.SPREAD_LATEST, raw, SpreadPoint)
 
     def _age(self, ts: float | None) -> float | None:
-        return None if ts is None else max(0.0, self.clock() - ts)
+        return None if ts is None else max(0.0, self.clock_fn() - ts)
+
+    @property
+    def stale_after_s(self) -> float:
+        """An update older than this (wall seconds) is flagged stale: data-ingestion's silence."""
+        return self.settings.ingestion.silence_s
+
+    async def _option_names(self) -> tuple[dict[str, str], dict[str, OptionQuote]]:
+        """conId -> name of every option data-ingestion subscribed, and its newest quote."""
+        pipe = self.bus.redis.pipeline(transaction=False)
+        pipe.get(Keys.CHAIN)
+        pipe.hgetall(Keys.OPTION_INDEX)
+        raw_chain, raw_index = await pipe.execute()
+        names: dict[str, str] = {}
+        chain = self._decode_or_none(Keys.CHAIN, raw_chain, OptionChain)
+        for option in chain.subscribed if chain else ():
+            names[str(option.con_id)] = option_name(
+                chain.underlying, option.expiry, option.strike, option.right
+            )
+        quotes = {}
+        for quote in self._decode_hash(Keys.OPTION_INDEX, raw_index, OptionQuote):
+            quotes[str(quote.con_id)] = quote
+            names[str(quote.con_id)] = option_name(
+                quote.symbol, quote.expiry, quote.strike, quote.right
+            )
+        return names, quotes
 
     def _bands(self, latest: SpreadPoint | None) -> Bands:
         if latest is not None:
@@ -218,6 +253,29 @@ class DashboardQueries:
         return Bands(entry_z=st.entry_z, exit_z=st.exit_z, stop_z=st.stop_z)
 
     # panels ----------------------------------------------------------------------------------
+
+    @bounded
+    async def clock(self) -> MarketClock:
+        """The market's clock now, from the newest TLT/TLTW quote (exchange time, receive time)."""
+        now = self.clock_fn()
+        sim = self.settings.sim
+        rate = sim.speed if sim.enabled else 1.0
+        latest = await self._latest_many({Keys.quote(s): Quote for s in INSTRUMENTS})
+        quotes = [q for q in latest.values() if q is not None]
+        market_ts = None
+        if quotes:
+            newest = max(quotes, key=lambda q: q.ts_recv)
+            since = min(max(now - newest.ts_recv, 0.0), self.stale_after_s)
+            market_ts = newest.ts_exchange + since * rate
+        return MarketClock(
+            simulated=sim.enabled,
+            source=f"ibsim, {sim.speed:g}x" if sim.enabled else "IB Gateway",
+            market_ts=market_ts,
+            wall_ts=now,
+            rate=rate,
+            timezone=str(EXCHANGE_TIMEZONE),
+            stale_after_s=self.stale_after_s,
+        )
 
     @bounded
     async def spread(self, limit: int = DEFAULT_POINTS, since: float | None = None) -> SpreadPanel:
@@ -306,7 +364,7 @@ class DashboardQueries:
         latest = await self._latest_spread()
         if latest is None or latest.call_con_id <= 0:
             return OptionPanel(
-                con_id=None, strike=None, expiry=None, quote=None, mid=None,
+                con_id=None, name=None, strike=None, expiry=None, quote=None, mid=None,
                 delta_shares_per_contract=None, gamma_shares_per_contract=None,
                 vega_usd_per_point_per_contract=None, theta_usd_per_day_per_contract=None,
                 age_s=None,
@@ -316,6 +374,12 @@ class DashboardQueries:
         multiplier = 100.0
         return OptionPanel(
             con_id=latest.call_con_id,
+            name=option_name(
+                "TLT" if quote is None else quote.symbol,
+                latest.call_expiry,
+                latest.call_strike,
+                "C",
+            ),
             strike=latest.call_strike,
             expiry=latest.call_expiry,
             quote=quote,
@@ -344,13 +408,49 @@ class DashboardQueries:
         open_orders = sorted(
             self._decode_hash(Keys.OPEN_ORDERS, raw_orders, OrderEvent), key=lambda o: o.ts
         )
-        recent = await self.bus.read_range(Streams.FILLS, fills, Fill)
+        recent = [entry.message for entry in await self.bus.read_range(Streams.FILLS, fills, Fill)]
+        contracts = {
+            str(item.con_id): contract_name(item.symbol, item.sec_type, item.local_symbol)
+            for item in [*positions, *recent]
+        }
         return BookPanel(
             positions=sorted(positions, key=lambda p: (p.symbol, p.local_symbol)),
             pnl=pnl,
             open_orders=open_orders,
-            fills=[entry.message for entry in recent],
+            fills=recent,
+            contracts=contracts,
+            orders=await self._order_names(open_orders),
         )
+
+    async def _order_names(self, orders: list[OrderEvent]) -> dict[str, str]:
+        """What each open order trades, by name: a buy-write names the call of its intent
+        (risk's record of the intent), shares their symbol."""
+        intents: dict[str, OrderIntent] = {}
+        wanted = sorted({o.intent_id for o in orders if o.leg == LegKind.BUY_WRITE})
+        if wanted:
+            raws = await self.bus.redis.hmget(Keys.INTENT_STATUS, wanted)
+            for intent_id, raw in zip(wanted, raws, strict=True):
+                try:
+                    intent = decode(orjson.loads(raw)["intent"], OrderIntent) if raw else None
+                except (orjson.JSONDecodeError, KeyError, TypeError, MessageError) as exc:
+                    log.warning("intent %s not named: %s", intent_id, exc)
+                    intent = None
+                if intent is not None:
+                    intents[intent_id] = intent
+        names = {}
+        for order in orders:
+            name = order.symbol
+            if order.leg == LegKind.BUY_WRITE:
+                name = f"{order.symbol} buy-write"
+                intent = intents.get(order.intent_id)
+                leg = next(
+                    (x for x in intent.legs if x.kind == LegKind.BUY_WRITE), None
+                ) if intent else None  # fmt: skip
+                if leg is not None and leg.option_expiry and leg.option_strike:
+                    call = option_name(leg.symbol, leg.option_expiry, leg.option_strike, "C")
+                    name = f"{order.symbol} buy-write (100 {leg.symbol}, short 1 {call})"
+            names[str(order.order_id)] = name
+        return names
 
     @bounded
     async def risk(self) -> RiskPanel:
@@ -374,26 +474,72 @@ class DashboardQueries:
 
     @bounded
     async def health(self) -> HealthPanel:
-        """Data health per instrument and every service's heartbeat (expected ones included)."""
-        instruments = [
-            InstrumentHealth(
-                symbol=h.symbol, status=h.status, reason=h.reason, ts=h.ts, age_s=self._age(h.ts)
+        """Data health per instrument, named, with the time since its newest quote; every
+        service's heartbeat (expected ones included); each broker connection's state."""
+        now = self.clock_fn()
+        reports = await self._hash(Keys.HEALTH, DataHealth)
+        stocks = await self._latest_many({Keys.quote(s): Quote for s in INSTRUMENTS})
+        names, option_quotes = await self._option_names()
+        instruments = []
+        for h in reports:
+            quote = stocks.get(Keys.quote(h.symbol)) or option_quotes.get(h.symbol)
+            updated = quote.ts_recv if quote is not None else None
+            age = self._age(updated)
+            status, reason = h.status, h.reason
+            if status is DataStatus.OK and (age is None or age > self.stale_after_s):
+                status = DataStatus.STALE
+                reason = "no quote yet" if age is None else f"no update for {age:.0f} s"
+            instruments.append(
+                InstrumentHealth(
+                    symbol=h.symbol,
+                    name=names.get(
+                        h.symbol, h.symbol if h.symbol in INSTRUMENTS else f"conId {h.symbol}"
+                    ),
+                    status=status,
+                    reported_status=h.status,
+                    reason=reason,
+                    ts=h.ts,
+                    updated_ts=updated,
+                    age_s=age,
+                )
             )
-            for h in await self._hash(Keys.HEALTH, DataHealth)
-        ]
+        instruments.sort(key=lambda i: (i.symbol not in INSTRUMENTS, i.name))
         beats = await self.bus.heartbeats()
-        services = []
+        late_after = 2 * self.settings.heartbeat_interval_s
+        services, gateway = [], []
         for name in sorted(set(SERVICES) | set(beats)):
             hb = beats.get(name)
+            age = self._age(hb.ts) if hb else None
             services.append(
                 ServiceHealth(
                     service=name,
                     status=hb.status if hb else "silent",
                     heartbeat=hb,
-                    age_s=self._age(hb.ts) if hb else None,
+                    age_s=age,
+                    late=age is not None and age > late_after,
                 )
             )
-        return HealthPanel(instruments=instruments, services=services)
+            state = hb.detail.get("gateway") if hb else None
+            if isinstance(state, dict):
+                try:
+                    next_try = state.get("next_try_at")
+                    gateway.append(
+                        BrokerConnection(
+                            service=name, status=state["status"], host=state["host"],
+                            port=state["port"], attempt=state.get("attempt", 0),
+                            next_try_in_s=None if next_try is None else max(0.0, next_try - now),
+                            error=state.get("error", ""), down_since=state.get("down_since"),
+                            age_s=age,
+                        )
+                    )  # fmt: skip
+                except (KeyError, TypeError, ValueError) as exc:
+                    log.warning("gateway state of %s not shown: %s", name, exc)
+        return HealthPanel(
+            instruments=instruments,
+            services=services,
+            gateway=gateway,
+            stale_after_s=self.stale_after_s,
+        )
 
     @bounded
     async def alerts(self, limit: int = 50) -> AlertsPanel:
@@ -434,6 +580,8 @@ class DashboardQueries:
         cursor in `since` (series name -> timestamp; "series" for a panel with one)."""
         since = since or {}
         match name:
+            case PanelName.CLOCK:
+                return await self.clock()
             case PanelName.SPREAD:
                 return await self.spread(since=since.get("series"))
             case PanelName.PRICES:
@@ -488,7 +636,7 @@ class DashboardQueries:
         """Append an operator command for risk-management (which acts on it and acknowledges)."""
         message = OperatorCommand(
             command_id=uuid.uuid4().hex,
-            ts=self.clock(),
+            ts=self.clock_fn(),
             command=command.bus_command,
             issued_by=request.issued_by,
             reason=request.reason,

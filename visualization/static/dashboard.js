@@ -2,13 +2,23 @@
 // on /api/stream (Server-Sent Events). Charts are uPlot (vendored, zoom by drag, hover legend,
 // double-click to reset). Series events carry only new points; a point not newer than the last
 // one held is dropped, so an event overlapping the first load is harmless.
+//
+// One clock: every time shown is market (exchange) time, New York; the simulated market's when
+// the simulator runs (the header says so). Times this machine stamped (P&L, fills, alerts) are
+// put on that clock with the clock panel (market_ts + (t - wall_ts) x rate). Chart x axes skip
+// closed-market time: a gap longer than BREAK_AFTER_S loses whole hours down to at most
+// KEEP_S + 1 h, the lines break there and a dashed line marks the new session.
 "use strict";
 
 const MAX_POINTS = 20000;
-const MARKET_TZ = "America/New_York";  // chart times in exchange time, as the plots are
-const tzDate = (ts) => uPlot.tzDate(new Date(ts * 1000), MARKET_TZ);
-const PANELS = ["spread", "prices", "hedge", "option", "book", "risk", "health", "alerts"];
-const state = { spread: null, prices: null, hedge: null, charts: {}, loaded: new Set() };
+const MARKET_TZ = "America/New_York";
+const BREAK_AFTER_S = 1800;  // a gap in a series longer than this is closed market (or an outage)
+const KEEP_S = 1800;  // what a collapsed gap keeps, at least (whole hours are removed)
+const X_INCRS = [60, 120, 300, 600, 900, 1800, 3600, 7200, 10800, 21600, 43200, 86400, 172800];
+const PANELS = ["clock", "spread", "prices", "hedge", "option", "book", "risk", "health",
+  "alerts"];
+const state = { clock: null, clockAt: 0, spread: null, prices: null, hedge: null, book: null,
+  alerts: null, charts: {}, axes: {}, loaded: new Set() };
 
 // ---------------------------------------------------------------------------- formatting
 
@@ -21,6 +31,32 @@ function signed(x, digits = 2) {
 function time(ts) {
   // "sv-SE" formats as YYYY-MM-DD HH:MM:SS.
   return ts ? new Date(ts * 1000).toLocaleString("sv-SE", { timeZone: MARKET_TZ }) : "–";
+}
+function parts(ts) {  // [YYYY-MM-DD, HH:MM] in exchange time
+  const [day, clock] = time(ts).split(" ");
+  return [day, clock.slice(0, 5)];
+}
+// A time this machine stamped, on the market clock (identity before the clock is known).
+function marketTime(wallTs) {
+  const c = state.clock;
+  if (!wallTs || !c || c.market_ts === null) return wallTs;
+  return c.market_ts + (wallTs - c.wall_ts) * c.rate;
+}
+function marketNow() {
+  const c = state.clock;
+  if (!c || c.market_ts === null) return null;
+  const elapsed = Math.min(Date.now() / 1000 - state.clockAt, c.stale_after_s);
+  return c.market_ts + Math.max(0, elapsed) * c.rate;
+}
+// "12 s ago", flagged stale past the limit.
+function ago(age, staleAfter) {
+  if (age === null || age === undefined) return ["never", "stale"];
+  const text = age < 90 ? `${age.toFixed(age < 10 ? 1 : 0)} s ago`
+    : age < 5400 ? `${Math.round(age / 60)} min ago` : `${(age / 3600).toFixed(1)} h ago`;
+  return [text, age > staleAfter ? "stale" : "fresh"];
+}
+function staleAfter() {
+  return state.clock ? state.clock.stale_after_s : 30;
 }
 function el(tag, text, cls) {
   const node = document.createElement(tag);
@@ -55,6 +91,9 @@ function fillTable(id, rows, columns, emptyText = "no data yet") {
 function keyValues(id, pairs) {
   fillTable(id, pairs.map(([k, v, key]) => ({ key, cells: [k, v] })), 2);
 }
+function timeCell(wallTs) {  // a time this machine stamped, on the market clock
+  return time(marketTime(wallTs));
+}
 
 // ---------------------------------------------------------------------------- series
 
@@ -73,9 +112,100 @@ function mergeColumns(held, incoming) {
   return held;
 }
 
-function chartFor(id, opts, data) {
+// Closed-market time out of a chart: x is the time less every collapsed gap before it.
+// Returns the chart data with a null row in each gap (the lines break there) and the axis.
+function sessionAxis(columns) {
+  const ts = columns[0];
+  const out = columns.map(() => []);
+  const breaks = [];  // {x, offset, ts}: from x on, time = x + offset
+  let offset = 0;
+  for (let i = 0; i < ts.length; i++) {
+    if (i > 0 && ts[i] - ts[i - 1] > BREAK_AFTER_S) {
+      const gap = ts[i] - ts[i - 1];
+      const removed = Math.max(0, Math.floor((gap - KEEP_S) / 3600) * 3600);
+      const before = ts[i - 1] - offset;
+      offset += removed;
+      out[0].push((before + ts[i] - offset) / 2);
+      for (let k = 1; k < out.length; k++) out[k].push(null);
+      breaks.push({ x0: before, x: ts[i] - offset, offset, ts: ts[i] });
+    }
+    out[0].push(ts[i] - offset);
+    for (let k = 1; k < out.length; k++) out[k].push(columns[k][i]);
+  }
+  // The time a chart x stands for; null inside a collapsed gap (closed market: no label).
+  const toTs = (x) => {
+    let shift = 0;
+    for (const b of breaks) {
+      if (x >= b.x - 1) shift = b.offset;
+      else if (x > b.x0 + 1) return null;
+      else break;
+    }
+    return x + shift;
+  };
+  return { data: out, breaks, toTs };
+}
+
+// uPlot options that label a session axis in exchange time and mark each session's start.
+function sessionOpts(id) {
+  const axis = () => state.axes[id];
+  return {
+    scales: { x: { time: false } },
+    xAxis: {
+      incrs: X_INCRS, space: 70,
+      values: (u, splits) => {
+        let last = null;
+        return splits.map((x) => {
+          const t = axis().toTs(x);
+          if (t === null) return "";
+          const [day, clock] = parts(t);
+          const label = day === last ? clock : `${day.slice(5)} ${clock}`;
+          last = day;
+          return label;
+        });
+      },
+    },
+    xSeries: { label: "time (ET)", value: (u, x) => (x === null || x === undefined ? "–"
+      : time(axis().toTs(x))) },
+    hook: (u) => {
+      const ctx = u.ctx;
+      ctx.save();
+      ctx.strokeStyle = "#888";
+      ctx.fillStyle = "#555";
+      ctx.setLineDash([3, 3]);
+      ctx.font = `${11 * devicePixelRatio}px system-ui`;
+      for (const b of axis().breaks) {
+        const x = u.valToPos(b.x, "x", true);
+        if (x < u.bbox.left || x > u.bbox.left + u.bbox.width) continue;
+        ctx.beginPath();
+        ctx.moveTo(x, u.bbox.top);
+        ctx.lineTo(x, u.bbox.top + u.bbox.height);
+        ctx.stroke();
+        ctx.fillText(parts(b.ts)[0], x + 3, u.bbox.top + 12 * devicePixelRatio);
+      }
+      ctx.restore();
+    },
+  };
+}
+
+function chartFor(id, opts, columns) {
+  const axis = sessionAxis(columns);
+  state.axes[id] = axis;
+  const data = axis.data;
+  const sessions = columns[0].length ? axis.breaks.length + 1 : 0;
+  document.getElementById(id).dataset.sessions = String(sessions);
+  const session = sessionOpts(id);
+  const [xSeries, ...ySeries] = opts.series;
+  const [xAxis, ...yAxes] = opts.axes || [{}, {}];
+  opts = {
+    ...opts,
+    scales: { ...(opts.scales || {}), ...session.scales },
+    series: [{ ...xSeries, ...session.xSeries }, ...ySeries],
+    axes: [{ ...xAxis, ...session.xAxis }, ...yAxes],
+    hooks: { ...(opts.hooks || {}),
+      drawAxes: [...((opts.hooks || {}).drawAxes || []), session.hook] },
+  };
   const box = document.getElementById(id);
-  const points = data[0].length;
+  const points = columns[0].length;
   box.dataset.points = String(points);
   if (!points) {
     if (!state.charts[id]) box.replaceChildren(el("div", "no data yet", "empty"));
@@ -85,7 +215,7 @@ function chartFor(id, opts, data) {
   if (!chart) {
     box.replaceChildren();
     const width = Math.max(300, box.clientWidth - 8);
-    chart = new uPlot({ width, height: box.classList.contains("small") ? 180 : 240, tzDate,
+    chart = new uPlot({ width, height: box.classList.contains("small") ? 180 : 240,
       ...opts }, data, box);
     state.charts[id] = chart;
   } else {
@@ -172,23 +302,33 @@ function drawSpread() {
 
 function drawPrices() {
   const p = state.prices;
-  const keys = ["TLT", "buy_write_index", "TLTW"];
-  const tables = keys.map((k) => {
-    const s = p.series[k] || { ts: [], price: [] };
-    return [s.ts, s.price];
-  });
-  const joined = tables.some((t) => t[0].length) ? uPlot.join(tables) : [[], [], [], []];
+  const series = (k) => p.series[k] || { ts: [], price: [] };
+  const tlt = series("TLT"), tltw = series("TLTW"), index = series("buy_write_index");
+  const tables = [tlt, tltw].filter((t) => t.ts.length).map((t) => [t.ts, t.price]);
+  const joined = tables.length === 2 ? uPlot.join(tables)
+    : tables.length === 1 ? (tlt.ts.length ? [...tables[0], []] : [tables[0][0], [],
+      tables[0][1]]) : [[], [], []];
   chartFor("chart-prices", {
-    series: [{}, { label: "TLT", stroke: "#1565c0", spanGaps: true, scale: "usd" },
-      { label: "buy-write index", stroke: "#2e7d32", spanGaps: true, scale: "usd" },
-      { label: "TLTW", stroke: "#ef6c00", spanGaps: true, scale: "tltw" }],
-    axes: [{}, { scale: "usd" }, { scale: "tltw", side: 1, grid: { show: false } }],
+    series: [{}, { label: "TLT", stroke: "#1565c0", scale: "tlt", width: 1.5 },
+      { label: "TLTW", stroke: "#ef6c00", scale: "tltw", width: 1.5 }],
+    axes: [{}, { scale: "tlt", label: "TLT (USD)", stroke: "#1565c0" },
+      { scale: "tltw", side: 1, label: "TLTW (USD)", stroke: "#ef6c00", grid: { show: false } }],
   }, joined);
+  // The buy-write index against the TLT mid it writes calls on: index - TLT, per share.
+  const basis = index.ts.map((t, i) => {
+    const j = nearestIndex(tlt.ts, t);
+    return j < 0 ? null : index.price[i] - tlt.price[j];
+  });
+  chartFor("chart-basis", {
+    series: [{}, { label: "buy-write index − TLT (USD/share)", stroke: "#2e7d32", width: 1.5 }],
+  }, [index.ts, basis]);
+  const stale = staleAfter();
   fillTable("prices-table", p.instruments.map((i) => ({
     key: i.symbol,
     cells: [i.symbol, num(i.quote && i.quote.bid, 2), num(i.quote && i.quote.ask, 2),
-      num(i.mid, 3), num(i.nav, 3), num(i.premium_bp, 1), num(i.age_s, 1)],
+      num(i.mid, 3), num(i.nav, 3), num(i.premium_bp, 1), ago(i.age_s, stale)],
   })), 7);
+  setText("index-value", num(p.buy_write_index, 3));
 }
 
 function drawHedge() {
@@ -235,7 +375,7 @@ const render = {
     }
     const q = p.quote;
     keyValues("option-table", [
-      ["contract", q ? q.local_symbol : String(p.con_id), "contract"],
+      ["contract", p.name || String(p.con_id), "contract"],
       ["strike / expiry", `${num(p.strike, 2)} / ${p.expiry}`, "strike"],
       ["bid / ask", q ? `${num(q.bid, 2)} / ${num(q.ask, 2)}` : "no quote yet", "bid-ask"],
       ["implied vol", q ? num(q.implied_vol * 100, 2) + "%" : "–", "iv"],
@@ -244,37 +384,40 @@ const render = {
       ["vega $/vol pt (contract)", num(p.vega_usd_per_point_per_contract, 2), "vega"],
       ["theta $/day (contract)", num(p.theta_usd_per_day_per_contract, 2), "theta"],
       ["underlying", q ? num(q.underlying_price, 2) : "–", "underlying"],
-      ["age s", num(p.age_s, 1), "age"],
+      ["updated", ago(p.age_s, staleAfter()), "age"],
     ]);
   },
   book(p) {
+    state.book = p;
     const pnl = p.pnl;
     setText("pnl-total", pnl ? signed(pnl.total, 2) : "–",
       pnl ? (pnl.total < 0 ? "HALTED" : "ok") : "");
+    // Every figure the P&L message carries, the known ones first.
+    const known = ["realized", "unrealized", "commissions", "distributions",
+      "distributions_accrued", "total"];
+    const figures = pnl ? [...known.filter((k) => k in pnl), ...Object.keys(pnl).filter(
+      (k) => !known.includes(k) && typeof pnl[k] === "number" && k !== "ts")] : [];
     keyValues("pnl-table", pnl ? [
-      ["realized", signed(pnl.realized, 2), "realized"],
-      ["unrealized", signed(pnl.unrealized, 2), "unrealized"],
-      ["commissions", num(pnl.commissions, 2), "commissions"],
-      ["distributions", signed(pnl.distributions, 2) +
-        (pnl.distributions_accrued ? ` (${signed(pnl.distributions_accrued, 2)} accrued)` : ""),
-        "distributions"],
-      ["total", signed(pnl.total, 2), "total"],
-      ["as of", time(pnl.ts), "ts"],
+      ...figures.map((k) => [k, k === "commissions" ? num(pnl[k], 2) : signed(pnl[k], 2), k]),
+      ["as of", timeCell(pnl.ts), "ts"],
     ] : []);
+    const name = (conId, fallback) => p.contracts[String(conId)] || fallback;
     fillTable("positions-table", p.positions.map((x) => ({
       key: x.local_symbol || x.symbol,
-      cells: [x.local_symbol || x.symbol, x.sec_type, num(x.quantity, 0), num(x.avg_cost, 2),
-        num(x.market_price, 2), signed(x.unrealized_pnl, 2), signed(x.realized_pnl, 2)],
+      cells: [name(x.con_id, x.local_symbol || x.symbol), x.sec_type, num(x.quantity, 0),
+        num(x.avg_cost, 2), num(x.market_price, 2), signed(x.unrealized_pnl, 2),
+        signed(x.realized_pnl, 2)],
     })), 7, "no positions");
     fillTable("orders-table", p.open_orders.map((o) => ({
       key: String(o.order_id),
-      cells: [o.intent_id, o.symbol, o.side, num(o.quantity, 0), o.order_type,
-        num(o.limit_price, 2), o.status, num(o.filled, 0), num(o.remaining, 0)],
+      cells: [o.intent_id, p.orders[String(o.order_id)] || o.symbol, o.side,
+        num(o.quantity, 0), o.order_type, num(o.limit_price, 2), o.status, num(o.filled, 0),
+        num(o.remaining, 0)],
     })), 9, "no open orders");
     fillTable("fills-table", p.fills.map((f) => ({
       key: f.exec_id,
-      cells: [time(f.ts), f.local_symbol || f.symbol, f.side, num(f.quantity, 0),
-        num(f.price, 2), num(f.commission, 2), f.intent_id],
+      cells: [timeCell(f.ts), name(f.con_id, f.local_symbol || f.symbol), f.side,
+        num(f.quantity, 0), num(f.price, 2), num(f.commission, 2), f.intent_id],
     })), 7, "no fills yet");
   },
   risk(p) {
@@ -297,18 +440,52 @@ const render = {
   },
   health(p) {
     fillTable("data-health-table", p.instruments.map((i) => ({
-      key: i.symbol, cells: [i.symbol, [i.status, i.status], i.reason, num(i.age_s, 1)],
+      key: i.symbol,
+      cells: [i.name, [i.status, i.status], i.reason, ago(i.age_s, p.stale_after_s)],
     })), 4);
-    fillTable("services-table", p.services.map((s) => ({
-      key: s.service, cells: [s.service, [s.status, s.status], num(s.age_s, 1)],
-    })), 3);
+    fillTable("services-table", p.services.map((s) => {
+      const [age] = ago(s.age_s, Infinity);
+      const cls = s.late ? "stale" : s.status;
+      return { key: s.service, cells: [s.service, [s.status, cls], [age, cls]] };
+    }), 3);
+    const gateway = p.gateway.map((g) => ({ key: g.service, text: gatewayText(g), g }));
+    fillTable("gateway-table", gateway.map(({ key, text, g }) => ({
+      key, cells: [key, [text, g.status === "connected" ? "ok" : "HALTED"]],
+    })), 2, "no broker connection reported yet");
+    const worst = gateway.find(({ g }) => g.status !== "connected") || gateway[0];
+    setText("gateway-state", worst ? gatewayText(worst.g) : "–",
+      worst ? (worst.g.status === "connected" ? "ok" : "HALTED") : "");
   },
   alerts(p) {
+    state.alerts = p;
     fillTable("alerts-table", p.alerts.map((a) => ({
-      cells: [time(a.ts), [a.severity, a.severity], a.source, a.code, a.message],
+      cells: [timeCell(a.ts), [a.severity, a.severity], a.source, a.code, a.message],
     })), 5, "no alerts");
   },
+  clock(p) {
+    state.clock = p;
+    state.clockAt = Date.now() / 1000;
+    setText("clock-source", p.simulated ? `simulated market (${p.source})` : p.source,
+      p.simulated ? "simulated" : "");
+    tick();
+  },
 };
+
+// "unreachable at 127.0.0.1:4002 (attempt 3, next try in 4 s)"
+function gatewayText(g) {
+  const where = `${g.host}:${g.port}`;
+  const next = g.next_try_in_s === null ? "" : `, next try in ${Math.round(g.next_try_in_s)} s`;
+  if (g.status === "connected") return `connected to ${where}`;
+  if (g.status === "unreachable") return `unreachable at ${where} (attempt ${g.attempt}${next})`;
+  if (g.status === "disconnected") return `connection to ${where} lost (reconnecting${next})`;
+  return `${g.status} ${where}`;
+}
+
+// The header's market clock, every second between pushes.
+function tick() {
+  const now = marketNow();
+  setText("market-time", now === null ? "no market data yet" : `${time(now)} ET`);
+}
 
 async function load(panel) {
   const response = await fetch(`api/${panel}`);
@@ -366,4 +543,5 @@ window.addEventListener("resize", () => {
   }
 });
 window.dashboard = state;
+setInterval(tick, 1000);
 connect();
