@@ -51,15 +51,17 @@ run: venv
 
 ## test: lint, then the whole suite (real Redis, real ib_async/ib_insync against ibsim), then
 ## the containers tests on their own (seven containers would load both cores under the
-## timing-sensitive tests); pytest's 5 means PYTEST_ARGS selected no containers test
+## timing-sensitive tests); pytest's 5 means PYTEST_ARGS selected no containers test. A worker
+## that dies is not replaced: the run stops and says so (xdist's loadfile scheduler can deadlock
+## on a replaced worker, pytest-dev/pytest-xdist#1378)
 test: venv tools
 	$(VENV)/bin/ruff check .
-	$(PY) -m pytest -n 2 --dist loadfile -m "not containers" $(PYTEST_ARGS)
+	$(PY) -m pytest -n 2 --dist loadfile --max-worker-restart 0 -m "not containers" $(PYTEST_ARGS)
 	$(PY) -m pytest -m containers $(PYTEST_ARGS) || [ $$? -eq 5 ]
 
 ## test-fast: the suite without the slow whole-stack tests
 test-fast: venv
-	$(PY) -m pytest -n 2 --dist loadfile -m "not slow" $(PYTEST_ARGS)
+	$(PY) -m pytest -n 2 --dist loadfile --max-worker-restart 0 -m "not slow" $(PYTEST_ARGS)
 
 ## bench: every benchmark under bench/, printing its figures against the targets
 bench: venv

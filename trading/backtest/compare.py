@@ -285,11 +285,21 @@ def main(argv: list[str] | None = None) -> None:
         help="TLTW's NAV drifts against its index by this much a year (no reversion)",
     )
     parser.add_argument("--suite", choices=sorted(SUITES), default="presets")
+    parser.add_argument(
+        "--only", nargs="+", default=None, metavar="CONFIG",
+        help="run only these configurations of the suite (by name)",
+    )  # fmt: skip
     parser.add_argument("--json", type=Path, default=None)
     parser.add_argument(
         "--html", type=Path, default=None, help="the side-by-side report (table, equity curves)"
     )
     args = parser.parse_args(argv)
+    configs = SUITES[args.suite]
+    if args.only:
+        unknown = sorted(set(args.only) - set(configs))
+        if unknown:
+            parser.error(f"not in suite {args.suite}: {unknown}; it has {sorted(configs)}")
+        configs = {name: configs[name] for name in args.only}
     rows: list[Row] = []
     curves: dict[tuple[str, int], pd.DataFrame] | None = {} if args.html else None
     for seed in args.seeds:
@@ -299,7 +309,7 @@ def main(argv: list[str] | None = None) -> None:
                 seed,
                 args.sessions,
                 args.premium_bp,
-                SUITES[args.suite],
+                configs,
                 curves=curves,
                 premium_drift_bp_year=args.premium_drift_bp_year,
             )
@@ -316,7 +326,7 @@ def main(argv: list[str] | None = None) -> None:
             f"Backtest comparison: suite {args.suite}, {args.premium_bp:g} bp premium, "
             f"drift {args.premium_drift_bp_year:g} bp/year"
         )
-        description = {"suite": SUITES[args.suite], "seeds": args.seeds,
+        description = {"suite": configs, "seeds": args.seeds,
                        "sessions": args.sessions, "premium_bp": args.premium_bp,
                        "premium_drift_bp_year": args.premium_drift_bp_year}  # fmt: skip
         write_comparison(args.html, [asdict(r) for r in rows], curves, title, description)
