@@ -7,14 +7,15 @@ refused at start with a message that names the environment variable to fix.
 
 from __future__ import annotations
 
-from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from trading.domain.hedge import HedgeMethod
 from trading.domain.market_hours import REGULAR_SESSION_SECONDS
+from trading.domain.options import Preset
 
 ENV_PREFIX = "TRADING_"
 ENV_DELIMITER = "__"
@@ -28,17 +29,6 @@ PositiveInt = Annotated[int, Field(gt=0)]
 
 class SettingsError(ValueError):
     """The configuration is unsafe or malformed; the message names each offending variable."""
-
-
-class HedgeMethod(StrEnum):
-    DELTA = "delta"  # delta-neutral from the option deltas
-    OLS = "ols"  # rolling OLS of log prices
-    KALMAN = "kalman"  # Kalman filter with beta and alpha as state
-
-
-class Preset(StrEnum):
-    ATM = "atm"  # write the at-the-money call (moneyness 1.00): what the user asked for
-    REPLICA = "replica"  # TLTW's own index rule: the strike nearest 102% of spot
 
 
 class _Group(BaseModel):

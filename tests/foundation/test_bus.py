@@ -368,7 +368,7 @@ def test_embedded_redis_applies_the_pubsub_buffer_limit():
 
 def test_state_helpers_refuse_nan():
     with pytest.raises(MessageError, match="state"):
-        b._check_json_value("state", "strategy:state", {"z": math.nan})
+        b.check_json_value("state", "strategy:state", {"z": math.nan})
 
 
 async def test_cancelling_a_subscriber_always_ends_it(bus: Bus, redis_url):

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from trading.settings import HedgeMethod, Preset, SettingsError, load_settings
+from trading.domain.hedge import HedgeMethod
+from trading.domain.options import Preset
+from trading.settings import SettingsError, load_settings
 
 
 @pytest.fixture(autouse=True)

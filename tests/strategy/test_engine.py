@@ -29,9 +29,9 @@ from trading.bus import (
     SignalAction,
     SpreadPoint,
 )
-from trading.domain.hedge import rolling_zscore_vec
+from trading.domain.hedge import HedgeMethod, rolling_zscore_vec
 from trading.ibsim.config import ET
-from trading.settings import HedgeMethod, load_settings
+from trading.settings import load_settings
 from trading.strategy import StepResult, StrategyEngine
 from trading.strategy.position import PairStatus
 

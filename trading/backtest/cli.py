@@ -34,7 +34,9 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from trading.settings import HedgeMethod, Preset, SettingsError, load_settings
+from trading.domain.hedge import HedgeMethod
+from trading.domain.options import Preset
+from trading.settings import SettingsError, load_settings
 
 
 def _parser() -> argparse.ArgumentParser:

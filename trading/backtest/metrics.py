@@ -150,7 +150,6 @@ def round_trips(result: BacktestResult) -> list[RoundTrip]:
     """Flat-to-flat spans of the book (see the module docstring), with the costs paid in each
     (commissions and the half spread) and the largest TLTW notional held."""
     from trading.domain import pnl as domain_pnl
-    from trading.domain.common import Side as DomainSide
 
     book = domain_pnl.Book()
     marks: dict[str, float] = {}
@@ -170,7 +169,7 @@ def round_trips(result: BacktestResult) -> list[RoundTrip]:
         position = book.apply(
             domain_pnl.Fill(
                 key=key,
-                side=DomainSide(str(fill.side)),
+                side=fill.side,
                 quantity=fill.quantity,
                 price=fill.price,
                 commission_usd=fill.commission,

@@ -32,6 +32,7 @@ from __future__ import annotations
 import math
 from collections import deque
 from dataclasses import dataclass
+from enum import StrEnum
 from typing import Any
 
 import numpy as np
@@ -43,6 +44,7 @@ __all__ = [
     "DEFAULT_ZSCORE_MIN_STD",
     "DeltaNeutralHedge",
     "DeltaNeutralHedger",
+    "HedgeMethod",
     "KalmanHedge",
     "RollingOls",
     "RollingZScore",
@@ -57,6 +59,13 @@ __all__ = [
     "tltw_shares_of_tlt",
     "zscore",
 ]
+
+
+class HedgeMethod(StrEnum):
+    DELTA = "delta"  # delta-neutral from the option deltas
+    OLS = "ols"  # rolling OLS of log prices
+    KALMAN = "kalman"  # Kalman filter with beta and alpha as state
+
 
 DEFAULT_OLS_WINDOW = 7_800
 """20 sessions x 390 one-minute bars; see the module docstring for why not one session."""

@@ -38,7 +38,6 @@ from typing import Any
 
 from trading.bus import Dividends, Fill, Position, Side
 from trading.domain import pnl as domain_pnl
-from trading.domain.common import Side as DomainSide
 from trading.domain.market_hours import EXCHANGE_TIMEZONE, exchange_date, market_calendar
 
 __all__ = [
@@ -206,7 +205,7 @@ class Book:
             return True
         domain_fill = domain_pnl.Fill(
             key=str(fill.con_id),
-            side=DomainSide(str(fill.side)),
+            side=fill.side,
             quantity=fill.quantity,
             price=fill.price,
             commission_usd=fill.commission,

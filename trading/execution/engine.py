@@ -57,9 +57,12 @@ from __future__ import annotations
 import itertools
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from trading.bus import (
+    SETTLED_TLTW_SHARES_AFTER,
+    SETTLED_UNITS_AFTER,
+    SETTLED_UNITS_BEFORE,
     Alert,
     Fill,
     IntentLeg,
@@ -86,12 +89,11 @@ from trading.execution.intents import flatten_pair, marketable_price, repair_leg
 from trading.execution.marks import Marks
 from trading.execution.state import StateChange, TradingState, TradingStateMachine
 from trading.execution.tracking import LegState, OrderTracker, TrackedLeg
-from trading.settings import RiskSettings
+
+if TYPE_CHECKING:
+    from trading.settings import RiskSettings
 
 __all__ = [
-    "SETTLED_TLTW_SHARES_AFTER",
-    "SETTLED_UNITS_AFTER",
-    "SETTLED_UNITS_BEFORE",
     "Cancel",
     "CancelAll",
     "ExecutionEngine",
@@ -100,12 +102,6 @@ __all__ = [
 ]
 
 SOURCE = "risk-management"
-SETTLED_UNITS_BEFORE = "settled_buy_write_units_before"
-SETTLED_UNITS_AFTER = "settled_buy_write_units_after"
-SETTLED_TLTW_SHARES_AFTER = "settled_tltw_shares_after"
-"""Keys of a settlement rebalance's `why`: the call contracts the pair held before IB's
-settlement and after it, and the TLTW shares (unsigned) it keeps: the strategy's exit then
-closes only what is left (absolute figures, so a retried rebalance is applied once)."""
 SETTLEMENT_GRACE_S = 1.0
 """The stock delivery arrives right after the option's settlement: rebalance after this."""
 CLOSE_RETRY_S = 5.0

@@ -38,6 +38,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
+from typing import TYPE_CHECKING
 
 from trading.bus import (
     IntentLeg,
@@ -50,13 +51,14 @@ from trading.bus import (
     SignalAction,
 )
 from trading.domain import risk as domain_risk
-from trading.domain.common import Side as DomainSide
 from trading.domain.market_hours import MarketCalendar, market_calendar
 from trading.domain.risk import RiskCode, TradingState
 from trading.execution.book import Book
 from trading.execution.marks import BUY_WRITE_SHARES, Marks
 from trading.execution.tracking import OrderTracker
-from trading.settings import RiskSettings
+
+if TYPE_CHECKING:
+    from trading.settings import RiskSettings
 
 __all__ = [
     "INVALID",
@@ -182,7 +184,7 @@ class RiskGate:
 
         combined = domain_risk.OrderRequest(
             legs=tuple(domain_risk.OrderLeg(str(c), _ratio(q)) for c, q in changes.items() if q),
-            side=DomainSide.BUY,
+            side=Side.BUY,
             quantity=1.0,
             limit_price=math.fsum(_signed_value(leg) for leg in intent.legs),
         )
@@ -196,7 +198,7 @@ class RiskGate:
                         domain_risk.OrderLeg(str(c), _ratio(q / leg.quantity))
                         for c, q in leg_exposure(_as_buy(leg)).items()
                     ),
-                    side=DomainSide(str(leg.side)),
+                    side=leg.side,
                     quantity=float(leg.quantity),
                     limit_price=leg.limit_price,
                 )

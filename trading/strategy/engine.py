@@ -51,7 +51,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from trading.bus import (
     DataHealth,
@@ -72,6 +72,7 @@ from trading.bus import (
 from trading.domain.buy_write import TotalReturnIndex
 from trading.domain.hedge import (
     DeltaNeutralHedger,
+    HedgeMethod,
     KalmanHedge,
     RollingOls,
     RollingZScore,
@@ -84,10 +85,12 @@ from trading.domain.market_hours import (
     SessionBars,
     market_calendar,
 )
-from trading.settings import HedgeMethod, Settings, StrategySettings
 from trading.strategy.legs import LegMark, LegNotReady, RolledCall
 from trading.strategy.market import MarketState
 from trading.strategy.position import BarContext, PairManager
+
+if TYPE_CHECKING:
+    from trading.settings import Settings, StrategySettings
 
 STATE_VERSION = 1
 TLT_CON_ID = 15547841

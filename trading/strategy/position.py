@@ -81,6 +81,8 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from trading.bus import (
+    SETTLED_TLTW_SHARES_AFTER,
+    SETTLED_UNITS_AFTER,
     Fill,
     IntentPurpose,
     LegKind,
@@ -89,7 +91,6 @@ from trading.bus import (
     RiskDecision,
     Signal,
 )
-from trading.bus import SignalAction as BusAction
 from trading.domain.common import finite_or_none
 from trading.domain.costs import pair_round_trip_cost_usd
 from trading.domain.edge import EdgeCheck, EdgeDiagnostics, EdgeLimits, check_entry, measure_edge
@@ -103,11 +104,12 @@ from trading.domain.mean_reversion import (
 from trading.domain.options import HeldOption, RollDecision, RollRule, roll_decision
 from trading.domain.risk import RiskCode
 from trading.domain.signals import SignalAction, SignalBands, SignalMachine, SpreadPosition
-from trading.execution.engine import SETTLED_TLTW_SHARES_AFTER, SETTLED_UNITS_AFTER
-from trading.settings import StrategySettings
 from trading.strategy.intents import PairLegs, pair_intent, size_legs
 from trading.strategy.legs import HeldCall
 from trading.strategy.market import parse_yyyymmdd
+
+if TYPE_CHECKING:
+    from trading.settings import StrategySettings
 
 RISK_CLOSES = frozenset({IntentPurpose.STOP, IntentPurpose.FLATTEN, IntentPurpose.UNWIND})
 """Intent purposes risk-management sends on its own that leave the pair closed: a stop or
@@ -415,7 +417,7 @@ class PairManager:
         reason = f"roll ({roll.reason.value}): {what}{roll.message}"
         return self._exit(bar, SignalAction.EXIT, reason)
 
-    def _signal(self, bar: BarContext, action: BusAction, reason: str) -> Signal:
+    def _signal(self, bar: BarContext, action: SignalAction, reason: str) -> Signal:
         return Signal(
             ts=bar.ts,
             action=action,
@@ -428,7 +430,7 @@ class PairManager:
     def _note(self, ts: float, reason: str) -> tuple[Signal, ...]:
         """A signal that changes no position: what happened to the pair outside a bar."""
         state = self.machine.position.value
-        return (Signal(ts, BusAction.NONE, state, z=0.0, spread=0.0, reason=reason),)
+        return (Signal(ts, SignalAction.NONE, state, z=0.0, spread=0.0, reason=reason),)
 
     def _drop_pair(self) -> None:
         """The pair is gone (rejected entry, risk's close, IB's settlement of every call):
@@ -440,7 +442,6 @@ class PairManager:
     def _enter(
         self, bar: BarContext, action: SignalAction, reason: str
     ) -> tuple[tuple[Signal, ...], tuple[OrderIntent, ...]]:
-        bus_action = BusAction(action.value)
         refused = ""
         if bar.risk_state == "REDUCING":
             refused = "risk is REDUCING: no new exposure"
@@ -511,11 +512,11 @@ class PairManager:
             # Back to FLAT, blocked until |z| is inside the entry band: no entry every bar.
             self.machine.flatten()
             self.machine.blocked = block
-            return (self._signal(bar, BusAction.NONE, f"{reason}; not entered: {refused}"),), ()
+            return (self._signal(bar, SignalAction.NONE, f"{reason}; not entered: {refused}"),), ()
         intent = pair_intent(
             pair_id=self.config.pair_id,
             purpose=IntentPurpose.ENTRY,
-            action=bus_action,
+            action=action,
             legs=legs,
             opening=True,
             bar_end_ts=bar.ts,
@@ -541,16 +542,15 @@ class PairManager:
         )
         self.pending = intent
         self.status = PairStatus.ENTERING
-        return (self._signal(bar, bus_action, reason),), (intent,)
+        return (self._signal(bar, action, reason),), (intent,)
 
     def _exit(
         self, bar: BarContext, action: SignalAction, reason: str
     ) -> tuple[tuple[Signal, ...], tuple[OrderIntent, ...]]:
-        bus_action = BusAction(action.value)
         pair = self.pair
         if self.status is not PairStatus.OPEN or pair is None:
             # The machine thought it held a position the book does not: just record it.
-            return (self._signal(bar, bus_action, f"{reason} (no open pair)"),), ()
+            return (self._signal(bar, action, f"{reason} (no open pair)"),), ()
         call_mid = bar.option_mids.get(pair.legs.call_con_id, pair.last_call_mid)
         why = {
             "reason": reason,
@@ -569,7 +569,7 @@ class PairManager:
         intent = pair_intent(
             pair_id=self.config.pair_id,
             purpose=_EXIT_PURPOSE[action],
-            action=bus_action,
+            action=action,
             legs=pair.legs,
             opening=False,
             bar_end_ts=bar.ts,
@@ -583,7 +583,7 @@ class PairManager:
         )
         self.pending = intent
         self.status = PairStatus.EXITING
-        return (self._signal(bar, bus_action, reason),), (intent,)
+        return (self._signal(bar, action, reason),), (intent,)
 
     def _edge_check(self, bar: BarContext, legs: PairLegs, long_spread: bool) -> EdgeCheck:
         """The edge gate on this entry: its round trip's cost from the bar's quotes, in bp of

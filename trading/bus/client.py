@@ -1,0 +1,452 @@
+"""The bus's I/O: one Redis connection pool, typed reads and writes, and the retries that let a
+service ride out a Redis restart."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import random
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
+from dataclasses import dataclass
+from typing import Any, Generic
+
+import orjson
+import redis.asyncio as aioredis
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import ResponseError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+
+from trading.bus.codec import check_json_value, decode, encode
+from trading.bus.messages import MT, Heartbeat, M, Message, MessageError
+from trading.bus.names import STREAM_MAXLEN, Keys, Streams
+
+log = logging.getLogger("trading.bus")
+
+# --------------------------------------------------------------------------------------------
+# I/O
+
+RETRYABLE = (RedisConnectionError, RedisTimeoutError, ConnectionError, OSError)
+
+
+def backoff_delays(base_s: float = 0.05, cap_s: float = 10.0) -> Iterable[float]:
+    """Exponential backoff with full jitter: uniform(0, min(cap, base * 2^n))."""
+    n = 0
+    while True:
+        yield random.uniform(0, min(cap_s, base_s * (2**n)))
+        n = min(n + 1, 30)
+
+
+async def retrying(
+    op: Callable[[], Awaitable[Any]], what: str, cap_s: float = 10.0, attempts: int | None = None
+) -> Any:
+    """Run `op` until it succeeds, backing off on connection errors (forever unless `attempts`)."""
+    for i, delay in enumerate(backoff_delays(cap_s=cap_s)):
+        try:
+            return await op()
+        except RETRYABLE as exc:
+            if attempts is not None and i + 1 >= attempts:
+                raise
+            log.warning("redis unavailable during %s: %s; retrying in %.2fs", what, exc, delay)
+            await asyncio.sleep(delay)
+    raise AssertionError("unreachable")
+
+
+@dataclass(frozen=True, slots=True)
+class StreamEntry(Generic[MT]):
+    stream: str
+    entry_id: str
+    message: MT
+
+
+class Bus:
+    """Async helpers over one Redis connection pool. Every call survives a Redis restart.
+
+    `publish`/`set_latest`/`append` retry with jittered exponential backoff until Redis is back,
+    so a restart of Redis delays a service but loses no intent or fill that was being written.
+    """
+
+    def __init__(self, client: aioredis.Redis, service: str, max_backoff_s: float = 10.0):
+        self.redis = client
+        self.service = service
+        self.max_backoff_s = max_backoff_s
+
+    @classmethod
+    async def connect(
+        cls, url: str, service: str, max_backoff_s: float = 10.0, attempts: int | None = None
+    ) -> Bus:
+        client = aioredis.Redis.from_url(
+            url,
+            socket_connect_timeout=5,
+            socket_keepalive=True,
+            health_check_interval=15,
+            decode_responses=False,
+        )
+        bus = cls(client, service, max_backoff_s)
+        await retrying(client.ping, "connect", cap_s=max_backoff_s, attempts=attempts)
+        return bus
+
+    async def close(self) -> None:
+        await self.redis.aclose()
+
+    async def _retry(self, op: Callable[[], Awaitable[Any]], what: str) -> Any:
+        return await retrying(op, what, cap_s=self.max_backoff_s)
+
+    # latest values ----------------------------------------------------------------------------
+
+    async def set_latest(self, key: str, msg: Message, ttl_s: float | None = None) -> None:
+        data = encode(msg)
+        px = int(ttl_s * 1000) if ttl_s else None
+        await self._retry(lambda: self.redis.set(key, data, px=px), f"set {key}")
+
+    async def get_latest(self, key: str, expect: type[M] | None = None) -> M | None:
+        raw = await self._retry(lambda: self.redis.get(key), f"get {key}")
+        return None if raw is None else decode(raw, expect)
+
+    async def hset_latest(self, key: str, member: str, msg: Message) -> None:
+        data = encode(msg)
+        await self._retry(lambda: self.redis.hset(key, member, data), f"hset {key}")
+
+    async def hget_all(self, key: str, expect: type[M] | None = None) -> dict[str, M]:
+        raw = await self._retry(lambda: self.redis.hgetall(key), f"hgetall {key}")
+        out = {}
+        for member, value in raw.items():
+            try:
+                out[member.decode()] = decode(value, expect)
+            except MessageError as exc:
+                log.error("bad entry %s[%s] skipped: %s", key, member, exc)
+        return out
+
+    async def hdel(self, key: str, *members: str) -> None:
+        if members:
+            await self._retry(lambda: self.redis.hdel(key, *members), f"hdel {key}")
+
+    async def set_state(self, key: str, state: dict[str, Any]) -> None:
+        """Store a service's JSON state (NaN and infinities refused)."""
+        check_json_value("state", key, state)
+        data = orjson.dumps(state)
+        await self._retry(lambda: self.redis.set(key, data), f"set {key}")
+
+    async def get_state(self, key: str) -> dict[str, Any] | None:
+        raw = await self._retry(lambda: self.redis.get(key), f"get {key}")
+        return None if raw is None else orjson.loads(raw)
+
+    async def hset_state(self, key: str, member: str, state: dict[str, Any]) -> None:
+        check_json_value("state", key, state)
+        data = orjson.dumps(state)
+        await self._retry(lambda: self.redis.hset(key, member, data), f"hset {key}")
+
+    async def hget_state(self, key: str, member: str) -> dict[str, Any] | None:
+        raw = await self._retry(lambda: self.redis.hget(key, member), f"hget {key}")
+        return None if raw is None else orjson.loads(raw)
+
+    async def hget_all_states(self, key: str) -> dict[str, dict[str, Any]]:
+        """Every member of a hash of JSON states (a member that is not JSON is skipped)."""
+        raw = await self._retry(lambda: self.redis.hgetall(key), f"hgetall {key}")
+        out = {}
+        for member, value in raw.items():
+            try:
+                out[member.decode()] = orjson.loads(value)
+            except orjson.JSONDecodeError as exc:
+                log.error("bad state %s[%s] skipped: %s", key, member, exc)
+        return out
+
+    # pub/sub ----------------------------------------------------------------------------------
+
+    async def publish(self, channel: str, msg: Message) -> None:
+        data = encode(msg)
+        await self._retry(lambda: self.redis.publish(channel, data), f"publish {channel}")
+
+    async def subscribe(
+        self, *channels: str, subscribed: asyncio.Event | None = None
+    ) -> AsyncIterator[tuple[str, Message]]:
+        """Yield (channel, message) forever; resubscribes after Redis restarts.
+
+        A malformed message is logged and skipped (it never reaches the caller). Messages
+        published while the connection was down are lost by design: read the latest keys.
+        ``subscribed`` is set once the SUBSCRIBE has been written to its connection (a reader
+        that must not miss what is published after it reads a stream's history subscribes
+        first, then reads, then drops what it already has).
+        """
+        delays = iter(())
+        while True:
+            pubsub = self.redis.pubsub(ignore_subscribe_messages=True)
+            try:
+                await pubsub.subscribe(*channels)
+                _raise_if_cancelling()
+                if subscribed is not None:
+                    subscribed.set()
+                delays = iter(())
+                async for item in pubsub.listen():
+                    if item.get("type") != "message":
+                        continue
+                    channel = item["channel"].decode()
+                    try:
+                        msg = decode(item["data"])
+                    except MessageError as exc:
+                        log.error("malformed message on %s skipped: %s", channel, exc)
+                        continue
+                    yield channel, msg
+            except RETRYABLE as exc:
+                delay = next(delays, None)
+                if delay is None:
+                    delays = iter(backoff_delays(cap_s=self.max_backoff_s))
+                    delay = next(delays)
+                log.warning("subscription to %s lost: %s; retrying in %.2fs", channels, exc, delay)
+                await asyncio.sleep(delay)
+            finally:
+                with contextlib.suppress(Exception):  # closing a dead connection may fail any way
+                    await pubsub.aclose()
+
+    # batches ----------------------------------------------------------------------------------
+
+    async def execute(self, batch: Batch, transaction: bool = False) -> None:
+        """Send a batch of writes in one round trip (a pipeline, not a transaction), retrying
+        the whole batch after a Redis restart: SET/HSET are idempotent; a retried PUBLISH or
+        XADD may repeat, which readers of ticks and history tolerate. With `transaction` the
+        batch runs as one MULTI/EXEC: a reader never sees part of it (a consistent snapshot,
+        such as the book's positions with the P&L computed from them)."""
+        if not batch.commands:
+            return
+
+        async def run() -> None:
+            pipe = self.redis.pipeline(transaction=transaction)
+            for command in batch.commands:
+                pipe.execute_command(*command)
+            await pipe.execute(raise_on_error=True)
+
+        await self._retry(run, f"batch of {len(batch.commands)}")
+
+    # streams ----------------------------------------------------------------------------------
+
+    async def append(self, stream: str, msg: Message, maxlen: int | None = None) -> str:
+        """XADD with an approximate cap; returns the entry id."""
+        data = encode(msg)
+        cap = maxlen if maxlen is not None else STREAM_MAXLEN.get(stream, 100_000)
+        entry_id = await self._retry(
+            lambda: self.redis.xadd(stream, {b"m": data}, maxlen=cap, approximate=True),
+            f"xadd {stream}",
+        )
+        return entry_id.decode()
+
+    async def read_range(
+        self, stream: str, count: int, expect: type[M] | None = None, newest_first: bool = True
+    ) -> list[StreamEntry[M]]:
+        """The newest `count` entries of a stream (oldest first unless newest_first)."""
+        raw = await self._retry(
+            lambda: self.redis.xrevrange(stream, count=count), f"xrevrange {stream}"
+        )
+        entries = self._decode_entries(stream, raw, expect)
+        return entries if newest_first else entries[::-1]
+
+    async def read_after(
+        self, stream: str, after_id: str = "0", count: int = 10_000, expect: type[M] | None = None
+    ) -> list[StreamEntry[M]]:
+        """Entries after `after_id` in order (no consumer group): for warm-up and replays."""
+        low = "-" if after_id == "0" else f"({after_id}"
+        raw = await self._retry(
+            lambda: self.redis.xrange(stream, min=low, count=count), f"xrange {stream}"
+        )
+        return self._decode_entries(stream, raw, expect)
+
+    def _decode_entries(self, stream: str, raw: list, expect: type[M] | None) -> list:
+        out = []
+        for entry_id, fields in raw:
+            try:
+                out.append(StreamEntry(stream, entry_id.decode(), decode(fields[b"m"], expect)))
+            except (MessageError, KeyError) as exc:
+                log.error("malformed entry %s %s skipped: %s", stream, entry_id, exc)
+        return out
+
+    async def ensure_group(self, stream: str, group: str, start_id: str = "0") -> None:
+        async def create() -> None:
+            try:
+                await self.redis.xgroup_create(stream, group, id=start_id, mkstream=True)
+            except ResponseError as exc:
+                if "BUSYGROUP" not in str(exc):
+                    raise
+
+        await self._retry(create, f"xgroup create {stream}")
+
+    async def read_group(
+        self,
+        stream: str,
+        group: str,
+        consumer: str,
+        count: int = 100,
+        block_ms: int = 1000,
+        pending_first: bool = True,
+        expect: type[M] | None = None,
+    ) -> list[StreamEntry[M]]:
+        """Read from a consumer group: first this consumer's unacknowledged entries (after a
+        restart), then new ones. Call `ack` only after acting on an entry.
+
+        A malformed entry is acknowledged and recorded in the dead-letter stream `<stream>:dead`
+        so it cannot block the group; nothing is dropped without a trace.
+        """
+        return await self.read_groups(
+            {stream: expect}, group, consumer, count, block_ms, pending_first
+        )
+
+    async def read_groups(
+        self,
+        streams: dict[str, type[Message] | None],
+        group: str,
+        consumer: str,
+        count: int = 100,
+        block_ms: int = 1000,
+        pending_first: bool = True,
+    ) -> list[StreamEntry]:
+        """`read_group` over several streams in one XREADGROUP (``streams``: name -> expected
+        message type), the entries in the order of ``streams``. One blocking read wakes on
+        whichever stream gets an entry first: two blocking reads in turn would each sit out
+        their timeout while the other stream's entry waits (and Redis ends a BLOCK only at its
+        next cron tick, ~100 ms at the default hz)."""
+        start = "0" if pending_first else ">"
+
+        async def read() -> list:
+            return await self.redis.xreadgroup(
+                group,
+                consumer,
+                dict.fromkeys(streams, start),
+                count=count,
+                block=None if start == "0" else block_ms,
+            )
+
+        try:
+            raw = await self._retry(read, f"xreadgroup {', '.join(streams)}")
+        except ResponseError as exc:
+            if "NOGROUP" not in str(exc):
+                raise
+            for stream in streams:
+                await self.ensure_group(stream, group)
+            raw = await self._retry(read, f"xreadgroup {', '.join(streams)}")
+        by_stream: dict[str, list[StreamEntry]] = {stream: [] for stream in streams}
+        for name, entries in raw or []:
+            stream = name.decode() if isinstance(name, bytes) else name
+            expect = streams.get(stream)
+            for entry_id, fields in entries:
+                eid = entry_id.decode()
+                if not fields:  # pending entry deleted by the stream cap
+                    await self.ack(stream, group, eid)
+                    continue
+                try:
+                    by_stream[stream].append(StreamEntry(stream, eid, decode(fields[b"m"], expect)))
+                except (MessageError, KeyError) as exc:
+                    log.error("malformed entry %s %s moved to dead letters: %s", stream, eid, exc)
+                    raw_fields = {k: v for k, v in fields.items()}
+                    raw_fields[b"error"] = str(exc).encode()
+                    dead = Streams.dead_letters(stream)
+                    await self._retry(
+                        lambda rf=raw_fields, d=dead: self.redis.xadd(d, rf, maxlen=10_000),
+                        "dead letter",
+                    )
+                    await self.ack(stream, group, eid)
+        out = [entry for stream in streams for entry in by_stream[stream]]
+        if pending_first and not out and not raw_has_entries(raw):
+            return await self.read_groups(
+                streams, group, consumer, count, block_ms, pending_first=False
+            )
+        return out
+
+    async def ack(self, stream: str, group: str, *entry_ids: str) -> None:
+        if entry_ids:
+            await self._retry(lambda: self.redis.xack(stream, group, *entry_ids), f"xack {stream}")
+
+    async def pending_count(self, stream: str, group: str) -> int:
+        try:
+            info = await self._retry(
+                lambda: self.redis.xpending(stream, group), f"xpending {stream}"
+            )
+        except ResponseError:
+            return 0
+        return int(info["pending"])
+
+    # heartbeats -------------------------------------------------------------------------------
+
+    async def beat(self, hb: Heartbeat, ttl_s: float) -> None:
+        await self.set_latest(Keys.heartbeat(hb.service), hb, ttl_s=ttl_s)
+
+    async def heartbeats(self) -> dict[str, Heartbeat]:
+        """Every live heartbeat; a service whose key expired is absent (silent)."""
+
+        async def scan() -> list[bytes]:
+            return [k async for k in self.redis.scan_iter(match=f"{Keys.HEARTBEAT_PREFIX}*")]
+
+        keys = await self._retry(scan, "scan heartbeats")
+        out = {}
+        for key in keys:
+            hb = await self.get_latest(key.decode(), Heartbeat)
+            if hb is not None:
+                out[hb.service] = hb
+        return out
+
+
+class Batch:
+    """Writes queued for `Bus.execute`: the hot path of market data (thousands per second).
+
+    Each method takes the bytes of `encode(msg)`, so a message published, stored and appended
+    is validated and serialised once. Names come from `Keys`/`Channels`/`Streams` as elsewhere.
+    """
+
+    __slots__ = ("commands",)
+
+    def __init__(self) -> None:
+        self.commands: list[tuple] = []
+
+    def __len__(self) -> int:
+        return len(self.commands)
+
+    def set_latest(self, key: str, data: bytes) -> None:
+        self.commands.append(("SET", key, data))
+
+    def hset_latest(self, key: str, member: str, data: bytes) -> None:
+        self.commands.append(("HSET", key, member, data))
+
+    def set_many(self, values: dict[str, bytes]) -> None:
+        """Latest values of many keys in one command (MSET)."""
+        if values:
+            self.commands.append(("MSET", *(x for item in values.items() for x in item)))
+
+    def hset_many(self, key: str, members: dict[str, bytes]) -> None:
+        """Many members of one hash in one command (HSET key m1 v1 m2 v2 ...)."""
+        if members:
+            self.commands.append(("HSET", key, *(x for item in members.items() for x in item)))
+
+    def hdel(self, key: str, *members: str) -> None:
+        if members:
+            self.commands.append(("HDEL", key, *members))
+
+    def publish(self, channel: str, data: bytes) -> None:
+        self.commands.append(("PUBLISH", channel, data))
+
+    def append(self, stream: str, data: bytes, maxlen: int | None = None) -> None:
+        """XADD with an approximate cap (the stream's STREAM_MAXLEN unless given)."""
+        cap = maxlen if maxlen is not None else STREAM_MAXLEN.get(stream, 100_000)
+        self.commands.append(("XADD", stream, "MAXLEN", "~", cap, "*", "m", data))
+
+
+def _raise_if_cancelling() -> None:
+    """redis-py (8.1) can swallow a cancellation that lands inside `PubSub.subscribe`; the task
+    then stays "cancelling" and would wait for messages forever. Honour it here."""
+    task = asyncio.current_task()
+    if task is not None and task.cancelling():
+        raise asyncio.CancelledError
+
+
+def raw_has_entries(raw: list | None) -> bool:
+    return any(entries for _stream, entries in raw or [])
+
+
+PUBSUB_BUFFER_LIMIT = "pubsub 256mb 64mb 60"
+"""client-output-buffer-limit for pub/sub clients. Redis's default (32mb hard, 8mb for 60 s)
+disconnects a slow subscriber in a burst of option ticks; 256mb/64mb rides out a burst while
+still cutting off a subscriber that is truly stuck."""
+
+
+async def configure_server(client: aioredis.Redis) -> None:
+    """Apply the pub/sub buffer limit to a Redis we may configure (managed Redis may refuse)."""
+    try:
+        await client.config_set("client-output-buffer-limit", PUBSUB_BUFFER_LIMIT)
+    except ResponseError as exc:
+        log.warning("could not set client-output-buffer-limit (%s); set it in redis.conf", exc)
