@@ -13,9 +13,8 @@ from typing import Annotated, Literal
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from trading.domain.hedge import HedgeMethod
+from trading.domain.common import HedgeMethod, Preset
 from trading.domain.market_hours import REGULAR_SESSION_SECONDS
-from trading.domain.options import Preset
 
 ENV_PREFIX = "TRADING_"
 ENV_DELIMITER = "__"

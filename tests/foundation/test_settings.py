@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from trading.domain.hedge import HedgeMethod
-from trading.domain.options import Preset
+from trading.domain.common import HedgeMethod, Preset
 from trading.settings import SettingsError, load_settings
 
 

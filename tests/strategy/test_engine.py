@@ -29,7 +29,8 @@ from trading.bus import (
     SignalAction,
     SpreadPoint,
 )
-from trading.domain.hedge import HedgeMethod, rolling_zscore_vec
+from trading.domain.common import HedgeMethod
+from trading.domain.hedge import rolling_zscore_vec
 from trading.ibsim.config import ET
 from trading.settings import load_settings
 from trading.strategy import StepResult, StrategyEngine

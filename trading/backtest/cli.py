@@ -34,8 +34,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from trading.domain.hedge import HedgeMethod
-from trading.domain.options import Preset
+from trading.domain.common import HedgeMethod, Preset
 from trading.settings import SettingsError, load_settings
 
 

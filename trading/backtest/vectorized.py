@@ -78,9 +78,9 @@ from trading.backtest.metrics import (
     sortino_ratio,
 )
 from trading.domain.buy_write import buy_write_index_vec, total_return_vec
+from trading.domain.common import HedgeMethod
 from trading.domain.costs import CommissionSchedule
 from trading.domain.hedge import (
-    HedgeMethod,
     kalman_hedge_vec,
     rolling_ols_vec,
     rolling_zscore_mean_vec,

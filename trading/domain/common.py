@@ -6,7 +6,7 @@ import math
 from enum import StrEnum
 from typing import Any
 
-__all__ = ["Side", "finite_or_none", "is_finite_number"]
+__all__ = ["HedgeMethod", "Preset", "Side", "finite_or_none", "is_finite_number"]
 
 
 class Side(StrEnum):
@@ -14,6 +14,19 @@ class Side(StrEnum):
 
     BUY = "BUY"
     SELL = "SELL"
+
+
+class HedgeMethod(StrEnum):
+    DELTA = "delta"  # delta-neutral from the option deltas
+    OLS = "ols"  # rolling OLS of log prices
+    KALMAN = "kalman"  # Kalman filter with beta and alpha as state
+
+
+class Preset(StrEnum):
+    """Which call the buy-write writes."""
+
+    ATM = "atm"  # write the at-the-money call (moneyness 1.00): what the user asked for
+    REPLICA = "replica"  # TLTW's own index rule: the strike nearest 102% of spot
 
 
 def is_finite_number(value: object) -> bool:

@@ -32,7 +32,6 @@ from __future__ import annotations
 import math
 from collections import deque
 from dataclasses import dataclass
-from enum import StrEnum
 from typing import Any
 
 import numpy as np
@@ -44,7 +43,6 @@ __all__ = [
     "DEFAULT_ZSCORE_MIN_STD",
     "DeltaNeutralHedge",
     "DeltaNeutralHedger",
-    "HedgeMethod",
     "KalmanHedge",
     "RollingOls",
     "RollingZScore",
@@ -59,12 +57,6 @@ __all__ = [
     "tltw_shares_of_tlt",
     "zscore",
 ]
-
-
-class HedgeMethod(StrEnum):
-    DELTA = "delta"  # delta-neutral from the option deltas
-    OLS = "ols"  # rolling OLS of log prices
-    KALMAN = "kalman"  # Kalman filter with beta and alpha as state
 
 
 DEFAULT_OLS_WINDOW = 7_800

@@ -22,7 +22,6 @@ __all__ = [
     "EarlyAssignmentRisk",
     "HeldOption",
     "OptionChain",
-    "Preset",
     "RollDecision",
     "RollReason",
     "RollRule",
@@ -169,13 +168,6 @@ def select_call(
         days_to_expiry=(expiry - as_of).days,
         target_strike=target,
     )
-
-
-class Preset(StrEnum):
-    """Which call the buy-write writes."""
-
-    ATM = "atm"  # write the at-the-money call (moneyness 1.00): what the user asked for
-    REPLICA = "replica"  # TLTW's own index rule: the strike nearest 102% of spot
 
 
 class RollReason(StrEnum):

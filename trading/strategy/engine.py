@@ -70,9 +70,9 @@ from trading.bus import (
     SpreadPoint,
 )
 from trading.domain.buy_write import TotalReturnIndex
+from trading.domain.common import HedgeMethod
 from trading.domain.hedge import (
     DeltaNeutralHedger,
-    HedgeMethod,
     KalmanHedge,
     RollingOls,
     RollingZScore,
