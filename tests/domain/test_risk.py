@@ -9,6 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from trading.domain import risk
 from trading.domain.common import Side
 from trading.domain.market_hours import EXCHANGE_TIMEZONE
 from trading.domain.risk import (
@@ -191,6 +192,40 @@ def test_every_failing_rule_is_reported_with_its_numbers():
         RiskCode.GROSS_NOTIONAL,
     }
     assert all(reason.message for reason in decision.reasons)
+
+
+BREACHES = {
+    # rule: (order, book) that breaks that rule and no other
+    risk.halted: (tltw(Side.BUY, 100), dict(state=TradingState.HALTED, tltw=-1_000)),
+    risk.market_hours: (tltw(), dict(now=NOW.replace(hour=17), quote_time=NOW.replace(hour=17))),
+    risk.stale_quotes: (tltw(), dict(quote_time=NOW - timedelta(seconds=11))),
+    risk.reduce_only: (tltw(), dict(state=TradingState.REDUCING)),
+    risk.position_limits: (buy_write(quantity=3), dict(tlt=1_800, call=-18)),
+    risk.order_size: (buy_write(quantity=17), {}),
+    risk.gross_notional: (tltw(), dict(tlt=1_900, call=-19, tltw=-8_000)),
+    risk.price_band: (tltw(limit=26.30), {}),
+    risk.net_greeks: (tltw(Side.BUY, 2_000), dict(tlt=1_500, call=-10)),
+    risk.order_rate: (tltw(), dict(orders=[NOW - timedelta(seconds=s) for s in (1, 5, 9, 20, 59)])),
+    risk.daily_loss: (tltw(Side.SELL, 100), dict(pnl=-5_000.0, tltw=-1_000)),
+}
+
+
+@pytest.mark.parametrize("rule", list(BREACHES), ids=lambda rule: rule.__name__)
+def test_each_rule_alone_finds_its_breach_and_no_other_rule_objects(rule):
+    order, snapshot = BREACHES[rule]
+    b = book(**snapshot)
+    assert not check_order(order, b, LIMITS, rules=(rule,)).approved
+    others = tuple(r for r in risk.RULES if r is not rule)
+    assert check_order(order, b, LIMITS, rules=others).approved, rule.__name__
+    assert set(risk.RULES) == set(BREACHES)
+
+
+def test_rules_that_value_the_legs_are_skipped_on_a_stale_quote():
+    stale = book(quote_time=NOW - timedelta(seconds=11))
+    decision = check_order(tltw(limit=30.0), stale, LIMITS, rules=(risk.price_band,))
+    assert decision.approved  # nothing to value the band against: STALE_DATA says why
+    full = check_order(tltw(limit=30.0), stale, LIMITS)
+    assert full.codes == {RiskCode.STALE_DATA}
 
 
 def test_malformed_orders_and_limits_raise_value_error():

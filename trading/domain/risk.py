@@ -1,7 +1,10 @@
 """Pre-trade risk rules: pure checks that return a decision with every reason.
 
-``check_order(order, book, limits)`` runs every rule and collects every failing one (not just
-the first), so an operator sees the whole picture. Rules:
+Each rule is a named function of an `OrderCheck` (the order, the book, the limits and every leg's
+position before and after) returning its reasons. ``check_order(order, book, limits)`` runs
+every rule (or the ones it is given: the live gate checks the price band per leg and the rest
+on the combined order) and collects every failing one (not just the first), so an operator sees
+the whole picture. Rules:
 
 * HALTED: the trading state is HALTED; nothing is approved.
 * REDUCE_ONLY: the state is REDUCING and the order does not shrink exposure.
@@ -38,7 +41,7 @@ call; the TLT delta of one TLTW share for TLTW); vega per share in USD per vol p
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from enum import StrEnum
@@ -49,14 +52,27 @@ from trading.domain.market_hours import MarketCalendar, market_calendar
 __all__ = [
     "BookSnapshot",
     "InstrumentRisk",
+    "OrderCheck",
     "OrderLeg",
     "OrderRequest",
     "RiskCode",
     "RiskDecision",
     "RiskLimits",
     "RiskReason",
+    "Rule",
     "TradingState",
     "check_order",
+    "daily_loss",
+    "gross_notional",
+    "halted",
+    "market_hours",
+    "net_greeks",
+    "order_rate",
+    "order_size",
+    "position_limits",
+    "price_band",
+    "reduce_only",
+    "stale_quotes",
 ]
 
 
@@ -262,147 +278,263 @@ def _net(instruments: Mapping[str, InstrumentRisk], positions: Mapping[str, floa
     )
 
 
-def check_order(
-    order: OrderRequest,
-    book: BookSnapshot,
-    limits: RiskLimits,
-    calendar: MarketCalendar | None = None,
-) -> RiskDecision:
-    """Run every rule (module docstring); approved only when no rule objects."""
-    reasons: list[RiskReason] = []
+@dataclass(frozen=True, slots=True)
+class OrderCheck:
+    """What every rule reads: the order, the book, the limits, and the positions of every leg
+    before and after the order (computed once)."""
 
-    def reject(code: RiskCode, message: str) -> None:
-        reasons.append(RiskReason(code, message))
+    order: OrderRequest
+    book: BookSnapshot
+    limits: RiskLimits
+    calendar: MarketCalendar
+    changes: dict[str, float]
+    before: dict[str, float]
+    after: dict[str, float]
 
-    changes = order.leg_changes()
-    instruments = book.instruments
-    state = book.trading_state
+    @classmethod
+    def of(
+        cls,
+        order: OrderRequest,
+        book: BookSnapshot,
+        limits: RiskLimits,
+        calendar: MarketCalendar | None = None,
+    ) -> OrderCheck:
+        changes = order.leg_changes()
+        # Every leg of the book plus the order's legs, before and after.
+        before = {key: instrument.position for key, instrument in book.instruments.items()}
+        after = dict(before)
+        for key, change in changes.items():
+            after[key] = after.get(key, 0.0) + change
+        return cls(order, book, limits, calendar or market_calendar(), changes, before, after)
 
-    if state is TradingState.HALTED:
-        reject(RiskCode.HALTED, "trading is HALTED")
-
-    calendar = calendar or market_calendar()
-    try:
-        is_open = calendar.in_session(book.now)
-    except ValueError as error:
-        is_open = False
-        reject(RiskCode.MARKET_CLOSED, f"cannot tell if the market is open: {error}")
-    else:
-        if not is_open:
-            reject(RiskCode.MARKET_CLOSED, f"market closed at {book.now.isoformat()}")
-
-    stale = [
-        reason
-        for key in changes
-        if (
-            reason := _stale_reason(
-                instruments.get(key), key, book.now, limits.max_quote_age_seconds
-            )
-        )
-    ]
-    for message in stale:
-        reject(RiskCode.STALE_DATA, message)
-    if stale:
-        # Without a trustworthy mid, notional, band and Greeks cannot be checked: stop here.
-        return RiskDecision(False, tuple(reasons))
-
-    # Every leg of the book plus the order's legs, before and after.
-    before = {key: instrument.position for key, instrument in instruments.items()}
-    after = dict(before)
-    for key, change in changes.items():
-        after[key] = after.get(key, 0.0) + change
-
-    shrinks = all(
-        abs(after[key]) <= abs(before.get(key, 0.0)) and after[key] * before.get(key, 0.0) >= 0
-        for key in changes
-    )
-    if state is TradingState.REDUCING and not shrinks:
-        reject(RiskCode.REDUCE_ONLY, "trading is REDUCING and the order does not shrink exposure")
-
-    for key, change in changes.items():
-        limit = limits.max_position.get(key, 0.0)
-        if abs(after[key]) > limit and abs(after[key]) > abs(before.get(key, 0.0)):
-            reject(
-                RiskCode.POSITION_LIMIT,
-                f"{key}: position {before.get(key, 0.0):g} {change:+g} = {after[key]:g} "
-                f"exceeds limit {limit:g}",
-            )
-
-    order_notional = math.fsum(
-        abs(change) * instruments[key].mid * instruments[key].multiplier
-        for key, change in changes.items()
-    )
-    if order.quantity > limits.max_order_quantity:
-        reject(
-            RiskCode.ORDER_SIZE,
-            f"order quantity {order.quantity:g} exceeds limit {limits.max_order_quantity:g}",
-        )
-    if order_notional > limits.max_order_notional_usd:
-        reject(
-            RiskCode.ORDER_SIZE,
-            f"order notional {order_notional:,.2f} USD exceeds limit "
-            f"{limits.max_order_notional_usd:,.2f}",
+    @property
+    def shrinks(self) -> bool:
+        """On every leg of the order, no larger in size than before and the same sign."""
+        before, after = self.before, self.after
+        return all(
+            abs(after[key]) <= abs(before.get(key, 0.0)) and after[key] * before.get(key, 0.0) >= 0
+            for key in self.changes
         )
 
-    def gross(positions: Mapping[str, float]) -> float:
+    def gross_usd(self, positions: Mapping[str, float]) -> float:
+        instruments = self.book.instruments
         return math.fsum(
             abs(quantity) * instruments[key].mid * instruments[key].multiplier
             for key, quantity in positions.items()
             if quantity
         )
 
-    # Order legs without an instrument were rejected above as STALE_DATA.
-    book_keys = list(after)
-    gross_before = gross({key: before.get(key, 0.0) for key in book_keys})
-    gross_after = gross({key: after[key] for key in book_keys})
-    if gross_after > limits.max_gross_notional_usd and gross_after > gross_before:
-        reject(
-            RiskCode.GROSS_NOTIONAL,
-            f"gross notional {gross_before:,.2f} -> {gross_after:,.2f} USD exceeds limit "
-            f"{limits.max_gross_notional_usd:,.2f}",
-        )
+    def net(self, positions: Mapping[str, float], attribute: str) -> float:
+        return _net(self.book.instruments, positions, attribute)
 
-    if order.limit_price is None:
-        reject(RiskCode.PRICE_BAND, "no limit price: market orders are not allowed")
-    else:
-        mid = math.fsum(leg.ratio * instruments[leg.key].mid for leg in order.legs)
-        scale = math.fsum(abs(leg.ratio) * instruments[leg.key].mid for leg in order.legs)
-        band = limits.price_band_fraction * scale
-        if abs(order.limit_price - mid) > band:
-            reject(
-                RiskCode.PRICE_BAND,
-                f"limit {order.limit_price:g} is {abs(order.limit_price - mid):g} from mid "
-                f"{mid:g}, beyond the band {band:g} ({limits.price_band_fraction:.2%} of "
-                f"{scale:g})",
+
+Rule = Callable[[OrderCheck], list[RiskReason]]
+"""One pre-trade rule: the reasons it refuses the order for (none: it passes)."""
+
+
+def halted(check: OrderCheck) -> list[RiskReason]:
+    """HALTED: nothing is approved."""
+    if check.book.trading_state is TradingState.HALTED:
+        return [RiskReason(RiskCode.HALTED, "trading is HALTED")]
+    return []
+
+
+def market_hours(check: OrderCheck) -> list[RiskReason]:
+    """MARKET_CLOSED: outside the regular session (its closing instant included in it)."""
+    now = check.book.now
+    try:
+        is_open = check.calendar.in_session(now)
+    except ValueError as error:
+        return [RiskReason(RiskCode.MARKET_CLOSED, f"cannot tell if the market is open: {error}")]
+    if not is_open:
+        return [RiskReason(RiskCode.MARKET_CLOSED, f"market closed at {now.isoformat()}")]
+    return []
+
+
+def stale_quotes(check: OrderCheck) -> list[RiskReason]:
+    """STALE_DATA: a leg's quote is old, missing, non-finite, non-positive or crossed."""
+    instruments, now = check.book.instruments, check.book.now
+    max_age = check.limits.max_quote_age_seconds
+    return [
+        RiskReason(RiskCode.STALE_DATA, message)
+        for key in check.changes
+        if (message := _stale_reason(instruments.get(key), key, now, max_age))
+    ]
+
+
+def reduce_only(check: OrderCheck) -> list[RiskReason]:
+    """REDUCE_ONLY: REDUCING admits only orders that shrink exposure."""
+    if check.book.trading_state is TradingState.REDUCING and not check.shrinks:
+        message = "trading is REDUCING and the order does not shrink exposure"
+        return [RiskReason(RiskCode.REDUCE_ONLY, message)]
+    return []
+
+
+def position_limits(check: OrderCheck) -> list[RiskReason]:
+    """POSITION_LIMIT: a leg's position after the order beyond its limit, and growing."""
+    reasons = []
+    for key, change in check.changes.items():
+        limit = check.limits.max_position.get(key, 0.0)
+        before, after = check.before.get(key, 0.0), check.after[key]
+        if abs(after) > limit and abs(after) > abs(before):
+            reasons.append(
+                RiskReason(
+                    RiskCode.POSITION_LIMIT,
+                    f"{key}: position {before:g} {change:+g} = {after:g} exceeds limit {limit:g}",
+                )
             )
+    return reasons
 
+
+def order_size(check: OrderCheck) -> list[RiskReason]:
+    """ORDER_SIZE: the order's quantity or notional beyond its limit."""
+    limits, order, instruments = check.limits, check.order, check.book.instruments
+    reasons = []
+    if order.quantity > limits.max_order_quantity:
+        reasons.append(
+            RiskReason(
+                RiskCode.ORDER_SIZE,
+                f"order quantity {order.quantity:g} exceeds limit {limits.max_order_quantity:g}",
+            )
+        )
+    notional = math.fsum(
+        abs(change) * instruments[key].mid * instruments[key].multiplier
+        for key, change in check.changes.items()
+    )
+    if notional > limits.max_order_notional_usd:
+        reasons.append(
+            RiskReason(
+                RiskCode.ORDER_SIZE,
+                f"order notional {notional:,.2f} USD exceeds limit "
+                f"{limits.max_order_notional_usd:,.2f}",
+            )
+        )
+    return reasons
+
+
+def gross_notional(check: OrderCheck) -> list[RiskReason]:
+    """GROSS_NOTIONAL: the book's gross after the order beyond the limit, and growing."""
+    keys = list(check.after)
+    gross_before = check.gross_usd({key: check.before.get(key, 0.0) for key in keys})
+    gross_after = check.gross_usd(check.after)
+    limit = check.limits.max_gross_notional_usd
+    if gross_after > limit and gross_after > gross_before:
+        return [
+            RiskReason(
+                RiskCode.GROSS_NOTIONAL,
+                f"gross notional {gross_before:,.2f} -> {gross_after:,.2f} USD exceeds limit "
+                f"{limit:,.2f}",
+            )
+        ]
+    return []
+
+
+def price_band(check: OrderCheck) -> list[RiskReason]:
+    """PRICE_BAND: no limit price, or one further from the mid than the band."""
+    order, instruments = check.order, check.book.instruments
+    if order.limit_price is None:
+        return [RiskReason(RiskCode.PRICE_BAND, "no limit price: market orders are not allowed")]
+    mid = math.fsum(leg.ratio * instruments[leg.key].mid for leg in order.legs)
+    scale = math.fsum(abs(leg.ratio) * instruments[leg.key].mid for leg in order.legs)
+    fraction = check.limits.price_band_fraction
+    band = fraction * scale
+    distance = abs(order.limit_price - mid)
+    if distance > band:
+        return [
+            RiskReason(
+                RiskCode.PRICE_BAND,
+                f"limit {order.limit_price:g} is {distance:g} from mid {mid:g}, beyond the band "
+                f"{band:g} ({fraction:.2%} of {scale:g})",
+            )
+        ]
+    return []
+
+
+def net_greeks(check: OrderCheck) -> list[RiskReason]:
+    """NET_DELTA, NET_VEGA: the book's net Greek after the order beyond its limit, and growing."""
+    limits, keys = check.limits, list(check.after)
+    reasons = []
     for code, attribute, limit, unit in (
         (RiskCode.NET_DELTA, "delta", limits.max_net_delta_shares, "TLT shares"),
         (RiskCode.NET_VEGA, "vega", limits.max_net_vega_usd, "USD per vol point"),
     ):
-        net_before = _net(instruments, {k: before.get(k, 0.0) for k in book_keys}, attribute)
-        net_after = _net(instruments, {k: after[k] for k in book_keys}, attribute)
+        net_before = check.net({key: check.before.get(key, 0.0) for key in keys}, attribute)
+        net_after = check.net(check.after, attribute)
         if abs(net_after) > limit and abs(net_after) > abs(net_before):
-            reject(
-                code,
-                f"net {attribute} {net_before:,.2f} -> {net_after:,.2f} {unit} exceeds limit "
-                f"{limit:,.2f}",
+            reasons.append(
+                RiskReason(
+                    code,
+                    f"net {attribute} {net_before:,.2f} -> {net_after:,.2f} {unit} exceeds "
+                    f"limit {limit:,.2f}",
+                )
             )
+    return reasons
 
+
+def order_rate(check: OrderCheck) -> list[RiskReason]:
+    """ORDER_RATE: `max_orders_per_window` orders already sent in the window."""
+    book, limits = check.book, check.limits
     window_start = book.now - timedelta(seconds=limits.order_rate_window_seconds)
     recent = sum(1 for moment in book.recent_order_times if window_start < moment <= book.now)
     if recent >= limits.max_orders_per_window:
-        reject(
-            RiskCode.ORDER_RATE,
-            f"{recent} orders in the last {limits.order_rate_window_seconds:g} s, limit "
-            f"{limits.max_orders_per_window}",
-        )
+        return [
+            RiskReason(
+                RiskCode.ORDER_RATE,
+                f"{recent} orders in the last {limits.order_rate_window_seconds:g} s, limit "
+                f"{limits.max_orders_per_window}",
+            )
+        ]
+    return []
 
-    if book.daily_pnl_usd <= -limits.max_daily_loss_usd and not shrinks:
-        reject(
-            RiskCode.DAILY_LOSS,
-            f"daily P&L {book.daily_pnl_usd:,.2f} USD is at or beyond the loss limit "
-            f"{limits.max_daily_loss_usd:,.2f} and the order does not shrink exposure",
-        )
 
+def daily_loss(check: OrderCheck) -> list[RiskReason]:
+    """DAILY_LOSS: at or beyond the day's loss limit, only orders that shrink exposure."""
+    pnl, limit = check.book.daily_pnl_usd, check.limits.max_daily_loss_usd
+    if pnl <= -limit and not check.shrinks:
+        return [
+            RiskReason(
+                RiskCode.DAILY_LOSS,
+                f"daily P&L {pnl:,.2f} USD is at or beyond the loss limit {limit:,.2f} and the "
+                "order does not shrink exposure",
+            )
+        ]
+    return []
+
+
+PRICED_RULES: tuple[Rule, ...] = (
+    reduce_only,
+    position_limits,
+    order_size,
+    gross_notional,
+    price_band,
+    net_greeks,
+    order_rate,
+    daily_loss,
+)
+"""Rules that value the legs: skipped when a leg's quote is not trustworthy (STALE_DATA)."""
+
+RULES: tuple[Rule, ...] = (halted, market_hours, stale_quotes, *PRICED_RULES)
+"""Every rule, in the order their reasons are reported."""
+
+
+def check_order(
+    order: OrderRequest,
+    book: BookSnapshot,
+    limits: RiskLimits,
+    calendar: MarketCalendar | None = None,
+    rules: tuple[Rule, ...] = RULES,
+) -> RiskDecision:
+    """Run `rules` (all by default) and collect every reason; approved only when none objects.
+
+    Without a trustworthy mid for every leg (STALE_DATA), notional, band and Greeks cannot be
+    checked: the rules that value the legs are skipped, whether or not `rules` reports the
+    staleness itself."""
+    check = OrderCheck.of(order, book, limits, calendar)
+    stale = stale_quotes(check)
+    reasons: list[RiskReason] = []
+    for rule in rules:
+        if rule is stale_quotes:
+            reasons.extend(stale)
+        elif not (stale and rule in PRICED_RULES):
+            reasons.extend(rule(check))
     return RiskDecision(not reasons, tuple(reasons))

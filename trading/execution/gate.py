@@ -60,6 +60,15 @@ from trading.execution.tracking import OrderTracker
 if TYPE_CHECKING:
     from trading.settings import RiskSettings
 
+COMBINED_RULES = tuple(r for r in domain_risk.RULES if r is not domain_risk.price_band)
+"""The rules the whole intent is checked against as one combined order: all but the price band
+(a combined limit price would let one leg's error hide behind the other's)."""
+COMBINED_RULES_ANY_HOUR = tuple(r for r in COMBINED_RULES if r is not domain_risk.market_hours)
+"""The same without market hours (`check_market_hours=False`: demos outside the session)."""
+LEG_RULES = (domain_risk.price_band,)
+"""The rule each leg is checked against alone (skipped, like every rule that values a leg,
+when a quote is stale: the combined order reports that)."""
+
 __all__ = [
     "INVALID",
     "RISK_MADE_PURPOSES",
@@ -188,25 +197,23 @@ class RiskGate:
             quantity=1.0,
             limit_price=math.fsum(_signed_value(leg) for leg in intent.legs),
         )
-        decision = domain_risk.check_order(combined, book, limits, self.calendar)
-        out = [r for r in decision.reasons if r.code is not RiskCode.PRICE_BAND]
-        stale = any(r.code is RiskCode.STALE_DATA for r in out)
-        if not stale:
-            for i, leg in enumerate(intent.legs):
-                request = domain_risk.OrderRequest(
-                    legs=tuple(
-                        domain_risk.OrderLeg(str(c), _ratio(q / leg.quantity))
-                        for c, q in leg_exposure(_as_buy(leg)).items()
-                    ),
-                    side=leg.side,
-                    quantity=float(leg.quantity),
-                    limit_price=leg.limit_price,
-                )
-                for r in domain_risk.check_order(request, book, limits, self.calendar).reasons:
-                    if r.code is RiskCode.PRICE_BAND:
-                        out.append(
-                            domain_risk.RiskReason(r.code, f"legs[{i}] {leg.symbol}: {r.message}")
-                        )
+        rules = COMBINED_RULES if self.limits.check_market_hours else COMBINED_RULES_ANY_HOUR
+        out = list(domain_risk.check_order(combined, book, limits, self.calendar, rules).reasons)
+        for i, leg in enumerate(intent.legs):
+            request = domain_risk.OrderRequest(
+                legs=tuple(
+                    domain_risk.OrderLeg(str(c), _ratio(q / leg.quantity))
+                    for c, q in leg_exposure(_as_buy(leg)).items()
+                ),
+                side=leg.side,
+                quantity=float(leg.quantity),
+                limit_price=leg.limit_price,
+            )
+            band = domain_risk.check_order(request, book, limits, self.calendar, LEG_RULES)
+            out += [
+                domain_risk.RiskReason(r.code, f"legs[{i}] {leg.symbol}: {r.message}")
+                for r in band.reasons
+            ]
         for symbol in sorted({leg.symbol for leg in intent.legs}):
             health = marks.unhealthy(symbol)
             if health is not None:
@@ -215,8 +222,6 @@ class RiskGate:
                         RiskCode.STALE_DATA, f"{symbol}: data {health.status}: {health.reason}"
                     )
                 )
-        if not self.limits.check_market_hours:
-            out = [r for r in out if r.code is not RiskCode.MARKET_CLOSED]
         return [RiskReason(str(r.code), r.message) for r in out]
 
     @staticmethod
