@@ -25,6 +25,7 @@ from trading.bus import (
     Side,
     SpreadPoint,
 )
+from trading.domain.orders import StatusUpdate
 from trading.domain.risk import TradingState
 from trading.execution.book import BrokerPosition
 from trading.execution.engine import Cancel, CancelAll, ExecutionEngine, Raise, Submit
@@ -54,8 +55,8 @@ def enter(e: ExecutionEngine, units: int = 1, shares: int = 375) -> None:
     e.on_fill(fill("f1", TLT_ID, Side.BUY, 100 * units, 90.00))
     e.on_fill(fill("f2", CALL_ID, Side.SELL, units, 1.60, sec_type="OPT"))
     e.on_fill(fill("f3", TLTW_ID, Side.SELL, shares, 24.00, symbol="TLTW"))
-    e.on_status(1, "Filled", units, 0, BW_MID, NOW)
-    e.on_status(2, "Filled", shares, 0, 24.0, NOW)
+    e.on_status(StatusUpdate(1, "Filled", units, 0, BW_MID), NOW)
+    e.on_status(StatusUpdate(2, "Filled", shares, 0, 24.0), NOW)
 
 
 def submitted(actions) -> list:
@@ -138,7 +139,7 @@ def test_kill_switch_cancels_everything_and_flattens_when_asked():
     assert any(isinstance(a, CancelAll) for a in actions)
     # the pair's resting order could still fill: the flatten waits until IB has cancelled it
     assert submitted(actions) == [] and submitted(e.tick(NOW)) == []
-    e.on_status(7, "Cancelled", 0, 100, 0, NOW + 1)
+    e.on_status(StatusUpdate(7, "Cancelled", 0, 100, 0), NOW + 1)
     (flatten,) = submitted(e.tick(NOW + 1))
     assert {leg.kind for leg in flatten.legs} == {LegKind.BUY_WRITE, LegKind.STOCK}
     # a repeated command (same id, e.g. re-read after a restart) does nothing
@@ -161,8 +162,8 @@ def test_legging_timeout_cancels_the_lagging_leg_and_unwinds_the_filled_one():
     assert e.decide(entry, NOW).approved
     e.order_sent("i-1", 0, 1, NOW)
     e.order_sent("i-1", 1, 2, NOW)
-    e.on_status(1, "Filled", 2, 0, BW_MID, NOW + 1)
-    e.on_status(2, "Submitted", 0, 750, 0, NOW + 1)
+    e.on_status(StatusUpdate(1, "Filled", 2, 0, BW_MID), NOW + 1)
+    e.on_status(StatusUpdate(2, "Submitted", 0, 750, 0), NOW + 1)
     assert submitted(e.tick(NOW + 20)) == []
     actions = e.tick(NOW + 32)
     assert Cancel((2,)) in actions
@@ -181,8 +182,8 @@ def test_legging_with_partial_fills_unwinds_only_the_excess():
     e.decide(entry, NOW)
     e.order_sent("i-1", 0, 1, NOW)
     e.order_sent("i-1", 1, 2, NOW)
-    e.on_status(1, "Submitted", 3, 1, BW_MID, NOW)  # 75 %
-    e.on_status(2, "Submitted", 375, 1125, 24.0, NOW)  # 25 %
+    e.on_status(StatusUpdate(1, "Submitted", 3, 1, BW_MID), NOW)  # 75 %
+    e.on_status(StatusUpdate(2, "Submitted", 375, 1125, 24.0), NOW)  # 25 %
     (unwind,) = submitted(e.tick(NOW + 31))
     (leg,) = unwind.legs
     assert (leg.kind, leg.side, leg.quantity) == (LegKind.BUY_WRITE, Side.SELL, 2)
@@ -200,8 +201,8 @@ def test_an_exit_that_legs_is_completed_not_unwound():
     assert e.decide(exit_, NOW).approved
     e.order_sent("x-1", 0, 5, NOW)
     e.order_sent("x-1", 1, 6, NOW)
-    e.on_status(5, "Submitted", 0, 1, 0, NOW)
-    e.on_status(6, "Filled", 375, 0, 24.0, NOW)
+    e.on_status(StatusUpdate(5, "Submitted", 0, 1, 0), NOW)
+    e.on_status(StatusUpdate(6, "Filled", 375, 0, 24.0), NOW)
     (complete,) = submitted(e.tick(NOW + 31))
     (leg,) = complete.legs
     assert (leg.kind, leg.side, leg.quantity) == (LegKind.BUY_WRITE, Side.SELL, 1)
@@ -213,7 +214,7 @@ def test_a_rejected_order_is_final_and_reported_as_rejected():
     entry = intent(tltw_leg(Side.SELL, 100, 24.0))
     e.decide(entry, NOW)
     e.order_sent("i-1", 0, 9, NOW)
-    e.on_status(9, "Cancelled", 0, 100, 0, NOW)  # ib_async's view of a refused order
+    e.on_status(StatusUpdate(9, "Cancelled", 0, 100, 0), NOW)  # ib_async's view of a refused order
     event = e.on_reject(9, 201, "Order rejected - reason: test", NOW)
     assert event.status == "Rejected" and "201" in event.message
     assert e.tracker.open_legs() == []
@@ -293,9 +294,11 @@ def test_an_exit_while_the_entry_works_cancels_its_rest_then_closes_what_the_pai
     assert e.decide(entry, NOW).approved
     e.order_sent("i-1", 0, 1, NOW)
     e.order_sent("i-1", 1, 2, NOW)
-    e.on_status(1, "Submitted", 0, 2, 0, NOW)
+    e.on_status(StatusUpdate(1, "Submitted", 0, 2, 0), NOW)
     e.on_fill(fill("f3", TLTW_ID, Side.SELL, 750, 24.00, symbol="TLTW"))
-    e.on_status(2, "Filled", 750, 0, 24.0, NOW)  # TLTW filled, the buy-write still working
+    e.on_status(
+        StatusUpdate(2, "Filled", 750, 0, 24.0), NOW
+    )  # TLTW filled, the buy-write still working
     exit_ = intent(
         buy_write_leg(Side.SELL, 2, BW_MID), tltw_leg(Side.BUY, 750, 24.0),
         intent_id="x-1", purpose=IntentPurpose.EXIT,
@@ -313,7 +316,7 @@ def test_an_exit_while_the_entry_works_cancels_its_rest_then_closes_what_the_pai
     # one buy-write unit fills before the cancel lands
     e.on_fill(fill("f1", TLT_ID, Side.BUY, 100, 90.00))
     e.on_fill(fill("f2", CALL_ID, Side.SELL, 1, 1.60, sec_type="OPT"))
-    e.on_status(1, "Cancelled", 1, 1, BW_MID, NOW + 7)
+    e.on_status(StatusUpdate(1, "Cancelled", 1, 1, BW_MID), NOW + 7)
     (close,) = submitted(e.tick(NOW + 7))
     assert close.purpose is IntentPurpose.FLATTEN and close.pair_id == "p-1"
     legs = {leg.kind: (leg.side, leg.quantity) for leg in close.legs}
@@ -336,7 +339,9 @@ def test_a_flatten_waits_for_the_pairs_cancelled_orders_and_alerts_if_ib_is_sile
     (waiting,) = [a.alert for a in e.tick(NOW + 12) if isinstance(a, Raise)]
     assert waiting.code == "close_waiting" and "i-3" in waiting.message
     assert not [a for a in e.tick(NOW + 20) if isinstance(a, Raise)]  # alerted once
-    e.on_status(7, "Filled", 100, 0, 24.1, NOW + 21)  # it filled before the cancel landed
+    e.on_status(
+        StatusUpdate(7, "Filled", 100, 0, 24.1), NOW + 21
+    )  # it filled before the cancel landed
     e.on_fill(fill("f9", TLTW_ID, Side.SELL, 100, 24.1, symbol="TLTW", intent_id="i-3"))
     (flatten,) = submitted(e.tick(NOW + 21))
     stock = next(leg for leg in flatten.legs if leg.kind is LegKind.STOCK)
@@ -407,8 +412,8 @@ def enter_long_spread(e: ExecutionEngine, units: int = 1, shares: int = 375) -> 
     e.on_fill(fill("f1", TLT_ID, Side.SELL, 100 * units, 90.00))
     e.on_fill(fill("f2", CALL_ID, Side.BUY, units, 1.60, sec_type="OPT"))
     e.on_fill(fill("f3", TLTW_ID, Side.BUY, shares, 24.00, symbol="TLTW"))
-    e.on_status(1, "Filled", units, 0, BW_MID, NOW)
-    e.on_status(2, "Filled", shares, 0, 24.0, NOW)
+    e.on_status(StatusUpdate(1, "Filled", units, 0, BW_MID), NOW)
+    e.on_status(StatusUpdate(2, "Filled", shares, 0, 24.0), NOW)
 
 
 def settle_long(e: ExecutionEngine, contracts: int, exercised: bool) -> None:

@@ -6,6 +6,7 @@ import pytest
 
 from tests.risk.helpers import NOW, TLT_ID, TLTW_ID, buy_write_leg, intent, tltw_leg
 from trading.bus import Side
+from trading.domain.orders import StatusUpdate
 from trading.execution.decisions import RejectionLog
 from trading.execution.tracking import LegState, OrderTracker, TrackedLeg
 
@@ -31,7 +32,7 @@ def test_a_legs_fill_is_the_sum_of_its_orders_executions():
     assert (leg.filled, leg.state) == (500.0, LegState.WORKING)
     assert leg.acknowledged_at == NOW + 1  # an execution is IB's answer too
     # an orderStatus that lags behind the executions does not lower the fill
-    tracker.on_status(2, "Submitted", 200.0, 550.0, 24.0, NOW + 2)
+    tracker.on_status(StatusUpdate(2, "Submitted", 200.0, 550.0, 24.0), NOW + 2)
     assert leg.filled == 500.0
     tracker.on_execution("i-1", 2, 102, "STK", TLTW_ID, "e3", 250.0, NOW + 3)
     assert (leg.filled, leg.state) == (750.0, LegState.FILLED)
@@ -51,7 +52,7 @@ def test_only_the_bag_level_execution_counts_for_a_buy_write():
 def test_a_completed_order_without_its_order_id_is_applied_by_leg():
     tracker = tracked_entry()
     leg = tracker.leg("i-1", 1)
-    tracker.apply_status(leg, "Filled", 750.0, 0.0, 24.01, NOW + 5, perm_id=102)
+    tracker.apply_status(leg, StatusUpdate(2, "Filled", 750.0, 0.0, 24.01, perm_id=102), NOW + 5)
     assert (leg.state, leg.filled, leg.perm_id) == (LegState.FILLED, 750.0, 102)
 
 
@@ -63,15 +64,17 @@ def test_a_lost_leg_is_done_and_comes_back_if_ib_reports_it():
     assert tracker.open_legs() == [tracker.leg("i-1", 0)]
     tracker.on_rejected(2, "IB error 10147: not found", NOW + 11)  # our cancel of it
     assert leg.state is LegState.LOST
-    tracker.on_status(2, "Submitted", 0.0, 750.0, 0.0, NOW + 12)  # IB had it after all
+    tracker.on_status(
+        StatusUpdate(2, "Submitted", 0.0, 750.0, 0.0), NOW + 12
+    )  # IB had it after all
     assert leg.state is LegState.WORKING
 
 
 def test_the_legging_clock_starts_when_every_leg_is_acknowledged():
     tracker = tracked_entry()
-    tracker.on_status(1, "Filled", 2.0, 0.0, 8998.0, NOW + 1)  # the BAG fills at once
+    tracker.on_status(StatusUpdate(1, "Filled", 2.0, 0.0, 8998.0), NOW + 1)  # the BAG fills at once
     assert tracker.legging_breaches(NOW + 100, timeout_s=30.0) == []  # TLTW: no answer yet
-    tracker.on_status(2, "Submitted", 0.0, 750.0, 0.0, NOW + 90)  # acknowledged late
+    tracker.on_status(StatusUpdate(2, "Submitted", 0.0, 750.0, 0.0), NOW + 90)  # acknowledged late
     assert tracker.legging_breaches(NOW + 119, timeout_s=30.0) == []
     (breach,) = tracker.legging_breaches(NOW + 120, timeout_s=30.0)
     assert breach.since == NOW + 90 and breach.fractions == (1.0, 0.0) and not breach.complete
@@ -79,14 +82,14 @@ def test_the_legging_clock_starts_when_every_leg_is_acknowledged():
 
 def test_a_leg_filled_in_proportion_is_never_legged():
     tracker = tracked_entry()
-    tracker.on_status(1, "Filled", 2.0, 0.0, 8998.0, NOW + 1)
-    tracker.on_status(2, "Filled", 750.0, 0.0, 24.0, NOW + 40)
+    tracker.on_status(StatusUpdate(1, "Filled", 2.0, 0.0, 8998.0), NOW + 1)
+    tracker.on_status(StatusUpdate(2, "Filled", 750.0, 0.0, 24.0), NOW + 40)
     assert tracker.legging_breaches(NOW + 1000, timeout_s=30.0) == []
 
 
 def test_a_lost_leg_beside_a_filled_one_is_legged_at_once():
     tracker = tracked_entry()
-    tracker.on_status(1, "Filled", 2.0, 0.0, 8998.0, NOW + 1)
+    tracker.on_status(StatusUpdate(1, "Filled", 2.0, 0.0, 8998.0), NOW + 1)
     tracker.mark_lost(tracker.leg("i-1", 1), NOW + 2, "never received")
     (breach,) = tracker.legging_breaches(NOW + 2, timeout_s=30.0)
     assert breach.fractions == (1.0, 0.0)
@@ -94,10 +97,12 @@ def test_a_lost_leg_beside_a_filled_one_is_legged_at_once():
 
 def test_unacknowledged_legs_are_the_ones_sent_long_enough_ago_without_an_answer():
     tracker = tracked_entry()
-    tracker.on_status(1, "Submitted", 0.0, 2.0, 0.0, NOW + 1)
+    tracker.on_status(StatusUpdate(1, "Submitted", 0.0, 2.0, 0.0), NOW + 1)
     assert tracker.unacknowledged(NOW + 4, bound_s=5.0) == []
     assert tracker.unacknowledged(NOW + 5, bound_s=5.0) == [tracker.leg("i-1", 1)]
-    tracker.on_status(2, "PendingSubmit", 0.0, 750.0, 0.0, NOW + 6)  # the client's own echo
+    tracker.on_status(
+        StatusUpdate(2, "PendingSubmit", 0.0, 750.0, 0.0), NOW + 6
+    )  # the client's own echo
     assert tracker.unacknowledged(NOW + 6, bound_s=5.0) == [tracker.leg("i-1", 1)]
 
 
@@ -113,7 +118,7 @@ def test_a_leg_survives_its_state_record():
 def test_a_status_with_a_bad_quantity_is_refused(bad):
     tracker = tracked_entry()
     with pytest.raises(ValueError, match="filled"):
-        tracker.on_status(2, "Submitted", bad, 0.0, 0.0, NOW)
+        tracker.on_status(StatusUpdate(2, "Submitted", bad, 0.0, 0.0), NOW)
 
 
 def test_repeated_rejections_are_written_once_per_window_with_the_count_held_back():

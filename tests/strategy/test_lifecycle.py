@@ -25,6 +25,7 @@ from trading.bus import (
     RiskDecision,
     RiskReason,
 )
+from trading.domain.orders import StatusUpdate
 from trading.execution.engine import ExecutionEngine
 from trading.settings import RiskSettings
 from trading.strategy import StrategyEngine
@@ -58,7 +59,9 @@ def test_an_exit_while_the_entry_works_goes_out_once_and_the_strategy_never_stor
     engine.on_decision(decision)
     for index in range(len(entry.legs)):  # the orders rest at IB, unfilled
         risk.order_sent(entry.intent_id, index, 10 + index, entry.ts)
-        event = risk.on_status(10 + index, "Submitted", 0, entry.legs[index].quantity, 0, entry.ts)
+        event = risk.on_status(
+            StatusUpdate(10 + index, "Submitted", 0, entry.legs[index].quantity, 0), entry.ts
+        )
         engine.on_order_event(event)
     asked = []
     for msg in messages[cut:]:

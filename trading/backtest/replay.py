@@ -65,6 +65,7 @@ from trading.bus import (
 from trading.domain.costs import pair_round_trip_cost_usd
 from trading.domain.market_hours import EXCHANGE_TIMEZONE
 from trading.domain.options import EXPIRY_CLOSE_TIME
+from trading.domain.orders import StatusUpdate
 from trading.domain.pnl import Distribution
 from trading.execution.engine import Cancel, CancelAll, ExecutionEngine, Raise, Submit
 from trading.settings import Settings
@@ -273,9 +274,10 @@ class Replay:
                 execution.order_sent(intent.intent_id, index, order_id, now)
                 done = self._try(intent, index, order_id, now)
                 if done is None:
-                    self._event(execution.on_status(
-                        order_id, "Submitted", 0.0, intent.legs[index].quantity, 0.0, now
-                    ))  # fmt: skip
+                    working = StatusUpdate(
+                        order_id, "Submitted", 0.0, intent.legs[index].quantity, 0.0
+                    )
+                    self._event(execution.on_status(working, now))
                     self.fills.resting[order_id] = RestingOrder(
                         intent, index, order_id, _exchange_day(now)
                     )
@@ -296,7 +298,8 @@ class Replay:
         quantity = float(intent.legs[index].quantity)
         for fill in done.fills:
             self._book(fill)
-        self._event(self.execution.on_status(order_id, "Filled", quantity, 0.0, done.price, now))
+        filled = StatusUpdate(order_id, "Filled", quantity, 0.0, done.price)
+        self._event(self.execution.on_status(filled, now))
         return done
 
     def _event(self, event: OrderEvent | None) -> None:
@@ -338,7 +341,8 @@ class Replay:
         order = self.fills.resting.pop(order_id, None)
         if order is not None:
             remaining = float(order.intent.legs[order.leg_index].quantity)
-            self._event(self.execution.on_status(order_id, "Cancelled", 0.0, remaining, 0.0, now))
+            cancelled = StatusUpdate(order_id, "Cancelled", 0.0, remaining, 0.0)
+            self._event(self.execution.on_status(cancelled, now))
 
     def _run_actions(self, actions: list, now: float) -> None:
         for action in actions:

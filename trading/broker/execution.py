@@ -33,6 +33,7 @@ import ib_async
 
 from trading.broker.orders import OPTION_MULTIPLIER, LegOrder
 from trading.bus import Fill, IntentLeg, LegKind, Side
+from trading.domain.orders import StatusUpdate
 
 __all__ = [
     "ORDER_REJECT_CODES",
@@ -51,20 +52,6 @@ ORDER_REJECT_CODES = frozenset(
 )
 """IB error codes that mean an order was refused (duplicate id, rejected, no security, ...)."""
 WARNING_CODES = frozenset({165, 321, 329, 399, 404, 492, 10167}) | frozenset(range(2100, 2200))
-
-
-@dataclass(frozen=True, slots=True)
-class StatusUpdate:
-    """An IB order status as plain values (orderStatus / openOrder / cancel / reject)."""
-
-    order_id: int
-    perm_id: int
-    order_ref: str
-    status: str
-    filled: float
-    remaining: float
-    avg_fill_price: float
-    message: str = ""
 
 
 def status_update(trade: Any) -> StatusUpdate:

@@ -8,9 +8,9 @@ through `trading.broker.execution`, or a simulated fill model).
     decision = engine.decide(intent, now)        # RiskDecision; approved legs are now PLACING
     engine.order_sent(intent_id, leg_index, order_id, now)   # the order id, before placeOrder
     engine.placed(intent_id, leg_index, now)                 # placeOrder handed to the socket
-    event = engine.on_status(order_id, status, filled, remaining, avg_price, now, perm_id, msg)
+    event = engine.on_status(StatusUpdate(order_id, status, filled, ...), now)
     engine.on_fill(fill)                         # bus Fill (idempotent by exec_id)
-    event = engine.adopt(intent_id, leg_index, status, ...)  # IB's answer to a query
+    event = engine.adopt(intent_id, leg_index, update, now)  # IB's answer to a query
     actions = engine.lose(intent_id, leg_index, now, why)    # IB does not know a sent order
     fills, actions = engine.reconcile_positions(ib_positions, now, tag)  # IB is the truth
     actions = engine.on_command(cmd, now)        # OperatorCommand -> [Action]
@@ -55,7 +55,7 @@ the marks' exchange time); the baseline is kept in `to_state()`.
 from __future__ import annotations
 
 import itertools
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, date, datetime
 from typing import TYPE_CHECKING, Any
 
@@ -82,6 +82,7 @@ from trading.bus import (
 )
 from trading.domain.market_hours import EXCHANGE_TIMEZONE
 from trading.domain.options import early_assignment_risk
+from trading.domain.orders import StatusUpdate
 from trading.domain.risk import RiskCode
 from trading.execution.book import Book, BrokerPosition
 from trading.execution.gate import GateView, RiskGate, intent_exposure
@@ -292,28 +293,17 @@ class ExecutionEngine:
         self.tracker.mark_sent(intent_id, leg_index, now)
 
     def adopt(
-        self,
-        intent_id: str,
-        leg_index: int,
-        order_id: int,
-        status: str,
-        filled: float,
-        remaining: float,
-        avg_fill_price: float,
-        now: float,
-        perm_id: int = 0,
+        self, intent_id: str, leg_index: int, update: StatusUpdate, now: float
     ) -> OrderEvent | None:
         """IB's answer for one of our legs, found by orderRef and contract in a reconciliation
         (open or completed orders; a completed order may come without its order id)."""
         leg = self.tracker.leg(intent_id, leg_index)
         if leg is None:
             return None
-        if order_id and leg.order_id != order_id:
-            self.tracker.assign_order_id(intent_id, leg_index, order_id, now)
+        if update.order_id and leg.order_id != update.order_id:
+            self.tracker.assign_order_id(intent_id, leg_index, update.order_id, now)
         was = (leg.state, leg.filled)
-        self.tracker.apply_status(
-            leg, status, filled, remaining, avg_fill_price, now, perm_id, "reconciled with IB"
-        )
+        self.tracker.apply_status(leg, replace(update, message="reconciled with IB"), now)
         return order_event(leg, now) if (leg.state, leg.filled) != was else None
 
     def lose(self, intent_id: str, leg_index: int, now: float, why: str) -> list[Any]:
@@ -344,21 +334,9 @@ class ExecutionEngine:
             )
         return out
 
-    def on_status(
-        self,
-        order_id: int,
-        status: str,
-        filled: float,
-        remaining: float,
-        avg_fill_price: float,
-        now: float,
-        perm_id: int = 0,
-        message: str = "",
-    ) -> OrderEvent | None:
+    def on_status(self, update: StatusUpdate, now: float) -> OrderEvent | None:
         """Apply an IB order status; returns the audit event (None for an order not ours)."""
-        leg = self.tracker.on_status(
-            order_id, status, filled, remaining, avg_fill_price, now, perm_id, message
-        )
+        leg = self.tracker.on_status(update, now)
         return None if leg is None else order_event(leg, now)
 
     def on_reject(self, order_id: int, code: int, message: str, now: float) -> OrderEvent | None:

@@ -45,7 +45,6 @@ from trading.broker.connection import IBConnection
 from trading.broker.execution import (
     ORDER_REJECT_CODES,
     ExecutionClient,
-    StatusUpdate,
     leg_index_for,
     status_update,
 )
@@ -72,6 +71,7 @@ from trading.bus import (
     decode,
     encode,
 )
+from trading.domain.orders import StatusUpdate
 from trading.execution.book import BrokerPosition
 from trading.execution.decisions import RejectionLog
 from trading.execution.engine import (
@@ -280,10 +280,7 @@ class RiskRuntime:
                     continue  # the client's own record of a placeOrder IB has not answered
                 known.add((ref, index))
                 touched.add(ref)
-                event = self.engine.adopt(
-                    ref, index, update.order_id, update.status, update.filled,
-                    update.remaining, update.avg_fill_price, now, update.perm_id,
-                )  # fmt: skip
+                event = self.engine.adopt(ref, index, update, now)
                 if event is not None:
                     self.writes.put_nowait(("event", event))
         candidates = self.engine.tracker.open_legs() if legs is None else legs
@@ -385,16 +382,7 @@ class RiskRuntime:
     # IB events (synchronous, inside the client's reader) --------------------------------------
 
     def _status(self, update: StatusUpdate, trade: Any = None) -> None:
-        event = self.engine.on_status(
-            update.order_id,
-            update.status,
-            update.filled,
-            update.remaining,
-            update.avg_fill_price,
-            time.time(),
-            update.perm_id,
-            update.message,
-        )
+        event = self.engine.on_status(update, time.time())
         if event is not None:
             self.writes.put_nowait(("event", event))
 

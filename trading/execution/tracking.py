@@ -5,7 +5,7 @@ Pure: no I/O, no clock reads (every method takes `now`, epoch seconds).
     tracker = OrderTracker()
     tracker.register(intent, now)                     # before placeOrder: legs are PLACING
     tracker.assign_order_id(intent_id, leg_index, order_id)
-    tracker.on_status(order_id, "Submitted", filled=0, remaining=3, avg_fill_price=0, now=now)
+    tracker.on_status(StatusUpdate(order_id, "Submitted", 0, 3, 0), now)
     tracker.on_execution(fill)                        # an execution of one of our orders
     tracker.adopt(intent_id, leg_index, status, ...)  # IB's answer to a reconciliation query
     tracker.open_legs(); tracker.orders_sent_since(now - 60)
@@ -39,6 +39,7 @@ from enum import StrEnum
 from typing import Any
 
 from trading.bus import IntentLeg, IntentPurpose, LegKind, OrderIntent, Side, SignalAction
+from trading.domain.orders import StatusUpdate
 
 __all__ = [
     "DONE_LEG_STATES",
@@ -295,65 +296,44 @@ class OrderTracker:
 
     # IB updates -----------------------------------------------------------------------------
 
-    def on_status(
-        self,
-        order_id: int,
-        status: str,
-        filled: float,
-        remaining: float,
-        avg_fill_price: float,
-        now: float,
-        perm_id: int = 0,
-        message: str = "",
-    ) -> TrackedLeg | None:
+    def on_status(self, update: StatusUpdate, now: float) -> TrackedLeg | None:
         """Apply an IB order status; returns the leg, or None for an order we did not place."""
-        tracked = self.by_order_id.get(order_id)
+        tracked = self.by_order_id.get(update.order_id)
         if tracked is None:
             return None
-        return self.apply_status(
-            tracked, status, filled, remaining, avg_fill_price, now, perm_id, message
-        )
+        return self.apply_status(tracked, update, now)
 
-    def apply_status(
-        self,
-        tracked: TrackedLeg,
-        status: str,
-        filled: float,
-        remaining: float,
-        avg_fill_price: float,
-        now: float,
-        perm_id: int = 0,
-        message: str = "",
-    ) -> TrackedLeg:
+    def apply_status(self, tracked: TrackedLeg, update: StatusUpdate, now: float) -> TrackedLeg:
         """Apply an IB order status to a leg (found by order id, or by orderRef and contract
         when IB reports a completed order without its order id).
 
         A done state is final against a live one (a late "Submitted" after "Filled" does not
         reopen a leg), except LOST: a leg believed lost that IB reports is IB's after all.
         """
+        filled, remaining = update.filled, update.remaining
         for name, value in (("filled", filled), ("remaining", remaining)):
             if not math.isfinite(value) or value < 0:
                 raise ValueError(
                     f"order {tracked.order_id} {name} must be finite and >= 0, got {value!r}"
                 )
-        state = leg_state_from_ib(status)
-        if perm_id:
-            tracked.perm_id = perm_id
+        state = leg_state_from_ib(update.status)
+        if update.perm_id:
+            tracked.perm_id = update.perm_id
         if state is not LegState.PLACING and tracked.acknowledged_at is None:
             tracked.acknowledged_at = now
         if tracked.done and state not in DONE_LEG_STATES and tracked.state is not LegState.LOST:
             return tracked
         if state is LegState.PLACING and tracked.state is not LegState.PLACING:
             return tracked  # the client's own PendingSubmit echo, after IB answered
-        tracked.ib_status = status
+        tracked.ib_status = update.status
         tracked.state = state
         self._set_filled(tracked, filled, now)
         if filled >= tracked.filled:
             tracked.remaining = remaining
-        if avg_fill_price > 0:
-            tracked.avg_fill_price = avg_fill_price
-        if message:
-            tracked.message = message
+        if update.avg_fill_price > 0:
+            tracked.avg_fill_price = update.avg_fill_price
+        if update.message:
+            tracked.message = update.message
         tracked.updated_at = now
         return tracked
 
