@@ -10,7 +10,7 @@ PYTEST_ARGS ?=
 SOAK_MINUTES ?= 30
 FAULTS_ARGS ?=
 
-.PHONY: run test test-fast bench faults soak lint format clean venv tools wheelhouse base-image \
+.PHONY: run runtime test test-fast bench faults soak lint format clean venv tools wheelhouse base-image \
 	images image-names up
 
 # Images (README, Deployment): `make images` builds trading/<name>:$(IMAGE_TAG) for the five
@@ -30,11 +30,17 @@ WHEEL_ARCH  := $(shell uname -m)
 WHEEL_PLATFORMS := manylinux1 manylinux2010 manylinux2014 \
 	$(foreach v,5 12 17 24 27 28 31 34 35 36,manylinux_2_$(v))
 
-$(VENV)/.installed: requirements.txt requirements-dev.txt pyproject.toml
+# The runtime environment (`make run`): requirements.txt and the package. The test tools on top
+# of it (`make test`): requirements-dev.txt.
+$(VENV)/.runtime: requirements.txt pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -r requirements-dev.txt
+	$(PY) -m pip install --quiet -r requirements.txt
 	$(PY) -m pip install --quiet --no-deps -e .
+	touch $@
+
+$(VENV)/.installed: $(VENV)/.runtime requirements-dev.txt
+	$(PY) -m pip install --quiet -r requirements-dev.txt
 	touch $@
 
 $(TOOLS)/.installed: requirements-deploy-lint.txt
@@ -42,11 +48,13 @@ $(TOOLS)/.installed: requirements-deploy-lint.txt
 	$(TOOLS)/bin/pip install --quiet -r requirements-deploy-lint.txt
 	touch $@
 
+runtime: $(VENV)/.runtime
 venv: $(VENV)/.installed
 tools: $(TOOLS)/.installed
 
 ## run: the whole system on the simulated gateway with an embedded Redis; Ctrl-C stops it all
-run: venv
+## (the runtime dependencies only; ib_insync too, the library the user named)
+run: runtime
 	$(PY) -m trading run
 
 ## test: lint, then the whole suite (real Redis, real ib_async/ib_insync against ibsim), then
@@ -56,6 +64,7 @@ run: venv
 ## on a replaced worker, pytest-dev/pytest-xdist#1378)
 test: venv tools
 	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
 	$(PY) -m pytest -n 2 --dist loadfile --max-worker-restart 0 -m "not containers" $(PYTEST_ARGS)
 	$(PY) -m pytest -m containers $(PYTEST_ARGS) || [ $$? -eq 5 ]
 
