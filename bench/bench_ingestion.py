@@ -38,7 +38,7 @@ from trading.settings import load_settings  # noqa: E402
 GATEWAY = """
 import sys, time
 from trading.ibsim.config import SimConfig
-from trading.ibsim.server import SimulatedGateway
+from trading.ibsim.gateway import SimulatedGateway
 gw = SimulatedGateway(SimConfig(seed=1, firehose=sys.argv[1] == "1")).start()
 print(gw.port, flush=True)
 sys.stdin.read()

@@ -19,6 +19,7 @@ from trading.domain import black_scholes as bs
 from trading.domain.market_hours import EXCHANGE_TIMEZONE, market_calendar
 from trading.ibsim import MarketModel, SimConfig
 from trading.ibsim.config import DEFAULT_START
+from trading.ibsim.history import bar_frame
 from trading.ibsim.market import option_bid_ask
 from trading.settings import load_settings
 
@@ -42,7 +43,7 @@ def generated_rows(seed: int = 2, premium_bp: float = 50.0) -> list[dict[str, ob
     model = MarketModel(
         SimConfig(seed=seed, start=DEFAULT_START, history_days=520, premium_bp=premium_bp)
     )
-    frame = model.bars(FIRST, LAST, bar="1 day")
+    frame = bar_frame(model, FIRST, LAST, bar="1 day")
     rows: list[dict[str, object]] = []
     factor, previous = 1.0, None
     for stamp, bar in frame.iterrows():

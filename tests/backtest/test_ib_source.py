@@ -27,6 +27,7 @@ from trading.bus import Dividends, OptionChain, OptionQuote, Quote
 from trading.cli import main
 from trading.ibsim import SimConfig, SimulatedGateway
 from trading.ibsim.config import ET
+from trading.ibsim.history import bar_frame
 from trading.ibsim.market import MarketModel
 from trading.settings import IBSettings
 
@@ -69,7 +70,7 @@ def test_ib_source_quotes_equal_ibsim_model_bars_and_expired_calls_are_reported(
     tape = fetch_history(_settings(gateway), 31, request)
     messages = tape_messages(tape, RATE, DIV_YIELD, 3.0)
 
-    frame = model.bars(date(2026, 10, 15), date(2026, 10, 16), bar="1 min")
+    frame = bar_frame(model, date(2026, 10, 15), date(2026, 10, 16), bar="1 min")
     assert len(frame) == 780
     closes = np.array([(t + timedelta(minutes=1)).timestamp() - 0.5 for t in frame.index])
     for symbol in ("TLT", "TLTW"):
@@ -127,7 +128,7 @@ def test_ib_source_recovers_from_a_pacing_violation(gateway, model):
     planned = 4 + 2 * sum(len(calls) for calls in tape.session_options.values())
     assert tape.requests == planned + 1  # the refused one, asked again
     assert tape.missing == ()
-    frame = model.bars(date(2026, 10, 29), date(2026, 10, 29), bar="1 min")
+    frame = bar_frame(model, date(2026, 10, 29), date(2026, 10, 29), bar="1 min")
     tlt = [m for m in tape_messages(tape, RATE, DIV_YIELD, 3.0) if isinstance(m, Quote)]
     assert [q.bid for q in tlt if q.symbol == "TLT"] == frame["tlt_bid"].tolist()
 

@@ -11,7 +11,7 @@ import statsmodels.api as sm
 
 from trading.domain import black_scholes as bs
 from trading.ibsim import ET, MarketModel, SimConfig
-from trading.ibsim.history import bars, current_bar
+from trading.ibsim.history import bar_frame, bars, current_bar
 from trading.ibsim.instruments import TLT, occ_symbol, option_con_id, third_friday
 
 START = datetime(2026, 11, 2, 9, 30, tzinfo=ET)
@@ -25,7 +25,7 @@ def model() -> MarketModel:
 @pytest.fixture(scope="module")
 def year(model: MarketModel):
     """A year of hourly bars ending the day before the start."""
-    return model.bars(date(2025, 10, 1), date(2026, 10, 30), bar="1 hour")
+    return bar_frame(model, date(2025, 10, 1), date(2026, 10, 30), bar="1 hour")
 
 
 def test_start_is_anchored_at_the_configured_prices(model):
@@ -58,7 +58,7 @@ def test_price_is_nav_times_one_plus_premium(year):
 
 def test_zero_premium_scale_turns_the_premium_off():
     quiet = MarketModel(SimConfig(seed=3, premium_bp=0.0, history_days=30))
-    frame = quiet.bars(date(2026, 10, 26), date(2026, 10, 30), bar="30 mins")
+    frame = bar_frame(quiet, date(2026, 10, 26), date(2026, 10, 30), bar="30 mins")
     assert (frame["tltw_premium"] == 0).all()
     np.testing.assert_allclose(frame["tltw_close"], frame["tltw_nav"])
 
@@ -93,9 +93,9 @@ def test_nav_drops_by_the_distribution_at_the_ex_date_open():
 
 def test_same_seed_same_market_other_seed_other_market():
     window = (date(2026, 10, 28), date(2026, 10, 30))
-    first = MarketModel(SimConfig(seed=9, history_days=20)).bars(*window, bar="5 mins")
-    again = MarketModel(SimConfig(seed=9, history_days=20)).bars(*window, bar="5 mins")
-    other = MarketModel(SimConfig(seed=10, history_days=20)).bars(*window, bar="5 mins")
+    first = bar_frame(MarketModel(SimConfig(seed=9, history_days=20)), *window, bar="5 mins")
+    again = bar_frame(MarketModel(SimConfig(seed=9, history_days=20)), *window, bar="5 mins")
+    other = bar_frame(MarketModel(SimConfig(seed=10, history_days=20)), *window, bar="5 mins")
     assert first.equals(again)
     assert not np.allclose(first["tlt_close"], other["tlt_close"])
 
@@ -170,7 +170,7 @@ def test_bad_configuration_is_refused_naming_the_field():
 def test_an_option_quote_at_the_close_is_priced_on_the_close_not_the_next_open(model):
     """A bar ending at 16:00 must not see the overnight gap: the option's underlying at the
     close is the session's last TLT price, and only at the next open does it gap."""
-    frame = model.bars(date(2026, 10, 29), date(2026, 10, 30))
+    frame = bar_frame(model, date(2026, 10, 29), date(2026, 10, 30))
     last = frame.index[389]  # the 15:59 bar of 2026-10-29, closing at 16:00
     close = last + (frame.index[1] - frame.index[0])
     opening = frame.index[390]  # 09:30 the next day

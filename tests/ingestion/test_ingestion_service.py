@@ -37,8 +37,8 @@ from trading.bus import (
     Streams,
 )
 from trading.ibsim.config import SimConfig
+from trading.ibsim.gateway import SimulatedGateway
 from trading.ibsim.instruments import option_con_id
-from trading.ibsim.server import SimulatedGateway
 from trading.service import ServiceContext, serve
 from trading.settings import load_settings
 

@@ -133,7 +133,7 @@ async def test_stopping_market_data_in_ibsim_raises_data_stale_in_the_stream_and
     redis_url, bus
 ):
     from trading.ibsim.config import SimConfig
-    from trading.ibsim.server import SimulatedGateway
+    from trading.ibsim.gateway import SimulatedGateway
 
     binary = prometheus()
     gateway = SimulatedGateway(SimConfig(seed=1, speed=1.0)).start()

@@ -32,6 +32,7 @@ from trading.bus import (
 from trading.domain.common import HedgeMethod
 from trading.domain.hedge import rolling_zscore_vec
 from trading.ibsim.config import ET
+from trading.ibsim.history import bar_frame
 from trading.settings import load_settings
 from trading.strategy import StepResult, StrategyEngine
 from trading.strategy.position import PairStatus
@@ -215,7 +216,7 @@ def test_replica_holds_the_same_call_expiry_as_tltws_index_after_its_roll():
     from trading.strategy.simfeed import sim_model
 
     model = sim_model(seed=1, history_days=30)
-    frame = model.bars(FIRST_DAY, FIRST_DAY, bar="1 min")
+    frame = bar_frame(model, FIRST_DAY, FIRST_DAY, bar="1 min")
     engine = StrategyEngine.from_settings(scenario_settings())
 
     run(engine, shock_messages()[:3000])

@@ -24,6 +24,7 @@ import pandas as pd
 
 from trading.bus import Message
 from trading.ibsim.config import DEFAULT_START, ET, SimConfig
+from trading.ibsim.history import bar_frame
 from trading.ibsim.market import MarketModel
 from trading.strategy.simfeed import FeedConfig, simulated_messages
 
@@ -78,7 +79,7 @@ class SimSource:
 def true_premium(model: MarketModel, start: date, end: date) -> pd.Series:
     """TLTW's premium to NAV (a fraction) at each one-minute bar close, indexed by the close as
     epoch seconds: the ground truth the spread should track."""
-    frame = model.bars(start, end, bar="1 min")
+    frame = bar_frame(model, start, end, bar="1 min")
     closes = np.array([(t + timedelta(minutes=1)).timestamp() for t in frame.index])
     return pd.Series(frame["tltw_premium"].to_numpy(), index=closes, name="premium")
 

@@ -86,6 +86,7 @@ from trading.domain.hedge import (
     rolling_zscore_mean_vec,
 )
 from trading.domain.signals import SignalAction, SignalBands, SpreadPosition
+from trading.ibsim.history import bar_frame
 from trading.settings import Settings
 from trading.strategy.intents import size_legs
 
@@ -839,7 +840,7 @@ def bars_from_sim(
     from trading.backtest.sources import BACKTEST_FEED
 
     feed = feed or BACKTEST_FEED
-    frame = model.bars(start, end, bar="1 min")
+    frame = bar_frame(model, start, end, bar="1 min")
     if frame.empty:
         raise ValueError(f"no bars between {start} and {end}")
     closes = frame.index + pd.Timedelta(seconds=feed.bar_seconds)

@@ -19,7 +19,7 @@ last (97), as IB's own client (ibapi) maps them.
 
 from trading.ibsim.admin import Faults
 from trading.ibsim.config import ET, SimConfig
+from trading.ibsim.gateway import SimulatedGateway
 from trading.ibsim.market import MarketModel, Truth
-from trading.ibsim.server import SimulatedGateway
 
 __all__ = ["ET", "Faults", "MarketModel", "SimConfig", "SimulatedGateway", "Truth"]

@@ -15,12 +15,10 @@ import math
 import threading
 from collections.abc import Callable
 from dataclasses import asdict
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from trading.ibsim.broker import BrokerTruth
-
-if TYPE_CHECKING:
-    from trading.ibsim.server import GatewayCore
+from trading.ibsim.server import GatewayCore
 
 log = logging.getLogger("trading.ibsim.admin")
 

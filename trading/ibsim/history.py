@@ -328,10 +328,18 @@ def bar_label(model: MarketModel, bar: Bar, bar_seconds: int, format_date: int) 
     return model.calendar.datetime(bar.start_tau).strftime("%Y%m%d %H:%M:%S US/Eastern")
 
 
-def frame(
-    model: MarketModel, start: date | datetime, end: date | datetime, bar: str
+def bar_frame(
+    model: MarketModel, start: date | datetime, end: date | datetime, bar: str = "1 min"
 ) -> pd.DataFrame:
-    """One row per bar of TLT and TLTW (end date inclusive); see MarketModel.bars."""
+    """Bars of TLT and TLTW from ``start`` to ``end`` (a date end is inclusive).
+
+    Returns a pandas DataFrame indexed by bar start (New York time) with columns
+    tlt_open/high/low/close (mid), tlt_bid, tlt_ask (at the bar's close), tltw_open/high/
+    low/close (market price), tltw_bid, tltw_ask, tltw_nav, tltw_premium (fraction, at the
+    close), index_call_strike and index_call_expiry (TLTW's index short call). ``bar`` is
+    an IB bar size ("1 min", "5 mins", "1 hour", "1 day"). For option quotes along the same
+    path use :meth:`MarketModel.option_quotes`.
+    """
     cal = model.calendar
     start_tau = cal.tau(start)
     end_tau = cal.tau(end + timedelta(days=1) if not isinstance(end, datetime) else end)

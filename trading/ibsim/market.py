@@ -142,7 +142,7 @@ class MarketModel:
     Backtest use (no socket)::
 
         model = MarketModel(SimConfig(seed=7, start=datetime(2026, 11, 2, 9, 30, tzinfo=ET)))
-        frame = model.bars(date(2026, 1, 5), date(2026, 10, 30), bar="1 min")
+        frame = bar_frame(model, date(2026, 1, 5), date(2026, 10, 30))  # trading.ibsim.history
         calls = model.option_quotes(frame.index, date(2026, 11, 20), 92.0, "C")
 
     Times before ``start`` reach back ``history_days`` sessions; times after it run forward.
@@ -521,20 +521,6 @@ class MarketModel:
     def tltw_price_seconds(self, i: int) -> np.ndarray:
         """TLTW market price (NAV x (1 + premium)) at each second of session ``i``."""
         return self.tltw_nav_seconds(i) * (1.0 + self.premium_seconds(i))
-
-    def bars(self, start: date | datetime, end: date | datetime, bar: str = "1 min"):
-        """Bars of TLT and TLTW from ``start`` to ``end`` (a date end is inclusive).
-
-        Returns a pandas DataFrame indexed by bar start (New York time) with columns
-        tlt_open/high/low/close (mid), tlt_bid, tlt_ask (at the bar's close), tltw_open/high/
-        low/close (market price), tltw_bid, tltw_ask, tltw_nav, tltw_premium (fraction, at the
-        close), index_call_strike and index_call_expiry (TLTW's index short call). ``bar`` is
-        an IB bar size ("1 min", "5 mins", "1 hour", "1 day"). For option quotes along the same
-        path use :meth:`option_quotes`.
-        """
-        from trading.ibsim.history import frame
-
-        return frame(self, start, end, bar)
 
     def tltw_distribution(self, session: int) -> float:
         """Cash distribution per TLTW share going ex at the open of ``session``."""

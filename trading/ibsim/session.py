@@ -5,10 +5,10 @@ from __future__ import annotations
 import asyncio
 import logging
 from dataclasses import dataclass
-from datetime import datetime
-from typing import TYPE_CHECKING
+from datetime import date, datetime
+from typing import TYPE_CHECKING, Protocol
 
-from trading.ibsim import messages
+import trading.ibsim.messages as messages
 from trading.ibsim.broker import Leg, LostOrder, OrderRejected
 from trading.ibsim.config import ET
 from trading.ibsim.history import (
@@ -37,7 +37,32 @@ from trading.ibsim.protocol import (
 )
 
 if TYPE_CHECKING:
-    from trading.ibsim.server import GatewayCore
+    from trading.ibsim.broker import Broker
+    from trading.ibsim.config import SimConfig
+    from trading.ibsim.market import MarketModel, QuoteBoard
+
+
+class GatewayCore(Protocol):
+    """What a client session needs of the gateway it belongs to (`trading.ibsim.server`'s
+    GatewayCore): the market, the broker, the other sessions and the account's frames. A
+    protocol, so that the session does not import the server that creates it."""
+
+    config: SimConfig
+    model: MarketModel
+    broker: Broker
+    sessions: set[Session]
+    market_data_stopped: bool
+
+    def now_epoch(self) -> float: ...
+    def today(self) -> date: ...
+    def next_order_id(self, client_id: int) -> int: ...
+    def board_for(self, delayed: bool) -> QuoteBoard: ...
+    def account_update_frames(self, held: list | None = None) -> bytes: ...
+    def account_multi_frames(self, req_id: int) -> bytes: ...
+    def account_summary_frames(self, req_id: int, tags: frozenset[str]) -> bytes: ...
+    def pnl_frame(self, req_id: int) -> bytes: ...
+    def pnl_single_frame(self, req_id: int, con_id: int) -> bytes: ...
+
 
 log = logging.getLogger("trading.ibsim.session")
 

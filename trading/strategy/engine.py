@@ -86,15 +86,13 @@ from trading.domain.market_hours import (
     market_calendar,
 )
 from trading.strategy.legs import LegMark, LegNotReady, RolledCall
-from trading.strategy.market import MarketState
+from trading.strategy.market import EngineConfig, MarketState
 from trading.strategy.position import BarContext, PairManager
 
 if TYPE_CHECKING:
     from trading.settings import Settings, StrategySettings
 
 STATE_VERSION = 1
-TLT_CON_ID = 15547841
-TLTW_CON_ID = 545186218
 TLTW_INDEX_MONEYNESS = 1.02
 """TLTW's index writes the call nearest 102% of spot: the reference for TLTW's own delta."""
 
@@ -111,19 +109,6 @@ class StepResult:
 
 
 EMPTY = StepResult()
-
-
-@dataclass(frozen=True, slots=True)
-class EngineConfig:
-    """Everything the engine needs besides the strategy settings."""
-
-    moneyness: float
-    stale_after_s: float = 10.0
-    pair_id: str = "TLTBW-TLTW"
-    tlt_con_id: int = TLT_CON_ID
-    tltw_con_id: int = TLTW_CON_ID
-    underlying: str = "TLT"
-    etf: str = "TLTW"
 
 
 class StrategyEngine:

@@ -27,6 +27,22 @@ from trading.bus import (
     Quote,
 )
 
+TLT_CON_ID = 15547841
+TLTW_CON_ID = 545186218
+
+
+@dataclass(frozen=True, slots=True)
+class EngineConfig:
+    """Everything the engine needs besides the strategy settings."""
+
+    moneyness: float
+    stale_after_s: float = 10.0
+    pair_id: str = "TLTBW-TLTW"
+    tlt_con_id: int = TLT_CON_ID
+    tltw_con_id: int = TLTW_CON_ID
+    underlying: str = "TLT"
+    etf: str = "TLTW"
+
 
 @dataclass(frozen=True, slots=True)
 class Mid:

@@ -106,7 +106,7 @@ from trading.domain.risk import RiskCode
 from trading.domain.signals import SignalAction, SignalBands, SignalMachine, SpreadPosition
 from trading.strategy.intents import PairLegs, pair_intent, size_legs
 from trading.strategy.legs import HeldCall
-from trading.strategy.market import parse_yyyymmdd
+from trading.strategy.market import EngineConfig, parse_yyyymmdd
 
 if TYPE_CHECKING:
     from trading.settings import StrategySettings
@@ -114,9 +114,6 @@ if TYPE_CHECKING:
 RISK_CLOSES = frozenset({IntentPurpose.STOP, IntentPurpose.FLATTEN, IntentPurpose.UNWIND})
 """Intent purposes risk-management sends on its own that leave the pair closed: a stop or
 flatten of the whole pair, or the unwind of a legged entry."""
-
-if TYPE_CHECKING:
-    from trading.strategy.engine import EngineConfig
 
 
 class PairStatus(StrEnum):

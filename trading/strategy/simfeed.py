@@ -21,6 +21,7 @@ import pandas as pd
 
 from trading.bus import ChainOption, Dividends, EtfNav, Message, OptionChain, OptionQuote, Quote
 from trading.ibsim.config import ET, SimConfig
+from trading.ibsim.history import bar_frame
 from trading.ibsim.instruments import TLT_CON_ID, TLTW_CON_ID, occ_symbol, option_con_id
 from trading.ibsim.market import MarketModel
 
@@ -45,7 +46,7 @@ def simulated_messages(
     model: MarketModel, start: date, end: date, feed: FeedConfig = FeedConfig()
 ) -> Iterator[Message]:
     """Messages bar by bar from ``start`` to ``end`` (inclusive), see the module docstring."""
-    frame = model.bars(start, end, bar="1 min")
+    frame = bar_frame(model, start, end, bar="1 min")
     if frame.empty:
         return
     calendar = model.calendar
