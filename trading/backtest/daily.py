@@ -115,6 +115,63 @@ def _quote(row: int, cells: dict[str, str], bid_column: str = "bid") -> tuple[fl
     return bid, ask
 
 
+def _distribution(n: int, cells: dict, day: date, symbol: str) -> tuple[float, date | None]:
+    if symbol not in STOCK_CON_IDS:
+        raise CsvError(n, "symbol", f"distributions are TLT or TLTW, got {symbol!r}")
+    amount = cell_number(n, "value", cells.get("value"), positive=True)
+    paid = (cells.get("pay_date") or "").strip()
+    pay_date = _day(n, "pay_date", paid) if paid else None
+    if pay_date is not None and pay_date < day:
+        raise CsvError(n, "pay_date", f"{pay_date} is before the ex-date {day}")
+    return amount, pay_date
+
+
+def _close_row(n: int, cells: dict, day: date, symbol: str, session: _Session) -> None:
+    if symbol not in STOCK_CON_IDS:
+        raise CsvError(n, "symbol", f"closes are TLT or TLTW, got {symbol!r}")
+    close = cell_number(n, "value", cells.get("value"), positive=True)
+    given = [(cells.get(c) or "").strip() for c in ("bid", "ask")]
+    if any(given) and not all(given):
+        raise CsvError(n, "bid" if not given[0] else "ask", "give both or neither")
+    if all(given):
+        session.closes[symbol] = _quote(n, cells)
+    else:
+        session.closes[symbol] = (close - HALF_TICK, close + HALF_TICK)
+
+
+def _nav_row(n: int, cells: dict, day: date, symbol: str, session: _Session) -> None:
+    if symbol != "TLTW":
+        raise CsvError(n, "symbol", f"nav rows are TLTW, got {symbol!r}")
+    session.nav = cell_number(n, "value", cells.get("value"), positive=True)
+
+
+def _iv_row(n: int, cells: dict, day: date, symbol: str, session: _Session) -> None:
+    if symbol != "TLT":
+        raise CsvError(n, "symbol", f"iv rows are TLT, got {symbol!r}")
+    session.iv = cell_number(n, "value", cells.get("value"), positive=True)
+
+
+def _option_row(n: int, cells: dict, day: date, symbol: str, session: _Session) -> None:
+    if symbol != "TLT":
+        raise CsvError(n, "symbol", f"option rows are TLT calls, got {symbol!r}")
+    expiry = (cells.get("expiry") or "").strip()
+    try:
+        expiry_day = datetime.strptime(expiry, "%Y%m%d").date()
+    except ValueError:
+        raise CsvError(n, "expiry", f"must be YYYYMMDD, got {expiry!r}") from None
+    if expiry_day <= day:
+        raise CsvError(n, "expiry", f"{expiry} has expired by {day}")
+    strike = cell_number(n, "strike", cells.get("strike"), positive=True)
+    bid, ask = _quote(n, cells)
+    if session.calls is None:
+        session.calls = []
+    session.calls.append((expiry, strike, bid, ask))
+
+
+_ROWS = {"close": _close_row, "nav": _nav_row, "iv": _iv_row, "option": _option_row}
+"""The session rows' readers by kind (a distribution row is the file's, not a session's)."""
+
+
 def read_daily(
     lines: Iterable[str], calendar: MarketCalendar | None = None
 ) -> tuple[list[_Session], dict[str, dict[date, tuple[float, date | None]]]]:
@@ -143,50 +200,9 @@ def read_daily(
             raise CsvError(n, "date", f"duplicate {kind} row for {symbol} on {day}")
         seen.add(key)
         if kind == "distribution":
-            if symbol not in STOCK_CON_IDS:
-                raise CsvError(n, "symbol", f"distributions are TLT or TLTW, got {symbol!r}")
-            amount = cell_number(n, "value", cells.get("value"), positive=True)
-            paid = (cells.get("pay_date") or "").strip()
-            pay_date = _day(n, "pay_date", paid) if paid else None
-            if pay_date is not None and pay_date < day:
-                raise CsvError(n, "pay_date", f"{pay_date} is before the ex-date {day}")
-            distributions.setdefault(symbol, {})[day] = (amount, pay_date)
+            distributions.setdefault(symbol, {})[day] = _distribution(n, cells, day, symbol)
             continue
-        session = sessions.setdefault(day, _Session(day, {}))
-        if kind == "close":
-            if symbol not in STOCK_CON_IDS:
-                raise CsvError(n, "symbol", f"closes are TLT or TLTW, got {symbol!r}")
-            close = cell_number(n, "value", cells.get("value"), positive=True)
-            given = [(cells.get(c) or "").strip() for c in ("bid", "ask")]
-            if any(given) and not all(given):
-                raise CsvError(n, "bid" if not given[0] else "ask", "give both or neither")
-            if all(given):
-                session.closes[symbol] = _quote(n, cells)
-            else:
-                session.closes[symbol] = (close - HALF_TICK, close + HALF_TICK)
-        elif kind == "nav":
-            if symbol != "TLTW":
-                raise CsvError(n, "symbol", f"nav rows are TLTW, got {symbol!r}")
-            session.nav = cell_number(n, "value", cells.get("value"), positive=True)
-        elif kind == "iv":
-            if symbol != "TLT":
-                raise CsvError(n, "symbol", f"iv rows are TLT, got {symbol!r}")
-            session.iv = cell_number(n, "value", cells.get("value"), positive=True)
-        else:
-            if symbol != "TLT":
-                raise CsvError(n, "symbol", f"option rows are TLT calls, got {symbol!r}")
-            expiry = (cells.get("expiry") or "").strip()
-            try:
-                expiry_day = datetime.strptime(expiry, "%Y%m%d").date()
-            except ValueError:
-                raise CsvError(n, "expiry", f"must be YYYYMMDD, got {expiry!r}") from None
-            if expiry_day <= day:
-                raise CsvError(n, "expiry", f"{expiry} has expired by {day}")
-            strike = cell_number(n, "strike", cells.get("strike"), positive=True)
-            bid, ask = _quote(n, cells)
-            if session.calls is None:
-                session.calls = []
-            session.calls.append((expiry, strike, bid, ask))
+        _ROWS[kind](n, cells, day, symbol, sessions.setdefault(day, _Session(day, {})))
     ordered = [sessions[d] for d in sorted(sessions)]
     for session in ordered:
         missing = [s for s in STOCK_CON_IDS if s not in session.closes]

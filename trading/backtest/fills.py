@@ -31,6 +31,7 @@ from __future__ import annotations
 import itertools
 import math
 from dataclasses import dataclass, field
+from typing import Any
 
 from trading.bus import Fill, IntentLeg, LegKind, OrderIntent, Side
 from trading.domain.costs import CommissionSchedule
@@ -131,19 +132,38 @@ class FillModel:
         long_call = quantity > 0
         fills = [
             self._fill(
-                "", 0, option.symbol, option.local_symbol, option.con_id, "OPT",
-                Side.SELL if long_call else Side.BUY, contracts, 0.0, OPTION_MULTIPLIER, 0.0, now,
+                intent_id="",
+                order_id=0,
+                symbol=option.symbol,
+                local_symbol=option.local_symbol,
+                con_id=option.con_id,
+                sec_type="OPT",
+                side=Side.SELL if long_call else Side.BUY,
+                quantity=contracts,
+                price=0.0,
+                multiplier=OPTION_MULTIPLIER,
+                commission=0.0,
+                now=now,
             )
-        ]  # fmt: skip
+        ]
         # Rounded to the tenth of a cent: spot and strike are cents held in floats.
         if round(spot - option.strike, 6) >= EXERCISE_THRESHOLD_USD:
             fills.append(
                 self._fill(
-                    "", 0, stock_symbol, stock_symbol, stock_con_id, "STK",
-                    Side.BUY if long_call else Side.SELL, contracts * SHARES_PER_UNIT,
-                    option.strike, 1.0, 0.0, now,
+                    intent_id="",
+                    order_id=0,
+                    symbol=stock_symbol,
+                    local_symbol=stock_symbol,
+                    con_id=stock_con_id,
+                    sec_type="STK",
+                    side=Side.BUY if long_call else Side.SELL,
+                    quantity=contracts * SHARES_PER_UNIT,
+                    price=option.strike,
+                    multiplier=1.0,
+                    commission=0.0,
+                    now=now,
                 )
-            )  # fmt: skip
+            )
         return tuple(fills)
 
     def _touch(self, marks: Marks, con_id: int, buying: bool, what: str) -> float:
@@ -166,9 +186,19 @@ class FillModel:
         if not _marketable(price, leg.limit_price, buying):
             return None
         fill = self._fill(
-            intent.intent_id, order_id, leg.symbol, leg.symbol, leg.con_id, "STK", leg.side,
-            float(leg.quantity), price, 1.0, self.schedule.stock_usd(leg.quantity), now,
-        )  # fmt: skip
+            intent_id=intent.intent_id,
+            order_id=order_id,
+            symbol=leg.symbol,
+            local_symbol=leg.symbol,
+            con_id=leg.con_id,
+            sec_type="STK",
+            side=leg.side,
+            quantity=float(leg.quantity),
+            price=price,
+            multiplier=1.0,
+            commission=self.schedule.stock_usd(leg.quantity),
+            now=now,
+        )
         return LegExecution(intent.intent_id, leg_index, order_id, price, (fill,))
 
     def _fill_buy_write(
@@ -195,47 +225,46 @@ class FillModel:
         call_side = Side.SELL if buying else Side.BUY
         fills = (
             self._fill(
-                intent.intent_id, order_id, leg.symbol, leg.symbol, leg.con_id, "STK", leg.side,
-                shares, stock_price, 1.0, self.schedule.stock_usd(shares), now,
+                intent_id=intent.intent_id,
+                order_id=order_id,
+                symbol=leg.symbol,
+                local_symbol=leg.symbol,
+                con_id=leg.con_id,
+                sec_type="STK",
+                side=leg.side,
+                quantity=shares,
+                price=stock_price,
+                multiplier=1.0,
+                commission=self.schedule.stock_usd(shares),
+                now=now,
             ),
             self._fill(
-                intent.intent_id, order_id, leg.symbol, call_symbol, leg.option_con_id, "OPT",
-                call_side, float(leg.quantity), call_price, OPTION_MULTIPLIER,
-                self.schedule.option_usd(leg.quantity), now,
+                intent_id=intent.intent_id,
+                order_id=order_id,
+                symbol=leg.symbol,
+                local_symbol=call_symbol,
+                con_id=leg.option_con_id,
+                sec_type="OPT",
+                side=call_side,
+                quantity=float(leg.quantity),
+                price=call_price,
+                multiplier=OPTION_MULTIPLIER,
+                commission=self.schedule.option_usd(leg.quantity),
+                now=now,
             ),
-        )  # fmt: skip
+        )
         return LegExecution(intent.intent_id, leg_index, order_id, combo, fills)
 
-    def _fill(
-        self,
-        intent_id: str,
-        order_id: int,
-        symbol: str,
-        local_symbol: str,
-        con_id: int,
-        sec_type: str,
-        side: Side,
-        quantity: float,
-        price: float,
-        multiplier: float,
-        commission: float,
-        now: float,
-    ) -> Fill:
+    def _fill(self, now: float, commission: float, **fields: Any) -> Fill:
+        """An execution at `now` (the backtest's exec id, the order id as its permId): the
+        fields are Fill's (intent_id, order_id, symbol, local_symbol, con_id, sec_type, side,
+        quantity, price, multiplier)."""
         return Fill(
             ts=now,
             exec_id=f"bt.{next(self._exec_ids):08d}",
-            order_id=order_id,
-            perm_id=order_id,
-            intent_id=intent_id,
-            symbol=symbol,
-            local_symbol=local_symbol,
-            con_id=con_id,
-            sec_type=sec_type,
-            side=side,
-            quantity=quantity,
-            price=price,
-            multiplier=multiplier,
+            perm_id=fields["order_id"],
             commission=round(commission, 10),
+            **fields,
         )
 
 

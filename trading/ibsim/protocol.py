@@ -236,6 +236,52 @@ _CONDITION_FIELDS = {1: 6, 3: 3, 4: 3, 5: 4, 6: 5, 7: 5}
 """Fields after condType for each order-condition type (ib_async order.py)."""
 
 
+def _combo(f: Fields) -> tuple[list[ComboLegRequest], list[tuple[str, str]]]:
+    """A BAG order's combo legs and smart-routing parameters."""
+    legs: list[ComboLegRequest] = []
+    for _ in range(f.int("comboLegsCount")):
+        legs.append(
+            ComboLegRequest(
+                f.int("leg.conId"), f.int("leg.ratio"), f.text("leg.action"), f.text("leg.exchange")
+            )
+        )
+        f.skip(4)  # openClose, shortSaleSlot, designatedLocation, exemptCode
+    f.skip(f.int("orderComboLegsCount"))
+    smart_params = [
+        (f.text("tag"), f.text("value")) for _ in range(f.int("smartComboRoutingParamsCount"))
+    ]
+    return legs, smart_params
+
+
+def _conditions(f: Fields) -> int:
+    """The order's conditions (skipped field by field); returns how many."""
+    conditions = f.int("conditionsCount")
+    for _ in range(conditions):
+        condition_type = f.int("condType")
+        if condition_type not in _CONDITION_FIELDS:
+            raise ProtocolError(f"placeOrder: unknown condition type {condition_type}")
+        f.skip(_CONDITION_FIELDS[condition_type])
+    if conditions:
+        f.skip(2)  # conditionsIgnoreRth, conditionsCancelOrder
+    return conditions
+
+
+def _tail(f: Fields, version: int, exchange: str, order_type: str) -> None:
+    """The fields newer server versions added at the end of placeOrder."""
+    # duration, postToAts, autoCancelParent, advancedErrorOverride, manualOrderTime
+    f.skip(sum(1 for gate in (158, 160, 162, 166, 169) if version >= gate))
+    if version < 170:
+        return
+    if exchange == "IBKRATS":
+        f.skip(1)
+    if order_type in ("PEG BEST", "PEGBEST"):
+        f.skip(1)
+        if f.text("competeAgainstBestOffset") == "Infinite":
+            f.skip(2)
+    elif order_type in ("PEG MID", "PEGMID"):
+        f.skip(2)
+
+
 def parse_place_order(fields: list[str], version: int) -> OrderRequest:
     """Walk placeOrder field by field as the client writes it, and check nothing is left."""
     f = Fields(fields)
@@ -258,22 +304,7 @@ def parse_place_order(fields: list[str], version: int) -> OrderRequest:
     f.skip(4)  # blockOrder, sweepToFill, displaySize, triggerMethod
     outside_rth = f.bool("outsideRth")
     hidden = f.bool("hidden")
-    legs: list[ComboLegRequest] = []
-    smart_params: list[tuple[str, str]] = []
-    if contract.sec_type.upper() == "BAG":
-        for _ in range(f.int("comboLegsCount")):
-            legs.append(
-                ComboLegRequest(
-                    f.int("leg.conId"),
-                    f.int("leg.ratio"),
-                    f.text("leg.action"),
-                    f.text("leg.exchange"),
-                )
-            )
-            f.skip(4)  # openClose, shortSaleSlot, designatedLocation, exemptCode
-        f.skip(f.int("orderComboLegsCount"))
-        for _ in range(f.int("smartComboRoutingParamsCount")):
-            smart_params.append((f.text("tag"), f.text("value")))
+    legs, smart_params = _combo(f) if contract.sec_type.upper() == "BAG" else ((), ())
     f.skip(1)  # deprecated sharesAllocation
     f.skip(1)  # discretionaryAmt
     good_after_time = f.text("goodAfterTime")
@@ -308,29 +339,9 @@ def parse_place_order(fields: list[str], version: int) -> OrderRequest:
     f.skip(4)  # orderMiscOptions, solicited, randomizeSize, randomizePrice
     if order_type in ("PEG BENCH", "PEGBENCH"):
         f.skip(5)
-    conditions = f.int("conditionsCount")
-    for _ in range(conditions):
-        condition_type = f.int("condType")
-        if condition_type not in _CONDITION_FIELDS:
-            raise ProtocolError(f"placeOrder: unknown condition type {condition_type}")
-        f.skip(_CONDITION_FIELDS[condition_type])
-    if conditions:
-        f.skip(2)  # conditionsIgnoreRth, conditionsCancelOrder
+    conditions = _conditions(f)
     f.skip(19)  # adjustedOrderType .. usePriceMgmtAlgo
-    for gate in (158, 160, 162, 166, 169):
-        if version >= gate:
-            f.skip(
-                1
-            )  # duration, postToAts, autoCancelParent, advancedErrorOverride, manualOrderTime
-    if version >= 170:
-        if contract.exchange == "IBKRATS":
-            f.skip(1)
-        if order_type in ("PEG BEST", "PEGBEST"):
-            f.skip(1)
-            if f.text("competeAgainstBestOffset") == "Infinite":
-                f.skip(2)
-        elif order_type in ("PEG MID", "PEGMID"):
-            f.skip(2)
+    _tail(f, version, contract.exchange, order_type)
     f.expect_end()
     return OrderRequest(
         order_id=order_id,
