@@ -26,9 +26,12 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from trading.bus import IntentLeg, IntentPurpose, LegKind, OrderIntent, Side, SignalAction
+
+if TYPE_CHECKING:
+    from trading.strategy.market import EngineConfig
 
 SHARES_PER_UNIT = 100
 """TLT shares per buy-write unit (one call contract covers 100 shares)."""
@@ -112,19 +115,24 @@ def intent_id(pair_id: str, purpose: IntentPurpose, bar_end_ts: float) -> str:
     return f"{pair_id}-{purpose.value}-{round(bar_end_ts)}"
 
 
+@dataclass(frozen=True, slots=True)
+class LegMids:
+    """The mids an intent's limit prices are set from: the underlying, the ETF and the call."""
+
+    tlt: float
+    tltw: float
+    call: float
+
+
 def pair_intent(
     *,
-    pair_id: str,
+    pair: EngineConfig,
     purpose: IntentPurpose,
     action: SignalAction,
     legs: PairLegs,
     opening: bool,
     bar_end_ts: float,
-    tlt_con_id: int,
-    tltw_con_id: int,
-    tltw_mid: float,
-    tlt_mid: float,
-    call_mid: float,
+    mids: LegMids,
     offset_bp: float,
     why: dict[str, Any],
 ) -> OrderIntent:
@@ -134,10 +142,10 @@ def pair_intent(
     buys_tltw = long_spread == opening
     tltw_side = Side.BUY if buys_tltw else Side.SELL
     buy_write_side = Side.SELL if buys_tltw else Side.BUY
-    unit_mid = buy_write_unit_mid(tlt_mid, call_mid)
+    unit_mid = buy_write_unit_mid(mids.tlt, mids.call)
     return OrderIntent(
-        intent_id=intent_id(pair_id, purpose, bar_end_ts),
-        pair_id=pair_id,
+        intent_id=intent_id(pair.pair_id, purpose, bar_end_ts),
+        pair_id=pair.pair_id,
         ts=bar_end_ts,
         purpose=purpose,
         action=action,
@@ -146,22 +154,22 @@ def pair_intent(
             for leg in (
                 IntentLeg(
                     kind=LegKind.BUY_WRITE,
-                    symbol="TLT",
+                    symbol=pair.underlying,
                     side=buy_write_side,
                     quantity=legs.buy_write_units,
                     limit_price=limit_price(unit_mid, buy_write_side, offset_bp),
-                    con_id=tlt_con_id,
+                    con_id=pair.tlt_con_id,
                     option_con_id=legs.call_con_id,
                     option_expiry=legs.call_expiry,
                     option_strike=legs.call_strike,
                 ),
                 IntentLeg(
                     kind=LegKind.STOCK,
-                    symbol="TLTW",
+                    symbol=pair.etf,
                     side=tltw_side,
                     quantity=legs.tltw_shares,
-                    limit_price=limit_price(tltw_mid, tltw_side, offset_bp),
-                    con_id=tltw_con_id,
+                    limit_price=limit_price(mids.tltw, tltw_side, offset_bp),
+                    con_id=pair.tltw_con_id,
                 ),
             )
             if leg.quantity > 0

@@ -104,7 +104,7 @@ from trading.domain.mean_reversion import (
 from trading.domain.options import HeldOption, RollDecision, RollRule, roll_decision
 from trading.domain.risk import RiskCode
 from trading.domain.signals import SignalAction, SignalBands, SignalMachine, SpreadPosition
-from trading.strategy.intents import PairLegs, pair_intent, size_legs
+from trading.strategy.intents import LegMids, PairLegs, pair_intent, size_legs
 from trading.strategy.legs import HeldCall
 from trading.strategy.market import EngineConfig, parse_yyyymmdd
 
@@ -511,17 +511,13 @@ class PairManager:
             self.machine.blocked = block
             return (self._signal(bar, SignalAction.NONE, f"{reason}; not entered: {refused}"),), ()
         intent = pair_intent(
-            pair_id=self.config.pair_id,
+            pair=self.config,
             purpose=IntentPurpose.ENTRY,
             action=action,
             legs=legs,
             opening=True,
             bar_end_ts=bar.ts,
-            tlt_con_id=self.config.tlt_con_id,
-            tltw_con_id=self.config.tltw_con_id,
-            tltw_mid=bar.tltw_mid,
-            tlt_mid=bar.spot,
-            call_mid=bar.call_mid,
+            mids=LegMids(tlt=bar.spot, tltw=bar.tltw_mid, call=bar.call_mid),
             offset_bp=self.settings.order_price_offset_bp,
             why=self._why(bar, reason, size, check),
         )
@@ -564,17 +560,13 @@ class PairManager:
             "spread_pnl_bp_entry_hedge": pair.spread_pnl_log(bar.x, bar.y) * 1e4,
         }
         intent = pair_intent(
-            pair_id=self.config.pair_id,
+            pair=self.config,
             purpose=_EXIT_PURPOSE[action],
             action=action,
             legs=pair.legs,
             opening=False,
             bar_end_ts=bar.ts,
-            tlt_con_id=self.config.tlt_con_id,
-            tltw_con_id=self.config.tltw_con_id,
-            tltw_mid=bar.tltw_mid,
-            tlt_mid=bar.spot,
-            call_mid=call_mid,
+            mids=LegMids(tlt=bar.spot, tltw=bar.tltw_mid, call=call_mid),
             offset_bp=self.settings.order_price_offset_bp,
             why=why,
         )
