@@ -32,7 +32,7 @@ import data_ingestion  # noqa: E402
 
 from trading.bus import Bus  # noqa: E402
 from trading.redis_server import EmbeddedRedis  # noqa: E402
-from trading.service import ServiceContext  # noqa: E402
+from trading.services.shell import ServiceContext  # noqa: E402
 from trading.settings import load_settings  # noqa: E402
 
 GATEWAY = """

@@ -33,10 +33,10 @@ from trading.bus import (
     SignalAction,
     Streams,
 )
-from trading.execution.runtime import RiskRuntime
 from trading.ibsim import SimConfig, SimulatedGateway
 from trading.redis_server import EmbeddedRedis
-from trading.service import ServiceContext, serve
+from trading.services.risk import RiskRuntime
+from trading.services.shell import ServiceContext, serve
 from trading.settings import load_settings
 
 TLTW_ID = 545186218

@@ -41,7 +41,7 @@ from trading.bus import (  # noqa: E402
     encode,
 )
 from trading.redis_server import EmbeddedRedis  # noqa: E402
-from trading.service import serve  # noqa: E402
+from trading.services.shell import serve  # noqa: E402
 from trading.strategy import StrategyEngine  # noqa: E402
 
 TARGET_DECISIONS_PER_S = 2_500

@@ -13,7 +13,7 @@ import contextlib
 
 from trading.broker.connection import IBConnection
 from trading.broker.marketdata import MarketDataFeed
-from trading.service import ServiceContext, run_service
+from trading.services.shell import ServiceContext, run_service
 
 SERVICE = "data-ingestion"
 

@@ -11,7 +11,7 @@ import asyncio
 
 from trading.monitoring.monitor import Monitor
 from trading.observability import ERRORS
-from trading.service import ServiceContext, run_service
+from trading.services.shell import ServiceContext, run_service
 
 SERVICE = "monitoring"
 

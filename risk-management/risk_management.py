@@ -5,13 +5,13 @@ the risk rules against the live book, places approved intents through ib_async (
 one BAG combo, TLTW as shares, the intent id as orderRef), tracks orders, fills, positions and
 P&L, and runs the stop-loss, daily-loss and kill-switch rules. On start it reconciles with IB
 before anything else. All logic is in `trading.execution` (pure engine) and
-`trading.execution.runtime` (the Redis/IB shell).
+`trading.services.risk` (the Redis/IB shell).
 """
 
 from __future__ import annotations
 
-from trading.execution.runtime import RiskRuntime
-from trading.service import ServiceContext, run_service
+from trading.services.risk import RiskRuntime
+from trading.services.shell import ServiceContext, run_service
 
 SERVICE = "risk-management"
 

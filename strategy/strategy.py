@@ -50,7 +50,7 @@ from trading.bus import (
 )
 from trading.observability import BAD_MESSAGES, ERRORS
 from trading.seams import seam
-from trading.service import ServiceContext, run_service
+from trading.services.shell import ServiceContext, run_service
 from trading.strategy import StepResult, StrategyEngine
 from trading.strategy import metrics as m
 

@@ -20,9 +20,9 @@ from datetime import date
 import numpy as np
 
 from trading.backtest.run import BacktestRun, backtest_sim
+from trading.backtest.simfeed import FeedConfig
 from trading.backtest.sources import SimSource
 from trading.settings import load_settings
-from trading.strategy.simfeed import FeedConfig
 
 SEEDS = (1, 2, 3, 4, 5)
 START, END = date(2026, 9, 1), date(2026, 9, 21)  # fifteen sessions

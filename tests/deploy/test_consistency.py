@@ -274,7 +274,7 @@ def test_service_ports_are_the_ones_the_service_listens_on(service, monkeypatch)
     workload = find(MAIN, "Deployment", service)
     container = service_container(service)
     ports = container_ports(container)
-    # prometheus_client's start_http_server(settings.metrics_port(service)) in trading.service
+    # start_http_server(settings.metrics_port(service)) in trading.services.shell
     assert ports["metrics"] == settings.metrics_port(service)
     annotations = workload["spec"]["template"]["metadata"]["annotations"]
     assert annotations["prometheus.io/scrape"] == "true"

@@ -16,7 +16,7 @@ from tests.support import async_eventually
 from trading.bus import Heartbeat, Keys, encode
 from trading.healthcheck import check_heartbeat, check_tcp, judge_heartbeat, main
 from trading.redis_server import free_port
-from trading.service import serve
+from trading.services.shell import serve
 from trading.settings import load_settings
 
 NOW_S = 1_800_000_000.0

@@ -39,7 +39,7 @@ from trading.bus import (
 from trading.ibsim.config import SimConfig
 from trading.ibsim.gateway import SimulatedGateway
 from trading.ibsim.instruments import option_con_id
-from trading.service import ServiceContext, serve
+from trading.services.shell import ServiceContext, serve
 from trading.settings import load_settings
 
 SERVICE = data_ingestion.SERVICE

@@ -23,7 +23,7 @@ from trading.bus import (
 )
 from trading.monitoring.monitor import Monitor
 from trading.redis_server import EmbeddedRedis
-from trading.service import serve
+from trading.services.shell import serve
 from trading.settings import load_settings
 
 from .samples import decision, health, heartbeat, intent, order_event, pnl, quote, risk_status

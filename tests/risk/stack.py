@@ -33,7 +33,7 @@ from trading.bus import (
     SignalAction,
     Streams,
 )
-from trading.service import serve
+from trading.services.shell import serve
 from trading.settings import load_settings
 
 TLT_ID = 15547841

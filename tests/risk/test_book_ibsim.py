@@ -19,8 +19,8 @@ from trading.broker.execution import ExecutionClient
 from trading.broker.orders import orders_for_intent
 from trading.bus import Fill, IntentLeg, IntentPurpose, LegKind, OrderIntent, Side, SignalAction
 from trading.execution.book import Book
-from trading.execution.runtime import broker_positions
 from trading.ibsim import SimConfig, SimulatedGateway
+from trading.services.risk import broker_positions
 
 UNITS = 2
 

@@ -9,8 +9,8 @@ import pytest
 
 from tests.risk.helpers import NOW, TLT_ID, TLTW_ID, fill, quote
 from trading.bus import Dividends, Keys, Side, Streams
-from trading.execution.runtime import RiskRuntime
-from trading.service import ServiceContext
+from trading.services.risk import RiskRuntime
+from trading.services.shell import ServiceContext
 from trading.settings import load_settings
 
 DAY = 86_400.0

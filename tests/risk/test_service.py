@@ -46,7 +46,7 @@ from trading.bus import (
     Streams,
 )
 from trading.execution.book import RECONCILE_PREFIX
-from trading.execution.runtime import POSITION_CONFIRM_S
+from trading.services.risk import POSITION_CONFIRM_S
 
 
 async def test_an_approved_intent_fills_both_legs_and_the_book_is_right_to_the_cent(

@@ -7,11 +7,11 @@ import functools
 from datetime import date, datetime
 from typing import Any
 
+from trading.backtest.simfeed import premium_shock, sim_model, simulated_messages
 from trading.bus import LegKind, Message, OrderEvent, OrderIntent, RiskDecision, RiskReason, Signal
 from trading.ibsim.config import ET
 from trading.settings import Settings, load_settings
 from trading.strategy import StrategyEngine
-from trading.strategy.simfeed import premium_shock, sim_model, simulated_messages
 
 SHOCK_TIME = datetime(2026, 10, 28, 12, 0, tzinfo=ET)
 SHOCK_BP = 80.0

@@ -213,7 +213,7 @@ def test_rejected_entry_goes_flat_and_waits_for_z_inside_the_entry_band():
 
 def test_replica_holds_the_same_call_expiry_as_tltws_index_after_its_roll():
     from tests.strategy.scenario import FIRST_DAY
-    from trading.strategy.simfeed import sim_model
+    from trading.backtest.simfeed import sim_model
 
     model = sim_model(seed=1, history_days=30)
     frame = bar_frame(model, FIRST_DAY, FIRST_DAY, bar="1 min")

@@ -33,7 +33,7 @@ from trading.bus import (
 from trading.dashboard.live import stop_tasks
 from trading.domain.hedge import rolling_zscore_vec
 from trading.ibsim import SimConfig, SimulatedGateway
-from trading.service import serve
+from trading.services.shell import serve
 from trading.settings import Settings, load_settings
 
 Z_WINDOW = 120

@@ -3,7 +3,7 @@
 Sources:
 
 * ``sim``: ibsim's market model (`trading.ibsim.market.MarketModel`), seeded, through the
-  strategy's socket-free feed (`trading.strategy.simfeed.simulated_messages`): one-minute bars
+  strategy's socket-free feed (`trading.backtest.simfeed.simulated_messages`): one-minute bars
   of TLT and TLTW quotes, TLTW's NAV and distributions, the front monthly calls with the model's
   Greeks. The model is anchored where the live ibsim is (2026-11-02 09:30 New York, reaching
   back ``history_days`` sessions), so a seeded period is the same market the live stack sees.
@@ -22,11 +22,11 @@ from datetime import date, datetime, timedelta
 import numpy as np
 import pandas as pd
 
+from trading.backtest.simfeed import FeedConfig, simulated_messages
 from trading.bus import Message
 from trading.ibsim.config import DEFAULT_START, ET, SimConfig
 from trading.ibsim.history import bar_frame
 from trading.ibsim.market import MarketModel
-from trading.strategy.simfeed import FeedConfig, simulated_messages
 
 BACKTEST_FEED = FeedConfig(expiries=2, low=0.85, high=1.15)
 """Two monthlies (the held call and the roll target), strikes 85-115% of the session's open.

@@ -7,7 +7,7 @@ session's open and TLTW's distributions (``Dividends``) before the session they 
 message carries ``ts_exchange = ts_recv`` = the bar's close minus half a second, so feeding them
 to `StrategyEngine.on_message` closes each bar when the next one's first message arrives.
 
-Used by the engine's tests and by `trading.strategy.study` (the preset comparison).
+Used by the engine's tests and by `trading.backtest.study` (the preset comparison).
 """
 
 from __future__ import annotations

@@ -86,7 +86,7 @@ from trading.execution.gate import INVALID
 from trading.execution.tracking import DONE_LEG_STATES, LegState, TrackedLeg
 from trading.observability import BAD_MESSAGES, histogram
 from trading.seams import seam
-from trading.service import ServiceContext
+from trading.services.shell import ServiceContext
 
 INTENT_TO_ORDER = histogram(
     "trading_risk_intent_to_order_seconds",

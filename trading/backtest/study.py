@@ -1,6 +1,6 @@
 """How much of TLTW's premium each preset's spread captures, on ibsim's market model.
 
-    python -m trading.strategy.study [--sessions 30] [--seed 1]
+    python -m trading.backtest.study [--sessions 30] [--seed 1]
 
 Runs the live engine (no I/O) over the model's one-minute bars for each configuration and
 reports, over the bars after warm-up, the share of the premium's variance the spread explains:
@@ -19,11 +19,11 @@ from datetime import UTC, datetime
 
 import numpy as np
 
+from trading.backtest.simfeed import sim_model, simulated_messages
 from trading.bus import Dividends, Message
 from trading.ibsim.market import MarketModel
 from trading.settings import load_settings
 from trading.strategy.engine import StrategyEngine
-from trading.strategy.simfeed import sim_model, simulated_messages
 
 BARS_PER_DAY = 390
 
