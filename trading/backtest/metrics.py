@@ -113,10 +113,8 @@ def equity_frame(result: BacktestResult) -> pd.DataFrame:
     ts = np.array([p.ts for p in result.equity], dtype=float)
     equity = np.array([p.equity_usd for p in result.equity], dtype=float)
     gross = np.array([p.gross_notional_usd for p in result.equity], dtype=float)
-    peak = np.maximum.accumulate(equity) if equity.size else equity
-    drawdown = np.where(peak > 0, (peak - equity) / np.where(peak > 0, peak, 1.0), 0.0)
     return pd.DataFrame(
-        {"ts": ts, "equity_usd": equity, "drawdown": drawdown, "gross_notional_usd": gross}
+        {"ts": ts, "equity_usd": equity, "drawdown": drawdowns(equity), "gross_notional_usd": gross}
     )
 
 
@@ -220,50 +218,102 @@ def spread_vs_truth(result: BacktestResult, premium: pd.Series) -> float:
     return r_squared(spread[keep], np.log1p(truth[keep]))
 
 
-def compute_metrics(result: BacktestResult, premium: pd.Series | None = None) -> Metrics:
-    capital = result.capital_usd
-    frame = equity_frame(result)
-    returns = daily_returns(frame, capital)
-    final = float(frame["equity_usd"].iloc[-1]) if not frame.empty else capital
-    days = int(returns.size)
+def drawdowns(equity: np.ndarray) -> np.ndarray:
+    """Each point's drawdown: the fraction of the running peak lost (0 at a new peak)."""
+    peak = np.maximum.accumulate(equity) if equity.size else equity
+    return np.where(peak > 0, (peak - equity) / np.where(peak > 0, peak, 1.0), 0.0)
+
+
+@dataclass(frozen=True, slots=True)
+class RunTotals:
+    """What a run did, however it was replayed: the engines (`compute_metrics`) or the research
+    mode's arrays (`trading.backtest.vectorized`); `summarize` turns it into Metrics."""
+
+    capital_usd: float
+    equity: np.ndarray
+    """Equity in USD at each recorded point (bar or fill), in time order."""
+    daily_returns: np.ndarray
+    start: str
+    end: str
+    bars: int
+    trip_pnls: list[float]
+    intents: int
+    rejected_intents: int
+    fills: int
+    traded_notional_usd: float
+    commissions_usd: float
+    half_spread_cost_usd: float
+
+
+def summarize(run: RunTotals, **extra: Any) -> Metrics:
+    """The figures every backtest reports (returns, Sharpe, Sortino, drawdown, round trips,
+    turnover), computed once for both replays; `extra` sets the rest of Metrics' fields."""
+    capital = run.capital_usd
+    final = float(run.equity[-1]) if run.equity.size else capital
+    days = int(run.daily_returns.size)
     total_return = final / capital - 1.0
     annual = (
         (1.0 + total_return) ** (TRADING_DAYS_PER_YEAR / days) - 1.0
         if days > 0 and total_return > -1
         else 0.0
     )
-    trips = round_trips(result)
-    marks_mid = _mid_at_fills(result)
-    notional = math.fsum(abs(f.quantity * f.price * f.multiplier) for f in result.fills)
-    spread_cost = math.fsum(
-        abs(f.price - marks_mid.get(f.exec_id, f.price)) * f.quantity * f.multiplier
-        for f in result.fills
-    )
-    turnover = notional / capital
+    trips = run.trip_pnls
+    turnover = run.traded_notional_usd / capital
     return Metrics(
-        start=exchange_date(frame["ts"].iloc[0]) if not frame.empty else "",
-        end=exchange_date(frame["ts"].iloc[-1]) if not frame.empty else "",
+        start=run.start,
+        end=run.end,
         trading_days=days,
-        bars=result.bars,
+        bars=run.bars,
         capital_usd=capital,
         final_equity_usd=final,
         pnl_usd=final - capital,
         total_return=total_return,
         annual_return=annual,
-        sharpe=sharpe_ratio(returns),
-        sortino=sortino_ratio(returns),
-        max_drawdown=float(frame["drawdown"].max()) if not frame.empty else 0.0,
+        sharpe=sharpe_ratio(run.daily_returns),
+        sortino=sortino_ratio(run.daily_returns),
+        max_drawdown=float(drawdowns(run.equity).max()) if run.equity.size else 0.0,
+        intents=run.intents,
+        rejected_intents=run.rejected_intents,
+        fills=run.fills,
+        round_trips=len(trips),
+        hit_rate=(sum(1 for t in trips if t > 0) / len(trips)) if trips else 0.0,
+        average_trade_usd=(math.fsum(trips) / len(trips)) if trips else 0.0,
+        traded_notional_usd=run.traded_notional_usd,
+        turnover=turnover,
+        turnover_annual=turnover * TRADING_DAYS_PER_YEAR / days if days else 0.0,
+        commissions_usd=run.commissions_usd,
+        half_spread_cost_usd=run.half_spread_cost_usd,
+        **extra,
+    )
+
+
+def compute_metrics(result: BacktestResult, premium: pd.Series | None = None) -> Metrics:
+    frame = equity_frame(result)
+    trips = round_trips(result)
+    marks_mid = _mid_at_fills(result)
+    spread_cost = math.fsum(
+        abs(f.price - marks_mid.get(f.exec_id, f.price)) * f.quantity * f.multiplier
+        for f in result.fills
+    )
+    run = RunTotals(
+        capital_usd=result.capital_usd,
+        equity=frame["equity_usd"].to_numpy(),
+        daily_returns=daily_returns(frame, result.capital_usd),
+        start=exchange_date(frame["ts"].iloc[0]) if not frame.empty else "",
+        end=exchange_date(frame["ts"].iloc[-1]) if not frame.empty else "",
+        bars=result.bars,
+        trip_pnls=[t.pnl_usd for t in trips],
         intents=len(result.records),
         rejected_intents=sum(1 for r in result.records if not r.decision.approved),
         fills=len(result.fills),
-        round_trips=len(trips),
-        hit_rate=(sum(1 for t in trips if t.pnl_usd > 0) / len(trips)) if trips else 0.0,
-        average_trade_usd=(math.fsum(t.pnl_usd for t in trips) / len(trips)) if trips else 0.0,
-        traded_notional_usd=notional,
-        turnover=turnover,
-        turnover_annual=turnover * TRADING_DAYS_PER_YEAR / days if days else 0.0,
+        traded_notional_usd=math.fsum(
+            abs(f.quantity * f.price * f.multiplier) for f in result.fills
+        ),
         commissions_usd=math.fsum(f.commission for f in result.fills),
         half_spread_cost_usd=spread_cost,
+    )
+    return summarize(
+        run,
         r_squared_vs_truth=None if premium is None else spread_vs_truth(result, premium),
         distributions_usd=result.distributions_usd,
         rejections=rejections(result),

@@ -70,12 +70,11 @@ import pandas as pd
 
 from trading.backtest.fills import OPTION_MULTIPLIER, SHARES_PER_UNIT, sim_commissions
 from trading.backtest.metrics import (
-    TRADING_DAYS_PER_YEAR,
     Metrics,
+    RunTotals,
     exchange_date,
     r_squared,
-    sharpe_ratio,
-    sortino_ratio,
+    summarize,
 )
 from trading.domain.buy_write import buy_write_index_vec, total_return_vec
 from trading.domain.common import HedgeMethod
@@ -757,19 +756,6 @@ def _daily_returns(day: np.ndarray, equity: np.ndarray, capital_usd: float) -> n
 
 
 def _metrics(bars, config, equity, costs, events, spread, book: PairPnl) -> Metrics:
-    notional = book.traded_notional_usd
-    capital = config.capital_usd
-    returns = _daily_returns(bars.day, equity, capital)
-    days = int(returns.size)
-    final = float(equity[-1])
-    total_return = final / capital - 1.0
-    annual = (
-        (1.0 + total_return) ** (TRADING_DAYS_PER_YEAR / days) - 1.0
-        if days > 0 and total_return > -1
-        else 0.0
-    )
-    peak = np.maximum.accumulate(equity)
-    drawdown = np.where(peak > 0, (peak - equity) / np.where(peak > 0, peak, 1.0), 0.0)
     trips: list[float] = []
     opened: float | None = None
     for event in events:
@@ -782,33 +768,22 @@ def _metrics(bars, config, equity, costs, events, spread, book: PairPnl) -> Metr
     if bars.truth_premium is not None:
         keep = np.isfinite(spread) & np.isfinite(bars.truth_premium)
         r2 = r_squared(spread[keep], np.log1p(bars.truth_premium[keep]))
-    turnover = notional / capital
-    return Metrics(
+    run = RunTotals(
+        capital_usd=config.capital_usd,
+        equity=np.asarray(equity, dtype=float),
+        daily_returns=_daily_returns(bars.day, equity, config.capital_usd),
         start=exchange_date(float(bars.ts[0])),
         end=exchange_date(float(bars.ts[-1])),
-        trading_days=days,
         bars=bars.size,
-        capital_usd=capital,
-        final_equity_usd=final,
-        pnl_usd=final - capital,
-        total_return=total_return,
-        annual_return=annual,
-        sharpe=sharpe_ratio(returns),
-        sortino=sortino_ratio(returns),
-        max_drawdown=float(drawdown.max()),
+        trip_pnls=trips,
         intents=len(events),
         rejected_intents=0,
         fills=3 * len(events),  # TLT and the call (the BAG's legs), and TLTW
-        round_trips=len(trips),
-        hit_rate=(sum(1 for t in trips if t > 0) / len(trips)) if trips else 0.0,
-        average_trade_usd=(math.fsum(trips) / len(trips)) if trips else 0.0,
-        traded_notional_usd=notional,
-        turnover=turnover,
-        turnover_annual=turnover * TRADING_DAYS_PER_YEAR / days if days else 0.0,
+        traded_notional_usd=book.traded_notional_usd,
         commissions_usd=book.commissions_usd,
         half_spread_cost_usd=book.half_spread_usd,
-        r_squared_vs_truth=r2,
     )
+    return summarize(run, r_squared_vs_truth=r2)
 
 
 # ---------------------------------------------------------------------------------------------
