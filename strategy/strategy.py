@@ -86,6 +86,10 @@ class StrategyService:
         self.inbox: dict[tuple[Any, ...], tuple[Message, float]] = {}
         self.chain_ts: float | None = None
         self.wake = asyncio.Event()
+        self.writing = asyncio.Lock()
+        """Held from taking the state to its write landing: a bar's write and a stream poll's
+        run on two connections, and an older state written last would be what a restart
+        restores (a bar lost from the z window: found under load)."""
         self.cursors = {
             Streams.DECISIONS: "0",
             Streams.FILLS: "0",
@@ -265,6 +269,13 @@ class StrategyService:
         """Write one bar's outputs in one round trip; ``arrived`` is when the tick that closed
         the bar came in. Redis runs a pipeline in order: the state (with the pending intent)
         lands before the intent, so a crash between them re-appends it at start."""
+        async with self.writing:
+            await self._publish_bar(result)
+        if result.intents:
+            await seam("strategy.intent_appended")
+        self._observe(result, arrived)
+
+    async def _publish_bar(self, result: StepResult) -> None:
         batch = Batch()
         batch.set_latest(Keys.STRATEGY_STATE, self.state_bytes())
         for intent in result.intents:
@@ -282,8 +293,9 @@ class StrategyService:
             batch.publish(Channels.SIGNALS, data)
             batch.append(Streams.SIGNALS, data)
         await self.bus.execute(batch)
-        if result.intents:
-            await seam("strategy.intent_appended")
+
+    def _observe(self, result: StepResult, arrived: float | None) -> None:
+        point = result.spread_point
         done = time.perf_counter()
         m.BARS.labels("point" if point else "skipped").inc()
         if arrived is not None:
@@ -315,9 +327,10 @@ class StrategyService:
         return data
 
     async def save_state(self) -> None:
-        batch = Batch()
-        batch.set_latest(Keys.STRATEGY_STATE, self.state_bytes())
-        await self.bus.execute(batch)
+        async with self.writing:
+            batch = Batch()
+            batch.set_latest(Keys.STRATEGY_STATE, self.state_bytes())
+            await self.bus.execute(batch)
 
     async def poll_streams(self) -> None:
         """Apply new risk decisions, fills, order events and risk's own closing intents (in

@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 from trading.bus import SignalAction
+from trading.domain.risk import TradingState
 from trading.settings import load_settings
 from trading.strategy.engine import EngineConfig
 from trading.strategy.legs import HeldCall
@@ -42,7 +43,8 @@ def cheap_bar(beta: float, distance: float = -0.005) -> BarContext:
     return BarContext(
         ts=1_790_000_000.0, z=-3.0, spread=distance, mean=0.0, std=0.0016, beta=beta, alpha=0.0,
         x=x, y=x + distance, spot=90.0, tltw_mid=25.0, tltw_total_return=25.0, index_level=90.0,
-        call_mid=1.5, call=HeldCall(539_000_001, "20261120", 90.0), risk_state="NORMAL",
+        call_mid=1.5, call=HeldCall(539_000_001, "20261120", 90.0),
+        risk_state=TradingState.ACTIVE, warming_up=False,
         option_mids={539_000_001: 1.5}, as_of=date(2026, 10, 1), quotes=QUOTES,
     )  # fmt: skip
 

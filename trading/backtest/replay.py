@@ -67,6 +67,7 @@ from trading.domain.market_hours import EXCHANGE_TIMEZONE
 from trading.domain.options import EXPIRY_CLOSE_TIME
 from trading.domain.orders import StatusUpdate
 from trading.domain.pnl import Distribution
+from trading.domain.signals import SpreadPosition
 from trading.execution.engine import Cancel, CancelAll, ExecutionEngine, Raise, Submit
 from trading.settings import Settings
 from trading.strategy.engine import StrategyEngine
@@ -203,8 +204,9 @@ class Replay:
         point = points[-1]
         try:
             legs = size_legs(
-                "LONG_SPREAD", self.settings.strategy.max_gross_notional_usd, point.beta,
-                tltw.mid, tlt.mid, call.mid, call.con_id, point.call_expiry, point.call_strike,
+                SpreadPosition.LONG_SPREAD, self.settings.strategy.max_gross_notional_usd,
+                point.beta, tltw.mid, tlt.mid, call.mid, call.con_id, point.call_expiry,
+                point.call_strike,
             )  # fmt: skip
             cost = pair_round_trip_cost_usd(
                 legs.tltw_shares, legs.buy_write_units, (tltw.bid, tltw.ask),

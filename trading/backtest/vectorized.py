@@ -585,7 +585,7 @@ def research_backtest(bars: ResearchBars, config: ResearchConfig) -> ResearchRes
         if not (beta[bar] > 0):
             return False
         legs = size_legs(
-            direction.value, config.gross_notional_usd, float(beta[bar]), float(tltw_mid[bar]),
+            direction, config.gross_notional_usd, float(beta[bar]), float(tltw_mid[bar]),
             float(spot[bar]), float(after_mid[bar]), 0, "", math.nan,
         )  # fmt: skip
         if legs.tltw_shares <= 0 or legs.buy_write_units <= 0:

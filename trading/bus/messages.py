@@ -14,6 +14,7 @@ from enum import StrEnum
 from typing import Any, ClassVar, TypeVar
 
 from trading.domain.common import Side
+from trading.domain.risk import TradingState
 from trading.domain.signals import SignalAction
 
 SCHEMA_VERSION = 1
@@ -368,7 +369,7 @@ class RiskStatus(Message):
 
     KIND: ClassVar[str] = "risk_status"
     ts: float
-    state: str  # ACTIVE / REDUCING / HALTED
+    state: TradingState
     reason: str
     limit_usage: dict[str, float] = field(default_factory=dict)
 

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 
 from trading.bus import Alert, DataStatus, Severity
+from trading.domain.risk import TradingState
 from trading.monitoring.pipeline import LeggedIntent
 from trading.monitoring.snapshot import Snapshot, is_option_name
 from trading.settings import Settings
@@ -201,7 +202,7 @@ def _book(snapshot: Snapshot, rules: AlertRules) -> list[Condition]:
     out = []
     risk = snapshot.risk
     if risk is not None:
-        if risk.state == "HALTED":
+        if risk.state == TradingState.HALTED:
             message = f"risk gate HALTED: {risk.reason or 'no reason given'}"
             out.append(_condition(AlertCode.RISK_HALTED, Severity.CRITICAL, message))
         for limit, used in sorted(risk.limit_usage.items()):

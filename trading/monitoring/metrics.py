@@ -14,12 +14,14 @@ from dataclasses import dataclass, field
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
+from trading.domain.risk import TradingState
+from trading.domain.signals import SpreadPosition
 from trading.monitoring.snapshot import Snapshot
 
 DATA_STATUSES = ("ok", "stale", "delayed")
 HEARTBEAT_STATUSES = ("ok", "degraded", "starting")
-RISK_STATES = ("ACTIVE", "REDUCING", "HALTED")
-STRATEGY_STATES = ("FLAT", "LONG_SPREAD", "SHORT_SPREAD")
+RISK_STATES = tuple(TradingState)
+STRATEGY_STATES = tuple(SpreadPosition)
 PNL_COMPONENTS = ("realized", "unrealized", "commissions", "total")
 
 
@@ -214,7 +216,7 @@ def _book_families(snapshot: Snapshot, view: MonitorView) -> list[Metric]:
         state = _gauge("trading_risk_state", "The risk gate's trading state (one-hot)", ["state"])
         _one_hot(state, [], RISK_STATES, risk.state)
         halted = _gauge("trading_risk_halted", "1 while the risk gate is HALTED")
-        halted.add_metric([], 1.0 if risk.state == "HALTED" else 0.0)
+        halted.add_metric([], 1.0 if risk.state == TradingState.HALTED else 0.0)
         usage = _gauge(
             "trading_risk_limit_usage_ratio", "Fraction of each risk limit in use", ["limit"]
         )

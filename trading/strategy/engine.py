@@ -85,6 +85,7 @@ from trading.domain.market_hours import (
     SessionBars,
     market_calendar,
 )
+from trading.domain.risk import TradingState
 from trading.strategy.legs import LegMark, LegNotReady, RolledCall
 from trading.strategy.market import EngineConfig, MarketState
 from trading.strategy.position import BarContext, PairManager
@@ -140,7 +141,7 @@ class StrategyEngine:
         self.current_bar: int | None = None
         self.last_bar_date: date | None = None
         self.bars_closed = 0
-        self.risk_state = "ACTIVE"
+        self.risk_state = TradingState.ACTIVE
         self.warming_up = False
         """True while replaying history: the estimators learn, no signal runs, no intent."""
         self.last_skip = "no bar yet"
@@ -194,11 +195,11 @@ class StrategyEngine:
         self.market.on_health(health)
 
     def on_risk_status(self, status: RiskStatus) -> None:
-        if status.state not in ("ACTIVE", "REDUCING", "HALTED"):
-            raise ValueError(
-                f"risk_status.state must be ACTIVE/REDUCING/HALTED, got {status.state!r}"
-            )
-        self.risk_state = status.state
+        try:
+            self.risk_state = TradingState(status.state)
+        except ValueError:
+            states = "/".join(TradingState)
+            raise ValueError(f"risk_status.state must be {states}, got {status.state!r}") from None
 
     def on_decision(self, decision: RiskDecision) -> tuple[Signal, ...]:
         """Apply risk's answer to one of our pending intents (others are ignored)."""
@@ -355,7 +356,8 @@ class StrategyEngine:
             index_level=mark.level,
             call_mid=mark.call_mid,
             call=mark.call,
-            risk_state="WARMUP" if self.warming_up else self.risk_state,
+            risk_state=self.risk_state,
+            warming_up=self.warming_up,
             option_mids={c: q.mid for c, q in market.options.items()},
             as_of=as_of,
             quotes=quotes,
@@ -480,7 +482,7 @@ class StrategyEngine:
                 f"strategy state version must be {STATE_VERSION}, got {state.get('version')!r}"
             )
         self.pairs.restore(state["pairs"])
-        self.risk_state = state.get("risk_state", "ACTIVE")
+        self.risk_state = TradingState(state.get("risk_state", TradingState.ACTIVE))
         if state.get("settings_key") != self._settings_key():
             return False
         self.current_bar = state["current_bar"]

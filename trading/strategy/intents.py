@@ -29,6 +29,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from trading.bus import IntentLeg, IntentPurpose, LegKind, OrderIntent, Side, SignalAction
+from trading.domain.signals import SpreadPosition
 
 if TYPE_CHECKING:
     from trading.strategy.market import EngineConfig
@@ -42,7 +43,7 @@ PRICE_TICK_USD = 0.01
 class PairLegs:
     """What an entry opens (and its exit closes): sizes and the exact contracts."""
 
-    direction: str  # "LONG_SPREAD" or "SHORT_SPREAD"
+    direction: SpreadPosition  # LONG_SPREAD or SHORT_SPREAD
     tltw_shares: int
     buy_write_units: int
     call_con_id: int
@@ -51,7 +52,7 @@ class PairLegs:
 
     def to_state(self) -> dict[str, Any]:
         return {
-            "direction": self.direction,
+            "direction": str(self.direction),
             "tltw_shares": self.tltw_shares,
             "buy_write_units": self.buy_write_units,
             "call_con_id": self.call_con_id,
@@ -61,7 +62,7 @@ class PairLegs:
 
     @classmethod
     def from_state(cls, state: dict[str, Any]) -> PairLegs:
-        return cls(**state)
+        return cls(**{**state, "direction": SpreadPosition(state["direction"])})
 
 
 def limit_price(mid: float, side: Side, offset_bp: float) -> float:
@@ -82,7 +83,7 @@ def buy_write_unit_mid(tlt_mid: float, call_mid: float) -> float:
 
 
 def size_legs(
-    direction: str,
+    direction: SpreadPosition,
     gross_notional_usd: float,
     beta: float,
     tltw_mid: float,
@@ -138,7 +139,7 @@ def pair_intent(
 ) -> OrderIntent:
     """The intent that opens ``legs`` (``opening``) or closes them (the reverse sides); a leg
     of zero size (a close of a pair whose entry filled one leg only) is left out."""
-    long_spread = legs.direction == "LONG_SPREAD"
+    long_spread = legs.direction is SpreadPosition.LONG_SPREAD
     buys_tltw = long_spread == opening
     tltw_side = Side.BUY if buys_tltw else Side.SELL
     buy_write_side = Side.SELL if buys_tltw else Side.BUY

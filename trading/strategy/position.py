@@ -102,7 +102,7 @@ from trading.domain.mean_reversion import (
     fit_ornstein_uhlenbeck,
 )
 from trading.domain.options import HeldOption, RollDecision, RollRule, roll_decision
-from trading.domain.risk import RiskCode
+from trading.domain.risk import RiskCode, TradingState
 from trading.domain.signals import SignalAction, SignalBands, SignalMachine, SpreadPosition
 from trading.strategy.intents import LegMids, PairLegs, pair_intent, size_legs
 from trading.strategy.legs import HeldCall
@@ -151,7 +151,8 @@ class BarContext:
     index_level: float
     call_mid: float
     call: HeldCall
-    risk_state: str
+    risk_state: TradingState
+    warming_up: bool
     option_mids: dict[int, float]
     as_of: date
     """Exchange date (America/New_York) of the session the bar belongs to."""
@@ -176,7 +177,7 @@ class OpenPair:
 
     def spread_pnl_log(self, x: float, y: float) -> float:
         """Log-spread gain since entry measured with the entry hedge (positive = profit)."""
-        sign = 1.0 if self.legs.direction == SpreadPosition.LONG_SPREAD.value else -1.0
+        sign = 1.0 if self.legs.direction is SpreadPosition.LONG_SPREAD else -1.0
         return sign * ((y - self.entry_beta * x - self.entry_alpha) - self.entry_spread)
 
     def to_state(self) -> dict[str, Any]:
@@ -368,7 +369,7 @@ class PairManager:
         self.bars += 1
         if self.pair is not None and self.pair.legs.call_con_id in bar.option_mids:
             self.pair.last_call_mid = bar.option_mids[self.pair.legs.call_con_id]
-        if bar.risk_state in ("HALTED", "WARMUP"):
+        if bar.warming_up or bar.risk_state is TradingState.HALTED:
             return (), ()
         if self.status in (PairStatus.ENTERING, PairStatus.EXITING):
             return (), ()
@@ -440,7 +441,7 @@ class PairManager:
         self, bar: BarContext, action: SignalAction, reason: str
     ) -> tuple[tuple[Signal, ...], tuple[OrderIntent, ...]]:
         refused = ""
-        if bar.risk_state == "REDUCING":
+        if bar.risk_state is TradingState.REDUCING:
             refused = "risk is REDUCING: no new exposure"
         size = spread_kelly_size(
             self.ou,
@@ -480,7 +481,7 @@ class PairManager:
         if not refused:
             try:
                 legs = size_legs(
-                    direction.value,
+                    direction,
                     size.gross_notional_usd,
                     bar.beta,
                     bar.tltw_mid,
@@ -807,7 +808,7 @@ class PairManager:
             return ()
         # A long spread sold buy-writes (long the call): IB settles it with a SELL; a short
         # spread bought them (short the call): with a BUY. The other side is not a settlement.
-        long_call = pair.legs.direction == SpreadPosition.LONG_SPREAD.value
+        long_call = pair.legs.direction is SpreadPosition.LONG_SPREAD
         if (str(fill.side) == "SELL") != long_call:
             return ()
         before = pair.legs.buy_write_units
