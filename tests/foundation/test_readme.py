@@ -47,12 +47,17 @@ def readme_backtest_commands() -> list[list[str]]:
 
 
 def _shortened(argv: list[str], gateway_port: int) -> list[str]:
-    """The same command on a short range: two sessions from its start, one seed, two sessions
-    per seed, the test's gateway; everything else as written."""
+    """The same command on a short range: three sessions from its start (one from IB, with
+    the pacing window opened: the simulated gateway does not enforce it, and 60 requests in ten
+    minutes would hold a test for ten), one seed, two sessions per seed, the test's gateway;
+    everything else as written."""
     out = list(argv)
+    ib = out[:2] == ["backtest", "ib"]
     if "--start" in out and "--end" in out:
         start = date.fromisoformat(out[out.index("--start") + 1])
-        out[out.index("--end") + 1] = (start + timedelta(days=2)).isoformat()
+        out[out.index("--end") + 1] = (start + timedelta(days=0 if ib else 2)).isoformat()
+    if ib:
+        out += ["--requests-per-10min", "1000"]
     if "--seeds" in out:
         i = out.index("--seeds") + 1
         while i + 1 < len(out) and not out[i + 1].startswith("--"):
