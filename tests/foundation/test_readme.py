@@ -70,6 +70,7 @@ def _shortened(argv: list[str], gateway_port: int) -> list[str]:
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(900)  # six commands: 145 s alone, several times that on a loaded machine
 def test_every_backtest_command_of_the_readme_runs_and_says_something(tmp_path):
     """Each command, in the README's order (the csv line reads the tape the sim line wrote),
     in a scratch directory, on short ranges, with a one-session z window (the warm-up it needs

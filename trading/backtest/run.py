@@ -60,15 +60,17 @@ def warm_up(replay: Replay, messages: Iterable[Message]) -> int:
     still open at the end is closed and dropped: it is not part of the period."""
     strategy = replay.strategy
     strategy.warming_up = True
-    bars = 0
+    bars, seen = 0, False
     try:
         for msg in messages:
+            seen = True
             try:
                 step = strategy.on_message(msg)
             except ValueError:
                 continue  # the period's replay counts bad messages; the warm-up skips them
             bars += step.bar_end_ts is not None
-        bars += strategy.close_open_bar().bar_end_ts is not None
+        if seen:  # no warm-up leaves the engine untouched
+            bars += strategy.close_open_bar().bar_end_ts is not None
     finally:
         strategy.warming_up = False
     return bars
