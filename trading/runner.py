@@ -6,10 +6,11 @@ or TWS at TRADING_IB__HOST:TRADING_IB__PORT), and the five services as child pro
 dashboard first (it needs only Redis, and shows the Gateway's state while the others wait for
 it), then data-ingestion, risk-management and monitoring, and the strategy once data-ingestion
 has backfilled the history. While it waits, the runner says in plain words where the Gateway
-connection stands. Log lines are prefixed with the service name (plain text; `--json` keeps the
-ECS JSON lines). Ctrl-C (or SIGTERM) stops the services, then the gateway, then Redis, leaving
-nothing running, from any wait. `--containers` runs each of them in its container instead
-(ContainerRunner, `make up`).
+connection stands; once everything runs, what the system trades (trading.narrator: intents,
+fills, the round trip's realized P&L). Log lines are prefixed with the service name (plain
+text; `--json` keeps the ECS JSON lines). Ctrl-C (or SIGTERM) stops the services, then the
+gateway, then Redis, leaving nothing running, from any wait. `--containers` runs each of them
+in its container instead (ContainerRunner, `make up`).
 """
 
 from __future__ import annotations
@@ -308,17 +309,21 @@ class Runner:
         """Relay child output until a signal or until a child dies (then stop all, exit 1),
         saying in plain words what the system trades (trading.narrator) as it happens."""
         narrator = self._narrator()
-        while not self.stopping:
-            self._pump(0.2)
+        try:
+            while not self.stopping:
+                self._pump(0.2)
+                if narrator is not None:
+                    narrator.poll()
+                for child in self.children:
+                    code = child.proc.poll()
+                    if code is not None and not self.stopping:
+                        self._pump(0.1)
+                        self._say(f"{child.name} exited with code {code}; stopping everything")
+                        return 1
+            return 0
+        finally:
             if narrator is not None:
-                narrator.poll()
-            for child in self.children:
-                code = child.proc.poll()
-                if code is not None and not self.stopping:
-                    self._pump(0.1)
-                    self._say(f"{child.name} exited with code {code}; stopping everything")
-                    return 1
-        return 0
+                narrator.redis.close()
 
     def _narrator(self) -> Narrator | None:
         url = self.env.get("TRADING_REDIS__URL")
