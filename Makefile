@@ -10,8 +10,8 @@ PYTEST_ARGS ?=
 SOAK_MINUTES ?= 30
 FAULTS_ARGS ?=
 
-.PHONY: run runtime test test-fast bench faults soak lint format clean venv tools wheelhouse base-image \
-	images image-names up
+.PHONY: run runtime test test-fast bench faults soak lint format clean venv tools wheelhouse \
+	base-image images image-names up screenshot
 
 # Images (README, Deployment): `make images` builds trading/<name>:$(IMAGE_TAG) for the five
 # services and ibsim (and trading/redis, the Redis of `make up` and the pod-spec test) on one
@@ -56,6 +56,12 @@ tools: $(TOOLS)/.installed
 ## (the runtime dependencies only; ib_insync too, the library the user named)
 run: runtime
 	$(PY) -m trading run
+
+## screenshot: the README's picture (docs/dashboard-demo.png): the demo's first round trip on
+## the dashboard, in headless Chromium (the browser test that checks it writes it)
+screenshot: venv
+	DASHBOARD_DEMO_SCREENSHOT=1 $(PY) -m pytest -p no:cacheprovider \
+	  tests/visualization/test_demo_screenshot.py
 
 ## test: lint, then the whole suite (real Redis, real ib_async/ib_insync against ibsim), then
 ## the containers tests on their own (seven containers would load both cores under the

@@ -43,3 +43,10 @@ async def async_eventually(
             last_exc = exc
         await asyncio.sleep(interval_s)
     raise AssertionError(f"not true within {timeout_s}s: {what or condition}") from last_exc
+
+
+NO_DEMO = {"excursion_bp": 0.0, "start": None}
+"""SimSettings overrides that turn off `make run`'s demo story (the planted premium excursions,
+the demo's start day): whole-stack tests that plant their own shocks on ibsim's default day."""
+NO_DEMO_ENV = {"TRADING_SIM__EXCURSION_BP": "0", "TRADING_SIM__START": "2026-11-02T09:30:00"}
+"""The same as environment variables (ibsim's default day written out)."""

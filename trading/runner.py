@@ -6,10 +6,11 @@ or TWS at TRADING_IB__HOST:TRADING_IB__PORT), and the five services as child pro
 dashboard first (it needs only Redis, and shows the Gateway's state while the others wait for
 it), then data-ingestion, risk-management and monitoring, and the strategy once data-ingestion
 has backfilled the history. While it waits, the runner says in plain words where the Gateway
-connection stands. Log lines are prefixed with the service name (plain text; `--json` keeps the
-ECS JSON lines). Ctrl-C (or SIGTERM) stops the services, then the gateway, then Redis, leaving
-nothing running, from any wait. `--containers` runs each of them in its container instead
-(ContainerRunner, `make up`).
+connection stands; once everything runs, what the system trades (trading.narrator: intents,
+fills, the round trip's realized P&L). Log lines are prefixed with the service name (plain
+text; `--json` keeps the ECS JSON lines). Ctrl-C (or SIGTERM) stops the services, then the
+gateway, then Redis, leaving nothing running, from any wait. `--containers` runs each of them
+in its container instead (ContainerRunner, `make up`).
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from typing import TextIO
 
 from trading import containers
 from trading.bus import PUBSUB_BUFFER_LIMIT, Heartbeat, Keys, MessageError, decode
+from trading.narrator import Narrator
 from trading.redis_server import EmbeddedRedis, die_with_parent, free_port
 from trading.settings import Settings, SettingsError, load_settings
 
@@ -45,12 +47,20 @@ FIRST = "visualization"
 AFTER_BACKFILL = frozenset({"strategy"})
 """Started once data-ingestion has backfilled the history (it warms up on it at once)."""
 
-SIM_DEMO_DEFAULTS = {"TRADING_STRATEGY__Z_WINDOW": "390", "TRADING_STRATEGY__EDGE_GATE": "false"}
+SIM_DEMO_DEFAULTS = {
+    "TRADING_STRATEGY__Z_WINDOW": "390",
+    "TRADING_STRATEGY__EDGE_GATE": "false",
+    "TRADING_STRATEGY__STOP_Z": "6",
+}
 """With the simulated gateway, a z window the backfill fills (one session of one-minute bars), so
 the demo shows a spread and trades within a minute; the live default (about 40 days of bars)
 would show nothing until weeks of history had built up. The edge gate measures and reports
 (the heartbeat's edge status) but refuses nothing: a one-session window is ten of its samples,
-too few to show an edge, and the demo is there to show the system trading."""
+too few to show an edge, and the demo is there to show the system trading. The stop band is
+wider than the default 4: the simulator's planted excursion (TRADING_SIM__EXCURSION_BP) moves
+the premium in two minutes, so the entry comes at a z of 3 to 4 on the first bars of it, and a
+stop band at 4 was crossed by the next bar's quote noise (seen: entered at z 3.81, stopped out
+at 4.06, one bar later), which shows a stop, not the cycle."""
 
 COLOURS = ("36", "33", "35", "32", "34", "31", "37")
 
@@ -139,7 +149,13 @@ class Runner:
                 "--premium-half-life-days", str(s.sim.premium_half_life_days),
                 "--premium-drift-bp-year", str(s.sim.premium_drift_bp_year),
                 "--tick-interval", str(s.sim.effective_tick_interval_s),
+                "--excursion-bp", str(s.sim.excursion_bp),
+                "--excursion-first-minutes", str(s.sim.excursion_first_minutes),
+                "--excursion-every-minutes", str(s.sim.excursion_every_minutes),
+                "--excursion-hold-minutes", str(s.sim.excursion_hold_minutes),
             ]  # fmt: skip
+            if s.sim.start is not None:
+                cmd += ["--start", f"{s.sim.start:%Y-%m-%dT%H:%M}"]
             if s.sim.admin_port:
                 cmd += ["--admin-port", str(s.sim.admin_port)]
             self._spawn("ibsim", cmd)
@@ -290,16 +306,33 @@ class Runner:
     # -- run ------------------------------------------------------------------------------------
 
     def run_forever(self) -> int:
-        """Relay child output until a signal or until a child dies (then stop all, exit 1)."""
-        while not self.stopping:
-            self._pump(0.2)
-            for child in self.children:
-                code = child.proc.poll()
-                if code is not None and not self.stopping:
-                    self._pump(0.1)
-                    self._say(f"{child.name} exited with code {code}; stopping everything")
-                    return 1
-        return 0
+        """Relay child output until a signal or until a child dies (then stop all, exit 1),
+        saying in plain words what the system trades (trading.narrator) as it happens."""
+        narrator = self._narrator()
+        try:
+            while not self.stopping:
+                self._pump(0.2)
+                if narrator is not None:
+                    narrator.poll()
+                for child in self.children:
+                    code = child.proc.poll()
+                    if code is not None and not self.stopping:
+                        self._pump(0.1)
+                        self._say(f"{child.name} exited with code {code}; stopping everything")
+                        return 1
+            return 0
+        finally:
+            if narrator is not None:
+                narrator.redis.close()
+
+    def _narrator(self) -> Narrator | None:
+        url = self.env.get("TRADING_REDIS__URL")
+        if not url:
+            return None
+        import redis
+
+        client = redis.Redis.from_url(url, socket_timeout=1)
+        return Narrator(client, lambda text: self._say(text, "trades"))
 
     def _pump(self, timeout_s: float) -> None:
         sel = selectors.DefaultSelector()
@@ -326,8 +359,8 @@ class Runner:
             tag = f"\033[{child.colour}m{tag}\033[0m"
         print(f"{tag} {line}", file=self.output, flush=True)
 
-    def _say(self, text: str) -> None:
-        print(f"{'run':>15} | {text}", file=self.output, flush=True)
+    def _say(self, text: str, tag: str = "run") -> None:
+        print(f"{tag:>15} | {text}", file=self.output, flush=True)
 
     # -- stop -----------------------------------------------------------------------------------
 

@@ -7,6 +7,7 @@ refused at start with a message that names the environment variable to fix.
 
 from __future__ import annotations
 
+from datetime import datetime
 from pathlib import Path
 from typing import Annotated, Literal
 
@@ -284,6 +285,21 @@ class SimSettings(_Group):
     premium_drift_bp_year: Annotated[float, Field(allow_inf_nan=False)] = 0.0
     """TLTW's NAV drifts against its index by this many bp a year, with no reversion (alone or
     with the premium; -300 = TLTW 3% a year behind, as on real prices)."""
+    excursion_bp: Annotated[float, Field(allow_inf_nan=False)] = 60.0
+    """The demo's story, planted by the simulator: TLTW's premium moves this many bp off its
+    own path in 2 simulated minutes, stays there, and comes back in 10 (0 = none). The
+    simulator prints the schedule when it starts and each excursion as it begins."""
+    excursion_first_minutes: Annotated[float, Field(ge=0)] = 30.0
+    """Simulated trading minutes from the start to the first planted excursion."""
+    excursion_hold_minutes: Annotated[float, Field(ge=0)] = 20.0
+    """Simulated minutes a planted excursion stays at its full size."""
+    excursion_every_minutes: Positive = 150.0
+    """Simulated trading minutes from one planted excursion's start to the next's."""
+    start: datetime | None = datetime(2026, 11, 4, 9, 30)
+    """The simulated market's first moment, New York time (unset: ibsim's, Monday 2 November
+    2026). Wednesday 4 November: TLTW goes ex its monthly distribution (1% of NAV) at the first
+    session of the month, a drop the strategy's spread of log prices does not adjust for, so a
+    z window over Monday's open starts at a z of about -5 (README, "The simulated demo")."""
     admin_port: Annotated[int, Field(ge=0, lt=65536)] = 0
     """Port of the simulator's fault/truth HTTP API (0 = off)."""
     tick_interval_s: Positive | None = None

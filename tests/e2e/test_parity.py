@@ -21,7 +21,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.support import eventually
+from tests.support import NO_DEMO_ENV, eventually
 from trading import bus as b
 from trading.backtest.recorded import RecordedTape, read_tape_url
 from trading.backtest.run import BacktestRun, backtest_recorded
@@ -42,6 +42,7 @@ LIVE_BARS_BEFORE_SHOCK = Z_WINDOW + 10
 
 def _env(tmp_path: Path, http_port: int, admin_port: int) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("TRADING_")}
+    env.update(NO_DEMO_ENV)
     env.update(
         {
             "TRADING_REDIS__DATA_DIR": str(tmp_path / "redis"),

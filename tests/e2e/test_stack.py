@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.support import eventually
+from tests.support import NO_DEMO, eventually
 from trading import bus as b
 from trading.redis_server import free_port
 from trading.runner import Runner
@@ -152,7 +152,7 @@ def stack_runner(tmp_path: Path, runner_type: type[Runner] = Runner) -> tuple[Ru
     env = _env(tmp_path, http_port, admin_port)
     settings = load_settings(
         redis={"data_dir": str(tmp_path / "redis")},
-        sim={"seed": 3, "speed": SPEED, "admin_port": admin_port, "premium_bp": 2.0},
+        sim={"seed": 3, "speed": SPEED, "admin_port": admin_port, "premium_bp": 2.0, **NO_DEMO},
     )
     runner = runner_type(settings, json_logs=True, env=env, log_dir=tmp_path / "logs")
     return runner, http_port, admin_port

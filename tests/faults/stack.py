@@ -19,6 +19,7 @@ from typing import Any
 
 import redis
 
+from tests.support import NO_DEMO
 from trading import bus as b
 from trading.redis_server import free_port
 from trading.runner import SERVICES, Runner
@@ -102,7 +103,13 @@ class Stack:
         env = stack_env(self.workdir, self.http_port, self.admin_port)
         settings = load_settings(
             redis={"data_dir": str(self.workdir / "redis")},
-            sim={"seed": 3, "speed": SPEED, "admin_port": self.admin_port, "premium_bp": 2.0},
+            sim={
+                "seed": 3,
+                "speed": SPEED,
+                "admin_port": self.admin_port,
+                "premium_bp": 2.0,
+                **NO_DEMO,
+            },
         )
         self.runner = Runner(settings, json_logs=True, env=env, log_dir=self.workdir / "logs")
         self.runner.service_env = dict(service_env or {})

@@ -209,3 +209,42 @@ def test_a_planted_drift_moves_tltw_nav_against_its_index_without_reverting():
 def test_a_non_finite_drift_is_refused():
     with pytest.raises(ValueError, match="premium_drift_bp_year"):
         SimConfig(premium_drift_bp_year=math.nan)
+
+
+def test_planted_excursions_are_a_trapezoid_on_the_printed_schedule():
+    """The demo's excursions: +60 bp in 2 minutes, held 20, back in 10, from 30 minutes after
+    the start and every 150; the rest of the market (TLT, NAV, the premium's own path) is the
+    same as without them."""
+    config = dict(seed=3, start=START, history_days=5)
+    plain = MarketModel(SimConfig(**config))
+    planted = MarketModel(SimConfig(**config, excursion_bp=60.0))
+    start = plain.calendar.anchor_tau
+    # minutes after the start -> bp over the premium's own path (by hand: 30 + 2 + 20 + 10)
+    expected = {0: 0, 29: 0, 30: 0, 31: 30, 32: 60, 45: 60, 52: 60, 57: 30, 62: 0, 100: 0,
+                180: 0, 181: 30, 182: 60}  # fmt: skip
+    for minute, bp in expected.items():
+        tau = start + minute * 60.0
+        added = planted.tltw_premium(tau) - plain.tltw_premium(tau)
+        assert added * 1e4 == pytest.approx(bp, abs=1e-9), minute
+        assert planted.tlt_mid(tau) == plain.tlt_mid(tau)
+        assert planted.tltw_nav(tau) == plain.tltw_nav(tau)
+    # The per-second path of a session (bars, the backtest) carries the same excursion.
+    session = planted.calendar.session_at(start)
+    second = int(start + 45 * 60 - planted.calendar.start_tau[session])
+    added = planted.premium_seconds(session)[second] - plain.premium_seconds(session)[second]
+    assert added * 1e4 == pytest.approx(60.0)
+    (first, top, back), (second_start, _, _) = planted.excursion_schedule(2)
+    assert (first, top, back) == (
+        datetime(2026, 11, 2, 10, 0, tzinfo=ET),
+        datetime(2026, 11, 2, 10, 2, tzinfo=ET),
+        datetime(2026, 11, 2, 10, 32, tzinfo=ET),
+    )
+    assert second_start == datetime(2026, 11, 2, 12, 30, tzinfo=ET)
+    assert plain.excursion_schedule(2) == []
+
+
+def test_excursions_must_end_before_the_next_begins():
+    with pytest.raises(ValueError, match="excursion_every_minutes"):
+        SimConfig(excursion_bp=60.0, excursion_every_minutes=30.0)
+    with pytest.raises(ValueError, match="excursion_bp"):
+        SimConfig(excursion_bp=math.nan)

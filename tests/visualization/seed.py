@@ -19,6 +19,11 @@ BAR_S = 60.0
 POINTS = 240
 CALL_CON_ID = 700_000_123
 OLD_CALL_CON_ID = 700_000_124  # a call whose last quote is 122 s old
+RISK_PROBLEMS = (
+    "1 orders not acknowledged by IB after 5 s (TLTBW-TLTW-entry-1): looking them up",
+    "pair TLTBW-TLTW: 12 intents rejected in the last minute",
+)
+"""Why risk-management's heartbeat says degraded (as trading/execution/runtime.py words it)."""
 NEXT_SESSION = T0 + 22.5 * 3600  # Tuesday 09:30 ET: the next session's first bar
 
 
@@ -154,8 +159,11 @@ async def seed(bus: Bus, points: int = POINTS) -> Seeded:
     )
     for h in health:
         await bus.hset_latest(Keys.HEALTH, h.symbol, h)
-    for service, status in (("strategy", "ok"), ("risk-management", "degraded")):
-        await bus.beat(b.Heartbeat(service, now, status, {}), ttl_s=600)
+    for service, status, detail in (
+        ("strategy", "ok", {}),
+        ("risk-management", "degraded", {"problems": list(RISK_PROBLEMS)}),
+    ):
+        await bus.beat(b.Heartbeat(service, now, status, detail), ttl_s=600)
     alerts = (b.Alert(now - 10, b.Severity.WARNING, "monitoring", "stale_data", "TLTW stale"),)
     for a in alerts:
         await bus.append(Streams.ALERTS, a)

@@ -12,6 +12,7 @@ from tests.visualization.seed import (
     CALL_CON_ID,
     OLD_CALL_CON_ID,
     POINTS,
+    RISK_PROBLEMS,
     T0,
     seed,
     spread_point,
@@ -201,6 +202,10 @@ async def test_health_panel_shows_data_health_and_silent_services(client, bus):
         "strategy": "ok",
         "visualization": "silent",  # this test's app runs without its heartbeat
     }
+    # A degraded service says why; a working one has nothing to explain.
+    problems = {s["service"]: s["problems"] for s in body["services"]}
+    assert problems["risk-management"] == list(RISK_PROBLEMS)
+    assert problems["strategy"] == [] and problems["data-ingestion"] == []
 
 
 async def test_health_panel_shows_where_the_gateway_connection_stands(client, bus):

@@ -27,6 +27,7 @@ from tests.visualization.seed import (
     BAR_S,
     NEXT_SESSION,
     POINTS,
+    RISK_PROBLEMS,
     next_session_point,
     publish_point,
     seed,
@@ -144,8 +145,11 @@ def test_dashboard_draws_charts_shows_redis_numbers_and_takes_pushes(
     ]  # fmt: skip
     prices = {r[0]: r for r in row_texts(browser, "prices-table")}
     assert prices["TLTW"][5] == f"{(23.42 - 23.40) / 23.40 * 1e4:.1f}"
-    services = {r[0]: r[1] for r in row_texts(browser, "services-table")}
-    assert services["strategy"] == "ok" and services["data-ingestion"] == "silent"
+    services = {r[0]: r for r in row_texts(browser, "services-table")}
+    assert services["strategy"][1] == "ok" and services["data-ingestion"][1] == "silent"
+    assert services["strategy"][2] == ""
+    # A wedged service is shown degraded with its reasons beside it.
+    assert services["risk-management"][1:3] == ["degraded", "; ".join(RISK_PROBLEMS)]
     limits = browser.find_elements("css selector", "#risk-limits .limit")
     assert [x.get_attribute("data-limit") for x in limits][:2] == ["orders_per_minute", "net_delta"]
     assert not browser.find_element("css selector", "button[data-command=halt]").get_attribute(

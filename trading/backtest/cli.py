@@ -57,6 +57,13 @@ def _parser() -> argparse.ArgumentParser:
         default=None,
         help="TLTW's NAV drifts against its index by this much a year (default TRADING_SIM__...)",
     )
+    sim.add_argument(
+        "--warm-up-sessions",
+        type=int,
+        default=None,
+        help="sessions before --start replayed with trading off (default: what the z window, "
+        "and an OLS hedge's window, need; 0 = none)",
+    )
     sim.add_argument("--export-csv", type=Path, default=None, help="also write the tape as CSV")
     csv = sources.add_parser("csv", help="a CSV file (see trading/backtest/csvfile.py)")
     csv.add_argument("path", type=Path)
@@ -148,7 +155,11 @@ def main(argv: list[str]) -> int:
         print(f"backtest: {exc}", file=sys.stderr)
         return 2
     from trading.backtest.report import format_value, write_report
+    from trading.backtest.run import no_signal_reason
 
+    reason = no_signal_reason(settings, run)
+    if reason:
+        description["no_signal"] = reason
     metrics = run.metrics.as_dict()
     width = max(len(k) for k in metrics)
     for name, value in metrics.items():
@@ -162,6 +173,8 @@ def main(argv: list[str]) -> int:
     out = args.out or Path("reports") / f"backtest-{stamp}.html"
     title = f"Backtest: {description['source']} {metrics['start']} to {metrics['end']}"
     write_report(out, run.result, run.metrics, title, description, run.premium)
+    if reason:
+        print(reason)
     print(f"report: {out}")
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
@@ -170,7 +183,13 @@ def main(argv: list[str]) -> int:
 
 
 def _run(args: argparse.Namespace, settings) -> tuple[Any, dict[str, Any]]:
-    from trading.backtest.run import BARS_PER_SESSION, backtest_messages, backtest_sim
+    from trading.backtest.run import (
+        BARS_PER_SESSION,
+        backtest_messages,
+        backtest_sim,
+        warm_up_sessions,
+        window_bars,
+    )
     from trading.backtest.sources import SimSource, parse_day
 
     progress = not args.no_progress
@@ -191,7 +210,18 @@ def _run(args: argparse.Namespace, settings) -> tuple[Any, dict[str, Any]]:
             premium_drift_bp_year=settings.sim.premium_drift_bp_year
             if args.premium_drift_bp_year is None
             else args.premium_drift_bp_year,
+            warm_up_sessions=warm_up_sessions(settings)
+            if args.warm_up_sessions is None
+            else args.warm_up_sessions,
         )
+        if source.warm_up_sessions:
+            days = source.warm_up_days()
+            description["warm_up"] = (
+                f"{len(days)} sessions before {source.start} ({days[0]} to {days[-1]}) replayed "
+                f"with trading off, so the z window ({window_bars(settings):,} bars) is full "
+                "from the first session"
+            )
+            print(f"warm-up: {description['warm_up']}", file=sys.stderr)
         description["sim"] = {
             "seed": source.seed,
             "premium_bp": source.premium_bp,

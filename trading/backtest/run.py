@@ -9,6 +9,7 @@ run = backtest_recorded(settings, read_tape_url(redis_url))   # what the live st
 
 from __future__ import annotations
 
+import math
 import sys
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -21,7 +22,8 @@ from trading.backtest.recorded import RecordedTape
 from trading.backtest.replay import BacktestResult, IntentRecord, Replay
 from trading.backtest.sources import SimSource, true_premium
 from trading.bus import Message
-from trading.settings import Settings
+from trading.domain.market_hours import REGULAR_SESSION_SECONDS
+from trading.settings import HedgeMethod, Settings
 
 BARS_PER_SESSION = 390
 
@@ -32,6 +34,64 @@ class BacktestRun:
     metrics: Metrics
     premium: pd.Series | None = None
     """The ground truth (TLTW's premium to NAV by bar close) when the source knows it."""
+    warm_up_bars: int = 0
+    """Bars the strategy warmed up on before the period (trading off; not in the metrics)."""
+
+
+def window_bars(settings: Settings) -> int:
+    """Bars the strategy's rolling windows need before its z-score means anything: the z
+    window, and the OLS window when the hedge is a rolling OLS."""
+    strategy = settings.strategy
+    bars = strategy.z_window
+    if strategy.hedge_method == HedgeMethod.OLS:
+        bars = max(bars, strategy.ols_window)
+    return bars
+
+
+def warm_up_sessions(settings: Settings) -> int:
+    """Whole sessions of bars that fill `window_bars` (what a sim backtest warms up on)."""
+    per_session = REGULAR_SESSION_SECONDS // settings.strategy.bar_seconds
+    return math.ceil(window_bars(settings) / per_session)
+
+
+def warm_up(replay: Replay, messages: Iterable[Message]) -> int:
+    """Feed ``messages`` to the replay's strategy with trading off (its estimators only, as
+    the live service warms up from its history streams); returns the bars it saw. The bar
+    still open at the end is closed and dropped: it is not part of the period."""
+    strategy = replay.strategy
+    strategy.warming_up = True
+    bars, seen = 0, False
+    try:
+        for msg in messages:
+            seen = True
+            try:
+                step = strategy.on_message(msg)
+            except ValueError:
+                continue  # the period's replay counts bad messages; the warm-up skips them
+            bars += step.bar_end_ts is not None
+        if seen:  # no warm-up leaves the engine untouched
+            bars += strategy.close_open_bar().bar_end_ts is not None
+    finally:
+        strategy.warming_up = False
+    return bars
+
+
+def no_signal_reason(settings: Settings, run: BacktestRun) -> str | None:
+    """Why a run gave no signal, in words, when its bars could not fill the windows (None when
+    they could, or when it traded)."""
+    need = window_bars(settings)
+    warm_up_bars = run.warm_up_bars
+    seen = warm_up_bars + run.result.bars
+    if run.result.intents or seen >= need:
+        return None
+    per_session = REGULAR_SESSION_SECONDS // settings.strategy.bar_seconds
+    return (
+        f"no signal was possible: the z-score needs {need:,} bars in its window "
+        f"(TRADING_STRATEGY__Z_WINDOW{'/OLS_WINDOW' if need > settings.strategy.z_window else ''}"
+        f", {need / per_session:.0f} sessions) and this run had {seen:,} "
+        f"({seen / per_session:.1f} sessions{', warm-up included' if warm_up_bars else ''}): "
+        "give it a longer range, more warm-up, or a shorter window"
+    )
 
 
 def backtest_messages(
@@ -41,9 +101,12 @@ def backtest_messages(
     total_bars: int | None = None,
     progress: bool = False,
     premium: pd.Series | None = None,
+    warm_up_messages: Iterable[Message] = (),
 ) -> BacktestRun:
-    """Replay ``messages`` (time-ordered bus messages) and compute the metrics."""
+    """Replay ``messages`` (time-ordered bus messages) and compute the metrics; the strategy
+    first warms up on ``warm_up_messages`` (earlier bars, trading off)."""
     replay = Replay(settings)
+    warm_up_bars = warm_up(replay, warm_up_messages)
     if progress:
         from tqdm import tqdm
 
@@ -53,7 +116,7 @@ def backtest_messages(
     else:
         replay.run(messages)
         result = replay.finish()
-    return BacktestRun(result, compute_metrics(result, premium), premium)
+    return BacktestRun(result, compute_metrics(result, premium), premium, warm_up_bars)
 
 
 def backtest_sim(settings: Settings, source: SimSource, *, progress: bool = False) -> BacktestRun:
@@ -67,6 +130,7 @@ def backtest_sim(settings: Settings, source: SimSource, *, progress: bool = Fals
         total_bars=sessions * BARS_PER_SESSION,
         progress=progress,
         premium=premium,
+        warm_up_messages=source.warm_up_messages(model),
     )
 
 

@@ -48,14 +48,20 @@ class SimSource:
     feed: FeedConfig = BACKTEST_FEED
     premium_drift_bp_year: float = 0.0
     """TLTW's NAV drifts against its index by this much a year (SimConfig)."""
+    warm_up_sessions: int = 0
+    """Sessions before ``start`` the strategy replays first with trading off, so that its
+    windows are full when the period starts (`trading.backtest.run.warm_up_sessions`)."""
 
     def __post_init__(self) -> None:
         if self.end < self.start:
             raise ValueError(f"end {self.end} is before start {self.start}")
+        if not isinstance(self.warm_up_sessions, int) or self.warm_up_sessions < 0:
+            raise ValueError(f"warm_up_sessions must be an int >= 0, got {self.warm_up_sessions!r}")
 
     def model(self) -> MarketModel:
         anchor = DEFAULT_START
         sessions_back = int(np.busday_count(self.start, anchor.date())) + 5
+        sessions_back += self.warm_up_sessions + self.warm_up_sessions // 20 + 5  # holidays
         return MarketModel(
             SimConfig(
                 seed=self.seed,
@@ -69,6 +75,21 @@ class SimSource:
 
     def messages(self, model: MarketModel | None = None) -> Iterator[Message]:
         return simulated_messages(model or self.model(), self.start, self.end, self.feed)
+
+    def warm_up_days(self, model: MarketModel | None = None) -> list[date]:
+        """The ``warm_up_sessions`` sessions just before ``start``."""
+        if not self.warm_up_sessions:
+            return []
+        m = model or self.model()
+        return [d for d in m.calendar.dates if d < self.start][-self.warm_up_sessions :]
+
+    def warm_up_messages(self, model: MarketModel | None = None) -> Iterator[Message]:
+        """The warm-up sessions' messages (none without warm-up)."""
+        m = model or self.model()
+        days = self.warm_up_days(m)
+        if not days:
+            return iter(())
+        return simulated_messages(m, days[0], days[-1], self.feed)
 
     def sessions(self, model: MarketModel | None = None) -> int:
         """Trading sessions in the period (for the progress bar)."""

@@ -237,6 +237,10 @@ class ServiceHealth(BaseModel):
     heartbeat: Heartbeat | None
     age_s: float | None
     late: bool = Field(default=False, description="No heartbeat for two intervals")
+    problems: list[str] = Field(
+        default_factory=list,
+        description="Why the service cannot act (the heartbeat's detail.problems), when degraded",
+    )
 
 
 class BrokerConnection(BaseModel):

@@ -29,6 +29,7 @@ from trading.bus import (
     DataStatus,
     EtfNav,
     Fill,
+    Heartbeat,
     Keys,
     LegKind,
     Message,
@@ -517,6 +518,7 @@ class DashboardQueries:
                     heartbeat=hb,
                     age_s=age,
                     late=age is not None and age > late_after,
+                    problems=_problems(hb),
                 )
             )
             state = hb.detail.get("gateway") if hb else None
@@ -656,3 +658,13 @@ class DashboardQueries:
         return ControlAccepted(
             command_id=message.command_id, command=message.command, entry_id=entry_id
         )
+
+
+def _problems(hb: Heartbeat | None) -> list[str]:
+    """A heartbeat's detail.problems as text (a service reports why it is degraded there)."""
+    problems = hb.detail.get("problems") if hb else None
+    if isinstance(problems, str):
+        return [problems]
+    if not isinstance(problems, list | tuple):
+        return []
+    return [str(p) for p in problems if p not in (None, "")]

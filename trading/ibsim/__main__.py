@@ -27,6 +27,17 @@ def main(argv: list[str] | None = None) -> None:
         default=0.0,
         help="TLTW's NAV drifts against its index by this much a year, no reversion",
     )
+    parser.add_argument(
+        "--excursion-bp",
+        type=float,
+        default=0.0,
+        help="planted premium excursions: peak over the premium's own path (0 = none)",
+    )
+    parser.add_argument("--excursion-first-minutes", type=float, default=30.0)
+    parser.add_argument("--excursion-every-minutes", type=float, default=150.0)
+    parser.add_argument("--excursion-rise-minutes", type=float, default=2.0)
+    parser.add_argument("--excursion-hold-minutes", type=float, default=20.0)
+    parser.add_argument("--excursion-fall-minutes", type=float, default=10.0)
     parser.add_argument("--start", default=None, help="YYYY-MM-DDTHH:MM, New York time")
     parser.add_argument(
         "--firehose", action="store_true", help="steps back to back, as fast as clients read"
@@ -41,6 +52,12 @@ def main(argv: list[str] | None = None) -> None:
         premium_bp=args.premium_bp,
         premium_half_life_days=args.premium_half_life_days,
         premium_drift_bp_year=args.premium_drift_bp_year,
+        excursion_bp=args.excursion_bp,
+        excursion_first_minutes=args.excursion_first_minutes,
+        excursion_every_minutes=args.excursion_every_minutes,
+        excursion_rise_minutes=args.excursion_rise_minutes,
+        excursion_hold_minutes=args.excursion_hold_minutes,
+        excursion_fall_minutes=args.excursion_fall_minutes,
         start=start,
         firehose=args.firehose,
     )

@@ -73,6 +73,17 @@ class SimConfig:
     premium_bp: float = 20.0
     premium_half_life_days: float = 1.0
     premium_drift_bp_year: float = 0.0
+    excursion_bp: float = 0.0
+    """Planted premium excursions (the demo's story): TLTW's premium moves away from its own
+    path by this many basis points (negative: below it) over ``excursion_rise_minutes``, stays
+    there ``excursion_hold_minutes``, and comes back over ``excursion_fall_minutes`` (a
+    trapezoid in trading time); the first ``excursion_first_minutes`` after the start, then
+    every ``excursion_every_minutes`` (0 = none). Known, and printed, before the market opens."""
+    excursion_first_minutes: float = 30.0
+    excursion_every_minutes: float = 150.0
+    excursion_rise_minutes: float = 2.0
+    excursion_hold_minutes: float = 20.0
+    excursion_fall_minutes: float = 10.0
     stock_commission_per_share_usd: float = IB_FIXED.stock_per_share_usd
     stock_commission_minimum_usd: float = IB_FIXED.stock_minimum_usd
     option_commission_per_contract_usd: float = IB_FIXED.option_per_contract_usd
@@ -91,6 +102,9 @@ class SimConfig:
             "tltw_nav",
             "tltw_moneyness",
             "premium_half_life_days",
+            "excursion_every_minutes",
+            "excursion_rise_minutes",
+            "excursion_fall_minutes",
         )
         for name in positive:
             value = getattr(self, name)
@@ -105,6 +119,8 @@ class SimConfig:
             "stock_commission_per_share_usd",
             "stock_commission_minimum_usd",
             "option_commission_per_contract_usd",
+            "excursion_first_minutes",
+            "excursion_hold_minutes",
         )
         for name in non_negative:
             value = getattr(self, name)
@@ -117,6 +133,7 @@ class SimConfig:
             "iv_skew",
             "iv_smile",
             "premium_drift_bp_year",
+            "excursion_bp",
         ):
             value = getattr(self, name)
             if not isinstance(value, int | float) or not math.isfinite(value):
@@ -125,6 +142,12 @@ class SimConfig:
             raise ValueError(
                 "SimConfig.overnight_variance_fraction must be < 1, "
                 f"got {self.overnight_variance_fraction!r}"
+            )
+        length = self.excursion_length_minutes
+        if self.excursion_every_minutes < length:
+            raise ValueError(
+                "SimConfig.excursion_every_minutes must be at least one excursion's length "
+                f"(rise + hold + fall = {length!r}), got {self.excursion_every_minutes!r}"
             )
         if not isinstance(self.history_days, int) or self.history_days < 1:
             raise ValueError(
@@ -145,6 +168,12 @@ class SimConfig:
             raise ValueError(f"SimConfig.start must be timezone-aware, got {self.start!r}")
         if not self.account or "," in self.account:
             raise ValueError(f"SimConfig.account must be one account code, got {self.account!r}")
+
+    @property
+    def excursion_length_minutes(self) -> float:
+        return (
+            self.excursion_rise_minutes + self.excursion_hold_minutes + self.excursion_fall_minutes
+        )
 
     @property
     def start_time(self) -> datetime:

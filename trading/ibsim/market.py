@@ -13,7 +13,9 @@ Brownian bridge to that total, drawn only when a day is looked at. Quotes are on
 TLTW: ``NAV = shares x S - shares x C + cash`` for its index's position (see SimConfig), times
 ``exp(drift x tau)`` when the config plants a drift, and ``price = NAV x (1 + premium)``. The
 premium is an OU process on a one-minute grid (linear in between);
-:meth:`MarketModel.shock_premium` adds ``(jump - premium) e^{-kappa (tau - tau0)}``.
+:meth:`MarketModel.shock_premium` adds ``(jump - premium) e^{-kappa (tau - tau0)}``; planted
+excursions (``SimConfig.excursion_bp``, :meth:`MarketModel.excursion`) add a triangle on a
+schedule fixed from the start.
 """
 
 from __future__ import annotations
@@ -458,10 +460,43 @@ class MarketModel:
         path = self.tlt_log_path(session)
         return math.exp(_interpolate(path, tau - self.calendar.start_tau[session]))
 
+    def excursion(self, tau):
+        """The planted excursions' part of the premium (fraction; floats or arrays): a
+        trapezoid from 0 to ``excursion_bp`` (rise, hold, fall; SimConfig), starting
+        ``excursion_first_minutes`` of trading time after the start, then every
+        ``excursion_every_minutes``; 0 before the first and between them."""
+        c = self.config
+        tau = np.asarray(tau, dtype=float)
+        if c.excursion_bp == 0.0:
+            return 0.0 if tau.ndim == 0 else np.zeros(tau.shape)
+        since = tau - (self.calendar.anchor_tau + c.excursion_first_minutes * 60.0)
+        phase = np.mod(since, c.excursion_every_minutes * 60.0) / 60.0
+        rise, hold = c.excursion_rise_minutes, c.excursion_hold_minutes
+        corners = [0.0, rise, rise + hold, c.excursion_length_minutes]
+        shape = np.where(since >= 0.0, np.interp(phase, corners, [0.0, 1.0, 1.0, 0.0]), 0.0)
+        out = c.excursion_bp / 1e4 * shape
+        return float(out) if out.ndim == 0 else out
+
+    def excursion_schedule(self, count: int) -> list[tuple[datetime, datetime, datetime]]:
+        """The first ``count`` planted excursions: (start, top reached, back), New York time."""
+        c = self.config
+        if c.excursion_bp == 0.0:
+            return []
+        first = self.calendar.anchor_tau + c.excursion_first_minutes * 60.0
+        out = []
+        for k in range(count):
+            start = first + k * c.excursion_every_minutes * 60.0
+            top = start + c.excursion_rise_minutes * 60.0
+            back = start + c.excursion_length_minutes * 60.0
+            out.append((self.calendar.datetime(start), self.calendar.datetime(top),
+                        self.calendar.datetime(back)))  # fmt: skip
+        return out
+
     def tltw_premium(self, tau: float) -> float:
         session = self.calendar.session_at(tau)
         minutes = self._premium_minutes(session)
         premium = _interpolate(minutes, (tau - self.calendar.start_tau[session]) / 60.0)
+        premium += self.excursion(tau)
         for shock_tau, jump in self._shocks:
             if tau >= shock_tau:
                 premium += jump * math.exp(-self._kappa_per_second * (tau - shock_tau))
@@ -504,6 +539,7 @@ class MarketModel:
         seconds = np.arange(self.calendar.seconds[i] + 1)
         premium = np.interp(seconds / 60.0, np.arange(len(minutes)), minutes)
         start = self.calendar.start_tau[i]
+        premium = premium + self.excursion(seconds + start)
         for shock_tau, jump in self._shocks:
             after = seconds >= shock_tau - start
             premium[after] += jump * np.exp(

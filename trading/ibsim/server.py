@@ -86,6 +86,8 @@ class GatewayCore:
         self._last_account_push = self.tau
         self._last_pnl_push = self.tau
         self._last_bar_push = self.tau
+        self._excursions_told = 0
+        """Planted excursions announced in the log so far (each as it starts)."""
         self._session_base(self.board)
 
     def _session_base(self, board: QuoteBoard) -> None:
@@ -104,6 +106,7 @@ class GatewayCore:
     # Serving
 
     async def start(self, host: str, port: int) -> int:
+        self._tell_schedule()
         loop = asyncio.get_running_loop()
         self._server = await loop.create_server(lambda: Session(self), host, port)
         self._market_task = loop.create_task(self._market_loop())
@@ -219,6 +222,7 @@ class GatewayCore:
             self._session_close(session)
             self._session_open(session + 1)
         self.tau = tau
+        self._tell_excursion()
         self.board = QuoteBoard(self.model, self.model.snapshot(tau))
         self._delayed_board = None
         self.broker.on_step(self.board)
@@ -229,6 +233,39 @@ class GatewayCore:
         if tau - self._last_pnl_push >= PNL_PUSH_SECONDS:
             self._last_pnl_push = tau
             self._push_pnl()
+
+    def _tell_schedule(self, count: int = 4) -> None:
+        """Log the planted premium excursions' schedule (SimConfig.excursion_bp), if any."""
+        schedule = self.model.excursion_schedule(count)
+        if not schedule:
+            return
+        c = self.config
+        times = ", ".join(f"{start:%a %H:%M}" for start, _, _ in schedule)
+        log.info(
+            "planted premium excursions: TLTW's premium moves %+.0f bp off its own path in %.0f "
+            "simulated minutes, stays %.0f, comes back in %.0f; every %.0f simulated minutes "
+            "from %s (New York time): %s, ...",
+            c.excursion_bp, c.excursion_rise_minutes, c.excursion_hold_minutes,
+            c.excursion_fall_minutes, c.excursion_every_minutes,
+            f"{schedule[0][0]:%Y-%m-%d %H:%M}", times,
+        )  # fmt: skip
+
+    def _tell_excursion(self) -> None:
+        """Log each planted excursion as it starts: when it peaks and when it is over."""
+        c = self.config
+        if c.excursion_bp == 0.0:
+            return
+        first = self.model.calendar.anchor_tau + c.excursion_first_minutes * 60.0
+        due = math.floor((self.tau - first) / (c.excursion_every_minutes * 60.0)) + 1
+        if due <= self._excursions_told:
+            return
+        self._excursions_told = due
+        start, top, back = self.model.excursion_schedule(due)[-1]
+        log.info(
+            "premium excursion %d starts now (%s New York): TLTW's premium %+.0f bp off its "
+            "own path from %s, back on it by %s",
+            due, f"{start:%H:%M}", c.excursion_bp, f"{top:%H:%M}", f"{back:%H:%M}",
+        )  # fmt: skip
 
     def _session_close(self, session: int) -> None:
         """At a close: DAY orders expire, expiring options settle at the closing spot."""

@@ -446,8 +446,9 @@ const render = {
     fillTable("services-table", p.services.map((s) => {
       const [age] = ago(s.age_s, Infinity);
       const cls = s.late ? "stale" : s.status;
-      return { key: s.service, cells: [s.service, [s.status, cls], [age, cls]] };
-    }), 3);
+      const why = s.problems.join("; ") || (s.late ? "no heartbeat for two intervals" : "");
+      return { key: s.service, cells: [s.service, [s.status, cls], why, [age, cls]] };
+    }), 4);
     const gateway = p.gateway.map((g) => ({ key: g.service, text: gatewayText(g), g }));
     fillTable("gateway-table", gateway.map(({ key, text, g }) => ({
       key, cells: [key, [text, g.status === "connected" ? "ok" : "HALTED"]],
