@@ -68,7 +68,7 @@ sys.path.insert(0, str(ROOT / "bench"))
 import bench_ingestion  # noqa: E402
 
 from tests.faults.stack import ENTRY_BP, stack_env, wait_for  # noqa: E402
-from trading.bus import Channels, IntentPurpose, Streams  # noqa: E402
+from trading.bus import Channels, IntentPurpose, Keys, Streams  # noqa: E402
 from trading.redis_server import EmbeddedRedis, free_port  # noqa: E402
 from trading.runner import SERVICES, Runner  # noqa: E402
 from trading.settings import load_settings  # noqa: E402
@@ -176,6 +176,8 @@ class ChainStack:
         # The shock's first bar has a z of about 100 in a window this short: no stop-loss band
         # in the way of the entry it is there to cause.
         env["TRADING_STRATEGY__STOP_Z"] = "10000"
+        # Two orders an intent, an intent a second or more: the order-rate limit is not measured.
+        env["TRADING_RISK__MAX_ORDERS_PER_MINUTE"] = "100000"
         settings = load_settings(
             redis={"data_dir": str(workdir / "redis")},
             sim={
@@ -223,6 +225,7 @@ class PhaseResult:
     unmatched: int
     steps_per_s: float
     payload: list[int]
+    rejected: dict[str, int] = field(default_factory=dict)
 
 
 async def run_phase(stack: ChainStack, name: str, speed: float, seconds: float) -> PhaseResult:
@@ -245,7 +248,20 @@ async def run_phase(stack: ChainStack, name: str, speed: float, seconds: float) 
     await asyncio.wait_for(observer, 10)
     sends = stack.admin("GET", "/sends", {"since": started - 1.0})["sends"]
     orders = stack.admin("GET", "/broker")["orders"]
-    return match(name, seen, sends, orders, started)
+    result = match(name, seen, sends, orders, started)
+    client = redis.Redis.from_url(stack.url)
+    try:
+        records = client.hgetall(Keys.INTENT_STATUS)
+    finally:
+        client.close()
+    for _, intent in seen.intents:
+        raw = records.get(intent["intent_id"].encode())
+        record = json.loads(raw) if raw else {}
+        if record.get("status") == "rejected":
+            reasons = orjson.loads(record["decision"]).get("reasons") or [{}]
+            code = reasons[0].get("code", "?")
+            result.rejected[code] = result.rejected.get(code, 0) + 1
+    return result
 
 
 def match(name: str, seen: Observed, sends: list, orders: list, started: float) -> PhaseResult:
@@ -291,7 +307,8 @@ def match(name: str, seen: Observed, sends: list, orders: list, started: float) 
 def report_phase(r: PhaseResult) -> None:
     print(
         f"--- chain, {r.name}: {r.steps_per_s:,.0f} market steps/s, {r.intents} strategy "
-        f"intents ({r.unmatched} unmatched: no order or no closing tick seen)"
+        f"intents ({r.unmatched} unmatched: no order or no closing tick seen; refused by "
+        f"risk: {r.rejected or 'none'})"
     )
     for hop in HOPS:
         print(row(hop, r.hops[hop]))

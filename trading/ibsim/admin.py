@@ -2,8 +2,8 @@
 
 HTTP (stdlib asyncio, JSON): ``GET /truth`` (the market's), ``GET /broker`` (the account's
 orders, executions, positions and lost orders), ``GET /sends`` (each market step's sim epoch
-and the wall time it was sent, ``{"since": wall}`` to bound it), ``POST /reset``, ``POST /faults/<name>`` with the
-method's keyword arguments as a JSON object, e.g.
+and the wall time it was sent, ``{"since": wall}`` to bound it), ``POST /reset``,
+``POST /faults/<name>`` with the method's keyword arguments as a JSON object, e.g.
 ``curl -X POST localhost:8081/faults/send_error -d '{"code": 1100}'``.
 """
 

@@ -267,7 +267,7 @@ class GatewayCore:
         push_bars = self.tau - self._last_bar_push >= BAR_PUSH_SECONDS
         if push_bars:
             self._last_bar_push = self.tau
-        self.step_sends.append((self.board.snapshot.epoch, time.time()))
+        outgoing: list[tuple[Session, bytes]] = []
         for session in list(self.sessions):
             if not session.writable.is_set():
                 # The client is not reading as fast as we write (its socket buffer is full):
@@ -304,7 +304,11 @@ class GatewayCore:
                         )
                     )
             if chunks:
-                session.send(b"".join(chunks))
+                outgoing.append((session, b"".join(chunks)))
+        # Every session's ticks are built first, then sent together, stamped at the send.
+        self.step_sends.append((self.board.snapshot.epoch, time.time()))
+        for session, data in outgoing:
+            session.send(data)
 
     # ----------------------------------------------------------------------------------------
     # Broker events -> sessions
