@@ -369,19 +369,7 @@ def floor(url: str, payload_bytes: int, n: int) -> list[float]:
 
 
 def firehose(seconds: float) -> float:
-    process, port = bench_ingestion.start_gateway(True)
-    server = EmbeddedRedis().start()
-    try:
-        result = asyncio.run(bench_ingestion.measure(port, server.url, "ib_async", seconds, 3.0))
-    finally:
-        server.stop()
-        if process.stdin:
-            process.stdin.close()
-        try:
-            process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-    return result["ticks_per_s"]
+    return bench_ingestion.run(True, "ib_async", seconds, 3.0)["ticks_per_s"]
 
 
 def main() -> None:
