@@ -11,8 +11,7 @@ intent that never reached the intent stream. Then:
   the latest tick of each instrument in each bar, so a burst it cannot keep up with is
   conflated, not queued, and every bar still closes on its own prices;
 * risk decisions and fills are read from their streams (never conflated) with a cursor kept in
-  the state, as soon as they are appended: a blocking XREAD on the four streams wakes the reader
-  (at most WAKE_S apart, for a decision risk left in its record only);
+  the state;
 * every bar's outputs are written in this order: state (with the pending intent) -> intent
   stream -> spread point and signals. A crash after the state write re-appends the intent at
   start (same deterministic id); a crash before it recomputes the same bar.
@@ -29,7 +28,6 @@ from typing import Any
 import orjson
 
 from trading.bus import (
-    RETRYABLE,
     Batch,
     Bus,
     Channels,
@@ -58,10 +56,6 @@ from trading.strategy import metrics as m
 
 SERVICE = "strategy"
 POLL_S = 0.05
-"""Wait after a failed blocking read (Redis restarting) before reading the streams again."""
-WAKE_S = 0.25
-"""Longest wait for a new decision, fill, order event or intent before the streams (and the
-pending intent's record) are read anyway."""
 WARMUP_BATCH = 10_000
 
 
@@ -391,18 +385,8 @@ class StrategyService:
 
     async def poll_forever(self) -> None:
         while not self.stopped:
-            await self.wait_for_entries()
+            await asyncio.sleep(POLL_S)
             await self.poll_streams()
-
-    async def wait_for_entries(self) -> None:
-        """Until one of the streams ``poll_streams`` reads has an entry after its cursor (at
-        once if one has), at most WAKE_S. One blocking XREAD over the four streams: risk's
-        decision or fill wakes the strategy within a round trip instead of a poll's period."""
-        streams = {stream: cursor or "0" for stream, cursor in self.cursors.items()}
-        try:
-            await self.bus.redis.xread(streams, count=1, block=int(WAKE_S * 1000))
-        except RETRYABLE:
-            await asyncio.sleep(POLL_S)  # poll_streams retries until Redis is back
 
     async def refresh_keys(self) -> None:
         """The chain (re-centred by data-ingestion) and distributions live in keys only."""
