@@ -61,6 +61,22 @@ def start_gateway(firehose: bool) -> tuple[subprocess.Popen, int]:
     return process, int(line)
 
 
+def run(firehose: bool, library: str, seconds: float, warmup_s: float) -> dict:
+    """One measurement against its own ibsim process and Redis, both stopped after it."""
+    process, port = start_gateway(firehose)
+    redis = EmbeddedRedis().start()
+    try:
+        return asyncio.run(measure(port, redis.url, library, seconds, warmup_s))
+    finally:
+        redis.stop()
+        if process.stdin:
+            process.stdin.close()
+        try:
+            process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            process.kill()
+
+
 async def measure(port: int, redis_url: str, library: str, seconds: float, warmup_s: float):
     settings = load_settings(
         redis={"url": redis_url},
@@ -115,18 +131,7 @@ def main() -> None:
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
     for firehose in (True, False):
-        process, port = start_gateway(firehose)
-        redis = EmbeddedRedis().start()
-        try:
-            r = asyncio.run(measure(port, redis.url, args.library, args.seconds, args.warmup))
-        finally:
-            redis.stop()
-            if process.stdin:
-                process.stdin.close()
-            try:
-                process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                process.kill()
+        r = run(firehose, args.library, args.seconds, args.warmup)
         print(f"--- {'firehose' if firehose else 'live (real-time ibsim)'}")
         report(r, args.library)
 

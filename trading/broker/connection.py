@@ -22,6 +22,7 @@ from typing import Any
 
 from prometheus_client import Counter, Gauge
 
+from trading.broker import reader
 from trading.settings import IBSettings
 
 LIBRARIES = frozenset({"ib_async", "ib_insync"})
@@ -166,6 +167,7 @@ class IBConnection:
         self.readonly = readonly
         self.library = ib_library(ib_settings.library)
         self.ib = self.library.IB()
+        reader.install(self.ib.client)  # linear-time socket reads (an upstream fix: reader.py)
         self.backoff = Backoff(initial_backoff_s, max(ib_settings.max_backoff_s, initial_backoff_s))
         # A connection that stayed up this long resets the backoff; a flapping one keeps growing.
         self.stable_after_s = stable_after_s

@@ -1,8 +1,9 @@
 """Faults on demand and ground truth: a thread-safe Python API and the same over HTTP.
 
 HTTP (stdlib asyncio, JSON): ``GET /truth`` (the market's), ``GET /broker`` (the account's
-orders, executions, positions and lost orders), ``POST /reset``, ``POST /faults/<name>`` with the
-method's keyword arguments as a JSON object, e.g.
+orders, executions, positions and lost orders), ``GET /sends`` (each market step's sim epoch
+and the wall time it was sent, ``{"since": wall}`` to bound it), ``POST /reset``,
+``POST /faults/<name>`` with the method's keyword arguments as a JSON object, e.g.
 ``curl -X POST localhost:8081/faults/send_error -d '{"code": 1100}'``.
 """
 
@@ -157,6 +158,16 @@ class Faults:
             raise ValueError(f"bp must be a finite number, got {bp!r}")
         self.call(lambda: self._core.model.shock_premium(self._core.tau, float(bp)))
 
+    def set_speed(self, speed: float) -> None:
+        """The sim clock runs at ``speed`` x wall time from now on (a burst, then back)."""
+        if not isinstance(speed, int | float) or not math.isfinite(speed) or speed <= 0:
+            raise ValueError(f"speed must be a finite number > 0, got {speed!r}")
+        self.call(self._core.clock.set_speed, float(speed))
+
+    def step_sends(self, since_wall: float = 0.0) -> list[tuple[float, float]]:
+        """(sim epoch, wall time) of each market step sent at or after ``since_wall``."""
+        return self.call(lambda: [s for s in self._core.step_sends if s[1] >= since_wall])
+
 
 _FAULT_NAMES = frozenset(
     {
@@ -169,6 +180,7 @@ _FAULT_NAMES = frozenset(
         "bad_quote",
         "assign_early",
         "shock_premium",
+        "set_speed",
         "drop_on_next_place_order",
         "delay_acks",
         "hold_fills",
@@ -237,6 +249,8 @@ class AdminServer:
             return 200, values
         if method == "GET" and path == "/broker":
             return 200, asdict(self._faults.broker_truth())
+        if method == "GET" and path == "/sends":
+            return 200, {"sends": self._faults.step_sends(float(arguments.get("since", 0.0)))}
         if method == "POST" and path == "/reset":
             self._core.reset()
             return 200, {"ok": True}

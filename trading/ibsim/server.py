@@ -7,6 +7,7 @@ import asyncio
 import logging
 import math
 import time
+from collections import deque
 from collections.abc import Callable
 from dataclasses import replace
 from datetime import date
@@ -34,6 +35,9 @@ STEP_GAP_S = 0.002
 run back to back. A loop that never sleeps holds the GIL, and a client in the same process
 (the tests') waits a whole switch interval for each of its socket reads: a convoy that slowed
 the pipeline tests 10-fold, intermittently."""
+STEP_SENDS_KEPT = 100_000
+"""Market steps whose send time is kept (``GatewayCore.step_sends``: the chain benchmark's
+start of the clock)."""
 
 
 class SimClock:
@@ -49,6 +53,11 @@ class SimClock:
 
     def target(self) -> float:
         return self._origin_tau + self.speed * (time.monotonic() - self._origin_wall)
+
+    def set_speed(self, speed: float) -> None:
+        """From now on, ``speed`` sim seconds per wall second (the time so far is kept)."""
+        self.reset(self.target())
+        self.speed = speed
 
 
 class GatewayCore:
@@ -68,6 +77,9 @@ class GatewayCore:
         self.tau = self.model.calendar.anchor_tau
         self._step = 0
         self.conflated_steps = 0
+        self.step_sends: deque[tuple[float, float]] = deque(maxlen=STEP_SENDS_KEPT)
+        """(sim epoch, wall time) of each market step's send to the sessions, the newest last:
+        when the gateway sent a tick (the chain benchmark measures from it)."""
         """Market steps a session missed because its socket was backed up (flow control)."""
         self.clock.reset(self.tau)
         self.market_data_stopped = False
@@ -292,6 +304,7 @@ class GatewayCore:
         push_bars = self.tau - self._last_bar_push >= BAR_PUSH_SECONDS
         if push_bars:
             self._last_bar_push = self.tau
+        outgoing: list[tuple[Session, bytes]] = []
         for session in list(self.sessions):
             if not session.writable.is_set():
                 # The client is not reading as fast as we write (its socket buffer is full):
@@ -328,7 +341,11 @@ class GatewayCore:
                         )
                     )
             if chunks:
-                session.send(b"".join(chunks))
+                outgoing.append((session, b"".join(chunks)))
+        # Every session's ticks are built first, then sent together, stamped at the send.
+        self.step_sends.append((self.board.snapshot.epoch, time.time()))
+        for session, data in outgoing:
+            session.send(data)
 
     # ----------------------------------------------------------------------------------------
     # Broker events -> sessions

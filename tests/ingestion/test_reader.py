@@ -1,0 +1,86 @@
+"""The linear-time socket reader (trading/broker/reader.py) splits a byte stream into exactly the
+messages the library's own reader does, however the stream is cut into reads."""
+
+from __future__ import annotations
+
+import random
+
+import ib_async
+import ib_insync
+import pytest
+
+from trading.broker import reader
+from trading.ibsim.marketdata import tick_option, tick_price, tick_size, tick_string
+from trading.ibsim.protocol import frame_text
+
+
+def stream(n: int, seed: int) -> bytes:
+    rng = random.Random(seed)
+    frames = []
+    for i in range(n):
+        req = rng.randint(1, 40)
+        kind = rng.randrange(4)
+        if kind == 0:
+            frames.append(tick_price(req, rng.choice((1, 2, 4)), 90 + rng.random(), 100.0))
+        elif kind == 1:
+            frames.append(tick_size(req, 8, float(i)))
+        elif kind == 2:
+            frames.append(tick_string(req, 45, str(1_700_000_000 + i)))
+        else:
+            frames.append(tick_option(req, 13, (0.16, 0.5, 1.2, 0.0, 0.05, 0.1, -0.02, 90.0)))
+    frames.append(frame_text("é\x00ü\x00"))  # non-ASCII survives the decode as the library's
+    return b"".join(frames)
+
+
+def recording_client(library, linear: bool):
+    client = library.IB().client
+    client._serverVersion = 176
+    client.decoder.serverVersion = 176
+    client._apiReady = True
+    client.connState = type(client).CONNECTED
+    seen: list[list[str]] = []
+    client.decoder.interpret = seen.append
+    if linear:
+        reader.install(client)
+        reader.install(client)  # idempotent: one handler, not two
+    return client, seen
+
+
+def feed(client, data: bytes, cuts: list[int]) -> None:
+    start = 0
+    for cut in [*cuts, len(data)]:
+        client.conn.hasData.emit(data[start:cut])
+        start = cut
+
+
+@pytest.mark.parametrize("library", [ib_async, ib_insync], ids=["ib_async", "ib_insync"])
+@pytest.mark.parametrize("seed", range(6))
+def test_same_messages_as_the_library_for_any_cut(library, seed):
+    data = stream(300, seed)
+    rng = random.Random(seed)
+    # One read of everything, reads cut inside a length prefix or a body, and one byte a read.
+    cuts = sorted(rng.sample(range(1, len(data)), k=rng.choice((0, 1, 7, 200))))
+    if seed == 5:
+        cuts = list(range(1, len(data)))
+    theirs, expected = recording_client(library, linear=False)
+    ours, got = recording_client(library, linear=True)
+    feed(theirs, data, cuts)
+    feed(ours, data, cuts)
+    assert len(expected) == 301
+    assert got == expected
+    assert ours._numMsgRecv == theirs._numMsgRecv == 301
+    assert ours._numBytesRecv == theirs._numBytesRecv == len(data)
+    assert ours._data == theirs._data == b""
+
+
+def test_an_unfinished_message_waits_for_the_next_read():
+    data = stream(3, 0)
+    last = frame_text("é\x00ü\x00")
+    ours, got = recording_client(ib_async, linear=True)
+    ours.conn.hasData.emit(data[:-5])
+    assert len(got) == 3
+    assert ours._data == last[:-5]
+    ours.conn.hasData.emit(data[-5:])
+    assert len(got) == 4
+    assert got[-1] == ["é", "ü"]
+    assert ours._data == b""
