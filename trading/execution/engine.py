@@ -906,7 +906,9 @@ class ExecutionEngine:
         message = f"pair {pair}: {decision.intent_id} {what} refused ({reasons}): {again}"
         return self._alert(now, Severity.CRITICAL, code, message.replace("  ", " "), pair=pair)
 
-    def _alert(self, now: float, severity: Severity, code: str, message: str, **labels) -> Raise:
+    def _alert(
+        self, now: float, severity: Severity, code: str, message: str, **labels: Any
+    ) -> Raise:
         return Raise(Alert(now, severity, SOURCE, code, message, labels))
 
     # persistence ----------------------------------------------------------------------------
