@@ -439,6 +439,12 @@ def _raise_if_cancelling() -> None:
         raise asyncio.CancelledError
 
 
+RawEntries = list[tuple[bytes, dict[bytes, bytes]]]
+"""An XRANGE/XREVRANGE reply on a bus connection: bytes (no decode_responses), and no deleted
+entry (XRANGE never returns one); redis-py's type allows str and None ids and fields for every
+client and every stream command, so the readers of raw replies cast to this."""
+
+
 def raw_has_entries(raw: list | None) -> bool:
     return any(entries for _stream, entries in raw or [])
 
