@@ -10,7 +10,7 @@ import time
 from collections.abc import Callable
 from dataclasses import replace
 from datetime import date
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from trading.ibsim import messages
 from trading.ibsim.broker import Broker, BrokerTruth, Execution, LostOrder, WorkingOrder
@@ -21,6 +21,9 @@ from trading.ibsim.market import MarketModel, QuoteBoard, Truth
 from trading.ibsim.marketdata import DELAY_SECONDS
 from trading.ibsim.protocol import OrderRequest, frame
 from trading.ibsim.session import ACCOUNT_SUMMARY_TAGS, Session
+
+if TYPE_CHECKING:
+    from trading.ibsim.admin import AdminServer
 
 log = logging.getLogger("trading.ibsim")
 
@@ -426,7 +429,10 @@ class GatewayCore:
         """openOrder with whatIf=1 and margin estimates (the order is not placed)."""
         instrument, legs = self.broker.resolve(request, self.today())
         order = WorkingOrder(request, client_id, 0, instrument, legs)
-        sides = [(leg.instrument, leg.ratio) for leg in legs] or [(instrument, 1)]
+        sides = [(leg.instrument, leg.ratio) for leg in legs]
+        if not sides:
+            assert instrument is not None  # None only for a BAG, which has legs
+            sides = [(instrument, 1)]
         notional = sum(
             request.quantity * ratio * self.board.mark(item) * item.multiplier
             for item, ratio in sides
@@ -488,7 +494,7 @@ class SimulatedGateway:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
         self._core: GatewayCore | None = None
-        self._admin = None
+        self._admin: AdminServer | None = None
         self._stopped = False
 
     def start(self) -> SimulatedGateway:
@@ -540,17 +546,21 @@ class SimulatedGateway:
         if self._core is not None:
             await self._core.stop()
 
-    def call(self, function: Callable[..., Any], *args: Any) -> Any:
-        """Run ``function(*args)`` on the gateway loop and return its result."""
+    def _running(self) -> GatewayCore:
         if self._loop is None or self._core is None:
             raise RuntimeError("SimulatedGateway is not running")
+        return self._core
+
+    def call(self, function: Callable[..., Any], *args: Any) -> Any:
+        """Run ``function(*args)`` on the gateway loop and return its result."""
+        self._running()
         return self.faults.call(function, *args)
 
     def truth(self) -> Truth:
-        return self.call(lambda: self._core.truth())
+        return self.call(self._running().truth)
 
     def reset(self) -> None:
-        self.call(lambda: self._core.reset())
+        self.call(self._running().reset)
 
     def stop(self) -> None:
         if self._stopped or self._loop is None:

@@ -405,11 +405,11 @@ class Session(asyncio.Protocol):
         except ValueError:
             self.error(req_id, 162, prefix + f"No data of type {what} is available")
             return
-        request = HistoryRequest(
+        history = HistoryRequest(
             req_id, instrument, what, bar_size, bar_seconds, start_tau, end_tau, end is None
         )
         task = asyncio.get_running_loop().create_task(
-            self._send_history(request, format_date, keep_up_to_date)
+            self._send_history(history, format_date, keep_up_to_date)
         )
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
