@@ -22,7 +22,7 @@ import math
 from collections import OrderedDict
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
-from typing import TYPE_CHECKING
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -32,9 +32,6 @@ from trading.domain import black_scholes as bs
 from trading.ibsim.config import ET, SimConfig
 from trading.ibsim.instruments import Instrument, InstrumentRegistry
 from trading.ibsim.sessions import SECONDS_PER_DAY, TradingCalendar
-
-if TYPE_CHECKING:
-    from trading.ibsim.history import Bar
 
 TRADING_DAYS_PER_YEAR = 252
 REGULAR_SESSION_SECONDS = 23_400
@@ -180,7 +177,8 @@ class MarketModel:
         self._nav_close: list[float] = []
         self._paths: OrderedDict[tuple[str, int], np.ndarray] = OrderedDict()
         self._shocks: list[tuple[float, float]] = []
-        self.bar_cache: dict[tuple, list[Bar]] = {}
+        # history's bars (list[Bar]) by request; Any, as market does not import history
+        self.bar_cache: dict[tuple, Any] = {}
         """Bars of completed sessions, kept by the history module (cleared with the shocks)."""
         anchor = self.calendar.anchor_index
         for i in range(anchor, -1, -1):
