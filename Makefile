@@ -63,14 +63,15 @@ screenshot: venv
 	DASHBOARD_DEMO_SCREENSHOT=1 $(PY) -m pytest -p no:cacheprovider \
 	  tests/visualization/test_demo_screenshot.py
 
-## test: lint, then the whole suite (real Redis, real ib_async/ib_insync against ibsim), then
-## the containers tests on their own (seven containers would load both cores under the
+## test: ruff and mypy, then the whole suite (real Redis, real ib_async/ib_insync against ibsim),
+## then the containers tests on their own (seven containers would load both cores under the
 ## timing-sensitive tests); pytest's 5 means PYTEST_ARGS selected no containers test. A worker
 ## that dies is not replaced: the run stops and says so (xdist's loadfile scheduler can deadlock
 ## on a replaced worker, pytest-dev/pytest-xdist#1378)
 test: venv tools
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/mypy
 	$(PY) -m pytest -n 2 --dist loadfile --max-worker-restart 0 -m "not containers" $(PYTEST_ARGS)
 	$(PY) -m pytest -m containers $(PYTEST_ARGS) || [ $$? -eq 5 ]
 
@@ -91,15 +92,19 @@ faults: venv
 soak: venv
 	$(PY) -m tests.faults --soak $(SOAK_MINUTES)
 
+## lint: ruff (lint and format) and mypy (configured in pyproject.toml: strict on the domain and
+## the engines, clean everywhere in trading/)
 lint: venv
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/mypy
 
 format: venv
 	$(VENV)/bin/ruff format .
 
 clean:
-	rm -rf $(VENV) $(TOOLS) .pytest_cache .ruff_cache .hypothesis var reports $(WHEELHOUSE)
+	rm -rf $(VENV) $(TOOLS) .pytest_cache .ruff_cache .mypy_cache .hypothesis var reports \
+	  $(WHEELHOUSE)
 
 ## wheelhouse: every wheel the images install (requirements.txt, docker/wheelhouse-extra.txt)
 $(WHEELHOUSE)/.complete: requirements.txt docker/wheelhouse-extra.txt

@@ -28,7 +28,8 @@ def main(argv: list[str] | None = None) -> int:
     if command == "ibsim":
         from trading.ibsim.__main__ import main as ibsim_main
 
-        return ibsim_main(rest) or 0
+        ibsim_main(rest)
+        return 0
     if command == "settings":
         return _settings(rest)
     print(f"unknown command {command!r}\n{__doc__}", file=sys.stderr)

@@ -38,7 +38,7 @@ class HealthVerdict:
 
 
 def judge_heartbeat(
-    raw: bytes | None, service: str, now_s: float, max_age_s: float
+    raw: bytes | str | None, service: str, now_s: float, max_age_s: float
 ) -> HealthVerdict:
     """Pure verdict on the stored heartbeat bytes of `service` at wall time `now_s` (epoch s)."""
     # Imported here, not at the top: `--tcp` (a probe run every period) needs none of the bus.

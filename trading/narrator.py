@@ -21,6 +21,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any, cast
 
 import redis
 
@@ -31,6 +32,9 @@ ENTRIES = {
     b.SignalAction.ENTER_LONG_SPREAD: "LONG_SPREAD",
     b.SignalAction.ENTER_SHORT_SPREAD: "SHORT_SPREAD",
 }
+
+RawReplies = list[tuple[bytes, list[tuple[bytes, dict[bytes, bytes]]]]]
+"""XREAD's reply on a client without decode_responses: (stream, [(entry id, fields)])."""
 
 
 def _usd(value: float) -> str:
@@ -123,7 +127,8 @@ class Narrator:
     def poll(self) -> None:
         """Read what is new and say it; a Redis that does not answer is tried next time."""
         try:
-            replies = self.redis.xread(dict(self._last), count=500)
+            streams: dict[Any, Any] = dict(self._last)  # redis-py's KeyT/StreamIdT
+            replies = cast(RawReplies, self.redis.xread(streams, count=500))
         except redis.RedisError:
             return
         for stream, entries in replies or []:

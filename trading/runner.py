@@ -343,8 +343,8 @@ class Runner:
             time.sleep(timeout_s)
             return
         for key, _ in sel.select(timeout_s):
-            child: Child = key.data
-            chunk = os.read(key.fileobj.fileno(), 65536)
+            child = key.data
+            chunk = os.read(key.fd, 65536)
             if not chunk:
                 continue
             child.buffer += chunk

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from datetime import datetime
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -444,8 +444,9 @@ def _window_problems(st: StrategySettings) -> list[str]:
     return problems
 
 
-def load_settings(**overrides: object) -> Settings:
-    """Read the environment (overrides win) or raise SettingsError naming each bad variable."""
+def load_settings(**overrides: Any) -> Settings:
+    """Read the environment (overrides win) or raise SettingsError naming each bad variable;
+    pydantic validates the overrides (a section as a dict or its model, a field as any value)."""
     try:
         return Settings(**overrides)
     except ValidationError as exc:

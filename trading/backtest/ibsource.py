@@ -216,11 +216,15 @@ def plan_calls(
 # Bars to messages (pure) --------------------------------------------------------------------
 
 
-def _closes(tape: HistoryTape, con_id: int, day: date) -> tuple[dict[float, float], ...]:
-    return tuple(
+def _closes(
+    tape: HistoryTape, con_id: int, day: date
+) -> tuple[dict[float, float], dict[float, float]]:
+    """The bid and the ask closes of one instrument's session, by bar end."""
+    bids, asks = (
         {float(t): float(c) for t, c in tape.bars.get((con_id, side, day), np.empty((0, 2)))}
         for side in SIDES
     )
+    return bids, asks
 
 
 def _stock_quotes(
@@ -323,8 +327,8 @@ def tape_messages(
             )
             if quotes:
                 quoted.append(option)
-            for quote in quotes:
-                add(quote.ts_exchange, 3, quote)
+            for option_quote in quotes:
+                add(option_quote.ts_exchange, 3, option_quote)
         # Only expiries with quoted calls: the strategy picks its expiry from the chain, and one
         # IB had no bars of (expired) can never be held.
         expiries = tuple(

@@ -42,6 +42,7 @@ from trading.bus import (
     OptionQuote,
     Quote,
     SpreadPoint,
+    StreamEntry,
     Streams,
 )
 
@@ -75,7 +76,7 @@ async def _read_all(bus: Bus, stream: str) -> list[Message]:
     out: list[Message] = []
     after = "0"
     while True:
-        entries = await bus.read_after(stream, after, count=READ_BATCH)
+        entries: list[StreamEntry[Message]] = await bus.read_after(stream, after, count=READ_BATCH)
         out += [e.message for e in entries]
         if len(entries) < READ_BATCH:
             return out
@@ -116,7 +117,7 @@ async def read_tape(bus: Bus, live_from_ts: float | None = None) -> RecordedTape
         live_from_ts = await first_live_bar_end(bus)
     head: list[Message] = [] if chain is None else [chain]
     if live_from_ts is None:
-        live = sorted(quotes + navs + dividends, key=message_time)
+        live = sorted([*quotes, *navs, *dividends], key=message_time)
         return RecordedTape(tuple(head), tuple(live), None)
     before = sorted((m for m in quotes + navs if message_time(m) < live_from_ts), key=message_time)
     seeded = [

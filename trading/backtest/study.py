@@ -87,7 +87,7 @@ def main() -> None:
     first, last = days[anchor - args.sessions], days[anchor - 1]
     messages = list(simulated_messages(model, first, last))
     window = {"z_window": 2 * BARS_PER_DAY, "ols_window": 5 * BARS_PER_DAY}
-    runs = [
+    runs: list[tuple[str, dict[str, object], bool]] = [
         ("atm, delta hedge", {"preset": "atm", "hedge_method": "delta"}, True),
         ("replica, delta hedge", {"preset": "replica", "hedge_method": "delta"}, True),
         ("replica, OLS 5 days", {"preset": "replica", "hedge_method": "ols"}, True),

@@ -213,12 +213,11 @@ class ResearchBars:
                 raise ValueError(
                     f"{name}[{int(where[index])}] must be a valid call quote, got {values[index]!r}"
                 )
-        given = [self.tltw_call_bid is not None, self.tltw_call_ask is not None,
-                 self.tltw_call_delta is not None]  # fmt: skip
+        tbid, task, tdelta = self.tltw_call_bid, self.tltw_call_ask, self.tltw_call_delta
+        given = [tbid is not None, task is not None, tdelta is not None]
         if any(given) and not all(given):
             raise ValueError("tltw_call_bid, tltw_call_ask and tltw_call_delta go together")
-        if all(given):
-            tbid, task, tdelta = self.tltw_call_bid, self.tltw_call_ask, self.tltw_call_delta
+        if tbid is not None and task is not None and tdelta is not None:
             _first_bad("tltw_call_bid", ~(tbid >= 0) | ~np.isfinite(tbid), tbid, ">= 0")
             _first_bad("tltw_call_ask", ~(task >= tbid) | ~np.isfinite(task), task, ">= bid")
             _first_bad("tltw_call_delta", ~((tdelta >= 0) & (tdelta <= 1)), tdelta, "in [0, 1]")

@@ -56,6 +56,7 @@ from trading.bus import (
     OptionQuote,
     Position,
     Quote,
+    StreamEntry,
     Streams,
     decode,
     encode,
@@ -1242,7 +1243,7 @@ class MarketDataFeed:
         and older than the first live entry held meanwhile; then release the held entries."""
         name = line.name
         stream = Streams.history(name)
-        newest = await self.bus.read_range(stream, 1)
+        newest: list[StreamEntry[Quote | OptionQuote]] = await self.bus.read_range(stream, 1)
         after = newest[0].message.ts_exchange if newest else -math.inf
         held = self._history_held.get(name) or []
         before = min((ts for ts, _ in held), default=math.inf)

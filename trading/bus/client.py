@@ -5,11 +5,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import random
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass
-from typing import Any, Generic
+from typing import Any, Generic, cast
 
 import orjson
 import redis.asyncio as aioredis
@@ -29,7 +30,7 @@ log = logging.getLogger("trading.bus")
 RETRYABLE = (RedisConnectionError, RedisTimeoutError, ConnectionError, OSError)
 
 
-def backoff_delays(base_s: float = 0.05, cap_s: float = 10.0) -> Iterable[float]:
+def backoff_delays(base_s: float = 0.05, cap_s: float = 10.0) -> Iterator[float]:
     """Exponential backoff with full jitter: uniform(0, min(cap, base * 2^n))."""
     n = 0
     while True:
@@ -168,7 +169,7 @@ class Bus:
         that must not miss what is published after it reads a stream's history subscribes
         first, then reads, then drops what it already has).
         """
-        delays = iter(())
+        delays: Iterator[float] = iter(())
         while True:
             pubsub = self.redis.pubsub(ignore_subscribe_messages=True)
             try:
@@ -182,7 +183,7 @@ class Bus:
                         continue
                     channel = item["channel"].decode()
                     try:
-                        msg = decode(item["data"])
+                        msg: Message = decode(item["data"])
                     except MessageError as exc:
                         log.error("malformed message on %s skipped: %s", channel, exc)
                         continue
@@ -304,13 +305,17 @@ class Bus:
         next cron tick, ~100 ms at the default hz)."""
         start = "0" if pending_first else ">"
 
-        async def read() -> list:
-            return await self.redis.xreadgroup(
-                group,
-                consumer,
-                dict.fromkeys(streams, start),
-                count=count,
-                block=None if start == "0" else block_ms,
+        async def read() -> list[Any]:
+            # RESP2 (the pool's protocol): a list of [stream, entries] pairs, not RESP3's dict.
+            return cast(
+                list[Any],
+                await self.redis.xreadgroup(
+                    group,
+                    consumer,
+                    dict.fromkeys(streams, start),
+                    count=count,
+                    block=None if start == "0" else block_ms,
+                ),
             )
 
         try:
@@ -338,7 +343,7 @@ class Bus:
                     raw_fields[b"error"] = str(exc).encode()
                     dead = Streams.dead_letters(stream)
                     await self._retry(
-                        lambda rf=raw_fields, d=dead: self.redis.xadd(d, rf, maxlen=10_000),
+                        functools.partial(self.redis.xadd, dead, raw_fields, maxlen=10_000),
                         "dead letter",
                     )
                     await self.ack(stream, group, eid)
@@ -432,6 +437,12 @@ def _raise_if_cancelling() -> None:
     task = asyncio.current_task()
     if task is not None and task.cancelling():
         raise asyncio.CancelledError
+
+
+RawEntries = list[tuple[bytes, dict[bytes, bytes]]]
+"""An XRANGE/XREVRANGE reply on a bus connection: bytes (no decode_responses), and no deleted
+entry (XRANGE never returns one); redis-py's type allows str and None ids and fields for every
+client and every stream command, so the readers of raw replies cast to this."""
 
 
 def raw_has_entries(raw: list | None) -> bool:

@@ -284,5 +284,5 @@ def decode(raw: bytes | str, expect: type[M] | None = None) -> M:
     if cls is None:
         raise MessageError(str(kind), "kind", f"unknown message kind {kind!r}")
     if expect is not None and cls is not expect:
-        raise MessageError(kind, "kind", f"expected {expect.KIND!r}")
+        raise MessageError(cls.KIND, "kind", f"expected {expect.KIND!r}")
     return _codec(cls)[1](data)

@@ -159,7 +159,7 @@ def render_prices(panel: PricesPanel, width_px: int = 1000, height_px: int = 500
     top.set_ylabel("TLT (USD)", color="tab:blue")
     right.set_ylabel("TLTW (USD)", color="tab:orange")
     bottom.set_ylabel("index − TLT (USD)")
-    empty = {"ts": [], "price": []}
+    empty: dict[str, list[float]] = {"ts": [], "price": []}
     tlt, tltw, index = (
         panel.series[k].model_dump() if k in panel.series else empty
         for k in ("TLT", "TLTW", "buy_write_index")

@@ -17,7 +17,7 @@ import logging
 import time
 import uuid
 from collections.abc import Awaitable, Callable
-from typing import Any, ParamSpec, TypeVar
+from typing import Any, ParamSpec, TypeVar, cast
 
 import orjson
 
@@ -32,6 +32,7 @@ from trading.bus import (
     Heartbeat,
     Keys,
     LegKind,
+    M,
     Message,
     MessageError,
     OperatorCommand,
@@ -49,6 +50,7 @@ from trading.bus import (
     Streams,
     decode,
 )
+from trading.bus.client import RawEntries
 from trading.dashboard import plots
 from trading.dashboard.contracts import contract_name, option_name
 from trading.dashboard.models import (
@@ -184,11 +186,11 @@ class DashboardQueries:
 
     # reading helpers -------------------------------------------------------------------------
 
-    def _decode_or_none(self, key: str, raw: bytes | None, expect: type[T]) -> T | None:
+    def _decode_or_none(self, key: str, raw: bytes | str | None, expect: type[M]) -> M | None:
         if raw is None:
             return None
         try:
-            return decode(raw, expect)  # type: ignore[type-var,return-value]
+            return decode(raw, expect)
         except MessageError as exc:
             BAD_MESSAGES.labels("visualization", key, "malformed").inc()
             log.warning(
@@ -208,10 +210,12 @@ class DashboardQueries:
             for key, raw in zip(keys, raws, strict=True)
         }
 
-    async def _hash(self, key: str, expect: type[T]) -> list[T]:
+    async def _hash(self, key: str, expect: type[M]) -> list[M]:
         return self._decode_hash(key, await self.bus.redis.hgetall(key), expect)
 
-    def _decode_hash(self, key: str, raw: dict[bytes, bytes], expect: type[T]) -> list[T]:
+    def _decode_hash(
+        self, key: str, raw: dict[bytes | str, bytes | str], expect: type[M]
+    ) -> list[M]:
         values = (self._decode_or_none(key, v, expect) for _, v in sorted(raw.items()))
         return [v for v in values if v is not None]
 
@@ -235,10 +239,11 @@ class DashboardQueries:
         raw_chain, raw_index = await pipe.execute()
         names: dict[str, str] = {}
         chain = self._decode_or_none(Keys.CHAIN, raw_chain, OptionChain)
-        for option in chain.subscribed if chain else ():
-            names[str(option.con_id)] = option_name(
-                chain.underlying, option.expiry, option.strike, option.right
-            )
+        if chain is not None:
+            for option in chain.subscribed:
+                names[str(option.con_id)] = option_name(
+                    chain.underlying, option.expiry, option.strike, option.right
+                )
         quotes = {}
         for quote in self._decode_hash(Keys.OPTION_INDEX, raw_index, OptionQuote):
             quotes[str(quote.con_id)] = quote
@@ -328,7 +333,9 @@ class DashboardQueries:
                     symbol=symbol,
                     quote=quote,
                     mid=mid,
-                    spread_bp=(quote.ask - quote.bid) / mid * 1e4 if two_sided and mid else None,
+                    spread_bp=(
+                        (quote.ask - quote.bid) / mid * 1e4 if quote and two_sided and mid else None
+                    ),
                     nav=nav,
                     premium_bp=(mid - nav) / nav * 1e4 if mid is not None and nav else None,
                     age_s=self._age(quote.ts_recv) if quote else None,
@@ -410,9 +417,10 @@ class DashboardQueries:
             self._decode_hash(Keys.OPEN_ORDERS, raw_orders, OrderEvent), key=lambda o: o.ts
         )
         recent = [entry.message for entry in await self.bus.read_range(Streams.FILLS, fills, Fill)]
+        held: list[Position | Fill] = [*positions, *recent]
         contracts = {
             str(item.con_id): contract_name(item.symbol, item.sec_type, item.local_symbol)
-            for item in [*positions, *recent]
+            for item in held
         }
         return BookPanel(
             positions=sorted(positions, key=lambda p: (p.symbol, p.local_symbol)),
@@ -559,7 +567,7 @@ class DashboardQueries:
             (f"quote:{s}", q.ts_recv if (q := latest[Keys.quote(s)]) else None) for s in INSTRUMENTS
         ]
         for name, stream in (("spread", Streams.SPREAD), ("fills", Streams.FILLS)):
-            newest = await self.bus.redis.xrevrange(stream, count=1)
+            newest = cast(RawEntries, await self.bus.redis.xrevrange(stream, count=1))
             sources.append((name, _entry_ts(newest[0][0]) if newest else None))
         sources.append(("pnl", latest[Keys.PNL].ts if latest[Keys.PNL] else None))
         risk = latest[Keys.RISK_STATUS]
@@ -615,7 +623,7 @@ class DashboardQueries:
         match name:
             case PlotName.SPREAD:
                 data: Any = await self.spread(limit)
-                render = plots.render_spread
+                render: Callable[[Any, int, int], bytes] = plots.render_spread
             case PlotName.PRICES:
                 data = await self.prices(limit)
                 render = plots.render_prices

@@ -14,9 +14,10 @@ import itertools
 import logging
 from collections import deque
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import Any, cast
 
 from trading.bus import Bus, Message, MessageError, decode
+from trading.bus.client import RawEntries
 
 log = logging.getLogger(__name__)
 
@@ -75,7 +76,10 @@ class StreamColumns:
                 self._clear()
                 await self._load_newest()
                 return
-            raw = await self.bus.redis.xrange(self.stream, min="(" + _id(held), count=self.capacity)
+            raw = cast(
+                RawEntries,
+                await self.bus.redis.xrange(self.stream, min="(" + _id(held), count=self.capacity),
+            )
             if len(raw) == self.capacity and parse_entry_id(raw[-1][0].decode()) != newest_id:
                 self._clear()  # more new entries than we keep: only the newest matter
                 await self._load_newest()
@@ -83,7 +87,7 @@ class StreamColumns:
             self._extend(raw)
 
     async def _load_newest(self) -> None:
-        raw = await self.bus.redis.xrevrange(self.stream, count=self.capacity)
+        raw = cast(RawEntries, await self.bus.redis.xrevrange(self.stream, count=self.capacity))
         self._extend(raw[::-1])
 
     def _clear(self) -> None:
@@ -91,7 +95,7 @@ class StreamColumns:
             column.clear()
         self._last_id = None
 
-    def _extend(self, raw: list) -> None:
+    def _extend(self, raw: RawEntries) -> None:
         for entry_id, fields in raw:
             self._last_id = parse_entry_id(entry_id.decode())
             try:

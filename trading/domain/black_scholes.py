@@ -45,10 +45,13 @@ deterministic delta, theta and rho, and gamma = vega = 0.
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator
 from dataclasses import dataclass
 from enum import StrEnum
+from typing import TypeVar
 
 import numpy as np
+from numpy.typing import ArrayLike
 from scipy.special import ndtr
 
 __all__ = [
@@ -139,7 +142,9 @@ class NoImpliedVolatility(ValueError):
 # Validation
 
 
-def _check_scalar(name: str, value: float, *, minimum: float | None = 0.0, strict: bool = False):
+def _check_scalar(
+    name: str, value: float, *, minimum: float | None = 0.0, strict: bool = False
+) -> float:
     value = float(value)
     if not math.isfinite(value):
         raise ValueError(f"{name} must be finite, got {value!r}")
@@ -149,7 +154,9 @@ def _check_scalar(name: str, value: float, *, minimum: float | None = 0.0, stric
     return value
 
 
-def _check_inputs(spot, strike, tau_years, rate, div_yield, vol_annual):
+def _check_inputs(
+    spot: float, strike: float, tau_years: float, rate: float, div_yield: float, vol_annual: float
+) -> tuple[float, float, float, float, float, float]:
     return (
         _check_scalar("spot", spot, strict=True),
         _check_scalar("strike", strike, strict=True),
@@ -169,7 +176,9 @@ def _check_right(right: Right | str) -> bool:
     raise ValueError(f"right must be 'C' or 'P', got {right!r}")
 
 
-def _check_array(name: str, value, *, minimum: float | None = 0.0, strict: bool = False):
+def _check_array(
+    name: str, value: ArrayLike, *, minimum: float | None = 0.0, strict: bool = False
+) -> np.ndarray:
     array = np.asarray(value, dtype=np.float64)
     finite = np.isfinite(array)
     if not finite.all():
@@ -199,7 +208,8 @@ def _norm_pdf(x: float) -> float:
 def _norm_pdf_vec(x: np.ndarray) -> np.ndarray:
     # Clipped at exp(-700) (1e-304, still a normal float): an exp that underflows to a
     # subnormal or zero takes the slow path in libm, 5x slower, and changes no result.
-    return np.exp(-0.5 * np.minimum(x * x, 1400.0)) * (1.0 / _SQRT_2PI)
+    pdf: np.ndarray = np.exp(-0.5 * np.minimum(x * x, 1400.0)) * (1.0 / _SQRT_2PI)
+    return pdf
 
 
 # ---------------------------------------------------------------------------------------------
@@ -332,13 +342,13 @@ def _greeks_zero_vol(
 
 
 def greeks_vec(
-    spot,
-    strike,
-    tau_years,
-    rate,
-    div_yield,
-    vol_annual,
-    is_call,
+    spot: ArrayLike,
+    strike: ArrayLike,
+    tau_years: ArrayLike,
+    rate: ArrayLike,
+    div_yield: ArrayLike,
+    vol_annual: ArrayLike,
+    is_call: ArrayLike,
 ) -> dict[str, np.ndarray]:
     """Price and Greeks for arrays of options (broadcast); same conventions as :func:`greeks`.
 
@@ -463,17 +473,23 @@ class ImpliedVolResult:
 _EPSILON = float(np.finfo(np.float64).eps)
 
 
-def _log_tolerance(undiscounted, otm_target):
+# The scalar (implied_vol) and vectorized (implied_vol_vec) solvers share these two.
+_Values = TypeVar("_Values", float, np.ndarray)
+
+
+def _log_tolerance(undiscounted: _Values, otm_target: _Values) -> _Values:
     """Tolerance on |ln b - ln b*|: 1e-12, or the relative float resolution of b*."""
-    return np.maximum(_IV_PRICE_RTOL, 4.0 * _EPSILON * undiscounted / otm_target)
+    tolerance: _Values = np.maximum(_IV_PRICE_RTOL, 4.0 * _EPSILON * undiscounted / otm_target)
+    return tolerance
 
 
-def _corrado_miller(forward, strike, call_value):
+def _corrado_miller(forward: _Values, strike: _Values, call_value: _Values) -> _Values:
     """Corrado-Miller start for the total vol s from the undiscounted call value."""
     half_gap = 0.5 * (forward - strike)
     excess = call_value - half_gap
     discriminant = np.maximum(excess * excess - 4.0 * half_gap * half_gap / math.pi, 0.0)
-    return _SQRT_2PI / (forward + strike) * (excess + np.sqrt(discriminant))
+    total_vol: _Values = _SQRT_2PI / (forward + strike) * (excess + np.sqrt(discriminant))
+    return total_vol
 
 
 def _black_otm(forward: float, strike: float, total_vol: float) -> tuple[float, float, float]:
@@ -488,7 +504,18 @@ def _black_otm(forward: float, strike: float, total_vol: float) -> tuple[float, 
     return value, forward * _norm_pdf(d1), d1 * d2 / total_vol
 
 
-def _black_otm_vec(forward, strike, log_moneyness, sign, total_vol):
+def _select(where: np.ndarray, *arrays: np.ndarray) -> Iterator[np.ndarray]:
+    """Each array's elements at ``where`` (an index or a mask)."""
+    return (array[where] for array in arrays)
+
+
+def _black_otm_vec(
+    forward: np.ndarray,
+    strike: np.ndarray,
+    log_moneyness: np.ndarray,
+    sign: np.ndarray,
+    total_vol: np.ndarray,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Vectorized :func:`_black_otm`; ``log_moneyness`` = ln(F/K) and ``sign`` = +1 for the
     call (K >= F), -1 for the put, passed in because they do not change between iterations."""
     scaled = log_moneyness / total_vol
@@ -596,13 +623,13 @@ def implied_vol(
 
 
 def implied_vol_vec(
-    option_price,
-    spot,
-    strike,
-    tau_years,
-    rate,
-    div_yield,
-    is_call,
+    option_price: ArrayLike,
+    spot: ArrayLike,
+    strike: ArrayLike,
+    tau_years: ArrayLike,
+    rate: ArrayLike,
+    div_yield: ArrayLike,
+    is_call: ArrayLike,
 ) -> ImpliedVolResult:
     """Implied volatilities for arrays of options (broadcast); same algorithm as implied_vol.
 
@@ -650,16 +677,8 @@ def implied_vol_vec(
         failure[checked & ~below & above] = _CODE_BY_FAILURE[ImpliedVolFailure.ABOVE_UPPER_BOUND]
     index = np.flatnonzero(live)
     if index.size < size:
-        forward, strike, undiscounted, intrinsic, tau_years, forward_minus_strike = (
-            array[index]
-            for array in (
-                forward,
-                strike,
-                undiscounted,
-                intrinsic,
-                tau_years,
-                forward_minus_strike,
-            )
+        forward, strike, undiscounted, intrinsic, tau_years, forward_minus_strike = _select(
+            index, forward, strike, undiscounted, intrinsic, tau_years, forward_minus_strike
         )
 
     target = undiscounted - intrinsic
@@ -709,8 +728,8 @@ def implied_vol_vec(
         going = ~done
         position = position[going]
         forward, strike, log_moneyness, otm_sign, log_target, tolerance, low, high, total_vol = (
-            array[going]
-            for array in (
+            _select(
+                going,
                 forward,
                 strike,
                 log_moneyness,

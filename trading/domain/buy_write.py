@@ -30,6 +30,7 @@ import math
 from typing import Any
 
 import numpy as np
+from numpy.typing import ArrayLike
 
 __all__ = [
     "BuyWriteIndex",
@@ -40,7 +41,9 @@ __all__ = [
 ]
 
 
-def buy_write_value_at_expiry(spot_at_expiry, strike, premium):
+def buy_write_value_at_expiry(
+    spot_at_expiry: ArrayLike, strike: float | np.ndarray, premium: float | np.ndarray
+) -> float | np.ndarray:
     """Value at expiry per share of long 1 share + short 1 call sold for ``premium``:
     S_T - max(S_T - K, 0) + premium (the premium kept as cash, no interest). Vectorized."""
     spot_at_expiry = np.asarray(spot_at_expiry, dtype=np.float64)
@@ -146,7 +149,12 @@ class BuyWriteIndex:
         )
 
 
-def buy_write_index_vec(spot, held_call_price, new_call_price=None, dividend=None) -> np.ndarray:
+def buy_write_index_vec(
+    spot: ArrayLike,
+    held_call_price: ArrayLike,
+    new_call_price: ArrayLike | None = None,
+    dividend: ArrayLike | None = None,
+) -> np.ndarray:
     """Vectorized :class:`BuyWriteIndex` over bars.
 
     ``held_call_price[t]``: the price on bar t of the call held coming into bar t (before any
@@ -182,10 +190,11 @@ def buy_write_index_vec(spot, held_call_price, new_call_price=None, dividend=Non
     growth = (held_value + dividend) / after_roll_value
     growth[0] = 1.0  # bar 0 opens on the position after its roll, one buy-write share
     units = np.cumprod(growth)
-    return units * after_roll_value
+    levels: np.ndarray = units * after_roll_value
+    return levels
 
 
-def total_return_vec(price, distribution=None) -> np.ndarray:
+def total_return_vec(price: ArrayLike, distribution: ArrayLike | None = None) -> np.ndarray:
     """Vectorized :class:`TotalReturnIndex`: tr_0 = price_0,
     tr_t = tr_{t-1} (price_t + distribution_t) / price_{t-1}."""
     price = np.asarray(price, dtype=np.float64)
@@ -201,7 +210,8 @@ def total_return_vec(price, distribution=None) -> np.ndarray:
     growth = np.empty_like(price)
     growth[0] = price[0]
     growth[1:] = (price[1:] + distribution[1:]) / price[:-1]
-    return np.cumprod(growth)
+    levels: np.ndarray = np.cumprod(growth)
+    return levels
 
 
 class TotalReturnIndex:

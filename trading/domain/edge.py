@@ -40,6 +40,7 @@ from enum import StrEnum
 from statistics import NormalDist
 
 import numpy as np
+from numpy.typing import ArrayLike
 
 from trading.domain.common import is_finite_number
 
@@ -158,7 +159,7 @@ class EdgeCheck:
     reason: str
 
 
-def sample_spread(spreads, sample_bars: int) -> np.ndarray:
+def sample_spread(spreads: ArrayLike, sample_bars: int) -> np.ndarray:
     """Every ``sample_bars``-th value, ending at the newest (oldest first)."""
     values = np.asarray(spreads, dtype=np.float64)
     if values.ndim != 1:
@@ -195,7 +196,7 @@ def _adf(samples: np.ndarray, lags: int) -> tuple[float, float]:
     return float(statistic), float(p_value)
 
 
-def measure_edge(spreads, limits: EdgeLimits) -> EdgeDiagnostics:
+def measure_edge(spreads: ArrayLike, limits: EdgeLimits) -> EdgeDiagnostics:
     """The tests of the module docstring on a window of the spread (one value per bar, oldest
     first, log units). Raises ValueError naming a non-finite value."""
     samples = sample_spread(spreads, limits.sample_bars)

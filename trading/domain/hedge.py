@@ -35,6 +35,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+from numpy.typing import ArrayLike
 
 __all__ = [
     "DEFAULT_KALMAN_DELTA",
@@ -77,12 +78,17 @@ def _check_finite(name: str, value: float) -> float:
     return value
 
 
-def spread(log_tltw, log_index, beta, alpha=0.0):
+def spread(
+    log_tltw: float | np.ndarray,
+    log_index: float | np.ndarray,
+    beta: float | np.ndarray,
+    alpha: float | np.ndarray = 0.0,
+) -> float | np.ndarray:
     """spread = log_tltw - beta * log_index - alpha (scalars or arrays)."""
     return log_tltw - beta * log_index - alpha
 
 
-def ols_hedge_ratio(x, y) -> tuple[float, float]:
+def ols_hedge_ratio(x: ArrayLike, y: ArrayLike) -> tuple[float, float]:
     """Least squares y = beta x + alpha; returns (beta, alpha).
 
     beta = sum((x - mx)(y - my)) / sum((x - mx)^2), alpha = my - beta mx.
@@ -228,7 +234,9 @@ class RollingOls:
         return ols
 
 
-def rolling_ols_vec(x, y, window: int, min_observations: int | None = None):
+def rolling_ols_vec(
+    x: ArrayLike, y: ArrayLike, window: int, min_observations: int | None = None
+) -> tuple[np.ndarray, np.ndarray]:
     """Vectorized :class:`RollingOls`: (beta, alpha) arrays after each bar, NaN while not ready.
 
     Computed from pandas' rolling covariance and variance (an independent implementation) of
@@ -417,8 +425,8 @@ class KalmanHedge:
 
 
 def kalman_hedge_vec(
-    x,
-    y,
+    x: ArrayLike,
+    y: ArrayLike,
     delta: float = DEFAULT_KALMAN_DELTA,
     observation_variance: float = DEFAULT_KALMAN_OBSERVATION_VARIANCE,
     beta: float = 1.0,
@@ -598,7 +606,7 @@ class DeltaNeutralHedger:
 # z-score
 
 
-def zscore(value: float, window, ddof: int = 1, min_std: float = 0.0) -> float:
+def zscore(value: float, window: ArrayLike, ddof: int = 1, min_std: float = 0.0) -> float:
     """z of ``value`` against the values of ``window`` (which does not contain it):
     (value - mean(window)) / max(std(window, ddof), min_std)."""
     window = np.asarray(window, dtype=np.float64)
@@ -711,14 +719,16 @@ class RollingZScore:
         return rolling
 
 
-def rolling_zscore_vec(values, window: int, ddof: int = 1, min_std: float = 0.0) -> np.ndarray:
+def rolling_zscore_vec(
+    values: ArrayLike, window: int, ddof: int = 1, min_std: float = 0.0
+) -> np.ndarray:
     """Vectorized :class:`RollingZScore` (pandas rolling mean and std of the previous window);
     NaN where the window is not full."""
     return rolling_zscore_mean_vec(values, window, ddof, min_std)[0]
 
 
 def rolling_zscore_mean_vec(
-    values, window: int, ddof: int = 1, min_std: float = 0.0
+    values: ArrayLike, window: int, ddof: int = 1, min_std: float = 0.0
 ) -> tuple[np.ndarray, np.ndarray]:
     """(z, mean) of :func:`rolling_zscore_vec` in one pass: the z-score and the mean of the
     previous ``window`` values it is measured from; NaN where the window is not full."""
@@ -795,6 +805,7 @@ class SpreadTracker:
                 beta, alpha, value, z, mean, self.zscore.last_std, (value - mean) * 1e4
             )
         if isinstance(hedge, DeltaNeutralHedger):
+            assert delta_hedge is not None  # refused on entry
             hedge.update(log_index, log_tltw, delta_hedge)
         else:
             hedge.update(log_index, log_tltw)

@@ -22,6 +22,7 @@ Gross notional is N (1 + |beta|); the caps bound it and the leverage gross / equ
 from __future__ import annotations
 
 import math
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 from trading.domain.mean_reversion import OrnsteinUhlenbeckFit
@@ -78,7 +79,9 @@ class DiscreteKelly:
     reason: str
 
 
-def kelly_from_trades(trade_pnls, fraction: float = 0.5, min_trades: int = 20) -> DiscreteKelly:
+def kelly_from_trades(
+    trade_pnls: Iterable[float], fraction: float = 0.5, min_trades: int = 20
+) -> DiscreteKelly:
     """Discrete Kelly from closed-trade P&Ls (zero-P&L trades count as neither)."""
     _check_fraction(fraction)
     pnls = [float(p) for p in trade_pnls]

@@ -20,6 +20,7 @@ import math
 from dataclasses import dataclass
 
 import numpy as np
+from numpy.typing import ArrayLike
 
 __all__ = [
     "Ar1Fit",
@@ -33,7 +34,7 @@ __all__ = [
 ]
 
 
-def _series(name: str, values, minimum: int = 3) -> np.ndarray:
+def _series(name: str, values: ArrayLike, minimum: int = 3) -> np.ndarray:
     array = np.asarray(values, dtype=np.float64)
     if array.ndim != 1 or array.size < minimum:
         raise ValueError(f"{name} must be 1-d with at least {minimum} values, got {array.shape}")
@@ -72,7 +73,7 @@ class HalfLife:
     mean_reverting: bool
 
 
-def half_life(series) -> HalfLife:
+def half_life(series: ArrayLike) -> HalfLife:
     """Half-life by regressing dy on y(t-1) (see the module docstring)."""
     values = _series("series", series)
     rate, intercept, _ = _regress(values[:-1], np.diff(values))
@@ -91,7 +92,7 @@ class Ar1Fit:
     observations: int
 
 
-def fit_ar1(series) -> Ar1Fit:
+def fit_ar1(series: ArrayLike) -> Ar1Fit:
     """Least-squares AR(1) fit with intercept."""
     values = _series("series", series)
     phi, intercept, residual_std = _regress(values[:-1], values[1:])
@@ -123,7 +124,7 @@ class OrnsteinUhlenbeckFit:
         return self.sigma**2 / (2.0 * self.theta) * -math.expm1(-2.0 * self.theta * horizon)
 
 
-def fit_ornstein_uhlenbeck(series, dt: float = 1.0) -> OrnsteinUhlenbeckFit:
+def fit_ornstein_uhlenbeck(series: ArrayLike, dt: float = 1.0) -> OrnsteinUhlenbeckFit:
     """Exact-discretisation OU fit from the AR(1) regression.
 
     Raises ValueError when the series does not revert (phi >= 1) or oscillates (phi <= 0), where
@@ -168,7 +169,7 @@ class CointegrationResult:
 
 
 def engle_granger(
-    y, x, max_lag: int | None = None, autolag: str | None = "aic"
+    y: ArrayLike, x: ArrayLike, max_lag: int | None = None, autolag: str | None = "aic"
 ) -> CointegrationResult:
     """Engle-Granger two-step cointegration test (statsmodels ``coint``, constant trend; the
     ADF lag chosen by ``autolag`` (AIC) up to ``max_lag``, or exactly ``max_lag`` lags when

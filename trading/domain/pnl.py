@@ -265,7 +265,8 @@ class Book:
         position = self._positions.get(key)
         if position is None:
             return DistributionPnl()
-        accrued, settled = [], []
+        accrued: list[float] = []
+        settled: list[float] = []
         for d in distributions:
             if d.ex_date > as_of:
                 continue

@@ -253,7 +253,9 @@ class OrderRequest:
         return {leg.key: sign * leg.ratio * self.quantity for leg in self.legs}
 
 
-def _stale_reason(instrument: InstrumentRisk | None, key: str, now: datetime, max_age: float):
+def _stale_reason(
+    instrument: InstrumentRisk | None, key: str, now: datetime, max_age: float
+) -> str | None:
     if instrument is None:
         return f"{key}: no quote"
     bid, ask = instrument.bid, instrument.ask
@@ -271,7 +273,9 @@ def _stale_reason(instrument: InstrumentRisk | None, key: str, now: datetime, ma
     return None
 
 
-def _net(instruments: Mapping[str, InstrumentRisk], positions: Mapping[str, float], attribute):
+def _net(
+    instruments: Mapping[str, InstrumentRisk], positions: Mapping[str, float], attribute: str
+) -> float:
     return math.fsum(
         positions[key] * instruments[key].multiplier * getattr(instruments[key], attribute)
         for key in positions

@@ -283,7 +283,9 @@ class Book:
                 out[int(key)] = out.get(int(key), 0.0) + p.quantity
         return out
 
-    def _distributions_by_key(self, book: domain_pnl.Book) -> dict[str, list]:
+    def _distributions_by_key(
+        self, book: domain_pnl.Book
+    ) -> dict[str, list[domain_pnl.Distribution]]:
         """The announced distributions of each share leg of ``book``, by its key (conId)."""
         out = {}
         for key in book.positions:

@@ -874,7 +874,7 @@ class ExecutionEngine:
             "daily_loss": max(-self.daily_pnl_usd(), 0.0) / lim.daily_loss_limit_usd,
             "pair_stop_loss": max(-worst_pair, 0.0) / lim.pair_stop_loss_usd,
         }
-        return RiskStatus(now, str(self.machine.state), self.machine.reason, usage)
+        return RiskStatus(now, self.machine.state, self.machine.reason, usage)
 
     def _refused(
         self, now: float, code: str, pair: str, decision: RiskDecision, what: str, again: str
@@ -884,7 +884,9 @@ class ExecutionEngine:
         message = f"pair {pair}: {decision.intent_id} {what} refused ({reasons}): {again}"
         return self._alert(now, Severity.CRITICAL, code, message.replace("  ", " "), pair=pair)
 
-    def _alert(self, now: float, severity: Severity, code: str, message: str, **labels) -> Raise:
+    def _alert(
+        self, now: float, severity: Severity, code: str, message: str, **labels: Any
+    ) -> Raise:
         return Raise(Alert(now, severity, SOURCE, code, message, labels))
 
     # persistence ----------------------------------------------------------------------------

@@ -117,7 +117,9 @@ def intent_exposure(legs: tuple[IntentLeg, ...]) -> dict[int, float]:
     return out
 
 
-def risk_limits(s: RiskSettings, option_con_ids: set[int], stock_ids: dict[str, int]):
+def risk_limits(
+    s: RiskSettings, option_con_ids: set[int], stock_ids: dict[str, int]
+) -> domain_risk.RiskLimits:
     """The domain limits for these settings and the instruments in play."""
     max_position = {str(c): float(s.max_buy_write_units) for c in option_con_ids}
     if "TLT" in stock_ids:
@@ -146,7 +148,9 @@ class RiskGate:
     def __init__(self, limits: RiskSettings, calendar: MarketCalendar | None = None):
         self.limits = limits
         self._calendar = calendar
-        self._limits_cache: dict[tuple, domain_risk.RiskLimits] = {}
+        self._limits_cache: dict[
+            tuple[frozenset[int], tuple[tuple[str, int], ...]], domain_risk.RiskLimits
+        ] = {}
 
     @property
     def calendar(self) -> MarketCalendar:

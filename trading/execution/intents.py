@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Any
 
 from trading.bus import IntentLeg, IntentPurpose, LegKind, OrderIntent, Side, SignalAction
 from trading.execution.book import Holding
@@ -48,7 +49,7 @@ def flatten_pair(
     now: float,
     purpose: IntentPurpose = IntentPurpose.FLATTEN,
     aggressiveness_bp: float = 25.0,
-    why: dict | None = None,
+    why: dict[str, Any] | None = None,
 ) -> FlattenPlan:
     """An intent closing every holding of a pair (None when it holds nothing)."""
     stocks = {h.con_id: h for h in holdings if h.sec_type == "STK"}

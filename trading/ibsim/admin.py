@@ -113,11 +113,11 @@ class Faults:
                         instrument = held.instrument
             if instrument is None or not instrument.is_option:
                 raise ValueError(f"contract {contract!r} is not a known option")
-            held = core.broker.positions.get(instrument.con_id)
-            if held is None or held.quantity >= 0:
+            short = core.broker.positions.get(instrument.con_id)
+            if short is None or short.quantity >= 0:
                 raise ValueError(f"no short position in {instrument.local_symbol!r} to assign")
             core.broker.settle(
-                instrument, held.quantity, core.board.snapshot.tlt_mid, core.now_epoch(), True
+                instrument, short.quantity, core.board.snapshot.tlt_mid, core.now_epoch(), True
             )
 
         self.call(apply)

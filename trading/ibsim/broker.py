@@ -347,9 +347,11 @@ class Broker:
             if parent is None or parent.status != OrderStatus.FILLED:
                 return
         buying = order.request.action == "BUY"
-        sides = [
-            (leg.instrument, leg.ratio, (leg.action == "BUY") == buying) for leg in order.legs
-        ] or [(order.instrument, 1, buying)]
+        single = order.instrument
+        sides = [(leg.instrument, leg.ratio, (leg.action == "BUY") == buying) for leg in order.legs]
+        if not sides:
+            assert single is not None  # None only for a BAG, which has legs
+            sides = [(single, 1, buying)]
         prices, units = [], math.inf
         for instrument, ratio, leg_buys in sides:
             quote = board.quote(instrument)
@@ -375,7 +377,9 @@ class Broker:
     def _held(self, order: WorkingOrder) -> bool:
         if not self.held_symbols:
             return False
-        instruments = [leg.instrument for leg in order.legs] or [order.instrument]
+        instruments: list[Instrument | None] = [leg.instrument for leg in order.legs] or [
+            order.instrument
+        ]
         return any(i is not None and i.symbol in self.held_symbols for i in instruments)
 
     def _marketable(self, order: WorkingOrder, net: float, buying: bool, board) -> bool:
@@ -385,7 +389,9 @@ class Broker:
             quote = board.quote(single) if single is not None else None
             bid = quote.bid if quote else net
             ask = quote.ask if quote else net
-            if (buying and ask >= request.aux_price) or (not buying and bid <= request.aux_price):
+            stop = request.aux_price
+            assert stop is not None  # a stop without one is rejected when placed
+            if (buying and ask >= stop) or (not buying and bid <= stop):
                 order.triggered = True
                 order.status = OrderStatus.SUBMITTED
                 self.listener.order_changed(order, True)
@@ -393,7 +399,9 @@ class Broker:
                 return False
         if request.order_type in ("MKT", "STP"):
             return True
-        return net <= request.limit_price if buying else net >= request.limit_price
+        limit = request.limit_price
+        assert limit is not None  # a limit order without one is rejected when placed
+        return net <= limit if buying else net >= limit
 
     def _fill(self, order, quantity, net, sides, prices, board: QuoteBoard) -> None:
         epoch = board.snapshot.epoch
@@ -709,7 +717,9 @@ class BrokerTruth:
 
 
 def _order_truth(order: WorkingOrder) -> OrderTruth:
-    instruments = [leg.instrument for leg in order.legs] or [order.instrument]
+    instruments: list[Instrument | None] = [leg.instrument for leg in order.legs] or [
+        order.instrument
+    ]
     return OrderTruth(
         order.client_id,
         order.order_id,

@@ -42,7 +42,7 @@ class SimulatedGateway:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
         self._core: GatewayCore | None = None
-        self._admin = None
+        self._admin: AdminServer | None = None
         self._stopped = False
 
     def start(self) -> SimulatedGateway:
@@ -93,17 +93,21 @@ class SimulatedGateway:
         if self._core is not None:
             await self._core.stop()
 
-    def call(self, function: Callable[..., Any], *args: Any) -> Any:
-        """Run ``function(*args)`` on the gateway loop and return its result."""
+    def _running(self) -> GatewayCore:
         if self._loop is None or self._core is None:
             raise RuntimeError("SimulatedGateway is not running")
+        return self._core
+
+    def call(self, function: Callable[..., Any], *args: Any) -> Any:
+        """Run ``function(*args)`` on the gateway loop and return its result."""
+        self._running()
         return self.faults.call(function, *args)
 
     def truth(self) -> Truth:
-        return self.call(lambda: self._core.truth())
+        return self.call(self._running().truth)
 
     def reset(self) -> None:
-        self.call(lambda: self._core.reset())
+        self.call(self._running().reset)
 
     def stop(self) -> None:
         if self._stopped or self._loop is None:

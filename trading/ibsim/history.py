@@ -262,7 +262,7 @@ def iter_bars(
         until = end_tau - cal.start_tau[session]
         partial = until if until < cal.seconds[session] else None
         key = (instrument.con_id, kind, bar_seconds if bar_seconds > 0 else -1, session)
-        day = model.bar_cache.get(key) if partial is None else None
+        day: list[Bar] | None = model.bar_cache.get(key) if partial is None else None
         if day is None:
             day = session_bars(model, instrument, kind, bar_seconds, session, partial)
             if partial is None:

@@ -24,6 +24,7 @@ import math
 from collections import OrderedDict
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -178,7 +179,8 @@ class MarketModel:
         self._nav_close: list[float] = []
         self._paths: OrderedDict[tuple[str, int], np.ndarray] = OrderedDict()
         self._shocks: list[tuple[float, float]] = []
-        self.bar_cache: dict[tuple, object] = {}
+        # history's bars (list[Bar]) by request; Any, as market does not import history
+        self.bar_cache: dict[tuple, Any] = {}
         """Bars of completed sessions, kept by the history module (cleared with the shocks)."""
         anchor = self.calendar.anchor_index
         for i in range(anchor, -1, -1):
@@ -410,6 +412,7 @@ class MarketModel:
                 position = self._written_position(1.0, open_spot, float(cal.open_epoch[0]), -1)
             else:
                 carried = self._carried
+                assert carried is not None  # session j - 1's close set it
                 close_spot = math.exp(self._log_open[j - 1] + self._total[j - 1])
                 nav = self._nav_close[j - 1]
                 days = (cal.open_epoch[j] - cal.open_epoch[j - 1]) / SECONDS_PER_DAY

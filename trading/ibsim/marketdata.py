@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
@@ -99,7 +100,8 @@ class Subscription:
     legs: tuple[Leg, ...]
     generic_ticks: frozenset[int]
     delayed: bool
-    sent: dict[int, object] = field(default_factory=dict)
+    # The last value sent per tick key: a price, a (price, size) pair, a second, a session.
+    sent: dict[int, Any] = field(default_factory=dict)
     day_high: float = -math.inf
     day_low: float = math.inf
     session: int = -1
@@ -114,12 +116,13 @@ class Subscription:
         if snapshot.session != self.session:
             self.session = snapshot.session
             self.day_high, self.day_low = -math.inf, math.inf
-        if self.instrument is None:
+        instrument = self.instrument
+        if instrument is None:
             self._combo(board, out, fault)
-        elif self.instrument.is_option:
-            self._option(board, out, fault, first)
+        elif instrument.is_option:
+            self._option(instrument, board, out, fault, first)
         else:
-            self._stock(board, out, fault, first)
+            self._stock(instrument, board, out, fault, first)
         if not out:
             return b""
         out.append(tick_string(self.req_id, self.tick_type(45), str(int(snapshot.epoch))))
@@ -137,9 +140,16 @@ class Subscription:
         self._send(out, 1, (bid, bid_size), lambda: tick_price(req, bid_type, bid, bid_size))
         self._send(out, 2, (ask, ask_size), lambda: tick_price(req, ask_type, ask, ask_size))
 
-    def _stock(self, board: QuoteBoard, out: list[bytes], fault: str | None, first: bool):
+    def _stock(
+        self,
+        instrument: Instrument,
+        board: QuoteBoard,
+        out: list[bytes],
+        fault: str | None,
+        first: bool,
+    ) -> None:
         snapshot = board.snapshot
-        is_tltw = self.instrument.con_id == TLTW_CON_ID
+        is_tltw = instrument.con_id == TLTW_CON_ID
         quote = snapshot.tltw if is_tltw else snapshot.tlt
         trade = snapshot.tltw_trade if is_tltw else snapshot.tlt_trade
         self._quote(out, quote.bid, quote.ask, quote.bid_size, quote.ask_size, fault)
@@ -210,8 +220,15 @@ class Subscription:
         session = max(board.snapshot.session - 1, 0)
         return float(model.tltw_nav_seconds(session)[-1])
 
-    def _option(self, board: QuoteBoard, out: list[bytes], fault: str | None, first: bool):
-        option = board.option(self.instrument)
+    def _option(
+        self,
+        instrument: Instrument,
+        board: QuoteBoard,
+        out: list[bytes],
+        fault: str | None,
+        first: bool,
+    ) -> None:
+        option = board.option(instrument)
         quote = option.quote
         self._quote(out, quote.bid, quote.ask, quote.bid_size, quote.ask_size, fault)
         req = self.req_id
@@ -231,21 +248,22 @@ class Subscription:
             out.append(tick_option(req, self.tick_type(13), model_values))
             for tick_type, price in ((10, quote.bid), (11, quote.ask)):
                 out.append(
-                    tick_option(req, self.tick_type(tick_type), self._at_price(board, price))
+                    tick_option(
+                        req, self.tick_type(tick_type), self._at_price(instrument, board, price)
+                    )
                 )
         if first:
             generic = self.generic_ticks
-            call = self.instrument.right == "C"
-            moneyness = math.log(self.instrument.strike / option.underlying)
+            call = instrument.right == "C"
+            moneyness = math.log(instrument.strike / option.underlying)
             interest = float(int(5000 * math.exp(-((moneyness / 0.05) ** 2))) + 10)
             if 101 in generic:
                 out.append(tick_size(req, 27 if call else 28, interest))
             if 100 in generic:
                 out.append(tick_size(req, 29 if call else 30, float(int(interest / 10))))
 
-    def _at_price(self, board: QuoteBoard, price: float) -> tuple[float, ...]:
+    def _at_price(self, option: Instrument, board: QuoteBoard, price: float) -> tuple[float, ...]:
         """Greeks at the implied volatility of ``price``; IB's 'not computed' when none."""
-        option = self.instrument
         snapshot = board.snapshot
         spot = snapshot.tlt_mid
         model = board.model

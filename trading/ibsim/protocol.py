@@ -8,6 +8,7 @@ first, because ``repr(np.float64(1.0))`` is ``np.float64(1.0)`` under numpy 2.
 
 from __future__ import annotations
 
+import builtins
 import math
 import struct
 from collections.abc import Iterable
@@ -182,7 +183,7 @@ class Fields:
             trading_class=self.text("tradingClass"),
         )
 
-    def remaining(self) -> int:
+    def remaining(self) -> builtins.int:  # the method int shadows the type here
         return len(self._fields) - self._index
 
     def expect_end(self) -> None:

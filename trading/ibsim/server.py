@@ -480,7 +480,10 @@ class GatewayCore:
         """openOrder with whatIf=1 and margin estimates (the order is not placed)."""
         instrument, legs = self.broker.resolve(request, self.today())
         order = WorkingOrder(request, client_id, 0, instrument, legs)
-        sides = [(leg.instrument, leg.ratio) for leg in legs] or [(instrument, 1)]
+        sides = [(leg.instrument, leg.ratio) for leg in legs]
+        if not sides:
+            assert instrument is not None  # None only for a BAG, which has legs
+            sides = [(instrument, 1)]
         notional = sum(
             request.quantity * ratio * self.board.mark(item) * item.multiplier
             for item, ratio in sides

@@ -40,6 +40,7 @@ if TYPE_CHECKING:
     from trading.ibsim.broker import Broker
     from trading.ibsim.config import SimConfig
     from trading.ibsim.market import MarketModel, QuoteBoard
+    from trading.ibsim.protocol import OrderRequest
 
 
 class GatewayCore(Protocol):
@@ -52,6 +53,12 @@ class GatewayCore(Protocol):
     broker: Broker
     sessions: set[Session]
     market_data_stopped: bool
+    pacing_violation_next: bool
+    drop_next_place_order: bool
+    lost_orders: list[LostOrder]
+    ack_delay_s: float
+    tau: float
+    board: QuoteBoard
 
     def now_epoch(self) -> float: ...
     def today(self) -> date: ...
@@ -62,6 +69,9 @@ class GatewayCore(Protocol):
     def account_summary_frames(self, req_id: int, tags: frozenset[str]) -> bytes: ...
     def pnl_frame(self, req_id: int) -> bytes: ...
     def pnl_single_frame(self, req_id: int, con_id: int) -> bytes: ...
+    def session_index(self) -> int: ...
+    def what_if(self, request: OrderRequest, version: int, client_id: int) -> bytes: ...
+    def hold_order_events(self, client_id: int, order_id: int, delay_s: float) -> None: ...
 
 
 log = logging.getLogger("trading.ibsim.session")
@@ -430,11 +440,11 @@ class Session(asyncio.Protocol):
         except ValueError:
             self.error(req_id, 162, prefix + f"No data of type {what} is available")
             return
-        request = HistoryRequest(
+        history = HistoryRequest(
             req_id, instrument, what, bar_size, bar_seconds, start_tau, end_tau, end is None
         )
         task = asyncio.get_running_loop().create_task(
-            self._send_history(request, format_date, keep_up_to_date)
+            self._send_history(history, format_date, keep_up_to_date)
         )
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import bisect
+import datetime as dt
 import warnings
 from datetime import date, datetime, timedelta
 from functools import lru_cache
@@ -82,7 +83,7 @@ class TradingCalendar:
         """New York time of trading time ``tau``."""
         return datetime.fromtimestamp(self.epoch(tau), ET)
 
-    def tau_closing(self, when: datetime) -> float:
+    def tau_closing(self, when: dt.datetime) -> float:  # dt.: the method datetime shadows it
         """`tau`, except that an instant from a session's close (16:00, included) to the next
         open is a microsecond before that close: the last price known then. In trading time
         the close is the next open, so `tau` prices it with the next morning's gap (a
@@ -93,7 +94,7 @@ class TradingCalendar:
             return self.end_tau(index - 1) - 1e-6
         return tau
 
-    def tau(self, when: datetime | date) -> float:
+    def tau(self, when: dt.datetime | date) -> float:
         """Trading time of an instant; outside a session, the next open (a date: its open)."""
         if not isinstance(when, datetime):
             when = datetime(when.year, when.month, when.day, tzinfo=ET)

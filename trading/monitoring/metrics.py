@@ -155,9 +155,9 @@ def _market_data_families(snapshot: Snapshot) -> list[Metric]:
     for symbol, value in sorted(snapshot.navs.items()):
         nav_age.add_metric([symbol], max(0.0, now - value.ts_recv))
         nav.add_metric([symbol], value.nav)
-        quote = snapshot.quotes.get(symbol)
-        if quote is not None and value.nav > 0 and quote.bid > 0 and quote.ask >= quote.bid:
-            premium.add_metric([symbol], (0.5 * (quote.bid + quote.ask) / value.nav - 1) * 1e4)
+        etf = snapshot.quotes.get(symbol)
+        if etf is not None and value.nav > 0 and etf.bid > 0 and etf.ask >= etf.bid:
+            premium.add_metric([symbol], (0.5 * (etf.bid + etf.ask) / value.nav - 1) * 1e4)
     options = _gauge("trading_monitor_option_quotes", "Option quotes held in Redis")
     options.add_metric([], float(len(snapshot.options)))
     option_age = _gauge(
@@ -227,7 +227,7 @@ def _book_families(snapshot: Snapshot, view: MonitorView) -> list[Metric]:
         out += [state, halted, usage, age]
     labels = ["symbol", "local_symbol", "sec_type", "con_id"]
     quantity = _gauge("trading_position_quantity", "Position (shares or contracts)", labels)
-    value = _gauge(
+    market_value = _gauge(
         "trading_position_market_value_usd",
         "quantity x market price x multiplier",
         labels,
@@ -238,10 +238,12 @@ def _book_families(snapshot: Snapshot, view: MonitorView) -> list[Metric]:
         key = [position.symbol, position.local_symbol, position.sec_type, str(position.con_id)]
         quantity.add_metric(key, position.quantity)
         if position.market_price is not None:
-            value.add_metric(key, position.quantity * position.market_price * position.multiplier)
+            market_value.add_metric(
+                key, position.quantity * position.market_price * position.multiplier
+            )
         unrealized.add_metric(key, position.unrealized_pnl)
         realized.add_metric(key, position.realized_pnl)
-    out += [quantity, value, unrealized, realized]
+    out += [quantity, market_value, unrealized, realized]
     if snapshot.pnl is not None:
         pnl = _gauge("trading_pnl_usd", "The day's P&L net of commissions", ["component"])
         for component in PNL_COMPONENTS:

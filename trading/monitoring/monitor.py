@@ -14,6 +14,7 @@ from collections import Counter as Counter_
 from collections import deque
 from collections.abc import Callable
 from datetime import UTC, datetime
+from typing import cast
 
 from prometheus_client import REGISTRY, Counter, Gauge, Histogram
 
@@ -32,6 +33,7 @@ from trading.bus import (
     Streams,
     decode,
 )
+from trading.bus.client import RawEntries
 from trading.monitoring.alerts import EVERY_CODE, AlertCode, AlertRules, AlertTracker, evaluate
 from trading.monitoring.metrics import MonitorView, SnapshotCollector, snapshot_families
 from trading.monitoring.pipeline import LatencySample, LegTracker, PipelineLatency, tick_time_of
@@ -119,7 +121,9 @@ class Monitor:
         """Load the newest order-stream entries into the trackers (no samples) and start each
         followed stream at its tail, so a restart neither replays nor forgets."""
         for stream in _FOLLOWED:
-            entries = await self.bus.read_range(stream, PRIME_ENTRIES, newest_first=False)
+            entries: list[StreamEntry[Message]] = await self.bus.read_range(
+                stream, PRIME_ENTRIES, newest_first=False
+            )
             for entry in entries if stream != Streams.ALERTS else ():
                 await self._follow(entry, observe=False)
             self.cursors[stream] = entries[-1].entry_id if entries else "0"
@@ -194,12 +198,14 @@ class Monitor:
             while True:
                 after = self.cursors.get(stream, "0")
                 low = "-" if after == "0" else f"({after}"
-                raw = await self.bus.redis.xrange(stream, min=low, count=READ_BATCH)
-                for entry_id, fields in raw:
-                    entry_id = entry_id.decode() if isinstance(entry_id, bytes) else str(entry_id)
+                raw = cast(
+                    RawEntries, await self.bus.redis.xrange(stream, min=low, count=READ_BATCH)
+                )
+                for raw_id, fields in raw:
+                    entry_id = raw_id.decode() if isinstance(raw_id, bytes) else str(raw_id)
                     self.cursors[stream] = entry_id
                     try:
-                        message = decode(fields[b"m"])
+                        message: Message = decode(fields[b"m"])
                     except (MessageError, KeyError):
                         BAD_MESSAGES.labels("monitoring", stream, "malformed").inc()
                         continue
@@ -236,11 +242,14 @@ class Monitor:
         newest: float | None = None
         ceiling = str(int(intent.ts * 1000))
         for symbol in sorted({leg.symbol for leg in intent.legs}):
-            raw = await self.bus.redis.xrevrange(Streams.history(symbol), max=ceiling, count=1)
+            raw = cast(
+                RawEntries,
+                await self.bus.redis.xrevrange(Streams.history(symbol), max=ceiling, count=1),
+            )
             if not raw:
                 continue
             try:
-                quote = decode(raw[0][1][b"m"])
+                quote: Message = decode(raw[0][1][b"m"])
             except (ValueError, KeyError):
                 continue
             if isinstance(quote, Quote) and quote.ts_recv <= intent.ts:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from typing import cast
 
 from redis.exceptions import ResponseError
 
@@ -31,6 +32,7 @@ from trading.bus import (
     SpreadPoint,
     Streams,
 )
+from trading.bus.client import RawEntries
 
 MONITORED_STREAMS: tuple[str, ...] = (
     Streams.INTENTS,
@@ -148,7 +150,7 @@ async def _stream_stats(bus: Bus, stream: str, redis_now_s: float) -> StreamStat
     length = int(await bus.redis.xlen(stream))
     age = None
     if length:
-        newest = await bus.redis.xrevrange(stream, count=1)
+        newest = cast(RawEntries, await bus.redis.xrevrange(stream, count=1))
         if newest:
             age = max(0.0, redis_now_s - stream_id_ms(newest[0][0]) / 1000.0)
     return StreamStats(stream, length, age)
@@ -165,7 +167,9 @@ async def _group_stats(bus: Bus, stream: str, redis_now_s: float) -> list[GroupS
         last = info["last-delivered-id"]
         last = last.decode() if isinstance(last, bytes) else str(last)
         # Redis 6.2 has no "lag" in XINFO GROUPS: count the entries past the group's cursor.
-        undelivered = await bus.redis.xrange(stream, min=f"({last}", count=LAG_COUNT_CAP)
+        undelivered = cast(
+            RawEntries, await bus.redis.xrange(stream, min=f"({last}", count=LAG_COUNT_CAP)
+        )
         pending = await bus.redis.xpending(stream, name)
         oldest = None
         if pending["pending"] and pending["min"] is not None:

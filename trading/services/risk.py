@@ -189,10 +189,10 @@ class RiskRuntime:
             after = entries[-1].entry_id
         # Every distribution announced, so the book rebuilt from the fills books each once.
         for symbol in DISTRIBUTION_SYMBOLS:
-            for entry in await self.bus.read_after(
+            for announced in await self.bus.read_after(
                 Streams.dividends_history(symbol), "0", count=10_000, expect=Dividends
             ):
-                self._market(entry.message)
+                self._market(announced.message)
         now = time.time()
         for intent_id, rec in self.status.items():
             if rec.get("status") != PLACING and all(
@@ -214,8 +214,8 @@ class RiskRuntime:
                 self._market(quote)
         for msg in (await self.bus.hget_all(Keys.OPTION_INDEX, OptionQuote)).values():
             self._market(msg)
-        for msg in (await self.bus.hget_all(Keys.HEALTH, DataHealth)).values():
-            self._market(msg)
+        for health in (await self.bus.hget_all(Keys.HEALTH, DataHealth)).values():
+            self._market(health)
         spread = await self.bus.get_latest(Keys.SPREAD_LATEST, SpreadPoint)
         if spread is not None:
             self._market(spread)

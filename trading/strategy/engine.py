@@ -438,7 +438,7 @@ class StrategyEngine:
     def to_state(self) -> dict[str, Any]:
         """Everything needed to carry on after a restart (JSON types only: NaN and infinities
         are spelled "NaN", "Infinity", "-Infinity", as JSON has no number for them)."""
-        return json_safe(
+        state: dict[str, Any] = json_safe(
             {
                 "version": STATE_VERSION,
                 "settings_key": self._settings_key(),
@@ -456,6 +456,7 @@ class StrategyEngine:
                 "pairs": self.pairs.to_state(),
             }
         )
+        return state
 
     def _settings_key(self) -> dict[str, Any]:
         """The settings the estimators' state depends on: a change discards that state."""

@@ -86,6 +86,7 @@ from trading.bus import (
     Fill,
     IntentPurpose,
     LegKind,
+    M,
     OrderEvent,
     OrderIntent,
     RiskDecision,
@@ -608,7 +609,8 @@ class PairManager:
                 "reason": check.reason,
             }
         out["gate"] = self.settings.edge_gate
-        return finite_or_none(out)
+        status: dict[str, Any] = finite_or_none(out)
+        return status
 
     def _why(
         self, bar: BarContext, reason: str, size: SpreadKellySize, check: EdgeCheck | None
@@ -885,7 +887,7 @@ def _intent_from_state(state: dict[str, Any]) -> OrderIntent:
     return _message_from_state(state, OrderIntent)
 
 
-def _message_from_state(state: dict[str, Any], kind: type) -> Any:
+def _message_from_state(state: dict[str, Any], kind: type[M]) -> M:
     import orjson
 
     from trading.bus import decode
