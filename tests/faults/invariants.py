@@ -95,9 +95,17 @@ def contracts_of(leg: dict) -> tuple[int, ...]:
 
 
 def settled(stack: Stack) -> bool:
-    """Every heartbeat ok, nothing working at IB, the book in Redis equal to IB's positions."""
+    """Every heartbeat ok, every intent decided (a service's heartbeat key outlives its crash
+    by its TTL: a restarted risk may not have re-read its pending intents yet), nothing working
+    at IB, the book in Redis equal to IB's positions."""
     beats = stack.heartbeats()
     if not all(beat is not None and beat.status == "ok" for beat in beats.values()):
+        return False
+    records = stack.records()
+    if any(
+        records.get(i.intent_id, {}).get("status") not in ("placed", "rejected")
+        for i in stack.intents()
+    ):
         return False
     truth = stack.truth()
     return not working_at_ib(truth) and stack.positions() == ib_positions(truth)
