@@ -70,7 +70,7 @@ from trading.bus import (
     SpreadPoint,
 )
 from trading.domain.buy_write import TotalReturnIndex
-from trading.domain.common import HedgeMethod
+from trading.domain.common import HedgeMethod, finite_or_none
 from trading.domain.hedge import (
     DeltaNeutralHedger,
     KalmanHedge,
@@ -432,6 +432,12 @@ class StrategyEngine:
             "pair": self.pairs.status.value,
             "risk_state": self.risk_state,
             "last_skip": self.last_skip,
+            "ou": {  # the fit the Kelly size needs: no fit, no entry ("Kelly size zero")
+                "half_life_bars": None
+                if self.pairs.ou is None
+                else finite_or_none(self.pairs.ou.half_life),
+                "error": self.pairs.ou_error,
+            },
             "edge": self.pairs.edge_status(),
         }
 
