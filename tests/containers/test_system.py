@@ -110,8 +110,11 @@ def test_make_up_stops_and_removes_every_container_on_ctrl_c(tmp_path):
 
         eventually(heartbeats, timeout_s=60, what="the dashboard in its container answers")
         assert run_id, "".join(seen)
-        running = _run_containers(run_id)
-        assert len(running) == 7, running  # Redis, ibsim and the five services
+        # Redis, ibsim and the five services: the dashboard comes first, the strategy once
+        # data-ingestion has backfilled.
+        eventually(
+            lambda: len(_run_containers(run_id)) == 7, timeout_s=120, what="seven containers"
+        )
         proc.send_signal(signal.SIGINT)  # Ctrl-C
         out, _ = proc.communicate(timeout=120)
         assert proc.returncode == 0, out[-3000:]
