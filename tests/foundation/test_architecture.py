@@ -22,14 +22,7 @@ def import_graph(package: Path) -> dict[str, set[str]]:
         modules[name.removesuffix(".__init__")] = path
     graph: dict[str, set[str]] = defaultdict(set)
     for name, path in modules.items():
-        for node in ast.walk(ast.parse(path.read_text())):
-            if isinstance(node, ast.ImportFrom) and node.module and not node.level:
-                targets = [node.module, *(f"{node.module}.{a.name}" for a in node.names)]
-            elif isinstance(node, ast.Import):
-                targets = [a.name for a in node.names]
-            else:
-                continue
-            graph[name] |= {t for t in targets if t in modules and t != name}
+        graph[name] = {t for t in _imports(path) if t in modules and t != name}
     return graph
 
 
