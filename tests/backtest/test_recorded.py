@@ -4,9 +4,11 @@ from __future__ import annotations
 
 from trading import bus as b
 from trading.backtest.recorded import read_tape
+from trading.backtest.run import backtest_recorded
+from trading.settings import load_settings
 
 BAR_S = 60.0
-T0 = 1_793_620_800.0  # a minute boundary
+T0 = 1_793_631_600.0  # 2026-11-02 10:00 ET: a minute boundary in a session
 CALL = 539_280_368
 
 
@@ -76,3 +78,16 @@ async def test_tape_without_a_live_bar_is_all_live(bus):
     assert tape.first_live_bar_end_ts is None
     assert tape.warm_up == (await bus.get_latest(b.Keys.CHAIN, b.OptionChain),)
     assert len(tape.live) == 4 * 4 + 1
+
+
+async def test_a_recorded_replay_leaves_the_last_bar_open_as_the_live_strategy_did(bus):
+    """The live strategy closes a bar on the first message past its end; the tape's end is
+    no such message. Bars 0-1 close in the warm-up, bar 2 on bar 3's first tick, bar 3 never
+    (a replay that closed it at the end of the tape closed it on prices the live strategy had
+    not finished reading: the parity test found it on a tape read while the stack ran)."""
+    await _record(bus)
+    tape = await read_tape(bus)
+
+    run = backtest_recorded(load_settings(), tape)
+
+    assert run.result.bars == 3

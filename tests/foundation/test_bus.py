@@ -410,3 +410,22 @@ async def test_one_group_read_of_two_streams_wakes_on_either_and_keeps_their_ord
     entries = await asyncio.wait_for(reader, 2.0)
     assert time.monotonic() - started < 1.0  # not the 5 s block
     assert [(e.stream, e.message.command) for e in entries] == [(Streams.COMMANDS, b.Command.HALT)]
+
+
+async def test_a_stream_cut_holds_everything_appended_before_it_and_nothing_after(bus):
+    """Two streams written in turn while a reader takes a cut: read up to it, each stream
+    holds exactly the entries appended before the cut was taken (a snapshot of one moment)."""
+    streams = (Streams.history("TLT"), Streams.history("TLTW"))
+    before = 0
+    for i in range(200):  # a cut within a millisecond of the last append, again and again
+        for stream in streams:
+            await bus.append(stream, sample(b.Quote))
+        before += 1
+        if i % 20 == 19:
+            cut = await bus.stream_cut()
+            for stream in streams:
+                await bus.append(stream, sample(b.Quote))
+            before += 1
+            for stream in streams:
+                assert len(await bus.read_after(stream, until_id=cut)) == before - 1
+            assert len(await bus.read_after(streams[0])) == before

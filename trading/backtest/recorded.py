@@ -13,7 +13,8 @@ the live strategy service consumed, in two phases, because that is how the servi
   seeds them from the latest-value keys after its warm-up.
 * ``live``: the rest, in exchange-time order (a stable sort: within one timestamp the quotes'
   order does not matter, since a bar closes on the first message of a later bar with the
-  prices as they stood before it).
+  prices as they stood before it). The last bar stays open: the live strategy closes a bar on
+  the first message past it, and the tape's end is not one (`backtest_recorded`).
 
 The option chain is not a stream: the latest ``Keys.CHAIN`` opens the tape. A replay picks the
 initial call and the rolls among the subscribed calls of that chain; a run in which ingestion
@@ -72,11 +73,13 @@ def message_time(msg: Message) -> float:
     return float(ts if ts is not None else getattr(msg, "ts", 0.0))
 
 
-async def _read_all(bus: Bus, stream: str) -> list[Message]:
+async def _read_all(bus: Bus, stream: str, until_id: str = "+") -> list[Message]:
     out: list[Message] = []
     after = "0"
     while True:
-        entries: list[StreamEntry[Message]] = await bus.read_after(stream, after, count=READ_BATCH)
+        entries: list[StreamEntry[Message]] = await bus.read_after(
+            stream, after, count=READ_BATCH, until_id=until_id
+        )
         out += [e.message for e in entries]
         if len(entries) < READ_BATCH:
             return out
@@ -101,15 +104,23 @@ async def read_tape(bus: Bus, live_from_ts: float | None = None) -> RecordedTape
     """Read the recorded tape (see the module docstring).
 
     ``live_from_ts``: the end of the first bar closed live; by default the oldest entry of the
-    spread stream (capped at 50,000 bars: pass it explicitly for a longer recording)."""
+    spread stream (capped at 50,000 bars: pass it explicitly for a longer recording).
+
+    The streams are read up to one moment (`Bus.stream_cut`), so a tape read while the stack
+    runs is a snapshot: read one after the other to their ends, TLT's stream would stop before
+    the NAV stream read a moment later, and the replay would close its last bar on TLT prices
+    older than those the live strategy closed it on (seen in the parity test)."""
+    cut = await bus.stream_cut()
     quotes: list[Message] = []
     for stream in await _history_streams(bus):
-        quotes += [m for m in await _read_all(bus, stream) if isinstance(m, Quote | OptionQuote)]
-    navs = [m for m in await _read_all(bus, Streams.nav_history(ETF)) if isinstance(m, EtfNav)]
+        quotes += [
+            m for m in await _read_all(bus, stream, cut) if isinstance(m, Quote | OptionQuote)
+        ]
+    navs = [m for m in await _read_all(bus, Streams.nav_history(ETF), cut) if isinstance(m, EtfNav)]
     dividends = [
         m
         for symbol in STOCKS
-        for m in await _read_all(bus, Streams.dividends_history(symbol))
+        for m in await _read_all(bus, Streams.dividends_history(symbol), cut)
         if isinstance(m, Dividends)
     ]
     chain = await bus.get_latest(Keys.CHAIN, OptionChain)

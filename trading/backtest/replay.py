@@ -70,7 +70,7 @@ from trading.domain.pnl import Distribution
 from trading.domain.signals import SpreadPosition
 from trading.execution.engine import Cancel, CancelAll, ExecutionEngine, Raise, Submit
 from trading.settings import Settings
-from trading.strategy.engine import StrategyEngine
+from trading.strategy.engine import StepResult, StrategyEngine
 from trading.strategy.intents import size_legs
 
 
@@ -175,10 +175,12 @@ class Replay:
                     result.bad_messages += 1
         return result
 
-    def finish(self, on_bar: Callable[[float], None] | None = None) -> BacktestResult:
-        """Close the bar still open at its end: the run's last bar, which no later message
-        closes (call once, after the last `run`)."""
-        step = self.strategy.close_open_bar()
+    def finish(
+        self, on_bar: Callable[[float], None] | None = None, close_open_bar: bool = True
+    ) -> BacktestResult:
+        """Close the bar still open at its end (``close_open_bar``): the run's last bar, which
+        no later message closes; then the run's totals (call once, after the last `run`)."""
+        step = self.strategy.close_open_bar() if close_open_bar else StepResult()
         self._apply_marks()
         if step.bar_end_ts is not None:
             self._bar_closed(step)

@@ -161,5 +161,7 @@ def backtest_recorded(settings: Settings, tape: RecordedTape) -> BacktestRun:
     finally:
         replay.strategy.warming_up = False
     replay.run(tape.live)
-    result = replay.finish()
+    # The live strategy closes a bar on the first message past its end; the end of a tape
+    # (read while the stack ran, or after it stopped) is no such message.
+    result = replay.finish(close_open_bar=False)
     return BacktestRun(result, compute_metrics(result, None), None)

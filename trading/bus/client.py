@@ -241,14 +241,37 @@ class Bus:
         return entries if newest_first else entries[::-1]
 
     async def read_after(
-        self, stream: str, after_id: str = "0", count: int = 10_000, expect: type[M] | None = None
+        self,
+        stream: str,
+        after_id: str = "0",
+        count: int = 10_000,
+        expect: type[M] | None = None,
+        until_id: str = "+",
     ) -> list[StreamEntry[M]]:
-        """Entries after `after_id` in order (no consumer group): for warm-up and replays."""
+        """Entries after `after_id` (up to `until_id`, inclusive) in order, no consumer group:
+        for warm-up and replays."""
         low = "-" if after_id == "0" else f"({after_id}"
         raw = await self._retry(
-            lambda: self.redis.xrange(stream, min=low, count=count), f"xrange {stream}"
+            lambda: self.redis.xrange(stream, min=low, max=until_id, count=count),
+            f"xrange {stream}",
         )
         return self._decode_entries(stream, raw, expect)
+
+    async def stream_cut(self) -> str:
+        """A stream id that cuts every stream at one moment: every entry appended before this
+        call is at or before it, every entry appended after it returns is past it. Stream ids
+        are the server's milliseconds, so the cut is the server's millisecond at the call,
+        returned once the server's clock has left it. Reading several streams `until_id=` it
+        gives one consistent snapshot of streams that are still being written."""
+
+        async def now_ms() -> int:
+            seconds, micros = await self._retry(self.redis.time, "time")
+            return int(seconds) * 1000 + int(micros) // 1000
+
+        cut = await now_ms()
+        while await now_ms() <= cut:
+            await asyncio.sleep(0.0005)
+        return str(cut)
 
     def _decode_entries(self, stream: str, raw: list, expect: type[M] | None) -> list:
         out = []
