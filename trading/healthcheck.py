@@ -75,7 +75,8 @@ async def check_heartbeat(
         redis_url, socket_connect_timeout=timeout_s, socket_timeout=timeout_s
     )
     try:
-        raw = await asyncio.wait_for(client.get(Keys.heartbeat(service)), timeout_s)
+        async with asyncio.timeout(timeout_s):
+            raw = await client.get(Keys.heartbeat(service))
     except (TimeoutError, OSError, aioredis.RedisError) as exc:
         return HealthVerdict(False, f"redis unreachable: {type(exc).__name__}: {exc}")
     finally:

@@ -346,4 +346,5 @@ class IBConnection:
     @staticmethod
     async def _sleep_or_stop(delay_s: float, stop: asyncio.Event) -> None:
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(stop.wait(), timeout=delay_s)
+            async with asyncio.timeout(delay_s):
+                await stop.wait()

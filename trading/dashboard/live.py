@@ -164,7 +164,8 @@ class LiveFeed:
             yield sse_event("hello", {"panels": [p.value for p in PanelName]})
             while not self._closed:
                 try:
-                    event = await asyncio.wait_for(queue.get(), self.keepalive_s)
+                    async with asyncio.timeout(self.keepalive_s):
+                        event = await queue.get()
                 except TimeoutError:
                     yield KEEPALIVE
                     continue

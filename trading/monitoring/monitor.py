@@ -135,7 +135,8 @@ class Monitor:
         snapshot = await read_snapshot(self.bus, self.symbols, now, self.timeout_s)
         if snapshot.redis_up:
             try:
-                await asyncio.wait_for(self._read_streams(), self.timeout_s)
+                async with asyncio.timeout(self.timeout_s):
+                    await self._read_streams()
             except (TimeoutError, *RETRYABLE) as exc:
                 log.warning("reading the order streams failed: %s", exc)
         for key in snapshot.malformed:
@@ -186,10 +187,12 @@ class Monitor:
         try:
             while self.outbox:
                 alert = self.outbox[0]
-                await asyncio.wait_for(self.bus.append(Streams.ALERTS, alert), self.timeout_s)
+                async with asyncio.timeout(self.timeout_s):
+                    await self.bus.append(Streams.ALERTS, alert)
                 self.outbox.popleft()  # in the stream: never appended twice
                 # The live push is best effort: a page that missed it reads the stream.
-                await asyncio.wait_for(self.bus.publish(Channels.ALERTS, alert), self.timeout_s)
+                async with asyncio.timeout(self.timeout_s):
+                    await self.bus.publish(Channels.ALERTS, alert)
         except (TimeoutError, *RETRYABLE) as exc:
             log.warning("alerts kept for later, Redis refused them: %s", exc)
 

@@ -197,7 +197,8 @@ async def read_snapshot(
     """Read everything the monitor watches. Redis unreachable (or slower than `timeout_s`)
     gives `Snapshot(now_s, redis_up=False)` instead of waiting for it to come back."""
     try:
-        return await asyncio.wait_for(_read(bus, tuple(symbols), now_s), timeout_s)
+        async with asyncio.timeout(timeout_s):
+            return await _read(bus, tuple(symbols), now_s)
     except (TimeoutError, *RETRYABLE):
         return Snapshot(now_s, redis_up=False)
 

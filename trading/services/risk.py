@@ -656,7 +656,8 @@ class RiskRuntime:
 
         async def query() -> None:
             try:
-                await asyncio.wait_for(self.query_unacknowledged(now), QUERY_TIMEOUT_S)
+                async with asyncio.timeout(QUERY_TIMEOUT_S):
+                    await self.query_unacknowledged(now)
             except (ConnectionError, TimeoutError) as exc:
                 self.log.warning(
                     "looking up unacknowledged orders failed: %r", exc,
