@@ -139,6 +139,9 @@ class StrategyEngine:
         self.zscore = RollingZScore(settings.z_window, ddof=1, min_std=settings.z_std_floor)
         self.pairs = PairManager(settings, config, self.calendar)
         self.current_bar: int | None = None
+        # The last exchange time asked about and its bar: the ticks of one market step share
+        # their time, so most messages skip the session lookup (bar_of is a pure function).
+        self._bar_memo: tuple[float, int] = (math.nan, -1)  # -1: no bar is ever numbered so
         self.last_bar_date: date | None = None
         self.bars_closed = 0
         self.risk_state = TradingState.ACTIVE
@@ -241,7 +244,8 @@ class StrategyEngine:
         """Close the open bar if ``msg`` is from a later bar, then apply ``msg``."""
         result = EMPTY
         ts = getattr(msg, "ts_exchange", None)
-        if ts is not None:
+        # The memo's time again, in the open bar: `step` would close nothing (most ticks).
+        if ts is not None and (ts, self.current_bar) != self._bar_memo:
             result = self.step(ts, now_wall)
         if isinstance(msg, RiskDecision | Fill | OrderEvent):
             if isinstance(msg, RiskDecision):
@@ -268,9 +272,14 @@ class StrategyEngine:
 
     def bar_of(self, ts_exchange: float) -> int:
         """The session-aligned bar of an exchange time (see the module docstring)."""
+        memo_ts, memo_bar = self._bar_memo
+        if ts_exchange == memo_ts:
+            return memo_bar
         if not math.isfinite(ts_exchange):
             raise ValueError(f"ts_exchange must be finite, got {ts_exchange!r}")
-        return self.session_bars.bar_of(ts_exchange)
+        bar = self.session_bars.bar_of(ts_exchange)
+        self._bar_memo = (ts_exchange, bar)
+        return bar
 
     def step(self, ts_exchange: float, now_wall: float | None = None) -> StepResult:
         """Close the open bar when ``ts_exchange`` is past its end; the first call opens one."""

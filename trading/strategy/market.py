@@ -104,6 +104,7 @@ class MarketState:
     """
 
     __slots__ = (
+        "_expiries_seen",
         "chain",
         "distributions",
         "etf",
@@ -119,6 +120,7 @@ class MarketState:
         self.etf = etf
         self.stocks: dict[str, Mid] = {}
         self.options: dict[int, OptionMid] = {}
+        self._expiries_seen: set[str] = set()  # expiries already checked to be YYYYMMDD
         self.chain: OptionChain | None = None
         self.nav: float | None = None
         self.distributions: dict[str, dict[date, float]] = {}
@@ -136,11 +138,17 @@ class MarketState:
     def on_option(self, option: OptionQuote) -> bool:
         if option.symbol != self.underlying or option.right != "C":
             return False
-        kind = f"option[{option.con_id}]"
-        mid = checked_mid(kind, option.bid, option.ask, allow_zero_bid=True)
-        if not (math.isfinite(option.delta) and 0.0 <= option.delta <= 1.0):
-            raise ValueError(f"{kind}.delta must be in [0, 1] for a call, got {option.delta!r}")
-        parse_yyyymmdd(f"{kind}.expiry", option.expiry)
+        bid, ask, delta = option.bid, option.ask, option.delta
+        # The checks of `checked_mid` and of the delta, inlined: this runs for every tick of
+        # the chain (19 in 20 messages); the message is built only when one fails.
+        if not (0.0 <= bid <= ask < math.inf and ask > 0.0 and 0.0 <= delta <= 1.0):
+            kind = f"option[{option.con_id}]"
+            checked_mid(kind, bid, ask, allow_zero_bid=True)
+            raise ValueError(f"{kind}.delta must be in [0, 1] for a call, got {delta!r}")
+        if option.expiry not in self._expiries_seen:
+            parse_yyyymmdd(f"option[{option.con_id}].expiry", option.expiry)
+            self._expiries_seen.add(option.expiry)
+        mid = 0.5 * (bid + ask)
         self.options[option.con_id] = OptionMid(
             option.con_id,
             option.expiry,
@@ -149,8 +157,8 @@ class MarketState:
             option.delta,
             option.ts_exchange,
             option.ts_recv,
-            option.bid,
-            option.ask,
+            bid,
+            ask,
         )
         return True
 
