@@ -90,7 +90,7 @@ async def measure(port: int, redis_url: str, library: str, seconds: float, warmu
     task = asyncio.create_task(data_ingestion.run(connection, feed))
     try:
         deadline = time.monotonic() + 10
-        while len(feed.lines) < 16 and time.monotonic() < deadline:
+        while len(feed.md.lines) < 16 and time.monotonic() < deadline:
             await asyncio.sleep(0.05)
         await asyncio.sleep(warmup_s)
         feed.latencies = []
@@ -102,7 +102,7 @@ async def measure(port: int, redis_url: str, library: str, seconds: float, warmu
         elapsed = time.perf_counter() - start
         stats = connection.ib.client.connectionStats()
         result = {
-            "lines": len(feed.lines),
+            "lines": len(feed.md.lines),
             "ib_messages_per_s": (stats.numMsgRecv - messages0) / elapsed,
             "ticks_per_s": (feed.ticks_received - ticks0) / elapsed,
             "quotes_published_per_s": (feed.quotes_published - published0) / elapsed,
@@ -120,7 +120,7 @@ async def measure(port: int, redis_url: str, library: str, seconds: float, warmu
 async def _history_length(bus: Bus, feed) -> int:
     from trading.bus import Streams
 
-    return sum([await bus.redis.xlen(Streams.history(ln.name)) for ln in feed.lines.values()])
+    return sum([await bus.redis.xlen(Streams.history(ln.name)) for ln in feed.md.lines.values()])
 
 
 def main() -> None:

@@ -2,7 +2,8 @@
 option the book holds) into Redis.
 
 A thin shell: `IBConnection` keeps one API session alive (own client id, jittered exponential
-backoff), `MarketDataFeed` (trading/broker/marketdata.py) subscribes, checks and writes.
+backoff), `MarketDataFeed` (trading/services/ingestion.py) writes into Redis what its
+`MarketDataLines` (trading/broker/marketdata.py) subscribes and checks.
 Run as `python data-ingestion/data_ingestion.py` with settings from TRADING_* variables.
 """
 
@@ -12,7 +13,7 @@ import asyncio
 import contextlib
 
 from trading.broker.connection import IBConnection
-from trading.broker.marketdata import MarketDataFeed
+from trading.services.ingestion import MarketDataFeed
 from trading.services.shell import ServiceContext, run_service
 
 SERVICE = "data-ingestion"

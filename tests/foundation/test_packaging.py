@@ -58,3 +58,16 @@ def test_the_bus_client_is_loaded_on_first_use_only():
         [sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=ROOT
     ).stdout.split()
     assert out == ["False", "True"]
+
+
+@pytest.mark.parametrize(
+    "module", ["trading.broker.marketdata", "trading.broker.chain", "trading.broker.health"]
+)
+def test_the_market_data_adapter_imports_without_redis(module):
+    """The IB adapter never reaches the bus client: data-ingestion's Redis writes are the
+    shell's (trading.services.ingestion)."""
+    code = f"import sys, {module}; print('redis' in sys.modules)"
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=ROOT
+    ).stdout.strip()
+    assert out == "False", f"importing {module} loaded redis"

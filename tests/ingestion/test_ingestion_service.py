@@ -20,7 +20,7 @@ import pytest
 from tests.ingestion.pacing_rules import pacing_violations
 from tests.support import async_eventually
 from trading.broker.connection import IBConnection
-from trading.broker.marketdata import BACKFILL_REQUESTS, DROPS, RESUBSCRIPTIONS, MarketDataFeed
+from trading.broker.marketdata import BACKFILL_REQUESTS, RESUBSCRIPTIONS
 from trading.broker.pacing import PacingGate, PacingRules
 from trading.bus import (
     Bus,
@@ -39,6 +39,7 @@ from trading.bus import (
 from trading.ibsim.config import SimConfig
 from trading.ibsim.gateway import SimulatedGateway
 from trading.ibsim.instruments import option_con_id
+from trading.services.ingestion import DROPS, MarketDataFeed
 from trading.services.shell import ServiceContext, serve
 from trading.settings import load_settings
 
@@ -114,12 +115,12 @@ async def fresh_quote(bus: Bus, symbol: str, after: float, timeout_s: float = 5.
 
 async def all_healthy(running: Running) -> dict[str, DataHealth]:
     await async_eventually(lambda: _lines_ready(running), 5, what="16 lines")
-    names = [line.name for line in running.feed.lines.values()]
+    names = [line.name for line in running.feed.md.lines.values()]
     return await wait_health(running.bus, names, DataStatus.OK)
 
 
 async def _lines_ready(running: Running) -> bool:
-    return len(running.feed.lines) == 16
+    return len(running.feed.md.lines) == 16
 
 
 def counter(metric, *labels) -> float:
@@ -208,13 +209,13 @@ async def test_backfill_fills_the_history_streams_within_the_pacing_rules(gatewa
         async def backfilled():
             lengths = [
                 await running.bus.redis.xlen(Streams.history(line.name))
-                for line in list(running.feed.lines.values())
+                for line in list(running.feed.md.lines.values())
             ]
             return len(lengths) == 16 and min(lengths) >= 390 and not running.feed._backfill_queue
 
         await async_eventually(backfilled, 30, interval_s=0.2, what="16 instruments backfilled")
         history = await running.bus.read_after(Streams.history("TLT"), count=100_000)
-        option = next(ln for ln in running.feed.lines.values() if ln.option is not None)
+        option = next(ln for ln in running.feed.md.lines.values() if ln.option is not None)
         option_history = await running.bus.read_after(Streams.history(option.name), count=2000)
     assert len({key for _, key in sent}) == len(sent) == 16
     assert pacing_violations(sent) == []
@@ -231,7 +232,7 @@ async def test_pacing_violation_on_a_backfill_request_is_retried(gateway, redis_
     def quick_identical_retry(running: Running) -> None:
         # IB forbids an identical request within 15 s even after a failure; the feed keeps to
         # that, so the test shortens the window rather than waiting it out.
-        running.feed.pacing = PacingGate(PacingRules(identical_window_s=0.5))
+        running.feed.md.pacing = PacingGate(PacingRules(identical_window_s=0.5))
 
     errors = counter(BACKFILL_REQUESTS, "error")
     gateway.faults.pacing_violation_next_historical()
@@ -354,7 +355,7 @@ async def test_bad_ticks_from_ibsim_are_never_published_as_good(gateway, redis_u
     try:
         async with ingestion(gateway, redis_url) as running:
             await all_healthy(running)
-            option = next(ln.option for ln in running.feed.lines.values() if ln.option)
+            option = next(ln.option for ln in running.feed.md.lines.values() if ln.option)
             crossed = counter(DROPS, "crossed")
             nan = counter(DROPS, "nan_price")
             for symbol in ("TLT", "TLTW", option.local_symbol):
@@ -401,7 +402,7 @@ async def test_option_subscriptions_follow_tlt_when_it_moves_a_strike(gateway, r
         await async_eventually(moved_up, 2, what="chain moved up")
         index = await running.bus.hget_all(Keys.OPTION_INDEX, OptionQuote)
         assert {o.strike for o in index.values()} <= {91.0, 92.0, 93.0, 94.0, 95.0, 96.0}
-        assert len(running.feed.lines) == 14  # 2 stocks + 12 calls: the budget holds
+        assert len(running.feed.md.lines) == 14  # 2 stocks + 12 calls: the budget holds
         # TLT's own ticks (near 90) bring the calls back around the money.
         running.feed._recentring = False
 
@@ -421,7 +422,7 @@ async def test_option_subscriptions_follow_tlt_when_it_moves_a_strike(gateway, r
 
 
 async def _lines(running: Running, n: int) -> bool:
-    return len(running.feed.lines) == n
+    return len(running.feed.md.lines) == n
 
 
 def held_call(con_id: int, quantity: float) -> Position:
@@ -468,7 +469,7 @@ async def test_a_held_call_outside_the_window_stays_quoted_until_its_position_is
         # Budget 14 = 2 stocks + 12 options: the held call takes one, the window keeps 11,
         # and the held call is not offered to the strategy as a strike to write.
         chain = await running.bus.get_latest(Keys.CHAIN, OptionChain)
-        assert len(running.feed.lines) == 14 and running.feed.held_lines == (held_id,)
+        assert len(running.feed.md.lines) == 14 and running.feed.md.held_lines == (held_id,)
         assert len(chain.subscribed) == 11
         assert held_id not in {o.con_id for o in chain.subscribed}
         await wait_health(running.bus, [str(held_id)], DataStatus.OK)
@@ -484,14 +485,14 @@ async def test_a_held_call_outside_the_window_stays_quoted_until_its_position_is
             chain = await running.bus.get_latest(Keys.CHAIN, OptionChain)
             index = await running.bus.hget_all(Keys.OPTION_INDEX, OptionQuote)
             return (
-                held_id not in running.feed.lines and str(held_id) not in index
-                and len(chain.subscribed) == 12 and len(running.feed.lines) == 14
+                held_id not in running.feed.md.lines and str(held_id) not in index
+                and len(chain.subscribed) == 12 and len(running.feed.md.lines) == 14
             )  # fmt: skip
 
         await async_eventually(released, 5, what="the held call's line released")
         assert held_id not in streamed_con_ids(gateway)
         assert str(held_id) not in await health_of(running.bus)
-        assert running.feed.held_lines == () and running.feed.held_unquoted == ()
+        assert running.feed.md.held_lines == () and running.feed.held_unquoted == ()
 
 
 async def test_a_held_contract_ibsim_does_not_know_is_reported_and_the_window_is_unharmed(
@@ -529,7 +530,7 @@ async def test_the_calls_roll_to_the_next_expiry_once_the_front_one_has_expired(
                 return {o.expiry for o in chain.subscribed} == {"20261218", "20270115"}
 
             await async_eventually(rolled, 60, what="calls of December and January only")
-            assert sorted(running.feed.chain.calls) == ["20261218", "20270115"]
+            assert sorted(running.feed.md.chain.calls) == ["20261218", "20270115"]
 
             async def backfilled():  # an expired call has no bars: it is not asked forever
                 return not running.feed._backfill_queue

@@ -7,13 +7,7 @@ from datetime import date
 
 import pytest
 
-from trading.broker.marketdata import (
-    EpisodeLog,
-    ErrorAction,
-    HealthBoard,
-    HistoryConflator,
-    error_action,
-    farm_name,
+from trading.broker.chain import (
     fit_to_budget,
     held_options,
     nearest_strike,
@@ -23,8 +17,11 @@ from trading.broker.marketdata import (
     should_recentre,
     strike_window,
 )
+from trading.broker.health import EpisodeLog, HealthBoard
+from trading.broker.marketdata import ErrorAction, error_action, farm_name
 from trading.broker.translate import DropReason
 from trading.bus import DataStatus, Position
+from trading.services.ingestion import HistoryConflator
 
 STRIKES = [float(k) for k in range(80, 101)]
 
