@@ -42,7 +42,7 @@ from fastapi.templating import Jinja2Templates
 from trading.bus import Bus
 from trading.dashboard import models as m
 from trading.dashboard.controls import ControlsOff, Unauthorized, check_token, controls_enabled
-from trading.dashboard.live import LiveFeed, stop_tasks
+from trading.dashboard.live import LiveFeed
 from trading.dashboard.queries import (
     DEFAULT_POINTS,
     SERIES_CAPACITY,
@@ -52,6 +52,7 @@ from trading.dashboard.queries import (
 from trading.dashboard.web import GracefulServer, RequestTimer, counted, json_response
 from trading.observability import heartbeat_loop, setup_logging, start_metrics
 from trading.redis_server import redis_url_or_embedded
+from trading.services.shell import stop_tasks
 from trading.settings import Settings, SettingsError, load_settings
 
 SERVICE = "visualization"

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import os
 import socket
 import subprocess
@@ -16,7 +15,7 @@ from tests.support import async_eventually
 from trading.bus import Heartbeat, Keys, encode
 from trading.healthcheck import check_heartbeat, check_tcp, judge_heartbeat, main
 from trading.redis_server import free_port
-from trading.services.shell import serve
+from trading.services.shell import serve, stop_tasks
 from trading.settings import load_settings
 
 NOW_S = 1_800_000_000.0
@@ -94,9 +93,7 @@ async def test_probe_follows_a_running_service_heartbeat_and_its_expiry(redis_ur
         other = await check_heartbeat(redis_url, "risk-management", max_age_s=0.3)
         assert not other.healthy
     finally:
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
+        await stop_tasks([task])
 
     async def expired() -> bool:
         return not (await check_heartbeat(redis_url, "strategy", max_age_s=0.3)).healthy

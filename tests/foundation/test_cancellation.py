@@ -5,13 +5,22 @@ moment the inner awaitable completes (cpython gh-86296, rewritten in 3.12): the 
 is lost. A service loop (``while True: await monitor.cycle()``) then runs on after SIGTERM or
 Ctrl-C: the monitoring service was seen doing so under a loaded test run (its test waited 240 s
 for a cancelled task). `asyncio.timeout` keeps the cancellation, so the services use it.
+
+redis-py (8.1) can lose a cancellation too, inside its own calls, which the services cannot
+avoid: the same monitor test, with `asyncio.timeout`, then hung for half an hour (the task
+"cancelling", its loop beating on). So every stop cancels again until the task ends
+(`trading.services.shell.stop_tasks`), SIGTERM included.
 """
 
 from __future__ import annotations
 
 import ast
 import asyncio
+import os
+import signal
+import subprocess
 import sys
+import textwrap
 from pathlib import Path
 
 import pytest
@@ -73,3 +82,39 @@ def test_the_running_code_never_calls_asyncio_wait_for():
                 ):
                     calls.append(f"{path.relative_to(ROOT)}:{node.lineno}")
     assert calls == [], "use `async with asyncio.timeout(s)` (see the module docstring)"
+
+
+SWALLOWS_ITS_FIRST_CANCEL = textwrap.dedent("""
+    import asyncio
+    from trading.services.shell import run_service
+
+    async def main(ctx):
+        try:
+            await asyncio.sleep(3600)
+        except asyncio.CancelledError:
+            print("cancel lost", flush=True)  # as redis-py may do
+        while True:
+            await asyncio.sleep(0.05)
+
+    run_service("swallower", main)
+""")
+
+
+def test_sigterm_stops_a_service_whose_loop_lost_the_first_cancel(redis_url):
+    env = {**os.environ, "TRADING_REDIS__URL": redis_url, "TRADING_METRICS__PORT": "0"}
+    proc = subprocess.Popen(
+        [sys.executable, "-c", SWALLOWS_ITS_FIRST_CANCEL],
+        env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=ROOT,
+    )  # fmt: skip
+    try:
+        assert proc.stdout is not None
+        for line in proc.stdout:  # the service is up once it has logged its start
+            if "service started" in line:
+                break
+        proc.send_signal(signal.SIGTERM)
+        out, _ = proc.communicate(timeout=30)
+        assert "cancel lost" in out
+        assert proc.returncode == 0
+    finally:
+        proc.kill()
+        proc.wait()

@@ -40,7 +40,7 @@ from trading.ibsim.config import SimConfig
 from trading.ibsim.gateway import SimulatedGateway
 from trading.ibsim.instruments import option_con_id
 from trading.services.ingestion import DROPS, MarketDataFeed
-from trading.services.shell import ServiceContext, serve
+from trading.services.shell import ServiceContext, serve, stop_tasks
 from trading.settings import load_settings
 
 SERVICE = data_ingestion.SERVICE
@@ -87,9 +87,7 @@ async def ingestion(
     try:
         yield running
     finally:
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
+        await stop_tasks([task])
         await bus.close()
 
 
@@ -160,11 +158,7 @@ async def test_quotes_greeks_and_nav_land_in_redis_within_a_second_of_start(
         elapsed = time.monotonic() - start
         chain = await bus.get_latest(Keys.CHAIN, OptionChain)
     finally:
-        service.cancel()
-        listener.cancel()
-        for task in (service, listener):
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        await stop_tasks([service, listener])
     assert elapsed < 1.0
     assert tlt.con_id == 15547841 and 0 < tlt.bid <= tlt.ask
     assert tltw.symbol == "TLTW" and 0 < tltw.bid <= tltw.ask
@@ -371,9 +365,7 @@ async def test_bad_ticks_from_ibsim_are_never_published_as_good(gateway, redis_u
             await fresh_quote(running.bus, "TLT", after)  # good ticks flow again
             latest = await running.bus.get_latest(Keys.quote("TLT"), Quote)
     finally:
-        listener.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await listener
+        await stop_tasks([listener])
     assert latest.bid <= latest.ask
     assert published
     for msg in published:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import time
 
 import monitoring_dashboard
@@ -23,7 +22,7 @@ from trading.bus import (
 )
 from trading.monitoring.monitor import Monitor
 from trading.redis_server import EmbeddedRedis
-from trading.services.shell import serve
+from trading.services.shell import serve, stop_tasks
 from trading.settings import load_settings
 
 from .samples import decision, health, heartbeat, intent, order_event, pnl, quote, risk_status
@@ -241,10 +240,7 @@ async def test_service_beats_and_publishes_alerts(redis_url, bus):
         await async_eventually(lambda: _true(received), timeout_s=5.0)
         assert received[0].code == "service_silent"
     finally:
-        for t in (task, listener):
-            t.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await t
+        await stop_tasks([task, listener])
 
 
 async def _true(items: list) -> bool:

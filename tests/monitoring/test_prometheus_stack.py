@@ -18,7 +18,7 @@ from prometheus_client import start_http_server
 from tests.support import async_eventually
 from trading.bus import Alert, Bus, Streams
 from trading.redis_server import free_port
-from trading.services.shell import serve
+from trading.services.shell import serve, stop_tasks
 from trading.settings import load_settings
 
 from .promql import GRAFANA_DIR, ROOT, defined_metric_names_in, metric_names, prometheus
@@ -66,11 +66,7 @@ async def running(*coroutines: Awaitable) -> AsyncIterator[None]:
     try:
         yield
     finally:
-        for task in tasks:
-            task.cancel()
-        for task in tasks:
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        await stop_tasks(tasks)
 
 
 async def repeat(action: Callable[[int], Awaitable[None]], interval_s: float) -> None:

@@ -33,7 +33,7 @@ from trading.bus import (
     SignalAction,
     Streams,
 )
-from trading.services.shell import serve
+from trading.services.shell import serve, stop_tasks
 from trading.settings import load_settings
 
 TLT_ID = 15547841
@@ -55,9 +55,7 @@ async def running(name, main, settings, redis_url) -> AsyncIterator[asyncio.Task
     try:
         yield task
     finally:
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
+        await stop_tasks([task])
 
 
 @contextlib.asynccontextmanager

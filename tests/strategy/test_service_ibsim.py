@@ -31,10 +31,9 @@ from trading.bus import (
     SpreadPoint,
     Streams,
 )
-from trading.dashboard.live import stop_tasks
 from trading.domain.hedge import rolling_zscore_vec
 from trading.ibsim import SimConfig, SimulatedGateway
-from trading.services.shell import serve
+from trading.services.shell import serve, stop_tasks
 from trading.settings import Settings, load_settings
 
 Z_WINDOW = 120

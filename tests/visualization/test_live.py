@@ -11,8 +11,9 @@ import orjson
 from tests.visualization.seed import BAR_S, T0, publish_point, seed, spread_point
 from trading import bus as b
 from trading.bus import Channels, Keys, Streams
-from trading.dashboard.live import sse_event, stop_tasks
+from trading.dashboard.live import sse_event
 from trading.dashboard.models import PanelName
+from trading.services.shell import stop_tasks
 
 
 def parse(event: bytes) -> tuple[str, dict | None]:

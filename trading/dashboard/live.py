@@ -174,25 +174,3 @@ class LiveFeed:
                 yield event
         finally:
             self.clients.discard(queue)
-
-
-async def stop_tasks(tasks: list[asyncio.Task], grace_s: float = 1.0, attempts: int = 3) -> None:
-    """Cancel tasks and wait for them, cancelling again any that is still running after grace_s.
-
-    A task cancelled while redis-py opens a pub/sub connection can lose the cancellation (seen
-    with redis 8.1 on Python 3.11: the task stays "cancelling" and goes on waiting for messages);
-    a second cancel ends it. Without this, shutdown would hang.
-    """
-    pending = [task for task in tasks if not task.done()]
-    for _ in range(attempts):
-        if not pending:
-            break
-        for task in pending:
-            task.cancel()
-        _, still = await asyncio.wait(pending, timeout=grace_s)
-        pending = list(still)
-    for task in tasks:
-        if task.done() and not task.cancelled() and task.exception() is not None:
-            log.warning("dashboard task %s ended with %r", task.get_name(), task.exception())
-    if pending:
-        log.error("dashboard tasks did not stop: %s", [t.get_name() for t in pending])

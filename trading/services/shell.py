@@ -6,7 +6,8 @@ functions from `trading/`, and writes. `run_service(name, main)` is its `__main_
     if __name__ == "__main__":
         run_service("strategy", main)
 
-SIGTERM and SIGINT cancel the loop; the service then closes its connections and exits 0.
+SIGTERM and SIGINT cancel the loop (again if a library lost the cancel: `stop_tasks`); the
+service then closes its connections and exits 0.
 A configuration error exits 2 with the message naming the variable to fix.
 """
 
@@ -27,6 +28,8 @@ from trading.observability import heartbeat_loop, setup_logging, start_metrics
 from trading.redis_server import EmbeddedRedis, redis_url_or_embedded
 from trading.settings import Settings, SettingsError, load_settings
 
+log = logging.getLogger(__name__)
+
 
 @dataclass
 class ServiceContext:
@@ -45,6 +48,29 @@ class ServiceContext:
 ServiceMain = Callable[[ServiceContext], Awaitable[None]]
 
 
+async def stop_tasks(tasks: list[asyncio.Task], grace_s: float = 1.0, attempts: int = 3) -> None:
+    """Cancel tasks and wait for them, cancelling again any that is still running after grace_s.
+
+    redis-py (8.1, Python 3.11) can lose a cancellation that lands inside one of its calls: the
+    task stays "cancelling" and goes on (seen opening a pub/sub connection, and in the monitor's
+    loop, which then beat for half an hour after the test had cancelled it). A second cancel
+    ends it. Every stop of a service or of a task group goes through here, or shutdown hangs.
+    """
+    pending = [task for task in tasks if not task.done()]
+    for _ in range(attempts):
+        if not pending:
+            break
+        for task in pending:
+            task.cancel()
+        _, still = await asyncio.wait(pending, timeout=grace_s)
+        pending = list(still)
+    for task in tasks:
+        if task.done() and not task.cancelled() and task.exception() is not None:
+            log.warning("task %s ended with %r", task.get_name(), task.exception())
+    if pending:
+        log.error("tasks did not stop: %s", [t.get_name() for t in pending])
+
+
 async def serve(
     name: str, main: ServiceMain, settings: Settings, redis_url: str, metrics_port: int | None
 ) -> None:
@@ -60,9 +86,7 @@ async def serve(
     try:
         await main(ctx)
     finally:
-        beat.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await beat
+        await stop_tasks([beat])
         await bus.close()
         log.info("service stopped", extra={"event.action": "service_stopped"})
 
@@ -88,8 +112,14 @@ def run_service(name: str, main: ServiceMain) -> None:
     async def runner() -> None:
         task = asyncio.create_task(serve(name, main, settings, url, None))
         loop = asyncio.get_running_loop()
+        stopping: list[asyncio.Task] = []  # held: the loop keeps only a weak reference
+
+        def stop() -> None:
+            if not stopping:
+                stopping.append(loop.create_task(stop_tasks([task], grace_s=5.0)))
+
         for sig in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(sig, task.cancel)
+            loop.add_signal_handler(sig, stop)
         with contextlib.suppress(asyncio.CancelledError):
             await task
 
