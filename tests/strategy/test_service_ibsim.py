@@ -32,7 +32,7 @@ from trading.bus import (
     Streams,
 )
 from trading.dashboard.live import stop_tasks
-from trading.domain.hedge import rolling_zscore_vec
+from trading.domain.spread import rolling_zscore_vec
 from trading.ibsim import SimConfig, SimulatedGateway
 from trading.services.shell import serve
 from trading.settings import Settings, load_settings

@@ -79,12 +79,9 @@ from trading.backtest.metrics import (
 from trading.domain.buy_write import buy_write_index_vec, total_return_vec
 from trading.domain.common import HedgeMethod
 from trading.domain.costs import CommissionSchedule
-from trading.domain.hedge import (
-    kalman_hedge_vec,
-    rolling_ols_vec,
-    rolling_zscore_mean_vec,
-)
+from trading.domain.hedge import kalman_hedge_vec, rolling_ols_vec
 from trading.domain.signals import SignalAction, SignalBands, SpreadPosition
+from trading.domain.spread import rolling_zscore_mean_vec
 from trading.ibsim.history import bar_frame
 from trading.settings import Settings
 from trading.strategy.intents import size_legs
