@@ -89,7 +89,8 @@ from trading.domain.risk import TradingState
 from trading.domain.spread import RollingZScore
 from trading.strategy.legs import LegMark, LegNotReady, RolledCall
 from trading.strategy.market import EngineConfig, MarketState
-from trading.strategy.position import BarContext, PairManager
+from trading.strategy.pair import BarContext
+from trading.strategy.position import PairManager
 
 if TYPE_CHECKING:
     from trading.settings import Settings, StrategySettings
