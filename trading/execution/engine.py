@@ -729,18 +729,7 @@ class ExecutionEngine:
         return self.book.total_pnl(self.mark_prices())["total"] - self.day_start_total_usd
 
     def pnl(self, now: float) -> PnL:
-        marks = self.mark_prices()
-        total = self.book.total_pnl(marks)
-        return PnL(
-            ts=now,
-            realized=total["realized"],
-            unrealized=total["unrealized"],
-            commissions=total["commissions"],
-            total=total["total"],
-            per_pair={p: self.book.pair_pnl(p, marks)["total"] for p in self.book.pairs()},
-            distributions=total["distributions"],
-            distributions_accrued=total["distributions_accrued"],
-        )
+        return self.book.pnl(self.mark_prices(), now)
 
     def positions(self, now: float) -> list[Position]:
         return self.book.positions(self.mark_prices(), now)
