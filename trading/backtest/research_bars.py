@@ -26,6 +26,7 @@ _ROLL_FIELDS = ("roll_call_bid", "roll_call_ask", "roll_call_delta")
 
 
 def first_bad(name: str, bad: np.ndarray, values: np.ndarray, rule: str) -> None:
+    """ValueError "name[i] must be rule, got value" at the first bar i where ``bad`` holds."""
     if bad.any():
         index = int(np.flatnonzero(bad)[0])
         raise ValueError(f"{name}[{index}] must be {rule}, got {values[index]!r}")
