@@ -25,8 +25,9 @@ from datetime import date
 import numpy as np
 
 from trading.backtest.replay import Replay
+from trading.backtest.research_bars import bars_from_sim
 from trading.backtest.sources import SimSource
-from trading.backtest.vectorized import ResearchConfig, bars_from_sim, research_backtest
+from trading.backtest.vectorized import ResearchConfig, research_backtest
 from trading.settings import HedgeMethod, load_settings
 
 

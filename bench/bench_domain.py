@@ -18,7 +18,7 @@ import numpy as np
 
 from trading.domain.black_scholes import Right, greeks, greeks_vec, implied_vol, implied_vol_vec
 from trading.domain.common import Side
-from trading.domain.hedge import KalmanHedge, RollingOls, RollingZScore, SpreadTracker
+from trading.domain.hedge import KalmanHedge, RollingOls
 from trading.domain.market_hours import EXCHANGE_TIMEZONE, market_calendar
 from trading.domain.risk import (
     BookSnapshot,
@@ -30,6 +30,7 @@ from trading.domain.risk import (
     check_order,
 )
 from trading.domain.signals import SignalMachine
+from trading.domain.spread import RollingZScore, SpreadTracker
 
 CHAIN_SIZE = 10_000
 

@@ -59,8 +59,9 @@ def test_malformed_override_is_refused():
 def test_research_mode_runs_from_the_backtest_command_with_the_same_answer_as_its_api(capsys):
     from datetime import date
 
+    from trading.backtest.research_bars import bars_from_sim
     from trading.backtest.sources import SimSource
-    from trading.backtest.vectorized import ResearchConfig, bars_from_sim, research_backtest
+    from trading.backtest.vectorized import ResearchConfig, research_backtest
     from trading.settings import load_settings
 
     code = main(["backtest", "research", "--seed", "2", "--start", "2026-09-08",

@@ -1,5 +1,6 @@
-"""Research mode (trading.backtest.vectorized): known answers by hand, the quant core's scalar
-functions, and the live replay on the same seeded market."""
+"""Research mode (trading.backtest.vectorized, its inputs trading.backtest.research_bars): known
+answers by hand, the quant core's scalar functions, and the live replay on the same seeded
+market."""
 
 from __future__ import annotations
 
@@ -11,12 +12,11 @@ import pandas as pd
 import pytest
 
 from trading.backtest.metrics import daily_returns, sharpe_ratio, sortino_ratio
+from trading.backtest.research_bars import ResearchBars, bars_from_sim
 from trading.backtest.run import backtest_sim
 from trading.backtest.sources import SimSource
 from trading.backtest.vectorized import (
-    ResearchBars,
     ResearchConfig,
-    bars_from_sim,
     delta_neutral_log_beta_vec,
     main,
     next_true,

@@ -1,4 +1,5 @@
-"""Hedge ratio (OLS, Kalman, delta-neutral), spread and rolling z-score."""
+"""Hedge ratio (OLS, Kalman, delta-neutral: trading.domain.hedge), spread and rolling z-score
+(trading.domain.spread)."""
 
 from __future__ import annotations
 
@@ -15,16 +16,13 @@ from trading.domain.hedge import (
     DeltaNeutralHedger,
     KalmanHedge,
     RollingOls,
-    RollingZScore,
-    SpreadTracker,
     delta_neutral_hedge,
     kalman_hedge_vec,
     ols_hedge_ratio,
     rolling_ols_vec,
-    rolling_zscore_vec,
     tltw_shares_of_tlt,
-    zscore,
 )
+from trading.domain.spread import RollingZScore, SpreadTracker, rolling_zscore_vec, zscore
 
 
 def log_price_pair(bars: int, seed: int = 1):

@@ -30,7 +30,7 @@ from trading.bus import (
     SpreadPoint,
 )
 from trading.domain.common import HedgeMethod
-from trading.domain.hedge import rolling_zscore_vec
+from trading.domain.spread import rolling_zscore_vec
 from trading.ibsim.config import ET
 from trading.ibsim.history import bar_frame
 from trading.settings import load_settings

@@ -14,7 +14,8 @@ from trading.domain.risk import TradingState
 from trading.settings import load_settings
 from trading.strategy.engine import EngineConfig
 from trading.strategy.legs import HeldCall
-from trading.strategy.position import BarContext, PairManager, PairStatus
+from trading.strategy.pair import BarContext
+from trading.strategy.position import PairManager, PairStatus
 
 
 def fitted_manager(phi: float = 0.9, bars: int = 400, **strategy) -> PairManager:

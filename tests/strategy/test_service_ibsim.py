@@ -31,7 +31,7 @@ from trading.bus import (
     SpreadPoint,
     Streams,
 )
-from trading.domain.hedge import rolling_zscore_vec
+from trading.domain.spread import rolling_zscore_vec
 from trading.ibsim import SimConfig, SimulatedGateway
 from trading.services.shell import serve, stop_tasks
 from trading.settings import Settings, load_settings

@@ -6,7 +6,8 @@ Modules (import from them directly):
 * ``options``: monthly expiries, the call to write, the roll rule, early-assignment risk.
 * ``market_hours``: XNYS sessions, holidays and early closes for both legs.
 * ``buy_write``: the chained buy-write index and total-return series.
-* ``hedge``: rolling OLS, Kalman and delta-neutral hedges, spread, rolling z-score.
+* ``hedge``: rolling OLS, Kalman and delta-neutral hedge ratios.
+* ``spread``: the spread, its rolling z-score, and the tracker measuring both with a hedge.
 * ``mean_reversion``: AR(1) / Ornstein-Uhlenbeck fit, half-life, Engle-Granger.
 * ``signals``: the FLAT / LONG_SPREAD / SHORT_SPREAD state machine.
 * ``kelly``: fractional Kelly sizing with caps.

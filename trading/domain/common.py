@@ -6,7 +6,7 @@ import math
 from enum import StrEnum
 from typing import Any
 
-__all__ = ["HedgeMethod", "Preset", "Side", "finite_or_none", "is_finite_number"]
+__all__ = ["HedgeMethod", "Preset", "Side", "check_finite", "finite_or_none", "is_finite_number"]
 
 
 class Side(StrEnum):
@@ -38,6 +38,14 @@ def is_finite_number(value: object) -> bool:
         return math.isfinite(float(value))  # type: ignore[arg-type]
     except (TypeError, ValueError):
         return False
+
+
+def check_finite(name: str, value: float) -> float:
+    """``value`` as a float; ValueError naming ``name`` when it is NaN or infinite."""
+    value = float(value)
+    if not math.isfinite(value):
+        raise ValueError(f"{name} must be finite, got {value!r}")
+    return value
 
 
 def finite_or_none(value: Any) -> Any:

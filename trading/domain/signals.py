@@ -19,7 +19,7 @@ mean in basis points, the exchange timestamp of the bar, the current half-life):
 * After a STOP or TIME_STOP the machine is FLAT and blocked: it does not re-enter until |z| has
   been back inside the entry band (the same dislocation would be re-entered at once).
 
-The floor under the z denominator is :class:`trading.domain.hedge.RollingZScore`'s ``min_std``.
+The floor under the z denominator is :class:`trading.domain.spread.RollingZScore`'s ``min_std``.
 A dollar-loss stop is the risk service's (``trading.domain.risk``). Nothing here reads the clock:
 timestamps come from the caller and must be timezone-aware and non-decreasing.
 """

@@ -36,7 +36,7 @@ from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
 from typing import Any
 
-from trading.bus import Dividends, Fill, Position, Side
+from trading.bus import Dividends, Fill, PnL, Position, Side
 from trading.domain import pnl as domain_pnl
 from trading.domain.market_hours import EXCHANGE_TIMEZONE, exchange_date, market_calendar
 
@@ -326,6 +326,20 @@ class Book:
             for k, v in self.pair_pnl(pair, marks).items():
                 out[k] += v
         return out
+
+    def pnl(self, marks: dict[int, float], ts: float) -> PnL:
+        """The bus PnL message: the book's totals and each pair's total."""
+        total = self.total_pnl(marks)
+        return PnL(
+            ts=ts,
+            realized=total["realized"],
+            unrealized=total["unrealized"],
+            commissions=total["commissions"],
+            total=total["total"],
+            per_pair={p: self.pair_pnl(p, marks)["total"] for p in self.pairs()},
+            distributions=total["distributions"],
+            distributions_accrued=total["distributions_accrued"],
+        )
 
     def positions(self, marks: dict[int, float], ts: float) -> list[Position]:
         """Bus Position messages, one per instrument ever held (net across pairs)."""

@@ -33,21 +33,12 @@ Stop rules, checked on every tick (a pair that is already being flattened is ski
   z-stop: the latest spread z beyond stop_z against the pair's direction (holding TLTW long =
           LONG_SPREAD, stopped when z <= -stop_z; short TLTW stopped when z >= stop_z)
   daily loss: day P&L <= -daily_loss_limit_usd -> HALTED + cancel all + flatten every pair.
-Calls held, checked on every tick:
-  expiry backstop: a pair holding a call, short (a bought buy-write) or long (a sold one:
-          short TLT, long call), `close_short_call_sessions_before_expiry` sessions (or fewer)
-          from its expiry is flattened: the strategy should have rolled it;
-  early assignment: a short call the quant core flags as likely to be assigned before TLT's
-          next ex-date (time value below the dividend, in the money) is closed with its pair;
-  assignment, exercise or expiry anyway: IB reports the settlement as executions without an
-          orderRef (the call closed at 0, the stock delivered at the strike when it was in the
-          money); they are booked to the pair holding the call (the delivered shares with
-          them), and the pair is brought back into balance: with u contracts held before and
-          u' after, TLTW is cut to u'/u of its holding and TLT to -100 x (net contracts left)
-          (a short call pairs with long stock), never past zero; a pair with no call left is
-          flattened. Alerted. IB reports expiries after the close, when the gate refuses the
-          rebalance (MARKET_CLOSED): a refused one is sent again every `SETTLEMENT_RETRY_S`
-          until approved (alerted once).
+Calls held, checked on every tick (the rules: `trading.execution.calls`): the expiry backstop
+  and a likely early assignment flatten the pair; IB's assignment, exercise or expiry of a call
+  (executions without an orderRef) is booked to the pair holding it, alerted, and the pair is
+  rebalanced to the contracts left (flattened when none is left). IB reports expiries after
+  the close, when the gate refuses the rebalance (MARKET_CLOSED): a refused one is sent again
+  every `SETTLEMENT_RETRY_S` until approved (alerted once).
 Day P&L = total P&L now - total P&L at the first tick of the exchange day (New York date of
 the marks' exchange time); the baseline is kept in `to_state()`.
 """
@@ -56,18 +47,12 @@ from __future__ import annotations
 
 import itertools
 from dataclasses import dataclass, field, replace
-from datetime import UTC, date, datetime
 from typing import TYPE_CHECKING, Any
 
 from trading.bus import (
-    SETTLED_TLTW_SHARES_AFTER,
-    SETTLED_UNITS_AFTER,
-    SETTLED_UNITS_BEFORE,
     Alert,
     Fill,
-    IntentLeg,
     IntentPurpose,
-    LegKind,
     OperatorCommand,
     OrderEvent,
     OrderIntent,
@@ -77,19 +62,16 @@ from trading.bus import (
     RiskReason,
     RiskStatus,
     Severity,
-    Side,
-    SignalAction,
 )
-from trading.domain.market_hours import EXCHANGE_TIMEZONE
-from trading.domain.options import early_assignment_risk
 from trading.domain.orders import StatusUpdate
 from trading.domain.risk import RiskCode
 from trading.execution.book import Book, BrokerPosition
+from trading.execution.calls import call_close_reason, settlement_intent, settlement_rebalance
 from trading.execution.gate import GateView, RiskGate, intent_exposure
-from trading.execution.intents import flatten_pair, marketable_price, repair_legging
+from trading.execution.intents import flatten_pair, repair_legging
 from trading.execution.marks import Marks
 from trading.execution.state import StateChange, TradingState, TradingStateMachine
-from trading.execution.tracking import LegState, OrderTracker, TrackedLeg
+from trading.execution.tracking import LegState, OrderTracker, order_event
 
 if TYPE_CHECKING:
     from trading.settings import RiskSettings
@@ -406,10 +388,6 @@ class ExecutionEngine:
         """Option contracts the pair holds, long or short (each is one buy-write unit)."""
         return sum(abs(h.quantity) for h in self.book.pair_holdings(pair) if h.sec_type == "OPT")
 
-    def _net_calls(self, pair: str) -> float:
-        """Signed option contracts of the pair: negative for written calls."""
-        return sum(h.quantity for h in self.book.pair_holdings(pair) if h.sec_type == "OPT")
-
     # commands and rules ---------------------------------------------------------------------
 
     def on_command(self, cmd: OperatorCommand, now: float) -> list[Action]:
@@ -470,21 +448,13 @@ class ExecutionEngine:
         actions.extend(self._rebalance_settled(now))
         return actions
 
-    def _as_of(self) -> date | None:
-        ts = self.marks.exchange_time
-        if ts <= 0:
-            return None
-        return datetime.fromtimestamp(ts, UTC).astimezone(EXCHANGE_TIMEZONE).date()
-
     def _call_rules(self, now: float) -> list[Action]:
         """Expiry backstop (any call held) and early-assignment close (short calls only), see
         the module docstring."""
-        as_of = self._as_of()
+        as_of = self.marks.exchange_date()
         if as_of is None:
             return []
         actions: list[Action] = []
-        dividend = self.marks.dividends.get("TLT")
-        tlt_id = self.marks.con_id_by_symbol.get("TLT")
         for pair in self.book.open_pairs():
             if self._is_flattening(pair, now):
                 continue
@@ -493,41 +463,11 @@ class ExecutionEngine:
                 # held through it, it is exercised or expires and leaves the pair unbalanced.
                 if h.sec_type != "OPT" or h.quantity == 0 or h.con_id not in self.options:
                     continue
-                held = "short" if h.quantity < 0 else "long"
                 expiry_text, strike = self.options[h.con_id]
-                expiry = date(int(expiry_text[:4]), int(expiry_text[4:6]), int(expiry_text[6:]))
                 sessions = self.limits.close_short_call_sessions_before_expiry
-                deadline = (
-                    self.gate.calendar.add_sessions(expiry, -sessions) if sessions else expiry
+                why = call_close_reason(
+                    pair, h, expiry_text, strike, as_of, sessions, self.gate.calendar, self.marks
                 )
-                why = ""
-                if as_of >= deadline:
-                    why = (
-                        f"{held} call {h.local_symbol} expires {expiry} and was not rolled "
-                        f"by {deadline}: closing pair {pair}"
-                    )
-                elif (
-                    h.quantity < 0
-                    and dividend is not None
-                    and dividend.next_ex_date
-                    and tlt_id is not None
-                ):
-                    # Only the holder exercises early: a long call is ours to keep.
-                    call, spot = self.marks.mid(h.con_id), self.marks.mid(tlt_id)
-                    ex = dividend.next_ex_date
-                    if call is not None and spot is not None:
-                        risk = early_assignment_risk(
-                            call,
-                            spot,
-                            strike,
-                            expiry,
-                            dividend.next_amount,
-                            date(int(ex[:4]), int(ex[4:6]), int(ex[6:])),
-                            as_of,
-                            self.gate.calendar,
-                        )
-                        if risk.likely:
-                            why = f"early assignment likely on {h.local_symbol}: {risk.message}"
                 if why:
                     actions.extend(self._flatten(pair, now, IntentPurpose.FLATTEN, why))
                     break
@@ -581,65 +521,22 @@ class ExecutionEngine:
                     if isinstance(action, Submit):
                         self.settling[pair] = (action.intent.intent_id, units_before, retry)
                 continue
-            tlt_target = -100.0 * self._net_calls(pair)
-            tltw_kept = 0.0
-            legs = []
-            for h in self.book.pair_holdings(pair):
-                if h.sec_type != "STK":
-                    continue
-                if h.symbol == "TLT":
-                    target = tlt_target
-                else:
-                    target = h.quantity * units_after / units_before
-                # Reduce only: a target on the other side of the holding closes it, no more.
-                if target * h.quantity <= 0:
-                    target = 0.0
-                elif abs(target) > abs(h.quantity):
-                    target = h.quantity
-                excess = round(h.quantity - target)
-                if h.symbol == "TLTW":
-                    tltw_kept = abs(h.quantity - excess)
-                if excess == 0:
-                    continue
-                mid = self.marks.mid(h.con_id)
-                if mid is None:
-                    actions.append(
-                        self._alert(
-                            now,
-                            Severity.CRITICAL,
-                            "rebalance_incomplete",
-                            f"pair {pair}: no mark for {h.symbol} to trade {-excess:+d} "
-                            f"after the settlement",
-                            pair=pair,
-                        )
-                    )
-                    continue
-                side = Side.SELL if excess > 0 else Side.BUY
-                legs.append(
-                    IntentLeg(
-                        LegKind.STOCK,
-                        h.symbol,
-                        side,
-                        abs(excess),
-                        marketable_price(mid, side, self.aggressiveness_bp),
-                        h.con_id,
-                    )
+            plan = settlement_rebalance(
+                pair,
+                self.book.pair_holdings(pair),
+                units_before,
+                units_after,
+                self.marks,
+                self.aggressiveness_bp,
+            )
+            for problem in plan.unmarked:
+                actions.append(
+                    self._alert(now, Severity.CRITICAL, "rebalance_incomplete", problem, pair=pair)
                 )
-            if legs:
-                intent = OrderIntent(
-                    f"rebalance-{pair}-{int(now * 1000)}-{next(self._seq)}",
-                    pair,
-                    now,
-                    IntentPurpose.UNWIND,
-                    SignalAction.EXIT,
-                    tuple(legs),
-                    {
-                        "reason": message,
-                        # The strategy shrinks its record of the pair to what is left.
-                        SETTLED_UNITS_BEFORE: units_before,
-                        SETTLED_UNITS_AFTER: units_after,
-                        SETTLED_TLTW_SHARES_AFTER: tltw_kept,
-                    },
+            if plan.legs:
+                intent_id = f"rebalance-{pair}-{int(now * 1000)}-{next(self._seq)}"
+                intent = settlement_intent(
+                    pair, intent_id, now, plan, message, units_before, units_after
                 )
                 self.flattening[pair] = intent.intent_id
                 self.settling[pair] = (intent.intent_id, units_before, retry)
@@ -820,10 +717,10 @@ class ExecutionEngine:
     # views ----------------------------------------------------------------------------------
 
     def _roll_day(self) -> None:
-        ts = self.marks.exchange_time
-        if ts <= 0:
+        as_of = self.marks.exchange_date()
+        if as_of is None:
             return
-        day = datetime.fromtimestamp(ts, UTC).astimezone(EXCHANGE_TIMEZONE).date().isoformat()
+        day = as_of.isoformat()
         if day != self.day:
             self.day = day
             self.day_start_total_usd = self.book.total_pnl(self.mark_prices())["total"]
@@ -832,48 +729,16 @@ class ExecutionEngine:
         return self.book.total_pnl(self.mark_prices())["total"] - self.day_start_total_usd
 
     def pnl(self, now: float) -> PnL:
-        marks = self.mark_prices()
-        total = self.book.total_pnl(marks)
-        return PnL(
-            ts=now,
-            realized=total["realized"],
-            unrealized=total["unrealized"],
-            commissions=total["commissions"],
-            total=total["total"],
-            per_pair={p: self.book.pair_pnl(p, marks)["total"] for p in self.book.pairs()},
-            distributions=total["distributions"],
-            distributions_accrued=total["distributions_accrued"],
-        )
+        return self.book.pnl(self.mark_prices(), now)
 
     def positions(self, now: float) -> list[Position]:
         return self.book.positions(self.mark_prices(), now)
 
     def risk_status(self, now: float) -> RiskStatus:
-        lim = self.limits
-        marks = self.mark_prices()
         view = GateView(
             self.book, self.tracker, self.marks, self.machine.state, self.daily_pnl_usd()
         )
-        measures = self.gate.measures(view)
-        gross = measures["gross_notional_usd"]
-        net_delta, net_vega = measures["net_delta_shares"], measures["net_vega_usd"]
-        tlt_id = self.marks.con_id_by_symbol.get("TLT")
-        tltw_id = self.marks.con_id_by_symbol.get("TLTW")
-        units = abs(self.book.quantity(tlt_id)) / 100 if tlt_id else 0.0
-        shares = abs(self.book.quantity(tltw_id)) if tltw_id else 0.0
-        worst_pair = min(
-            (self.book.pair_pnl(p, marks)["total"] for p in self.book.open_pairs()), default=0.0
-        )
-        usage = {
-            "buy_write_units": units / lim.max_buy_write_units,
-            "tltw_shares": shares / lim.max_tltw_shares,
-            "gross_notional": gross / lim.max_gross_notional_usd,
-            "net_delta": abs(net_delta) / lim.max_net_delta_shares,
-            "net_vega": abs(net_vega) / lim.max_net_vega_usd,
-            "order_rate": self.tracker.orders_sent_since(now - 60.0) / lim.max_orders_per_minute,
-            "daily_loss": max(-self.daily_pnl_usd(), 0.0) / lim.daily_loss_limit_usd,
-            "pair_stop_loss": max(-worst_pair, 0.0) / lim.pair_stop_loss_usd,
-        }
+        usage = self.gate.usage(view, self.mark_prices(), now)
         return RiskStatus(now, self.machine.state, self.machine.reason, usage)
 
     def _refused(
@@ -911,25 +776,3 @@ class ExecutionEngine:
     @property
     def state(self) -> TradingState:
         return self.machine.state
-
-
-def order_event(leg: TrackedLeg, now: float) -> OrderEvent:
-    """The audit record of a leg's current state."""
-    status = leg.ib_status if leg.state is not LegState.REJECTED else "Rejected"
-    return OrderEvent(
-        ts=now,
-        intent_id=leg.intent_id,
-        order_id=leg.order_id,
-        perm_id=leg.perm_id,
-        leg=str(leg.leg.kind),
-        symbol=leg.leg.symbol,
-        side=leg.leg.side,
-        quantity=float(leg.leg.quantity),
-        order_type="LMT",
-        limit_price=leg.leg.limit_price,
-        status=status,
-        filled=leg.filled,
-        remaining=leg.remaining,
-        avg_fill_price=leg.avg_fill_price,
-        message=leg.message,
-    )

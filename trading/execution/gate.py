@@ -287,6 +287,30 @@ class RiskGate:
         vega = math.fsum(i.position * i.vega * i.multiplier for i in instruments.values())
         return {"gross_notional_usd": gross, "net_delta_shares": delta, "net_vega_usd": vega}
 
+    def usage(self, view: GateView, marks: dict[int, float], now: float) -> dict[str, float]:
+        """Each limit's use, its measure over the limit (1.0 = at the limit), for the risk
+        status; ``marks`` are the mids by conId the pairs' P&L is marked at."""
+        lim = self.limits
+        measures = self.measures(view)
+        gross = measures["gross_notional_usd"]
+        net_delta, net_vega = measures["net_delta_shares"], measures["net_vega_usd"]
+        book = view.book
+        tlt_id = view.marks.con_id_by_symbol.get("TLT")
+        tltw_id = view.marks.con_id_by_symbol.get("TLTW")
+        units = abs(book.quantity(tlt_id)) / 100 if tlt_id else 0.0
+        shares = abs(book.quantity(tltw_id)) if tltw_id else 0.0
+        worst_pair = min((book.pair_pnl(p, marks)["total"] for p in book.open_pairs()), default=0.0)
+        return {
+            "buy_write_units": units / lim.max_buy_write_units,
+            "tltw_shares": shares / lim.max_tltw_shares,
+            "gross_notional": gross / lim.max_gross_notional_usd,
+            "net_delta": abs(net_delta) / lim.max_net_delta_shares,
+            "net_vega": abs(net_vega) / lim.max_net_vega_usd,
+            "order_rate": view.tracker.orders_sent_since(now - 60.0) / lim.max_orders_per_minute,
+            "daily_loss": max(-view.daily_pnl_usd, 0.0) / lim.daily_loss_limit_usd,
+            "pair_stop_loss": max(-worst_pair, 0.0) / lim.pair_stop_loss_usd,
+        }
+
     @staticmethod
     def _unmarked(book: Book, con_id: int, position: float) -> domain_risk.InstrumentRisk:
         """A held instrument with no quote: valued at its average cost, an option at delta 0.5

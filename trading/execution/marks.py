@@ -15,8 +15,10 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
+from datetime import UTC, date, datetime
 
 from trading.bus import DataHealth, DataStatus, Dividends, OptionQuote, Quote, SpreadPoint
+from trading.domain.market_hours import EXCHANGE_TIMEZONE
 
 __all__ = ["BUY_WRITE_SHARES", "InstrumentMark", "Marks"]
 
@@ -68,6 +70,12 @@ class Marks:
     dividends: dict[str, Dividends] = field(default_factory=dict)
     exchange_time: float = 0.0
     """The latest exchange timestamp seen: the clock for market-hours checks."""
+
+    def exchange_date(self) -> date | None:
+        """The exchange (New York) date of `exchange_time`; None before any exchange time."""
+        if self.exchange_time <= 0:
+            return None
+        return datetime.fromtimestamp(self.exchange_time, UTC).astimezone(EXCHANGE_TIMEZONE).date()
 
     def update(self, msg: Quote | OptionQuote | DataHealth | SpreadPoint | Dividends) -> None:
         """Apply one bus message; raises ValueError (nothing stored) for a bad quote."""

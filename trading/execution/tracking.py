@@ -38,7 +38,15 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
 
-from trading.bus import IntentLeg, IntentPurpose, LegKind, OrderIntent, Side, SignalAction
+from trading.bus import (
+    IntentLeg,
+    IntentPurpose,
+    LegKind,
+    OrderEvent,
+    OrderIntent,
+    Side,
+    SignalAction,
+)
 from trading.domain.orders import StatusUpdate
 
 __all__ = [
@@ -48,6 +56,7 @@ __all__ = [
     "OrderTracker",
     "TrackedLeg",
     "leg_state_from_ib",
+    "order_event",
 ]
 
 
@@ -495,3 +504,25 @@ def reverse_side(side: Side) -> Side:
 def action_for(purpose: IntentPurpose) -> SignalAction:
     """The signal action recorded on intents the risk service makes itself."""
     return SignalAction.STOP if purpose is IntentPurpose.STOP else SignalAction.EXIT
+
+
+def order_event(leg: TrackedLeg, now: float) -> OrderEvent:
+    """The audit record of a leg's current state."""
+    status = leg.ib_status if leg.state is not LegState.REJECTED else "Rejected"
+    return OrderEvent(
+        ts=now,
+        intent_id=leg.intent_id,
+        order_id=leg.order_id,
+        perm_id=leg.perm_id,
+        leg=str(leg.leg.kind),
+        symbol=leg.leg.symbol,
+        side=leg.leg.side,
+        quantity=float(leg.leg.quantity),
+        order_type="LMT",
+        limit_price=leg.leg.limit_price,
+        status=status,
+        filled=leg.filled,
+        remaining=leg.remaining,
+        avg_fill_price=leg.avg_fill_price,
+        message=leg.message,
+    )

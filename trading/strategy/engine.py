@@ -37,9 +37,10 @@ TLT/TLTW for ``stale_after_s`` of wall time when ``now_wall`` is given) -> skipp
 sampled; (2) distributions gone ex since the previous bar are added back (TLT's into the
 buy-write index, TLTW's into its total-return price); (3) the buy-write index is marked, rolling
 its call by the roll rule (`trading.strategy.legs`); (4) x = log index, y = log TLTW total
-return; the hedge (delta-neutral, rolling OLS or Kalman) and the rolling z-score of the spread
-``y - beta x - alpha`` (the hedge through the previous bar; `trading.domain.hedge`); (5) the
-position lifecycle and the quant core's signal state machine (`trading.strategy.position`).
+return; the hedge (delta-neutral, rolling OLS or Kalman: `trading.domain.hedge`) and the
+rolling z-score of the spread ``y - beta x - alpha`` (the hedge through the previous bar;
+`trading.domain.spread`); (5) the position lifecycle and the quant core's signal state
+machine (`trading.strategy.position`).
 
 Emits nothing while data is stale or while ``warming_up`` (replaying history). While risk is
 HALTED the estimators still learn (the window keeps no holes) and spread points are published,
@@ -75,7 +76,6 @@ from trading.domain.hedge import (
     DeltaNeutralHedger,
     KalmanHedge,
     RollingOls,
-    RollingZScore,
     delta_neutral_hedge,
     tltw_shares_of_tlt,
 )
@@ -86,9 +86,11 @@ from trading.domain.market_hours import (
     market_calendar,
 )
 from trading.domain.risk import TradingState
+from trading.domain.spread import RollingZScore
 from trading.strategy.legs import LegMark, LegNotReady, RolledCall
 from trading.strategy.market import EngineConfig, MarketState
-from trading.strategy.position import BarContext, PairManager
+from trading.strategy.pair import BarContext
+from trading.strategy.position import PairManager
 
 if TYPE_CHECKING:
     from trading.settings import Settings, StrategySettings
