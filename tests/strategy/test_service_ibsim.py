@@ -13,7 +13,6 @@ import data_ingestion
 import numpy as np
 import pytest
 
-import strategy as strategy_service
 from tests.strategy.scenario import filled_events
 from tests.support import async_eventually
 from trading.bus import (
@@ -35,6 +34,7 @@ from trading.dashboard.live import stop_tasks
 from trading.domain.hedge import rolling_zscore_vec
 from trading.ibsim import SimConfig, SimulatedGateway
 from trading.services.shell import serve
+from trading.services.strategy import run as run_strategy
 from trading.settings import Settings, load_settings
 
 Z_WINDOW = 120
@@ -109,7 +109,7 @@ async def test_premium_blowout_on_ibsim_enters_then_exits_across_a_restart(redis
     ingestion = serve("data-ingestion", data_ingestion.main, settings, redis_url, 0)
     async with running(ingestion, approve_every_intent(bus)):
         await async_eventually(lambda: bus.get_latest(Keys.CHAIN, OptionChain), 60, what="chain")
-        first = serve("strategy", strategy_service.main, settings, redis_url, 0)
+        first = serve("strategy", run_strategy, settings, redis_url, 0)
         async with running(first):
             await async_eventually(
                 lambda: _count_at_least(spread_points(bus), Z_WINDOW // 2), 20, what="points"
@@ -136,7 +136,7 @@ async def test_premium_blowout_on_ibsim_enters_then_exits_across_a_restart(redis
         assert entry.action is SignalAction.ENTER_SHORT_SPREAD
         sides = {leg.kind: leg.side for leg in entry.legs}
         assert sides == {LegKind.STOCK: Side.SELL, LegKind.BUY_WRITE: Side.BUY}
-        second = serve("strategy", strategy_service.main, settings, redis_url, 0)
+        second = serve("strategy", run_strategy, settings, redis_url, 0)
         async with running(second):
             done = await async_eventually(
                 lambda: _count_at_least(intents(bus), 2), 40, what="exit after restart"
@@ -163,7 +163,7 @@ async def test_stale_data_stops_spread_points_and_fresh_data_resumes_them(redis_
     ingestion = serve("data-ingestion", data_ingestion.main, settings, redis_url, 0)
     async with running(ingestion):
         await async_eventually(lambda: bus.get_latest(Keys.CHAIN, OptionChain), 60, what="chain")
-        async with running(serve("strategy", strategy_service.main, settings, redis_url, 0)):
+        async with running(serve("strategy", run_strategy, settings, redis_url, 0)):
             await async_eventually(lambda: _count_at_least(spread_points(bus), 10), 20)
 
             gateway.faults.stop_market_data()
@@ -225,7 +225,7 @@ async def test_either_client_library_stamps_quotes_on_the_gateways_clock_and_get
         chain = await async_eventually(
             lambda: bus.get_latest(Keys.CHAIN, OptionChain), 60, what="chain"
         )
-        async with running(serve("strategy", strategy_service.main, settings, redis_url, 0)):
+        async with running(serve("strategy", run_strategy, settings, redis_url, 0)):
             points = await async_eventually(
                 lambda: _count_at_least(spread_points(bus), 10), 30, what="spread points"
             )
