@@ -22,7 +22,7 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path[:0] = [str(ROOT), str(ROOT / "strategy")]
+sys.path[:0] = [str(ROOT)]
 
 from prometheus_client import REGISTRY  # noqa: E402
 
@@ -120,7 +120,7 @@ def counter(name: str) -> float:
 
 async def bench_service(messages, bars_per_second: float | None) -> None:
     """Publish bar by bar at ``bars_per_second`` (None: as fast as Redis takes them)."""
-    import strategy as service
+    from trading.services.strategy import run
 
     ticks = [m for m in messages if isinstance(m, Quote | OptionQuote | EtfNav | DataHealth)]
     channel = {Quote: Channels.QUOTES, OptionQuote: Channels.OPTIONS, EtfNav: Channels.NAV}
@@ -130,7 +130,7 @@ async def bench_service(messages, bars_per_second: float | None) -> None:
         bus = await Bus.connect(redis.url, "bench")
         chain = next(m for m in messages if isinstance(m, OptionChain))
         await bus.set_latest(Keys.CHAIN, chain)  # the chain lives in a key, polled each second
-        task = asyncio.create_task(serve("strategy", service.main, settings, redis.url, 0))
+        task = asyncio.create_task(serve("strategy", run, settings, redis.url, 0))
         await asyncio.sleep(1.0)
         approver = asyncio.create_task(approve(bus))
         applied_before = counter("trading_strategy_messages_total")

@@ -20,13 +20,13 @@ import httpx
 import numpy as np
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path[:0] = [str(ROOT), str(ROOT / "visualization")]
+sys.path[:0] = [str(ROOT)]
 
 from tests.visualization.seed import seed, spread_point  # noqa: E402
 from trading.bus import Bus, Streams  # noqa: E402
+from trading.dashboard.app import create_app  # noqa: E402
 from trading.redis_server import EmbeddedRedis  # noqa: E402
 from trading.settings import load_settings  # noqa: E402
-from visualization import create_app  # noqa: E402
 
 JSON_PATHS = (
     "/api/spread",

@@ -281,7 +281,7 @@ def test_service_ports_are_the_ones_the_service_listens_on(service, monkeypatch)
     assert int(annotations["prometheus.io/port"]) == settings.metrics_port(service)
     expected = {settings.metrics_port(service)}
     if service == "visualization":
-        # uvicorn on settings.http.host:settings.http.port (visualization/visualization.py)
+        # uvicorn on settings.http.host:settings.http.port (trading/services/visualization.py)
         assert ports["http"] == settings.http.port
         expected.add(settings.http.port)
     assert set(ports.values()) == expected

@@ -12,10 +12,11 @@ import time
 import pytest
 
 from tests.support import async_eventually
+from trading.aio import stop_tasks
 from trading.bus import Heartbeat, Keys, encode
 from trading.healthcheck import check_heartbeat, check_tcp, judge_heartbeat, main
 from trading.redis_server import free_port
-from trading.services.shell import serve, stop_tasks
+from trading.services.shell import serve
 from trading.settings import load_settings
 
 NOW_S = 1_800_000_000.0

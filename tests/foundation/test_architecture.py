@@ -66,6 +66,24 @@ def test_no_import_circle_in_the_trading_package():
     assert circles(import_graph(ROOT / "trading")) == []
 
 
+ENTRY_FILES = (
+    "data-ingestion/data_ingestion.py",
+    "strategy/strategy.py",
+    "risk-management/risk_management.py",
+    "visualization/visualization.py",
+    "monitoring/monitoring_dashboard.py",
+)
+ENTRY_MAX_LINES = 150
+
+
+@pytest.mark.parametrize("entry", ENTRY_FILES)
+def test_a_service_entry_file_is_a_thin_start_under_150_lines(entry):
+    """The five service files only start their shell (`trading/services/<service>.py`): the
+    logic lives in the package, where the backtest, the tests and the other services reach it."""
+    lines = (ROOT / entry).read_text().splitlines()
+    assert len(lines) < ENTRY_MAX_LINES, f"{entry} has {len(lines)} lines"
+
+
 # The client's names re-exported by the package (loaded with redis on first use).
 CLIENT = ("trading.bus.client", *(f"trading.bus.{name}" for name in sorted(bus._CLIENT)), "redis")
 
@@ -87,6 +105,14 @@ FORBIDDEN = {
     "trading.strategy": (*CLIENT, "trading.broker", "trading.ibsim", "trading.services"),
     "trading.execution": (*CLIENT, "trading.broker", "trading.ibsim", "trading.services"),
     "trading.broker": (*CLIENT, "trading.services"),
+    # the dashboard reads Redis only, never IB; its service shell imports it, not the reverse
+    "trading.dashboard": (
+        "trading.broker",
+        "trading.ibsim",
+        "ib_async",
+        "ib_insync",
+        "trading.services",
+    ),
 }
 
 

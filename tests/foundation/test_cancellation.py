@@ -9,7 +9,7 @@ for a cancelled task). `asyncio.timeout` keeps the cancellation, so the services
 redis-py (8.1) can lose a cancellation too, inside its own calls, which the services cannot
 avoid: the same monitor test, with `asyncio.timeout`, then hung for half an hour (the task
 "cancelling", its loop beating on). So every stop cancels again until the task ends
-(`trading.services.shell.stop_tasks`), SIGTERM included.
+(`trading.aio.stop_tasks`), SIGTERM included.
 """
 
 from __future__ import annotations

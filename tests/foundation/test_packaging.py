@@ -35,6 +35,7 @@ def test_pyproject_declares_every_runtime_dependency_at_its_pinned_version_or_la
     [
         "trading.domain.risk",
         "trading.strategy.engine",
+        "trading.strategy.inbox",
         "trading.execution.engine",
         "trading.bus.messages",
         "trading.bus.codec",

@@ -19,6 +19,7 @@ import pytest
 
 from tests.ingestion.pacing_rules import pacing_violations
 from tests.support import async_eventually
+from trading.aio import stop_tasks
 from trading.broker.connection import IBConnection
 from trading.broker.marketdata import BACKFILL_REQUESTS, RESUBSCRIPTIONS
 from trading.broker.pacing import PacingGate, PacingRules
@@ -40,7 +41,7 @@ from trading.ibsim.config import SimConfig
 from trading.ibsim.gateway import SimulatedGateway
 from trading.ibsim.instruments import option_con_id
 from trading.services.ingestion import DROPS, MarketDataFeed
-from trading.services.shell import ServiceContext, serve, stop_tasks
+from trading.services.shell import ServiceContext, serve
 from trading.settings import load_settings
 
 SERVICE = data_ingestion.SERVICE

@@ -10,6 +10,7 @@ import pytest
 from prometheus_client import REGISTRY
 
 from tests.support import async_eventually
+from trading.aio import stop_tasks
 from trading.bus import (
     Alert,
     Bus,
@@ -22,7 +23,7 @@ from trading.bus import (
 )
 from trading.monitoring.monitor import Monitor
 from trading.redis_server import EmbeddedRedis
-from trading.services.shell import serve, stop_tasks
+from trading.services.shell import serve
 from trading.settings import load_settings
 
 from .samples import decision, health, heartbeat, intent, order_event, pnl, quote, risk_status

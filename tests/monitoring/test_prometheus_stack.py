@@ -16,9 +16,10 @@ import pytest
 from prometheus_client import start_http_server
 
 from tests.support import async_eventually
+from trading.aio import stop_tasks
 from trading.bus import Alert, Bus, Streams
 from trading.redis_server import free_port
-from trading.services.shell import serve, stop_tasks
+from trading.services.shell import serve
 from trading.settings import load_settings
 
 from .promql import GRAFANA_DIR, ROOT, defined_metric_names_in, metric_names, prometheus

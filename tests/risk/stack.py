@@ -16,6 +16,7 @@ import risk_management
 from ib_async import IB
 
 from tests.support import async_eventually
+from trading.aio import stop_tasks
 from trading.bus import (
     Alert,
     Bus,
@@ -33,7 +34,7 @@ from trading.bus import (
     SignalAction,
     Streams,
 )
-from trading.services.shell import serve, stop_tasks
+from trading.services.shell import serve
 from trading.settings import load_settings
 
 TLT_ID = 15547841

@@ -13,9 +13,9 @@ import data_ingestion
 import numpy as np
 import pytest
 
-import strategy as strategy_service
 from tests.strategy.scenario import filled_events
 from tests.support import async_eventually
+from trading.aio import stop_tasks
 from trading.bus import (
     Bus,
     Heartbeat,
@@ -33,7 +33,8 @@ from trading.bus import (
 )
 from trading.domain.spread import rolling_zscore_vec
 from trading.ibsim import SimConfig, SimulatedGateway
-from trading.services.shell import serve, stop_tasks
+from trading.services.shell import serve
+from trading.services.strategy import run as run_strategy
 from trading.settings import Settings, load_settings
 
 Z_WINDOW = 120
@@ -108,7 +109,7 @@ async def test_premium_blowout_on_ibsim_enters_then_exits_across_a_restart(redis
     ingestion = serve("data-ingestion", data_ingestion.main, settings, redis_url, 0)
     async with running(ingestion, approve_every_intent(bus)):
         await async_eventually(lambda: bus.get_latest(Keys.CHAIN, OptionChain), 60, what="chain")
-        first = serve("strategy", strategy_service.main, settings, redis_url, 0)
+        first = serve("strategy", run_strategy, settings, redis_url, 0)
         async with running(first):
             await async_eventually(
                 lambda: _count_at_least(spread_points(bus), Z_WINDOW // 2), 20, what="points"
@@ -143,7 +144,7 @@ async def test_premium_blowout_on_ibsim_enters_then_exits_across_a_restart(redis
         assert entry.action is SignalAction.ENTER_SHORT_SPREAD
         sides = {leg.kind: leg.side for leg in entry.legs}
         assert sides == {LegKind.STOCK: Side.SELL, LegKind.BUY_WRITE: Side.BUY}
-        second = serve("strategy", strategy_service.main, settings, redis_url, 0)
+        second = serve("strategy", run_strategy, settings, redis_url, 0)
         async with running(second):
             done = await async_eventually(
                 lambda: _count_at_least(intents(bus), 2), 40, what="exit after restart"
@@ -170,7 +171,7 @@ async def test_stale_data_stops_spread_points_and_fresh_data_resumes_them(redis_
     ingestion = serve("data-ingestion", data_ingestion.main, settings, redis_url, 0)
     async with running(ingestion):
         await async_eventually(lambda: bus.get_latest(Keys.CHAIN, OptionChain), 60, what="chain")
-        async with running(serve("strategy", strategy_service.main, settings, redis_url, 0)):
+        async with running(serve("strategy", run_strategy, settings, redis_url, 0)):
             await async_eventually(lambda: _count_at_least(spread_points(bus), 10), 20)
 
             gateway.faults.stop_market_data()
@@ -251,7 +252,7 @@ async def test_either_client_library_stamps_quotes_on_the_gateways_clock_and_get
         chain = await async_eventually(
             lambda: bus.get_latest(Keys.CHAIN, OptionChain), 60, what="chain"
         )
-        async with running(serve("strategy", strategy_service.main, settings, redis_url, 0)):
+        async with running(serve("strategy", run_strategy, settings, redis_url, 0)):
             points = await async_eventually(
                 lambda: _count_at_least(spread_points(bus), 10), 30, what="spread points"
             )

@@ -8,8 +8,8 @@ import httpx
 import pytest
 from fastapi import FastAPI
 
+from trading.dashboard.app import create_app
 from trading.settings import load_settings
-from visualization import create_app
 
 TOKEN = "s3cret-operator-token"
 

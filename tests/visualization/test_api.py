@@ -19,9 +19,9 @@ from tests.visualization.seed import (
 )
 from trading import bus as b
 from trading.bus import Keys, Streams
+from trading.dashboard.app import create_app
 from trading.dashboard.queries import quote_mid
 from trading.settings import load_settings
-from visualization import create_app
 
 PANELS = ("clock", "spread", "prices", "hedge", "option", "book", "risk", "health", "alerts")
 

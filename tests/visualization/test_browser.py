@@ -35,9 +35,9 @@ from tests.visualization.seed import (
 )
 from trading import bus as b
 from trading.bus import Bus
+from trading.dashboard.app import create_app
 from trading.redis_server import free_port
 from trading.settings import load_settings
-from visualization import create_app
 
 pytestmark = pytest.mark.browser
 

@@ -7,9 +7,9 @@ import pytest
 
 from tests.visualization.conftest import TOKEN
 from trading.bus import Command, Groups, OperatorCommand, Streams
+from trading.dashboard.app import create_app
 from trading.dashboard.controls import ControlsOff, Unauthorized, check_token
 from trading.settings import load_settings
-from visualization import create_app
 
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
 

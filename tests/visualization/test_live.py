@@ -10,10 +10,10 @@ import orjson
 
 from tests.visualization.seed import BAR_S, T0, publish_point, seed, spread_point
 from trading import bus as b
+from trading.aio import stop_tasks
 from trading.bus import Channels, Keys, Streams
 from trading.dashboard.live import sse_event
 from trading.dashboard.models import PanelName
-from trading.services.shell import stop_tasks
 
 
 def parse(event: bytes) -> tuple[str, dict | None]:

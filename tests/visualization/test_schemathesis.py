@@ -13,8 +13,8 @@ from prometheus_client import REGISTRY
 from tests.visualization.conftest import TOKEN
 from tests.visualization.seed import seed
 from trading.bus import Bus
+from trading.dashboard.app import create_app
 from trading.settings import load_settings
-from visualization import create_app
 
 
 async def _seed(url: str) -> None:

@@ -1,7 +1,7 @@
 """The strategy engine: bus messages in, spread points, signals and order intents out. No I/O.
 
-The live service (strategy/strategy.py) and the backtest drive this same object; nothing here
-reads a clock, a socket or Redis. Times come from the messages (``ts_exchange``) or the caller.
+The live service (trading/services/strategy.py) and the backtest drive this same object; nothing
+here reads a clock, a socket or Redis. Times come from the messages (``ts_exchange``) or the caller.
 
 API::
 
