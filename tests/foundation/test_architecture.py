@@ -84,6 +84,20 @@ def test_a_service_entry_file_is_a_thin_start_under_150_lines(entry):
     assert len(lines) < ENTRY_MAX_LINES, f"{entry} has {len(lines)} lines"
 
 
+MODULE_MAX_LINES = 800
+
+
+def test_no_module_of_the_package_is_over_800_lines():
+    """A module over 800 lines holds more than one kind of thing (issue 18): split it where
+    its kinds part, as hedge.py (estimators) and spread.py (the spread and its z-score) did."""
+    long = {
+        str(path.relative_to(ROOT)): n
+        for path in (ROOT / "trading").rglob("*.py")
+        if (n := len(path.read_text().splitlines())) > MODULE_MAX_LINES
+    }
+    assert long == {}
+
+
 # The client's names re-exported by the package (loaded with redis on first use).
 CLIENT = ("trading.bus.client", *(f"trading.bus.{name}" for name in sorted(bus._CLIENT)), "redis")
 
