@@ -37,6 +37,13 @@ class FeedConfig:
     bar_seconds: int = 60
 
 
+OPTION_COLUMNS = (
+    "bid", "ask", "implied_vol", "delta", "gamma", "vega_per_vol_point", "theta_per_day",
+    "underlying", "theo",
+)  # fmt: skip
+"""The model's option columns in the order `simulated_messages` unpacks them."""
+
+
 def premium_shock(model: MarketModel, when: datetime, premium_bp: float) -> None:
     """TLTW's premium jumps to ``premium_bp`` at ``when`` and mean-reverts (ibsim's fault)."""
     model.shock_premium(model.calendar.tau(when), premium_bp)
@@ -97,13 +104,13 @@ def simulated_messages(
                 ts=stamps[0] - 1.0,
             )
         close_index = pd.DatetimeIndex(closes)
-        option_frames = [
-            (option, model.option_quotes(close_index, _date(option.expiry), option.strike, "C"))
-            for option in subscribed
-        ]
-        option_rows = [
-            (option, frame_.to_numpy(), list(frame_.columns)) for option, frame_ in option_frames
-        ]
+        spots, epochs = model.spots_at(close_index)  # once for every option of the day
+        option_rows = []
+        for option in subscribed:
+            quotes = model.option_quotes_at(
+                close_index, spots, epochs, _date(option.expiry), option.strike, "C"
+            )
+            option_rows.append((option, quotes[list(OPTION_COLUMNS)].to_numpy().tolist()))
         tlt_bid = rows["tlt_bid"].to_numpy()
         tlt_ask = rows["tlt_ask"].to_numpy()
         tltw_bid = rows["tltw_bid"].to_numpy()
@@ -125,9 +132,8 @@ def simulated_messages(
                 ts,
             )
             yield EtfNav("TLTW", float(navs[i]), ts, ts)
-            for option, values, columns in option_rows:
-                row = dict(zip(columns, values[i], strict=True))
-                bid, ask = float(row["bid"]), float(row["ask"])
+            for option, values in option_rows:
+                bid, ask, iv, delta, gamma, vega, theta, underlying, theo = values[i]
                 if not (math.isfinite(bid) and math.isfinite(ask)) or ask <= 0:
                     continue
                 yield OptionQuote(
@@ -141,13 +147,13 @@ def simulated_messages(
                     ask=ask,
                     bid_size=10.0,
                     ask_size=10.0,
-                    implied_vol=float(row["implied_vol"]),
-                    delta=float(row["delta"]),
-                    gamma=float(row["gamma"]),
-                    vega_per_point=float(row["vega_per_vol_point"]),
-                    theta_per_day=float(row["theta_per_day"]),
-                    underlying_price=float(row["underlying"]),
-                    model_price=float(row["theo"]),
+                    implied_vol=iv,
+                    delta=delta,
+                    gamma=gamma,
+                    vega_per_point=vega,
+                    theta_per_day=theta,
+                    underlying_price=underlying,
+                    model_price=theo,
                     ts_exchange=ts,
                     ts_recv=ts,
                 )

@@ -347,14 +347,30 @@ class MarketModel:
         theta_per_day (per share; bid/ask a few cents around theo as in the live gateway).
         """
         index = pd.DatetimeIndex(times)
+        spots, epochs = self.spots_at(index)
+        return self.option_quotes_at(index, spots, epochs, expiry, strike, right)
+
+    def spots_at(self, index: pd.DatetimeIndex) -> tuple[np.ndarray, np.ndarray]:
+        """TLT's mid and the epoch second at each time, for `option_quotes_at` (computed once
+        for all the options quoted at the same times)."""
         # A quote at a session's close is that session's (not the next open's, gap included).
-        taus = np.array([self.calendar.tau_closing(t.to_pydatetime()) for t in index])
-        spots = np.array([self.tlt_mid(t) for t in taus])
-        epochs = np.array([self.calendar.epoch(t) for t in taus])
+        taus = [self.calendar.tau_closing(t.to_pydatetime()) for t in index]
+        spots = np.array([self.tlt_mid(t) for t in taus], dtype=float)
+        epochs = np.array([self.calendar.epoch(t) for t in taus], dtype=float)
+        return spots, epochs
+
+    def option_quotes_at(
+        self,
+        index: pd.DatetimeIndex,
+        spots: np.ndarray,
+        epochs: np.ndarray,
+        expiry: date,
+        strike: float,
+        right: str,
+    ) -> pd.DataFrame:
+        """`option_quotes` on the spots and epochs of `spots_at` (the same ``index``)."""
         tau_years = np.maximum(self.expiry_epoch(expiry) - epochs, 0.0) / SECONDS_PER_YEAR
-        vols = np.array(
-            [self.implied_vol(strike, s, t) for s, t in zip(spots, tau_years, strict=True)]
-        )
+        vols = np.asarray(self.implied_vol(strike, spots, tau_years), dtype=float)
         c = self.config
         g = bs.greeks_vec(spots, strike, tau_years, c.rate, c.div_yield, vols, right == "C")
         bid, ask = option_bid_ask(g["price"])
