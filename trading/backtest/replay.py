@@ -135,7 +135,9 @@ class Replay:
     def __init__(self, settings: Settings, fill_model: FillModel | None = None) -> None:
         self.settings = settings
         self.strategy = StrategyEngine.from_settings(settings)
-        self.execution = ExecutionEngine(settings.risk, stop_z=settings.strategy.stop_z)
+        self.execution = ExecutionEngine(
+            settings.risk, stop_z=settings.strategy.stop_z, pair=settings.pair_spec()
+        )
         self.fills = fill_model or FillModel()
         self.result = BacktestResult(settings)
         self._pending_marks: dict[int, Quote | OptionQuote] = {}
