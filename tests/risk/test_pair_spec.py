@@ -50,7 +50,7 @@ def entry(pair: PairSpec, units: int, shares: int):
             CALL_ID,
             "20261218",
             90.0,
-        ),  # fmt: skip
+        ),
         IntentLeg(LegKind.STOCK, pair.etf, Side.SELL, shares, 24.0, TLTW_ID),
     )
 
@@ -128,11 +128,18 @@ def test_the_engine_flattens_a_renamed_pair_with_its_own_symbols():
     legs = {leg.kind: leg for leg in flatten.legs}
     bw, stock = legs[LegKind.BUY_WRITE], legs[LegKind.STOCK]
     assert (bw.symbol, bw.side, bw.quantity, bw.con_id, bw.option_con_id) == (
-        "AAA", Side.SELL, 1, TLT_ID, CALL_ID,
-    )  # fmt: skip
+        "AAA",
+        Side.SELL,
+        1,
+        TLT_ID,
+        CALL_ID,
+    )
     assert (stock.symbol, stock.side, stock.quantity, stock.con_id) == (
-        "BBB", Side.BUY, 375, TLTW_ID,
-    )  # fmt: skip
+        "BBB",
+        Side.BUY,
+        375,
+        TLTW_ID,
+    )
 
 
 @pytest.mark.parametrize(("pair", "stops"), [(OTHER, 1), (PairSpec(), 0)])
@@ -141,9 +148,24 @@ def test_the_z_stop_reads_the_pairs_own_etf(pair, stops):
     e = entered_engine(OTHER)
     e.pair = pair  # the same book, the engine told one pair or the other
     point = SpreadPoint(
-        NOW, 88.4, 24.0, 1.0, 0.0, 0.01, 0.0, 0.001, 4.5, 2.0, 0.5, 4.0, "delta", "SHORT_SPREAD",
-        CALL_ID, 90.0, "20261218",
-    )  # fmt: skip
+        NOW,
+        88.4,
+        24.0,
+        1.0,
+        0.0,
+        0.01,
+        0.0,
+        0.001,
+        4.5,
+        2.0,
+        0.5,
+        4.0,
+        "delta",
+        "SHORT_SPREAD",
+        CALL_ID,
+        90.0,
+        "20261218",
+    )
     e.on_market(point)
     flattens = [i for i in submitted(e.tick(NOW)) if i.purpose is IntentPurpose.STOP]
     assert len(flattens) == stops
