@@ -265,8 +265,9 @@ class MonitoringSettings(_Group):
 
     interval_s: Positive = 1.0
     """How often the monitor reads Redis, refreshes its metrics and evaluates its alerts."""
-    symbols: tuple[str, ...] = ("TLT", "TLTW")
-    """Instruments whose quotes are watched for staleness (plus any in the data-health hash)."""
+    symbols: tuple[str, ...] | None = None
+    """Instruments whose quotes are watched for staleness (plus any in the data-health hash).
+    Unset: the pair's two stocks (TRADING_PAIR__UNDERLYING, TRADING_PAIR__ETF)."""
     quote_stale_after_s: Positive = 30.0
     """A quote not updated for this long (by its receive time) in market hours is stale."""
     market_hours_only: bool = True

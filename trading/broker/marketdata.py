@@ -458,7 +458,7 @@ class MarketDataLines:
             )
         return option_quote_from_ticker(
             ticker, line.option, ts_recv, self.cfg.max_implied_vol, delayed,
-            ts_exchange=ts_exchange,
+            self.pair.underlying, ts_exchange,
         )  # fmt: skip
 
     async def history_bars(self, contract: Any) -> list[tuple[float, float]] | None:

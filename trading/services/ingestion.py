@@ -662,6 +662,7 @@ class MarketDataFeed:
                 line.option, [c for _, c in usable],
                 [self._underlying_bars[t] for t, _ in usable], [t for t, _ in usable], now,
                 self.cfg.backfill_rate, self.cfg.backfill_div_yield, self.cfg.max_implied_vol,
+                self.md.pair.underlying,
             )  # fmt: skip
             messages.extend(quotes)
             dropped += len(bars) - len(usable)
