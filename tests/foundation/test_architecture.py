@@ -177,8 +177,6 @@ SPELLS_THE_PAIR = frozenset(
         "trading/backtest/csvfile.py",
         "trading/backtest/daily.py",
         "trading/backtest/ibsource.py",
-        "trading/backtest/metrics.py",
-        "trading/backtest/recorded.py",
         "trading/backtest/simfeed.py",
         "trading/dashboard/plots.py",
         "trading/dashboard/queries.py",
