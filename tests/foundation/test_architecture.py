@@ -176,7 +176,6 @@ SPELLS_THE_PAIR = frozenset(
         "trading/domain/hedge.py",  # a label of the delta breakdown
         "trading/backtest/csvfile.py",
         "trading/backtest/daily.py",
-        "trading/backtest/ibsource.py",
         "trading/backtest/simfeed.py",
         "trading/dashboard/plots.py",
         "trading/dashboard/queries.py",
