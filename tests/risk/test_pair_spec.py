@@ -8,9 +8,19 @@ import dataclasses
 
 import pytest
 
-from tests.risk.helpers import CALL_ID, NOW, TLT_ID, TLTW_ID, fill, intent, option, quote
+from tests.risk.helpers import (
+    CALL_ID,
+    NOW,
+    TLT_ID,
+    TLTW_ID,
+    fill,
+    intent,
+    option,
+    quote,
+    runaway_short_spread,
+)
 from tests.risk.test_engine import BW_MID, submitted
-from trading.bus import IntentLeg, IntentPurpose, LegKind, Side, SpreadPoint
+from trading.bus import IntentLeg, IntentPurpose, LegKind, Side
 from trading.domain.orders import StatusUpdate
 from trading.domain.pair import PairSpec
 from trading.execution.book import Book
@@ -147,25 +157,6 @@ def test_the_z_stop_reads_the_pairs_own_etf(pair, stops):
     # The book holds AAA/BBB; only the engine told that its ETF is BBB sees the short spread.
     e = entered_engine(OTHER)
     e.pair = pair  # the same book, the engine told one pair or the other
-    point = SpreadPoint(
-        NOW,
-        88.4,
-        24.0,
-        1.0,
-        0.0,
-        0.01,
-        0.0,
-        0.001,
-        4.5,
-        2.0,
-        0.5,
-        4.0,
-        "delta",
-        "SHORT_SPREAD",
-        CALL_ID,
-        90.0,
-        "20261218",
-    )
-    e.on_market(point)
+    e.on_market(runaway_short_spread())
     flattens = [i for i in submitted(e.tick(NOW)) if i.purpose is IntentPurpose.STOP]
     assert len(flattens) == stops
