@@ -16,6 +16,13 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from trading.domain.common import HedgeMethod, Preset
 from trading.domain.market_hours import REGULAR_SESSION_SECONDS
+from trading.domain.pair import (
+    DEFAULT_ETF,
+    DEFAULT_ETF_CON_ID,
+    DEFAULT_UNDERLYING,
+    DEFAULT_UNDERLYING_CON_ID,
+    PairSpec,
+)
 
 ENV_PREFIX = "TRADING_"
 ENV_DELIMITER = "__"
@@ -119,6 +126,20 @@ class IngestionSettings(_Group):
     """Continuous rate for the Greeks of backfilled option bars (IB has no historical Greeks)."""
     backfill_div_yield: float = 0.04
     """TLT's continuous dividend yield for the Greeks of backfilled option bars."""
+
+
+class PairSettings(_Group):
+    """The pair traded: its two stocks (the call's strike and roll rules are strategy settings;
+    `Settings.pair_spec` joins them into one `trading.domain.pair.PairSpec`)."""
+
+    underlying: str = DEFAULT_UNDERLYING
+    """The stock whose rolled covered call (buy-write) is one leg."""
+    etf: str = DEFAULT_ETF
+    """The ETF running that buy-write itself: the other leg."""
+    underlying_con_id: PositiveInt | None = DEFAULT_UNDERLYING_CON_ID
+    """IB's contract id of the underlying (the strategy's intents carry it)."""
+    etf_con_id: PositiveInt | None = DEFAULT_ETF_CON_ID
+    """IB's contract id of the ETF (the strategy's intents carry it)."""
 
 
 class StrategySettings(_Group):
@@ -244,8 +265,9 @@ class MonitoringSettings(_Group):
 
     interval_s: Positive = 1.0
     """How often the monitor reads Redis, refreshes its metrics and evaluates its alerts."""
-    symbols: tuple[str, ...] = ("TLT", "TLTW")
-    """Instruments whose quotes are watched for staleness (plus any in the data-health hash)."""
+    symbols: tuple[str, ...] | None = None
+    """Instruments whose quotes are watched for staleness (plus any in the data-health hash).
+    Unset: the pair's two stocks (TRADING_PAIR__UNDERLYING, TRADING_PAIR__ETF)."""
     quote_stale_after_s: Positive = 30.0
     """A quote not updated for this long (by its receive time) in market hours is stale."""
     market_hours_only: bool = True
@@ -327,6 +349,7 @@ class Settings(BaseSettings):
     metrics: MetricsSettings = MetricsSettings()
     log: LogSettings = LogSettings()
     ingestion: IngestionSettings = IngestionSettings()
+    pair: PairSettings = PairSettings()
     strategy: StrategySettings = StrategySettings()
     risk: RiskSettings = RiskSettings()
     sim: SimSettings = SimSettings()
@@ -347,6 +370,22 @@ class Settings(BaseSettings):
         if self.strategy.moneyness is not None:
             return self.strategy.moneyness
         return 1.02 if self.strategy.preset is Preset.REPLICA else 1.00
+
+    def pair_spec(self) -> PairSpec:
+        """The pair traded, as one value: the pair group's symbols and contract ids with the
+        strategy's pair id, moneyness and roll rule (ValueError naming a bad field)."""
+        p, st = self.pair, self.strategy
+        return PairSpec(
+            underlying=p.underlying,
+            etf=p.etf,
+            pair_id=st.pair_id,
+            moneyness=self.moneyness,
+            min_days_to_expiry=st.min_days_to_expiry,
+            roll_business_days_before_expiry=st.roll_business_days_before_expiry,
+            roll_strike_distance=st.roll_strike_distance,
+            underlying_con_id=p.underlying_con_id,
+            etf_con_id=p.etf_con_id,
+        )
 
     def ib_client_id(self, service: str) -> int:
         return self.ib.client_id if self.ib.client_id is not None else SERVICE_CLIENT_IDS[service]
@@ -381,6 +420,10 @@ def unsafe_settings(s: Settings) -> list[str]:
             f"{env_name('ib', 'port')}={s.ib.port} is a LIVE trading port; set "
             f"{env_name('ib', 'allow_live')}=true to trade real money (paper Gateway: 4002)"
         )
+    try:
+        s.pair_spec()
+    except ValueError as exc:
+        problems.append(f"the pair ({ENV_PREFIX}PAIR__*, {ENV_PREFIX}STRATEGY__*): {exc}")
     st = s.strategy
     if st.entry_z <= st.exit_z:
         problems.append(

@@ -167,3 +167,37 @@ KNOWN: dict[str, str] = {}
 )
 def test_no_layer_imports_what_it_must_never_reach(importer):
     assert _broken(importer, FORBIDDEN[importer]) == []
+
+
+PAIR_LITERALS = frozenset({"TLT", "TLTW"})
+SPELLS_THE_PAIR = frozenset(
+    {
+        "trading/domain/pair.py",  # the default pair, the one place it is named
+        "trading/domain/hedge.py",  # a label of the delta breakdown
+        "trading/backtest/csvfile.py",
+        "trading/backtest/daily.py",
+        "trading/backtest/simfeed.py",
+        "trading/dashboard/plots.py",
+        "trading/dashboard/queries.py",
+        "trading/ibsim/instruments.py",
+        "trading/ibsim/market.py",
+        "trading/ibsim/messages.py",
+        "trading/ibsim/session.py",
+    }
+)
+"""Modules still allowed to spell "TLT" or "TLTW" as a string literal (issue 18: the pair is
+one `PairSpec` from configuration). The list only shrinks: a module that stops spelling them
+must leave it, and no other module may start."""
+
+
+def test_only_the_listed_modules_spell_the_pair_as_literals():
+    spelling = set()
+    for path in (ROOT / "trading").rglob("*.py"):
+        tree = ast.parse(path.read_text())
+        if any(
+            isinstance(node, ast.Constant) and node.value in PAIR_LITERALS
+            for node in ast.walk(tree)
+        ):
+            spelling.add(str(path.relative_to(ROOT)))
+    assert sorted(spelling - SPELLS_THE_PAIR) == [], "take the symbols from the PairSpec"
+    assert sorted(SPELLS_THE_PAIR - spelling) == [], "no longer spells them: drop it from the list"

@@ -140,3 +140,27 @@ def test_an_edge_horizon_shorter_than_its_sample_spacing_is_refused(monkeypatch)
     monkeypatch.setenv("TRADING_STRATEGY__EDGE_HORIZON_SECONDS", "600")
     with pytest.raises(SettingsError, match="EDGE_HORIZON_SECONDS=600.0 is shorter"):
         load_settings()
+
+
+def test_pair_spec_defaults_are_todays_pair():
+    p = load_settings().pair_spec()
+    assert p.stocks == ("TLT", "TLTW") and p.pair_id == "TLTBW-TLTW"
+    assert (p.underlying_con_id, p.etf_con_id) == (15547841, 545186218)
+    assert (p.moneyness, p.min_days_to_expiry, p.roll_business_days_before_expiry) == (1.0, 20, 2)
+
+
+def test_pair_spec_joins_the_pair_and_strategy_groups(monkeypatch):
+    monkeypatch.setenv("TRADING_PAIR__UNDERLYING", "SPY")
+    monkeypatch.setenv("TRADING_PAIR__ETF", "XYLD")
+    monkeypatch.setenv("TRADING_PAIR__ETF_CON_ID", "99")
+    monkeypatch.setenv("TRADING_STRATEGY__PRESET", "replica")
+    monkeypatch.setenv("TRADING_STRATEGY__ROLL_STRIKE_DISTANCE", "0.03")
+    p = load_settings().pair_spec()
+    assert (p.underlying, p.etf, p.etf_con_id, p.moneyness) == ("SPY", "XYLD", 99, 1.02)
+    assert p.roll_strike_distance == 0.03
+
+
+def test_pair_with_one_symbol_twice_is_refused(monkeypatch):
+    monkeypatch.setenv("TRADING_PAIR__ETF", "TLT")
+    with pytest.raises(SettingsError, match="PairSpec.etf must differ from PairSpec.underlying"):
+        load_settings()

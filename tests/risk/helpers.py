@@ -12,6 +12,7 @@ from trading.bus import (
     Quote,
     Side,
     SignalAction,
+    SpreadPoint,
 )
 
 TLT_ID = 15547841
@@ -100,3 +101,11 @@ def fill(
         mult,
         commission,
     )
+
+
+def runaway_short_spread(ts: float = NOW) -> SpreadPoint:
+    """A short spread whose z (4.5) is past the default stop band (4.0)."""
+    return SpreadPoint(
+        ts, 88.4, 24.0, 1.0, 0.0, 0.01, 0.0, 0.001, 4.5, 2.0, 0.5, 4.0, "delta", "SHORT_SPREAD",
+        CALL_ID, 90.0, "20261218",
+    )  # fmt: skip

@@ -14,6 +14,7 @@ from tests.risk.helpers import (
     intent,
     option,
     quote,
+    runaway_short_spread,
     tltw_leg,
 )
 from trading.bus import (
@@ -23,7 +24,6 @@ from trading.bus import (
     LegKind,
     OperatorCommand,
     Side,
-    SpreadPoint,
 )
 from trading.domain.orders import StatusUpdate
 from trading.domain.risk import TradingState
@@ -83,26 +83,7 @@ def test_pair_stop_loss_flattens_both_legs():
 def test_z_stop_flattens_a_short_spread_when_z_runs_away():
     e = engine()
     enter(e)
-    point = SpreadPoint(
-        NOW,
-        88.4,
-        24.0,
-        1.0,
-        0.0,
-        0.01,
-        0.0,
-        0.001,
-        4.5,
-        2.0,
-        0.5,
-        4.0,
-        "delta",
-        "SHORT_SPREAD",
-        CALL_ID,
-        90.0,
-        "20261218",
-    )
-    e.on_market(point)
+    e.on_market(runaway_short_spread())
     (flatten,) = submitted(e.tick(NOW))
     assert flatten.purpose is IntentPurpose.STOP
 

@@ -35,7 +35,7 @@ def fitted_manager(phi: float = 0.9, bars: int = 400, **strategy) -> PairManager
     return manager
 
 
-QUOTES = {"TLT": (89.99, 90.01), "TLTW": (24.99, 25.01), "call": (1.48, 1.52)}
+QUOTES = {"underlying": (89.99, 90.01), "etf": (24.99, 25.01), "call": (1.48, 1.52)}
 
 
 def cheap_bar(beta: float, distance: float = -0.005) -> BarContext:

@@ -322,6 +322,7 @@ def _run_ib(
         strike_low=low,
         strike_high=high,
         rules=PacingRules(window_limit=args.requests_per_10min),
+        pair=settings.pair_spec(),
     )
     extra = read_extra(args.extra_csv) if args.extra_csv else []
     tape = fetch_history(ib_settings, client_id, request, progress=progress)

@@ -35,6 +35,7 @@ from typing import Any
 
 from trading.bus import Fill, IntentLeg, LegKind, OrderIntent, Side
 from trading.domain.costs import CommissionSchedule
+from trading.domain.pair import DEFAULT_UNDERLYING
 from trading.execution.marks import Marks
 from trading.ibsim.config import SimConfig
 
@@ -114,7 +115,7 @@ class FillModel:
         spot: float,
         stock_con_id: int,
         now: float,
-        stock_symbol: str = "TLT",
+        stock_symbol: str = DEFAULT_UNDERLYING,
     ) -> tuple[Fill, ...]:
         """The executions that settle ``quantity`` contracts (signed: > 0 long) of a call at
         its expiry with the underlying at ``spot`` (see the module docstring).

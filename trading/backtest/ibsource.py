@@ -58,13 +58,13 @@ from trading.broker.translate import bar_end_time, option_quotes_from_bars
 from trading.bus import ChainOption, Dividends, EtfNav, Message, OptionChain, OptionQuote, Quote
 from trading.domain.market_hours import EXCHANGE_TIMEZONE, MarketCalendar, Session, market_calendar
 from trading.domain.options import monthly_expiry
+from trading.domain.pair import PairSpec
 
 BAR_SIZE = "1 min"
 BAR_SECONDS = 60.0
 DURATION = "1 D"
 SIDES = ("BID", "ASK")
-STOCKS = ("TLT", "TLTW")
-UNDERLYING = "TLT"
+DEFAULT_PAIR = PairSpec()
 STAMP_BEFORE_BAR_END_S = 0.5
 """Messages are stamped half a second before the bar's end, as the sim source does: the
 replayed strategy closes a bar when the next bar's first message arrives."""
@@ -88,6 +88,8 @@ class IBHistoryRequest:
     pacing_retries: int = 4
     pacing_backoff_s: float = 30.0
     rules: PacingRules = field(default_factory=PacingRules)
+    pair: PairSpec = DEFAULT_PAIR
+    """The pair whose two stocks and underlying's calls are fetched."""
 
     def __post_init__(self) -> None:
         if self.end < self.start:
@@ -141,6 +143,8 @@ class HistoryTape:
     bars: dict[BarKey, np.ndarray]
     missing: tuple[MissingData, ...] = ()
     requests: int = 0
+    pair: PairSpec = DEFAULT_PAIR
+    """The pair fetched (its underlying prices the options' Greeks)."""
 
 
 @dataclass(slots=True)
@@ -307,16 +311,17 @@ def tape_messages(
 
     for message in extra:
         add(_message_ts(message), 0, message)
-    tlt_id = tape.stock_con_ids[UNDERLYING]
+    underlying_symbol = tape.pair.underlying
+    tlt_id = tape.stock_con_ids[underlying_symbol]
     for session in tape.sessions:
         day = session.day
         stock_quotes = {
             symbol: _stock_quotes(symbol, con_id, *_closes(tape, con_id, day), stats)
             for symbol, con_id in tape.stock_con_ids.items()
         }
-        underlying = stock_quotes.get(UNDERLYING, {})
+        underlying = stock_quotes.get(underlying_symbol, {})
         spots = {end: (q.bid + q.ask) / 2 for end, q in underlying.items()}
-        for rank, symbol in enumerate(STOCKS, start=1):
+        for rank, symbol in enumerate(tape.pair.stocks, start=1):
             for quote in stock_quotes.get(symbol, {}).values():
                 add(quote.ts_exchange, rank, quote)
         quoted: list[ChainOption] = []
@@ -342,7 +347,7 @@ def tape_messages(
                 open_quote.ts_exchange - 1.0,
                 0,
                 OptionChain(
-                    underlying=UNDERLYING,
+                    underlying=underlying_symbol,
                     underlying_con_id=tlt_id,
                     expiries=expiries,
                     strikes=tuple(strikes),
@@ -432,12 +437,12 @@ class HistoryFetcher:
         bars: dict[BarKey, np.ndarray] = {}
         self._plan_more(len(sessions) * len(stocks) * len(SIDES))
         for session in sessions:
-            for symbol in STOCKS:
+            for symbol in request.pair.stocks:
                 for side in SIDES:
                     found = await self._bars(stocks[symbol], symbol, session, side)
                     if found is not None:
                         bars[(stocks[symbol].conId, side, session.day)] = found
-        tlt_id = stocks[UNDERLYING].conId
+        tlt_id = stocks[request.pair.underlying].conId
         opens = {
             s.day: (bars[(tlt_id, "BID", s.day)][0, 1] + bars[(tlt_id, "ASK", s.day)][0, 1]) / 2
             for s in sessions
@@ -486,7 +491,7 @@ class HistoryFetcher:
             session_options[session.day] = tuple(requested)
         return HistoryTape(
             sessions=tuple(sessions),
-            stock_con_ids={s: stocks[s].conId for s in STOCKS},
+            stock_con_ids={s: stocks[s].conId for s in request.pair.stocks},
             options=options,
             listed_strikes=listed,
             session_expiries=expiries_by_day,
@@ -494,6 +499,7 @@ class HistoryFetcher:
             bars=bars,
             missing=tuple(self.missing),
             requests=self.requests,
+            pair=request.pair,
         )
 
     def _module(self) -> Any:
@@ -503,7 +509,7 @@ class HistoryFetcher:
 
     async def _qualify_stocks(self) -> dict[str, Any]:
         module = self._module()
-        contracts = {s: module.Stock(s, "SMART", "USD") for s in STOCKS}
+        contracts = {s: module.Stock(s, "SMART", "USD") for s in self.request.pair.stocks}
         await self.ib.qualifyContractsAsync(*contracts.values())
         for symbol, contract in contracts.items():
             if not contract.conId:
@@ -511,12 +517,14 @@ class HistoryFetcher:
         return contracts
 
     async def _qualify_expiries(self, expiries: Sequence[str]) -> dict[str, dict[float, Any]]:
-        """Every TLT call of each expiry by strike; an expiry IB lists no contracts for is
-        recorded as missing (expired options are not served to most accounts)."""
+        """Every call of the underlying for each expiry by strike; an expiry IB lists no
+        contracts for is recorded as missing (expired options are not served to most
+        accounts)."""
         module = self._module()
+        underlying = self.request.pair.underlying
         out: dict[str, dict[float, Any]] = {}
         for expiry in expiries:
-            query = module.Option(UNDERLYING, expiry, 0.0, "C", "SMART", "100", "USD")
+            query = module.Option(underlying, expiry, 0.0, "C", "SMART", "100", "USD")
             query.includeExpired = True
             errors = self._collect_errors(query)
             try:
@@ -526,7 +534,7 @@ class HistoryFetcher:
             found = {
                 float(d.contract.strike): d.contract
                 for d in details or []
-                if d.contract.tradingClass in ("", UNDERLYING)
+                if d.contract.tradingClass in ("", underlying)
                 and str(d.contract.lastTradeDateOrContractMonth).startswith(expiry)
             }
             if found:
@@ -534,7 +542,7 @@ class HistoryFetcher:
             else:
                 code, message = errors.first() or (None, "no contracts listed")
                 self.missing.append(
-                    MissingData(f"{UNDERLYING} {expiry} calls", None, "contracts", code, message)
+                    MissingData(f"{underlying} {expiry} calls", None, "contracts", code, message)
                 )
         return out
 

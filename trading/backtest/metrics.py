@@ -156,6 +156,7 @@ def round_trips(result: BacktestResult) -> list[RoundTrip]:
     opened: tuple[float, float, float, float] | None = None  # ts, P&L, commissions, costs
     commissions = costs = tltw_notional = 0.0
     last_total = 0.0
+    etf = result.settings.pair_spec().etf
     for fill in result.fills:
         if fill.sec_type == "BAG":
             continue
@@ -182,7 +183,7 @@ def round_trips(result: BacktestResult) -> list[RoundTrip]:
         commissions += fill.commission
         mid = result.fill_mids.get(fill.exec_id, fill.price)
         costs += fill.commission + abs(fill.price - mid) * fill.quantity * fill.multiplier
-        if fill.symbol == "TLTW" and fill.sec_type == "STK":
+        if fill.symbol == etf and fill.sec_type == "STK":
             tltw_notional = max(tltw_notional, abs(position.quantity) * fill.price)
         total = book.pair_pnl(marks, distributions=paid, as_of=day).total_pnl_usd
         last_total = total

@@ -24,7 +24,7 @@ tape is a faithful replay only while the live data stayed healthy.
 
 API::
 
-    tape = await read_tape(bus)                           # or read_tape_url(redis_url)
+    tape = await read_tape(bus, pair=settings.pair_spec())  # or read_tape_url(redis_url)
     run = backtest_recorded(settings, tape)               # trading.backtest.run
 """
 
@@ -46,10 +46,10 @@ from trading.bus import (
     StreamEntry,
     Streams,
 )
+from trading.domain.pair import PairSpec
 
 READ_BATCH = 10_000
-STOCKS = ("TLT", "TLTW")
-ETF = "TLTW"
+DEFAULT_PAIR = PairSpec()
 
 
 @dataclass(frozen=True, slots=True)
@@ -86,11 +86,12 @@ async def _read_all(bus: Bus, stream: str, until_id: str = "+") -> list[Message]
         after = entries[-1].entry_id
 
 
-async def _history_streams(bus: Bus) -> list[str]:
-    """TLT, TLTW, then every other instrument's history stream (the options, by conId)."""
+async def _history_streams(bus: Bus, stocks: tuple[str, str]) -> list[str]:
+    """The pair's two stocks, then every other instrument's history stream (the options, by
+    conId)."""
     pattern = Streams.history("*")
     found = sorted({key.decode() async for key in bus.redis.scan_iter(match=pattern)})
-    first = [Streams.history(symbol) for symbol in STOCKS]
+    first = [Streams.history(symbol) for symbol in stocks]
     return [s for s in first if s in found] + [s for s in found if s not in first]
 
 
@@ -100,8 +101,10 @@ async def first_live_bar_end(bus: Bus) -> float | None:
     return oldest[0].message.ts if oldest else None
 
 
-async def read_tape(bus: Bus, live_from_ts: float | None = None) -> RecordedTape:
-    """Read the recorded tape (see the module docstring).
+async def read_tape(
+    bus: Bus, live_from_ts: float | None = None, pair: PairSpec = DEFAULT_PAIR
+) -> RecordedTape:
+    """Read the recorded tape of ``pair`` (see the module docstring).
 
     ``live_from_ts``: the end of the first bar closed live; by default the oldest entry of the
     spread stream (capped at 50,000 bars: pass it explicitly for a longer recording).
@@ -112,14 +115,15 @@ async def read_tape(bus: Bus, live_from_ts: float | None = None) -> RecordedTape
     older than those the live strategy closed it on (seen in the parity test)."""
     cut = await bus.stream_cut()
     quotes: list[Message] = []
-    for stream in await _history_streams(bus):
+    for stream in await _history_streams(bus, pair.stocks):
         quotes += [
             m for m in await _read_all(bus, stream, cut) if isinstance(m, Quote | OptionQuote)
         ]
-    navs = [m for m in await _read_all(bus, Streams.nav_history(ETF), cut) if isinstance(m, EtfNav)]
+    nav_stream = Streams.nav_history(pair.etf)
+    navs = [m for m in await _read_all(bus, nav_stream, cut) if isinstance(m, EtfNav)]
     dividends = [
         m
-        for symbol in STOCKS
+        for symbol in pair.stocks
         for m in await _read_all(bus, Streams.dividends_history(symbol), cut)
         if isinstance(m, Dividends)
     ]
@@ -133,7 +137,7 @@ async def read_tape(bus: Bus, live_from_ts: float | None = None) -> RecordedTape
     before = sorted((m for m in quotes + navs if message_time(m) < live_from_ts), key=message_time)
     seeded = [
         d
-        for symbol in STOCKS
+        for symbol in pair.stocks
         for d in _latest_before([x for x in dividends if x.symbol == symbol], live_from_ts)
     ]
     after = sorted(
@@ -148,13 +152,15 @@ def _latest_before(messages: list, ts: float) -> list:
     return sorted(earlier, key=message_time)[-1:]  # stable: the last recorded of a tie
 
 
-def read_tape_url(redis_url: str, live_from_ts: float | None = None) -> RecordedTape:
+def read_tape_url(
+    redis_url: str, live_from_ts: float | None = None, pair: PairSpec = DEFAULT_PAIR
+) -> RecordedTape:
     """`read_tape` from a Redis URL, for scripts and tests (opens and closes its own bus)."""
 
     async def run() -> RecordedTape:
         bus = await Bus.connect(redis_url, "recorded-tape", attempts=5)
         try:
-            return await read_tape(bus, live_from_ts)
+            return await read_tape(bus, live_from_ts, pair)
         finally:
             await bus.close()
 

@@ -135,7 +135,9 @@ class Replay:
     def __init__(self, settings: Settings, fill_model: FillModel | None = None) -> None:
         self.settings = settings
         self.strategy = StrategyEngine.from_settings(settings)
-        self.execution = ExecutionEngine(settings.risk, stop_z=settings.strategy.stop_z)
+        self.execution = ExecutionEngine(
+            settings.risk, stop_z=settings.strategy.stop_z, pair=settings.pair_spec()
+        )
         self.fills = fill_model or FillModel()
         self.result = BacktestResult(settings)
         self._pending_marks: dict[int, Quote | OptionQuote] = {}
@@ -198,8 +200,9 @@ class Replay:
         """See `BacktestResult.nominal_cost_bp` (NaN when a quote or the hedge is missing)."""
         points = self.result.spread_points
         marks = self.execution.marks
-        tlt = marks.get(marks.con_id_by_symbol.get("TLT", 0))
-        tltw = marks.get(marks.con_id_by_symbol.get("TLTW", 0))
+        pair = self.execution.pair
+        tlt = marks.get(marks.con_id_by_symbol.get(pair.underlying, 0))
+        tltw = marks.get(marks.con_id_by_symbol.get(pair.etf, 0))
         call = marks.get(points[-1].call_con_id) if points else None
         if tlt is None or tltw is None or call is None:
             return math.nan
@@ -377,12 +380,16 @@ class Replay:
             expiry, strike = known
             if now < self._close_of(expiry):
                 continue
-            stock_id = execution.marks.con_id_by_symbol.get("TLT")
+            underlying = execution.pair.underlying
+            stock_id = execution.marks.con_id_by_symbol.get(underlying)
             spot = None if stock_id is None else execution.marks.mid(stock_id)
             if stock_id is None or spot is None:
-                raise ValueError(f"no TLT quote to settle option conId {con_id} at its expiry")
+                raise ValueError(
+                    f"no {underlying} quote to settle option conId {con_id} at its expiry"
+                )
             option = ExpiringOption(con_id, meta.symbol, meta.local_symbol, expiry, strike)
-            for fill in self.fills.settle_expiry(option, quantity, spot, stock_id, now):
+            fills = self.fills.settle_expiry(option, quantity, spot, stock_id, now, underlying)
+            for fill in fills:
                 if execution.on_fill(fill):
                     self.strategy.on_fill(fill)
                     self.result.fills.append(fill)

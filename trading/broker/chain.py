@@ -1,5 +1,6 @@
-"""TLT's option chain at IB: which expiries and strikes the feed subscribes, and the requests
-that find their contracts.
+"""The underlying's option chain at IB (TLT's by default): which expiries and strikes the feed
+subscribes, and the requests that find their contracts. The symbols are the pair's
+(`trading.domain.pair.PairSpec`), passed in by the caller.
 
 The choices (expiries, the strike window, when to re-centre, the line budget shared with held
 options) are pure functions with unit tests; `qualify_stocks`, `load_chain` and
@@ -18,10 +19,6 @@ from typing import Any
 from trading.broker.translate import chain_option_from_contract
 from trading.bus import Position
 from trading.domain.options import is_standard_monthly
-
-UNDERLYING = "TLT"
-ETF = "TLTW"
-
 
 # Pure: expiries, strikes, re-centring, line budget ----------------------------------------------
 
@@ -148,13 +145,14 @@ class Chain:
     calls: dict[str, dict[float, Any]] = field(default_factory=dict)  # expiry -> strike -> Contract
 
 
-async def qualify_stocks(ib: Any, library: Any) -> dict[str, Any]:
-    """TLT and TLTW qualified at IB (SMART, USD), by symbol; ConnectionError when IB cannot say
-    what they are right now (reconnecting retries with backoff)."""
-    wanted = [library.Stock(UNDERLYING, "SMART", "USD"), library.Stock(ETF, "SMART", "USD")]
+async def qualify_stocks(ib: Any, library: Any, symbols: Sequence[str]) -> dict[str, Any]:
+    """The pair's stocks (``symbols``: underlying, ETF) qualified at IB (SMART, USD), by
+    symbol; ConnectionError when IB cannot say what they are right now (reconnecting retries
+    with backoff)."""
+    wanted = [library.Stock(symbol, "SMART", "USD") for symbol in symbols]
     qualified = await ib.qualifyContractsAsync(*wanted)
     found = {c.symbol: c for c in qualified if c is not None and c.conId}
-    missing = [s for s in (UNDERLYING, ETF) if s not in found]
+    missing = [s for s in symbols if s not in found]
     if missing:
         raise ConnectionError(f"could not qualify {missing} with IB")
     return found
@@ -163,12 +161,14 @@ async def qualify_stocks(ib: Any, library: Any) -> dict[str, Any]:
 async def load_chain(
     ib: Any, library: Any, tlt: Any, today: date, count: int, log: logging.Logger
 ) -> Chain:
-    """TLT's chain from IB's sec-def parameters (SMART preferred) and the calls of the first
-    `count` monthly expiries on or after `today`, one contract-details request per expiry."""
-    params = await ib.reqSecDefOptParamsAsync(UNDERLYING, "", "STK", tlt.conId)
+    """The chain of ``tlt`` (the underlying's qualified stock Contract) from IB's sec-def
+    parameters (SMART preferred) and the calls of the first `count` monthly expiries on or
+    after `today`, one contract-details request per expiry."""
+    underlying = tlt.symbol
+    params = await ib.reqSecDefOptParamsAsync(underlying, "", "STK", tlt.conId)
     chosen = [p for p in params if p.exchange == "SMART"] or list(params)
     if not chosen:
-        raise ConnectionError("IB returned no option chain for TLT")
+        raise ConnectionError(f"IB returned no option chain for {underlying}")
     expiries = sorted({e for p in chosen for e in p.expirations})
     strikes = sorted({float(k) for p in chosen for k in p.strikes})
     selected = select_expiries(expiries, today, count)
@@ -176,7 +176,7 @@ async def load_chain(
     for expiry in selected:
         # One request per expiry lists the strikes that really exist for it (the sec-def
         # strikes are the union over all expiries) with their conIds.
-        pattern = library.Option(UNDERLYING, expiry, 0.0, "C", "SMART", currency="USD")
+        pattern = library.Option(underlying, expiry, 0.0, "C", "SMART", currency="USD")
         details = await ib.reqContractDetailsAsync(pattern)
         calls[expiry] = {
             float(d.contract.strike): d.contract

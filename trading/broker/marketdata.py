@@ -23,8 +23,6 @@ from typing import Any
 from prometheus_client import Counter, Gauge
 
 from trading.broker.chain import (
-    ETF,
-    UNDERLYING,
     Chain,
     contract_order,
     load_chain,
@@ -182,6 +180,8 @@ class MarketDataLines:
     ) -> None:
         self.settings = settings
         self.cfg = settings.ingestion
+        self.pair = settings.pair_spec()
+        """The pair whose two stocks (and the underlying's calls) these lines carry."""
         self.lib = library
         self.log = log
         self.clock = clock
@@ -237,9 +237,10 @@ class MarketDataLines:
             event += handler
         ib.reqMarketDataType(self.market_data_type())
         await self.sample_gateway_clock(ib)
-        self.stocks = await qualify_stocks(ib, self.lib)
-        self.subscribe(Line(UNDERLYING, self.stocks[UNDERLYING], generic_ticks=STOCK_GENERIC_TICKS))
-        self.subscribe(Line(ETF, self.stocks[ETF], generic_ticks=ETF_GENERIC_TICKS))
+        underlying, etf = self.pair.stocks
+        self.stocks = await qualify_stocks(ib, self.lib, self.pair.stocks)
+        self.subscribe(Line(underlying, self.stocks[underlying], generic_ticks=STOCK_GENERIC_TICKS))
+        self.subscribe(Line(etf, self.stocks[etf], generic_ticks=ETF_GENERIC_TICKS))
 
     def disconnected(self) -> None:
         self.connected = False
@@ -250,14 +251,15 @@ class MarketDataLines:
 
     async def load_chain(self) -> None:
         self.chain = await load_chain(
-            self.ib, self.lib, self.stocks[UNDERLYING], self.exchange_today(), self.cfg.expiries,
+            self.ib, self.lib, self.stocks[self.pair.underlying], self.exchange_today(),
+            self.cfg.expiries,
             self.log,
         )  # fmt: skip
 
     async def roll_chain(self) -> bool:
         """After an expiry (IB's date past the front one), load the chain again; True when it
         did (the caller re-centres: the next expiry's calls are not subscribed yet)."""
-        if not self.chain.calls or self.ib is None or UNDERLYING not in self.stocks:
+        if not self.chain.calls or self.ib is None or self.pair.underlying not in self.stocks:
             return False
         today = self.exchange_today()
         wanted = select_expiries(self.chain.expiries, today, self.cfg.expiries)
@@ -382,8 +384,8 @@ class MarketDataLines:
         window_strikes = {float(window_contracts[c].strike) for c in kept}
         self.centre = nearest_strike(sorted(window_strikes or {k for _, k in ranked}), spot)
         chain = OptionChain(
-            underlying=UNDERLYING,
-            underlying_con_id=self.stocks[UNDERLYING].conId,
+            underlying=self.pair.underlying,
+            underlying_con_id=self.stocks[self.pair.underlying].conId,
             expiries=self.chain.expiries,
             strikes=self.chain.strikes,
             subscribed=tuple(  # the window only: held-only contracts are not strikes to write
@@ -456,7 +458,7 @@ class MarketDataLines:
             )
         return option_quote_from_ticker(
             ticker, line.option, ts_recv, self.cfg.max_implied_vol, delayed,
-            ts_exchange=ts_exchange,
+            self.pair.underlying, ts_exchange,
         )  # fmt: skip
 
     async def history_bars(self, contract: Any) -> list[tuple[float, float]] | None:

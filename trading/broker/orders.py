@@ -28,6 +28,7 @@ from typing import Any
 import ib_async
 
 from trading.bus import IntentLeg, LegKind, OrderIntent, Side
+from trading.domain.pair import DEFAULT_UNDERLYING
 
 __all__ = [
     "BAG_CON_ID",
@@ -76,7 +77,10 @@ def stock_contract(symbol: str, con_id: int, lib: ModuleType = ib_async) -> Any:
 
 
 def buy_write_contract(
-    stock_con_id: int, call_con_id: int, symbol: str = "TLT", lib: ModuleType = ib_async
+    stock_con_id: int,
+    call_con_id: int,
+    symbol: str = DEFAULT_UNDERLYING,
+    lib: ModuleType = ib_async,
 ) -> Any:
     """The BAG: BUY 100 shares + SELL 1 call per unit (a covered call as one combo)."""
     if stock_con_id <= 0:

@@ -25,6 +25,7 @@ from trading.bus import ChainOption, Dividends, EtfNav, OptionQuote, Quote
 from trading.domain import black_scholes as bs
 from trading.domain.market_hours import EXCHANGE_TIMEZONE
 from trading.domain.options import EXPIRY_CLOSE_TIME
+from trading.domain.pair import DEFAULT_UNDERLYING
 
 NOT_COMPUTED_GREEK = -2.0
 NOT_COMPUTED_VALUE = -1.0
@@ -334,7 +335,7 @@ def option_quote_from_ticker(
     ts_recv: float,
     max_implied_vol: float,
     delayed: bool = False,
-    underlying: str = "TLT",
+    underlying: str = DEFAULT_UNDERLYING,
     ts_exchange: float | None = None,
 ) -> OptionQuote:
     """An option's top of book with IB's model Greeks, or BadTick (``ts_exchange`` as in
@@ -477,7 +478,7 @@ def option_quotes_from_bars(
     rate: float,
     div_yield: float,
     max_implied_vol: float,
-    underlying: str = "TLT",
+    underlying: str = DEFAULT_UNDERLYING,
 ) -> tuple[list[OptionQuote], int]:
     """Backfilled option quotes from MIDPOINT bars of the option and of its underlying at the
     same bar ends: bid = ask = the option's mid, implied vol solved from it and Greeks from

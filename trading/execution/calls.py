@@ -34,6 +34,7 @@ from trading.bus import (
 )
 from trading.domain.market_hours import MarketCalendar
 from trading.domain.options import early_assignment_risk
+from trading.domain.pair import DEFAULT_UNDERLYING, PairSpec
 from trading.execution.book import Holding
 from trading.execution.intents import marketable_price
 from trading.execution.marks import Marks
@@ -44,6 +45,9 @@ __all__ = [
     "settlement_intent",
     "settlement_rebalance",
 ]
+
+
+DEFAULT_PAIR = PairSpec()
 
 
 def _yyyymmdd(text: str) -> date:
@@ -59,10 +63,11 @@ def call_close_reason(
     sessions_before_expiry: int,
     calendar: MarketCalendar,
     marks: Marks,
+    underlying: str = DEFAULT_UNDERLYING,
 ) -> str:
     """Why the pair holding this call (``expiry_text`` YYYYMMDD, ``strike``) must be closed on
     ``as_of``: the expiry backstop (a short or a long call) or a likely early assignment (a
-    short call only); "" when it may be held."""
+    short call only, against ``underlying``'s next dividend); "" when it may be held."""
     held = "short" if holding.quantity < 0 else "long"
     expiry = _yyyymmdd(expiry_text)
     sessions = sessions_before_expiry
@@ -72,8 +77,8 @@ def call_close_reason(
             f"{held} call {holding.local_symbol} expires {expiry} and was not rolled "
             f"by {deadline}: closing pair {pair}"
         )
-    dividend = marks.dividends.get("TLT")
-    tlt_id = marks.con_id_by_symbol.get("TLT")
+    dividend = marks.dividends.get(underlying)
+    tlt_id = marks.con_id_by_symbol.get(underlying)
     if (
         holding.quantity < 0
         and dividend is not None
@@ -118,6 +123,7 @@ def settlement_rebalance(
     units_after: float,
     marks: Marks,
     aggressiveness_bp: float,
+    pair_spec: PairSpec = DEFAULT_PAIR,
 ) -> SettlementRebalance:
     """TLTW cut to ``units_after / units_before`` of its holding, TLT to -100 x (net contracts
     left); a target on the other side of a holding closes it, no more."""
@@ -128,14 +134,17 @@ def settlement_rebalance(
     for h in holdings:
         if h.sec_type != "STK":
             continue
-        target = tlt_target if h.symbol == "TLT" else h.quantity * units_after / units_before
+        if h.symbol == pair_spec.underlying:
+            target = tlt_target
+        else:
+            target = h.quantity * units_after / units_before
         # Reduce only: a target on the other side of the holding closes it, no more.
         if target * h.quantity <= 0:
             target = 0.0
         elif abs(target) > abs(h.quantity):
             target = h.quantity
         excess = round(h.quantity - target)
-        if h.symbol == "TLTW":
+        if h.symbol == pair_spec.etf:
             tltw_kept = abs(h.quantity - excess)
         if excess == 0:
             continue

@@ -3,7 +3,8 @@
 The live service and the backtest drive the same object; only the fill source differs (IB
 through `trading.broker.execution`, or a simulated fill model).
 
-    engine = ExecutionEngine(settings.risk, stop_z=settings.strategy.stop_z)
+    engine = ExecutionEngine(settings.risk, stop_z=settings.strategy.stop_z,
+                             pair=settings.pair_spec())   # the pair's symbols (default TLT/TLTW)
     engine.on_market(msg)                        # Quote / OptionQuote / DataHealth / SpreadPoint
     decision = engine.decide(intent, now)        # RiskDecision; approved legs are now PLACING
     engine.order_sent(intent_id, leg_index, order_id, now)   # the order id, before placeOrder
@@ -64,6 +65,7 @@ from trading.bus import (
     Severity,
 )
 from trading.domain.orders import StatusUpdate
+from trading.domain.pair import PairSpec
 from trading.domain.risk import RiskCode
 from trading.execution.book import Book, BrokerPosition
 from trading.execution.calls import call_close_reason, settlement_intent, settlement_rebalance
@@ -135,6 +137,8 @@ class ExecutionEngine:
     stop_z: float = 4.0
     aggressiveness_bp: float = 25.0
     """How far past the mid risk-made orders are priced (must stay inside price_band_bp)."""
+    pair: PairSpec = field(default_factory=PairSpec)
+    """The pair traded: its underlying and ETF symbols, the engine's only source for them."""
     marks: Marks = field(default_factory=Marks)
     book: Book = field(default_factory=Book)
     tracker: OrderTracker = field(default_factory=OrderTracker)
@@ -160,7 +164,7 @@ class ExecutionEngine:
     gate: RiskGate = field(init=False)
 
     def __post_init__(self) -> None:
-        self.gate = RiskGate(self.limits)
+        self.gate = RiskGate(self.limits, pair=self.pair)
         if not 0 < self.aggressiveness_bp < self.limits.price_band_bp:
             raise ValueError(
                 f"aggressiveness_bp={self.aggressiveness_bp!r} must be inside "
@@ -466,7 +470,15 @@ class ExecutionEngine:
                 expiry_text, strike = self.options[h.con_id]
                 sessions = self.limits.close_short_call_sessions_before_expiry
                 why = call_close_reason(
-                    pair, h, expiry_text, strike, as_of, sessions, self.gate.calendar, self.marks
+                    pair,
+                    h,
+                    expiry_text,
+                    strike,
+                    as_of,
+                    sessions,
+                    self.gate.calendar,
+                    self.marks,
+                    self.pair.underlying,
                 )
                 if why:
                     actions.extend(self._flatten(pair, now, IntentPurpose.FLATTEN, why))
@@ -528,6 +540,7 @@ class ExecutionEngine:
                 units_after,
                 self.marks,
                 self.aggressiveness_bp,
+                self.pair,
             )
             for problem in plan.unmarked:
                 actions.append(
@@ -545,7 +558,7 @@ class ExecutionEngine:
 
     def _z_stop(self, pair: str) -> str:
         spread = self.marks.spread
-        tltw_id = self.marks.con_id_by_symbol.get("TLTW")
+        tltw_id = self.marks.con_id_by_symbol.get(self.pair.etf)
         if spread is None or tltw_id is None:
             return ""
         shares = self.book.quantity(tltw_id, pair)
@@ -662,6 +675,7 @@ class ExecutionEngine:
             purpose,
             self.aggressiveness_bp,
             why={"reason": why},
+            underlying=self.pair.underlying,
         )
         actions: list[Action] = []
         if plan.unflattened:

@@ -52,6 +52,7 @@ from trading.bus import (
 )
 from trading.domain import risk as domain_risk
 from trading.domain.market_hours import MarketCalendar, market_calendar
+from trading.domain.pair import DEFAULT_UNDERLYING, PairSpec
 from trading.domain.risk import RiskCode, TradingState
 from trading.execution.book import Book
 from trading.execution.marks import BUY_WRITE_SHARES, Marks
@@ -118,14 +119,19 @@ def intent_exposure(legs: tuple[IntentLeg, ...]) -> dict[int, float]:
 
 
 def risk_limits(
-    s: RiskSettings, option_con_ids: set[int], stock_ids: dict[str, int]
+    s: RiskSettings,
+    option_con_ids: set[int],
+    stock_ids: dict[str, int],
+    underlying: str = DEFAULT_UNDERLYING,
 ) -> domain_risk.RiskLimits:
-    """The domain limits for these settings and the instruments in play."""
+    """The domain limits for these settings and the instruments in play: ``underlying`` (the
+    pair's stock the calls are written on) is limited in buy-write units x 100 shares, any
+    other stock (the ETF) in max_tltw_shares."""
     max_position = {str(c): float(s.max_buy_write_units) for c in option_con_ids}
-    if "TLT" in stock_ids:
-        max_position[str(stock_ids["TLT"])] = float(s.max_buy_write_units * BUY_WRITE_SHARES)
+    if underlying in stock_ids:
+        max_position[str(stock_ids[underlying])] = float(s.max_buy_write_units * BUY_WRITE_SHARES)
     for symbol, con_id in stock_ids.items():
-        if symbol != "TLT":
+        if symbol != underlying:
             max_position[str(con_id)] = float(s.max_tltw_shares)
     return domain_risk.RiskLimits(
         max_position=max_position,
@@ -143,10 +149,17 @@ def risk_limits(
 
 
 class RiskGate:
-    """Applies the domain rules to an intent and the live book; `limits` is settings.risk."""
+    """Applies the domain rules to an intent and the live book; `limits` is settings.risk,
+    `pair` the pair traded (its underlying and ETF symbols; default TLT/TLTW)."""
 
-    def __init__(self, limits: RiskSettings, calendar: MarketCalendar | None = None):
+    def __init__(
+        self,
+        limits: RiskSettings,
+        calendar: MarketCalendar | None = None,
+        pair: PairSpec | None = None,
+    ):
         self.limits = limits
+        self.pair = pair if pair is not None else PairSpec()
         self._calendar = calendar
         self._limits_cache: dict[
             tuple[frozenset[int], tuple[tuple[str, int], ...]], domain_risk.RiskLimits
@@ -193,7 +206,9 @@ class RiskGate:
         if limits is None:
             if len(self._limits_cache) > 64:
                 self._limits_cache.clear()
-            limits = self._limits_cache[cache_key] = risk_limits(self.limits, options, stock_ids)
+            limits = self._limits_cache[cache_key] = risk_limits(
+                self.limits, options, stock_ids, self.pair.underlying
+            )
 
         combined = domain_risk.OrderRequest(
             legs=tuple(domain_risk.OrderLeg(str(c), _ratio(q)) for c, q in changes.items() if q),
@@ -260,7 +275,7 @@ class RiskGate:
                 continue
             if mark.expiry:  # an option
                 delta, vega, multiplier = mark.delta, mark.vega_per_point, 100.0
-            elif mark.symbol == "TLT":
+            elif mark.symbol == self.pair.underlying:
                 delta, vega, multiplier = 1.0, 0.0, 1.0
             else:
                 delta, vega, multiplier = tltw_delta, 0.0, 1.0
@@ -295,8 +310,8 @@ class RiskGate:
         gross = measures["gross_notional_usd"]
         net_delta, net_vega = measures["net_delta_shares"], measures["net_vega_usd"]
         book = view.book
-        tlt_id = view.marks.con_id_by_symbol.get("TLT")
-        tltw_id = view.marks.con_id_by_symbol.get("TLTW")
+        tlt_id = view.marks.con_id_by_symbol.get(self.pair.underlying)
+        tltw_id = view.marks.con_id_by_symbol.get(self.pair.etf)
         units = abs(book.quantity(tlt_id)) / 100 if tlt_id else 0.0
         shares = abs(book.quantity(tltw_id)) if tltw_id else 0.0
         worst_pair = min((book.pair_pnl(p, marks)["total"] for p in book.open_pairs()), default=0.0)
@@ -333,16 +348,15 @@ class RiskGate:
             delta=0.5 if is_option else 1.0,
         )
 
-    @staticmethod
-    def tltw_delta(marks: Marks, intent: OrderIntent) -> float:
-        """TLT-share delta of one TLTW share (see the module docstring)."""
+    def tltw_delta(self, marks: Marks, intent: OrderIntent) -> float:
+        """Underlying-share delta of one ETF share (see the module docstring)."""
         spread = marks.spread
         beta = spread.beta if spread is not None and math.isfinite(spread.beta) else 1.0
         call_id = spread.call_con_id if spread is not None else 0
         if marks.get(call_id) is None:
             call_id = next((leg.option_con_id or 0 for leg in intent.legs if leg.option_con_id), 0)
-        tlt = marks.get(marks.con_id_by_symbol.get("TLT", 0))
-        tltw = marks.get(marks.con_id_by_symbol.get("TLTW", 0))
+        tlt = marks.get(marks.con_id_by_symbol.get(self.pair.underlying, 0))
+        tltw = marks.get(marks.con_id_by_symbol.get(self.pair.etf, 0))
         call = marks.get(call_id)
         if tlt is None or tltw is None:
             return 0.0

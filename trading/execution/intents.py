@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from trading.bus import IntentLeg, IntentPurpose, LegKind, OrderIntent, Side, SignalAction
+from trading.domain.pair import DEFAULT_UNDERLYING
 from trading.execution.book import Holding
 from trading.execution.marks import BUY_WRITE_SHARES, Marks
 from trading.execution.tracking import LeggingBreach, TrackedLeg, reverse_side
@@ -50,14 +51,16 @@ def flatten_pair(
     purpose: IntentPurpose = IntentPurpose.FLATTEN,
     aggressiveness_bp: float = 25.0,
     why: dict[str, Any] | None = None,
+    underlying: str = DEFAULT_UNDERLYING,
 ) -> FlattenPlan:
-    """An intent closing every holding of a pair (None when it holds nothing)."""
+    """An intent closing every holding of a pair (None when it holds nothing); each call is
+    closed as a buy-write with ``underlying``, the pair's stock the calls are written on."""
     stocks = {h.con_id: h for h in holdings if h.sec_type == "STK"}
     calls = [h for h in holdings if h.sec_type == "OPT"]
     stock_left = {c: h.quantity for c, h in stocks.items()}
-    tlt_id = next((c for c, h in stocks.items() if h.symbol == "TLT"), None)
+    tlt_id = next((c for c, h in stocks.items() if h.symbol == underlying), None)
     if tlt_id is None:
-        tlt_id = marks.con_id_by_symbol.get("TLT")
+        tlt_id = marks.con_id_by_symbol.get(underlying)
     legs: list[IntentLeg] = []
     unflattened: list[str] = []
     for call in calls:
@@ -80,7 +83,7 @@ def flatten_pair(
         legs.append(
             IntentLeg(
                 kind=LegKind.BUY_WRITE,
-                symbol="TLT",
+                symbol=underlying,
                 side=side,
                 quantity=abs(units),
                 limit_price=marketable_price(mid, side, aggressiveness_bp),

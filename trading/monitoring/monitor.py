@@ -107,7 +107,7 @@ class Monitor:
         self.clock = clock
         self.market_open = market_open
         self.started_s = clock()
-        self.symbols = tuple(settings.monitoring.symbols)
+        self.symbols = tuple(settings.monitoring.symbols or settings.pair_spec().stocks)
         self.cursors: dict[str, str] = {}
         self.heartbeat_last_seen_s: dict[str, float] = {}
         self.outbox: deque[Alert] = deque(maxlen=OUTBOX_SIZE)

@@ -24,7 +24,7 @@ from typing import Any
 
 from prometheus_client import Counter, Gauge
 
-from trading.broker.chain import ETF, UNDERLYING, held_options, qualify_by_con_id
+from trading.broker.chain import held_options, qualify_by_con_id
 from trading.broker.connection import GatewayState
 from trading.broker.health import EpisodeLog
 from trading.broker.marketdata import QUIET_ACTIONS, ErrorAction, Line, MarketDataLines
@@ -193,7 +193,7 @@ class MarketDataFeed:
     async def _set_up(self, ib: Any) -> None:
         await self.md.start(ib, self._on_tickers, self._on_disconnected)
         self._update_status()
-        self._queue_backfill([UNDERLYING, ETF])
+        self._queue_backfill(list(self.md.pair.stocks))
         await self.md.load_chain()
         try:
             await self.refresh_held(replan=False)  # the first plan below includes them
@@ -445,29 +445,30 @@ class MarketDataFeed:
                     "%s good again after %s", name, {r.value: n for r, n in closed.items()},
                     extra={"event.action": "bad_data_recovered", "instrument.name": name},
                 )  # fmt: skip
-            if name == ETF:
+            if name == self.md.pair.etf:
                 self._nav(ticker, msg.ts_exchange, ts_recv, batch)
-                self._dividends(ETF, ticker, msg.ts_exchange, batch)
-            elif name == UNDERLYING:
-                self._dividends(UNDERLYING, ticker, msg.ts_exchange, batch)
+                self._dividends(name, ticker, msg.ts_exchange, batch)
+            elif name == self.md.pair.underlying:
+                self._dividends(name, ticker, msg.ts_exchange, batch)
                 self._maybe_recentre((msg.bid + msg.ask) / 2.0)
         if batch.commands or self._latest:
             self._flush_wake.set()
 
     def _nav(self, ticker: Any, ts_exchange: float, ts_recv: float, batch: Batch) -> None:
+        etf = self.md.pair.etf
         try:
-            nav = nav_from_ticks(ticker.ticks, ETF, ts_exchange, ts_recv)
+            nav = nav_from_ticks(ticker.ticks, etf, ts_exchange, ts_recv)
         except BadTick as bad:
-            self._drop(ETF, bad)
+            self._drop(etf, bad)
             return
         if nav is not None:
             data = encode(nav)
-            self._latest[Keys.nav(ETF)] = data
+            self._latest[Keys.nav(etf)] = data
             batch.publish(Channels.NAV, data)
             # Recorded like the quotes' history: a replay of the tape needs the NAV the
             # strategy's delta hedge used (trading.backtest.recorded).
-            if self.conflator.due(f"{ETF}:nav", ts_recv):
-                batch.append(Streams.nav_history(ETF), data, self.cfg.history_maxlen)
+            if self.conflator.due(f"{etf}:nav", ts_recv):
+                batch.append(Streams.nav_history(etf), data, self.cfg.history_maxlen)
 
     def _dividends(self, symbol: str, ticker: Any, ts_exchange: float, batch: Batch) -> None:
         """Publish the distributions when IB's dividend tick changes (once a session or so)."""
@@ -622,7 +623,7 @@ class MarketDataFeed:
                 self._backfill_queue.pop(0)
                 self._release_history(name)
                 continue
-            waits_for_underlying = UNDERLYING in self._backfill_queue
+            waits_for_underlying = self.md.pair.underlying in self._backfill_queue
             if line.option is not None and not self._underlying_bars and waits_for_underlying:
                 self._backfill_queue.append(self._backfill_queue.pop(0))
                 continue
@@ -632,7 +633,7 @@ class MarketDataFeed:
                 await asyncio.sleep(self.cfg.backfill_retry_s)
                 continue
             self._backfill_queue.pop(0)
-            if name == UNDERLYING:
+            if name == self.md.pair.underlying:
                 self._underlying_bars = dict(bars)
             await self._append_backfill(line, bars)
 
@@ -661,6 +662,7 @@ class MarketDataFeed:
                 line.option, [c for _, c in usable],
                 [self._underlying_bars[t] for t, _ in usable], [t for t, _ in usable], now,
                 self.cfg.backfill_rate, self.cfg.backfill_div_yield, self.cfg.max_implied_vol,
+                self.md.pair.underlying,
             )  # fmt: skip
             messages.extend(quotes)
             dropped += len(bars) - len(usable)

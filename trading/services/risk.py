@@ -99,8 +99,6 @@ UNANSWERED = frozenset({"PendingSubmit", "ApiPending"})
 """Statuses the client library gives an order before IB has said anything about it."""
 QUERY_TIMEOUT_S = 15.0
 """How long a lookup of unacknowledged orders at IB may take before it is given up."""
-DISTRIBUTION_SYMBOLS = ("TLT", "TLTW")
-"""Whose distributions the book credits and debits (read from data-ingestion's keys)."""
 POSITION_CONFIRM_S = 3.0
 """How long a difference between the book and IB's positions must stay unchanged (with no
 order working) before the book is aligned to IB."""
@@ -147,7 +145,8 @@ class RiskRuntime:
         self.bus = ctx.bus
         self.log = ctx.log
         s = ctx.settings
-        self.engine = ExecutionEngine(s.risk, stop_z=s.strategy.stop_z)
+        self.pair = s.pair_spec()
+        self.engine = ExecutionEngine(s.risk, stop_z=s.strategy.stop_z, pair=self.pair)
         self.conn = IBConnection(s.ib, s.ib_client_id("risk-management"), "risk-management")
         self.client = ExecutionClient(self.conn.ib, self.conn.library, s.ib.account)
         self.tick_s = tick_s
@@ -187,8 +186,9 @@ class RiskRuntime:
             for entry in entries:
                 self.engine.on_fill(entry.message)
             after = entries[-1].entry_id
-        # Every distribution announced, so the book rebuilt from the fills books each once.
-        for symbol in DISTRIBUTION_SYMBOLS:
+        # Every distribution of the pair's two stocks announced, so the book rebuilt from the
+        # fills books each once.
+        for symbol in self.pair.stocks:
             for announced in await self.bus.read_after(
                 Streams.dividends_history(symbol), "0", count=10_000, expect=Dividends
             ):
@@ -208,7 +208,7 @@ class RiskRuntime:
         await self._load_marks()
 
     async def _load_marks(self) -> None:
-        for symbol in ("TLT", "TLTW"):
+        for symbol in self.pair.stocks:
             quote = await self.bus.get_latest(Keys.quote(symbol), Quote)
             if quote is not None:
                 self._market(quote)
@@ -637,7 +637,7 @@ class RiskRuntime:
                 self._query_in_background(now)
             if now - last_dividends >= 5.0:
                 last_dividends = now
-                for symbol in DISTRIBUTION_SYMBOLS:
+                for symbol in self.pair.stocks:
                     dividends = await self.bus.get_latest(Keys.dividends(symbol), Dividends)
                     if dividends is not None:
                         self._market(dividends)

@@ -110,7 +110,8 @@ class StrategyService:
 
     async def warm_up(self, chain: OptionChain | None) -> None:
         """Replay the history streams through the engine in time order, trading off."""
-        streams = [Streams.history("TLT"), Streams.history("TLTW"), Streams.nav_history("TLTW")]
+        underlying, etf = self.engine.config.underlying, self.engine.config.etf
+        streams = [Streams.history(underlying), Streams.history(etf), Streams.nav_history(etf)]
         if chain is not None:
             streams += [Streams.history(str(o.con_id)) for o in chain.subscribed]
         history: list[Message] = []
@@ -143,12 +144,12 @@ class StrategyService:
         close that bar on the next bar's prices: a one-bar look-ahead)."""
         bus = self.bus
         ticks: list[Quote | EtfNav | OptionQuote | None] = []
-        for symbol in ("TLT", "TLTW"):
+        for symbol in (self.engine.config.underlying, self.engine.config.etf):
             ticks.append(await bus.get_latest(Keys.quote(symbol), Quote))
             dividends = await bus.get_latest(Keys.dividends(symbol), Dividends)
             if dividends is not None:
                 self.apply(dividends, now_wall=None, step=False)
-        ticks.append(await bus.get_latest(Keys.nav("TLTW"), EtfNav))
+        ticks.append(await bus.get_latest(Keys.nav(self.engine.config.etf), EtfNav))
         ticks += (await bus.hget_all(Keys.OPTION_INDEX, OptionQuote)).values()
         open_bar = self.engine.current_bar
         for msg in ticks:
@@ -372,7 +373,7 @@ class StrategyService:
         if chain is not None and chain.ts != self.chain_ts:
             self.chain_ts = chain.ts
             self.apply(chain)
-        for symbol in ("TLT", "TLTW"):
+        for symbol in (self.engine.config.underlying, self.engine.config.etf):
             dividends = await self.bus.get_latest(Keys.dividends(symbol), Dividends)
             if dividends is not None:
                 self.apply(dividends, step=False)

@@ -153,11 +153,8 @@ class StrategyEngine:
 
     @classmethod
     def from_settings(cls, settings: Settings, **overrides: Any) -> StrategyEngine:
-        values: dict[str, Any] = {
-            "moneyness": settings.moneyness,
-            "stale_after_s": settings.risk.stale_after_s,
-            "pair_id": settings.strategy.pair_id,
-        }
+        values = EngineConfig.pair_values(settings.pair_spec())
+        values["stale_after_s"] = settings.risk.stale_after_s
         config = EngineConfig(**(values | overrides))
         return cls(settings.strategy, config)
 
@@ -348,7 +345,10 @@ class StrategyEngine:
         tlt_quote = market.stocks[self.config.underlying]
         tltw_quote = market.stocks[self.config.etf]
         call_quote = market.options.get(mark.call.con_id)
-        quotes = {"TLT": (tlt_quote.bid, tlt_quote.ask), "TLTW": (tltw_quote.bid, tltw_quote.ask)}
+        quotes = {
+            "underlying": (tlt_quote.bid, tlt_quote.ask),
+            "etf": (tltw_quote.bid, tltw_quote.ask),
+        }
         if call_quote is not None:
             quotes["call"] = (call_quote.bid, call_quote.ask)
         context = BarContext(

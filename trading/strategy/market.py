@@ -26,9 +26,13 @@ from trading.bus import (
     OptionQuote,
     Quote,
 )
-
-TLT_CON_ID = 15547841
-TLTW_CON_ID = 545186218
+from trading.domain.pair import (
+    DEFAULT_ETF,
+    DEFAULT_ETF_CON_ID,
+    DEFAULT_UNDERLYING,
+    DEFAULT_UNDERLYING_CON_ID,
+    PairSpec,
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -38,10 +42,26 @@ class EngineConfig:
     moneyness: float
     stale_after_s: float = 10.0
     pair_id: str = "TLTBW-TLTW"
-    tlt_con_id: int = TLT_CON_ID
-    tltw_con_id: int = TLTW_CON_ID
-    underlying: str = "TLT"
-    etf: str = "TLTW"
+    tlt_con_id: int = DEFAULT_UNDERLYING_CON_ID
+    tltw_con_id: int = DEFAULT_ETF_CON_ID
+    underlying: str = DEFAULT_UNDERLYING
+    etf: str = DEFAULT_ETF
+
+    @staticmethod
+    def pair_values(pair: PairSpec) -> dict[str, Any]:
+        """The fields this configuration takes from the pair traded (``from_settings`` passes
+        `Settings.pair_spec`); ValueError when the pair lacks a contract id the intents need."""
+        for name in ("underlying_con_id", "etf_con_id"):
+            if getattr(pair, name) is None:
+                raise ValueError(f"PairSpec.{name} is required by the strategy, got None")
+        return {
+            "moneyness": pair.moneyness,
+            "pair_id": pair.pair_id,
+            "tlt_con_id": pair.underlying_con_id,
+            "tltw_con_id": pair.etf_con_id,
+            "underlying": pair.underlying,
+            "etf": pair.etf,
+        }
 
 
 @dataclass(frozen=True, slots=True)
@@ -115,7 +135,7 @@ class MarketState:
         "underlying",
     )
 
-    def __init__(self, underlying: str = "TLT", etf: str = "TLTW") -> None:
+    def __init__(self, underlying: str = DEFAULT_UNDERLYING, etf: str = DEFAULT_ETF) -> None:
         self.underlying = underlying
         self.etf = etf
         self.stocks: dict[str, Mid] = {}

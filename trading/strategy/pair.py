@@ -56,7 +56,8 @@ class BarContext:
     as_of: date
     """Exchange date (America/New_York) of the session the bar belongs to."""
     quotes: dict[str, tuple[float, float]] = dataclasses.field(default_factory=dict)
-    """(bid, ask) of "TLT", "TLTW" and "call" (the index's call) at the bar's close."""
+    """(bid, ask) of the pair's "underlying", its "etf" and "call" (the index's call) at the
+    bar's close."""
 
 
 @dataclass(slots=True)

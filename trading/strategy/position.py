@@ -473,8 +473,8 @@ class PairManager:
             cost_usd = pair_round_trip_cost_usd(
                 legs.tltw_shares,
                 legs.buy_write_units,
-                bar.quotes["TLTW"],
-                bar.quotes["TLT"],
+                bar.quotes["etf"],
+                bar.quotes["underlying"],
                 bar.quotes["call"],
             )
         except (KeyError, ValueError) as exc:
