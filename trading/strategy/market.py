@@ -105,8 +105,16 @@ def parse_yyyymmdd(field_name: str, text: str) -> date:
         raise ValueError(f"{field_name} is not a calendar date: {text!r}") from None
 
 
+def sound_quote(bid: float, ask: float, allow_zero_bid: bool = False) -> bool:
+    """The rule `checked_mid` enforces, without the message: finite, positive (a zero bid if
+    allowed) and not crossed."""
+    return (bid > 0.0 or (allow_zero_bid and bid == 0.0)) and bid <= ask < math.inf and ask > 0.0
+
+
 def checked_mid(kind: str, bid: float, ask: float, allow_zero_bid: bool = False) -> float:
     """(bid + ask) / 2 after checking the quote is finite, positive and not crossed."""
+    if sound_quote(bid, ask, allow_zero_bid):
+        return 0.5 * (bid + ask)
     if not math.isfinite(bid) or bid < 0 or (bid == 0 and not allow_zero_bid):
         raise ValueError(f"{kind}.bid must be finite and > 0, got {bid!r}")
     if not math.isfinite(ask) or ask <= 0:
@@ -124,7 +132,6 @@ class MarketState:
     """
 
     __slots__ = (
-        "_expiries_seen",
         "chain",
         "distributions",
         "etf",
@@ -140,7 +147,6 @@ class MarketState:
         self.etf = etf
         self.stocks: dict[str, Mid] = {}
         self.options: dict[int, OptionMid] = {}
-        self._expiries_seen: set[str] = set()  # expiries already checked to be YYYYMMDD
         self.chain: OptionChain | None = None
         self.nav: float | None = None
         self.distributions: dict[str, dict[date, float]] = {}
@@ -159,15 +165,16 @@ class MarketState:
         if option.symbol != self.underlying or option.right != "C":
             return False
         bid, ask, delta = option.bid, option.ask, option.delta
-        # The checks of `checked_mid` and of the delta, inlined: this runs for every tick of
-        # the chain (19 in 20 messages); the message is built only when one fails.
-        if not (0.0 <= bid <= ask < math.inf and ask > 0.0 and 0.0 <= delta <= 1.0):
+        # This runs for every tick of the chain (19 in 20 messages): the message naming the
+        # contract is built only when a check fails.
+        if not (sound_quote(bid, ask, allow_zero_bid=True) and 0.0 <= delta <= 1.0):
             kind = f"option[{option.con_id}]"
             checked_mid(kind, bid, ask, allow_zero_bid=True)
             raise ValueError(f"{kind}.delta must be in [0, 1] for a call, got {delta!r}")
-        if option.expiry not in self._expiries_seen:
-            parse_yyyymmdd(f"option[{option.con_id}].expiry", option.expiry)
-            self._expiries_seen.add(option.expiry)
+        try:
+            parse_yyyymmdd("option.expiry", option.expiry)  # cached: one parse per expiry
+        except ValueError:
+            parse_yyyymmdd(f"option[{option.con_id}].expiry", option.expiry)  # raises, named
         mid = 0.5 * (bid + ask)
         self.options[option.con_id] = OptionMid(
             option.con_id,
