@@ -10,8 +10,8 @@ Run as `python data-ingestion/data_ingestion.py` with settings from TRADING_* va
 from __future__ import annotations
 
 import asyncio
-import contextlib
 
+from trading.aio import stop_tasks
 from trading.broker.connection import IBConnection
 from trading.services.ingestion import MarketDataFeed
 from trading.services.shell import ServiceContext, run_service
@@ -35,9 +35,7 @@ async def run(connection: IBConnection, feed: MarketDataFeed, stop: asyncio.Even
     try:
         await connection.run(feed.on_connected, stop)
     finally:
-        loops.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await loops
+        await stop_tasks([loops])
         await feed.close()
 
 

@@ -15,7 +15,6 @@ entries/s stream; the strategy samples once per bar anyway.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import math
 import time
@@ -24,6 +23,7 @@ from typing import Any
 
 from prometheus_client import Counter, Gauge
 
+from trading.aio import stop_tasks
 from trading.broker.chain import held_options, qualify_by_con_id
 from trading.broker.connection import GatewayState
 from trading.broker.health import EpisodeLog
@@ -391,11 +391,7 @@ class MarketDataFeed:
         task.add_done_callback(done)
 
     async def close(self) -> None:
-        for task in list(self._tasks):
-            task.cancel()
-        for task in list(self._tasks):
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await task
+        await stop_tasks(list(self._tasks))
 
     # ticks --------------------------------------------------------------------------------
 

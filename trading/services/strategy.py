@@ -27,6 +27,7 @@ import time
 
 import orjson
 
+from trading.aio import stop_tasks
 from trading.bus import (
     Batch,
     Bus,
@@ -407,8 +408,7 @@ async def run(ctx: ServiceContext) -> None:
             raise RuntimeError("the subscription ended before it started")
         await service.start()
     except BaseException:
-        tasks[0].cancel()
-        await asyncio.wait(tasks, timeout=10.0)
+        await stop_tasks(tasks, grace_s=3.0)
         raise
     ctx.status.update(engine.status())
     ctx.status["state"] = "ok"
@@ -425,6 +425,4 @@ async def run(ctx: ServiceContext) -> None:
     finally:
         service.stopped = True
         service.wake.set()
-        for task in tasks:
-            task.cancel()
-        await asyncio.wait(tasks, timeout=10.0)
+        await stop_tasks(tasks, grace_s=3.0)
