@@ -330,9 +330,15 @@ async def test_dropped_socket_reconnects_and_resubscribes_without_a_restart(
         await async_eventually(lambda: _reconnected(running), 10, what="reconnected after the drop")
         await fresh_quote(running.bus, "TLT", dropped_at, timeout_s=10)
         await wait_health(running.bus, healthy, DataStatus.OK, timeout_s=10)
-        options = await running.bus.hget_all(Keys.OPTION_INDEX, OptionQuote)
-        assert len(options) == 14
-        assert sum(o.ts_recv > dropped_at for o in options.values()) >= 7
+
+        async def options_fresh_again():
+            # Health and the quotes' batch are separate writes: poll, do not read once.
+            options = await running.bus.hget_all(Keys.OPTION_INDEX, OptionQuote)
+            assert len(options) == 14
+            assert sum(o.ts_recv > dropped_at for o in options.values()) >= 7
+            return True
+
+        await async_eventually(options_fresh_again, 10, what="options quoted again")
 
 
 async def _reconnected(running: Running) -> bool:
