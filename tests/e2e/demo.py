@@ -97,14 +97,21 @@ def run_demo_cycle(
             entry = [f for f in dashboard_fills(book()) if "-entry-" in f.intent_id]
             return entry if legs_filled(entry) else None
 
-        entry = eventually(entered, timeout_s=left(), interval_s=0.5, what="an entry filled")
-        held = {c: q for c, q in _held(entry).items() if q}
+        eventually(entered, timeout_s=left(), interval_s=0.5, what="an entry filled")
 
-        def pair_shown() -> bool:
-            shown = {p["con_id"]: p["quantity"] for p in book().get("positions") or []}
-            return {c: q for c, q in shown.items() if q} == held
+        def pair_shown() -> list[b.Fill] | None:
+            # The book the dashboard shows is what its fills imply, and not flat. The fills are
+            # read again at every poll: ibsim fills a large order in parts, so the first fills
+            # seen may be a part of the pair (a held quantity taken once would never match).
+            panel = book()
+            fills = dashboard_fills(panel)
+            held = {c: q for c, q in _held(fills).items() if abs(q) > 1e-9}
+            shown = {p["con_id"]: p["quantity"] for p in panel.get("positions") or []}
+            shown = {c: q for c, q in shown.items() if abs(q) > 1e-9}
+            entry = [f for f in fills if "-entry-" in f.intent_id]
+            return entry if held and shown == held else None
 
-        eventually(pair_shown, timeout_s=left(), interval_s=0.5, what=f"the pair {held} shown")
+        entry = eventually(pair_shown, timeout_s=left(), interval_s=0.5, what="the pair shown")
 
         def closed() -> dict | None:
             panel = book()
