@@ -110,3 +110,43 @@ async def test_a_connection_without_gateway_says_where_it_stands_and_stops_at_on
     await asyncio.wait_for(task, 5)
     assert time.monotonic() - started < 1.0
     assert states[-1].status is GatewayStatus.STOPPED
+
+
+@pytest.mark.parametrize("library", ["ib_async", "ib_insync"])
+async def test_a_connection_takes_positions_but_no_account_updates_from_the_gateway(library):
+    """Nothing reads account values or the portfolio; the gateway's own record of the session
+    shows what was subscribed once the connection is up (ib_async never asks; ib_insync asks
+    and cancels)."""
+    from trading.ibsim import SimConfig, SimulatedGateway
+
+    with SimulatedGateway(SimConfig(seed=5, speed=1e-9), port=0) as gateway:
+        settings = load_settings(
+            ib={"port": gateway.port, "library": library, "connect_timeout_s": 5}
+        )
+        conn = IBConnection(settings.ib, 7, f"test-{library}")
+        stop = asyncio.Event()
+        up = asyncio.Event()
+
+        async def on_connected(ib):
+            up.set()
+
+        task = asyncio.create_task(conn.run(on_connected, stop))
+        try:
+            await asyncio.wait_for(up.wait(), 10)
+
+            def subscriptions(core):
+                return [
+                    (s.client_id, s.positions, s.account_updates, set(s.multi_updates))
+                    for s in core.sessions
+                ]
+
+            async def settled():
+                # ib_insync's cancel is sent after its subscription's download ended.
+                seen = gateway.call(subscriptions, gateway._running())
+                return seen if seen and not seen[0][2] else None
+
+            seen = await async_eventually(settled, timeout_s=5, what="the session's state")
+            assert seen == [(7, True, False, set())]
+        finally:
+            stop.set()
+            await asyncio.wait_for(task, 10)

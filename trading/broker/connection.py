@@ -213,8 +213,25 @@ class IBConnection:
         self.ib.errorEvent -= cb
 
     async def connect_once(self) -> None:
-        """One connection attempt (raises ConnectionError/OSError/TimeoutError on failure)."""
+        """One connection attempt (raises ConnectionError/OSError/TimeoutError on failure).
+
+        The connection does not subscribe to account updates (reqAccountUpdates and
+        reqAccountUpdatesMulti, which both libraries start on connect): nothing in the system
+        reads account values or the portfolio (positions come from reqPositions, fills from
+        executions), and the gateway pushes every account value and a portfolio line per
+        position every three minutes and on every position change, each decoded, formatted
+        into an INFO log line by the library and thrown away, on the loop that carries the
+        ticks (data-ingestion) and the orders (risk). ib_async is asked not to start them;
+        ib_insync cannot be, so they are cancelled once connected."""
         s = self.settings
+        kwargs: dict[str, Any] = {}
+        if self.library.__name__ == "ib_async":
+            fetch = self.library.StartupFetch
+            kwargs["fetchFields"] = (
+                fetch.POSITIONS | fetch.ORDERS_OPEN | fetch.ORDERS_COMPLETE | fetch.EXECUTIONS
+            )
+        else:
+            self.ib.MaxSyncedSubAccounts = 0  # no reqAccountUpdatesMulti per account
         await self.ib.connectAsync(
             s.host,
             s.port,
@@ -222,9 +239,13 @@ class IBConnection:
             timeout=s.connect_timeout_s,
             readonly=self.readonly,
             account=s.account,
+            **kwargs,
         )
         if not self.ib.isConnected():
             raise ConnectionError(f"{self.name}: socket closed while connecting")
+        if "fetchFields" not in kwargs:
+            for account in self.ib.client.getAccounts():
+                self.ib.client.reqAccountUpdates(False, account)
 
     def next_delay_s(self) -> float:
         return self.backoff.delay_s(self.failures, self._rng.random())
