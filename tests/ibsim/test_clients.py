@@ -371,3 +371,23 @@ async def test_the_master_client_sees_every_clients_orders(ibm):
             assert [f.execution.execId for f in seen[0].fills] == [
                 f.execution.execId for f in trade.fills
             ]
+
+
+async def test_positions_are_sent_on_a_change_and_account_updates_every_three_minutes(ibm):
+    """IB's reqPositions sends the positions once and then each change; reqAccountUpdates
+    sends the account and portfolio every three minutes as well. At 600x three sim minutes are
+    0.3 s: a held position must not come back as a position message at each push."""
+    with SimulatedGateway(SimConfig(seed=11, speed=600.0), port=0) as gateway:
+        async with connected(ibm, gateway) as ib:
+            (tlt,) = await qualified(ib, ibm.Stock("TLT", "SMART", "USD"))
+            positions, portfolio = [], []
+            ib.positionEvent += positions.append
+            ib.updatePortfolioEvent += portfolio.append
+            trade = ib.placeOrder(tlt, ibm.MarketOrder("BUY", 100))
+            await eventually(lambda: trade.isDone() and positions, what="the fill's position")
+            pushes = len(portfolio)
+            await eventually(
+                lambda: len(portfolio) >= pushes + 3, timeout_s=10, what="three account pushes"
+            )
+            assert [(p.contract.conId, p.position) for p in positions] == [(15547841, 100.0)]
+            assert {(p.contract.conId, p.position) for p in portfolio} == {(15547841, 100.0)}

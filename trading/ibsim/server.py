@@ -241,7 +241,7 @@ class GatewayCore:
         self._publish()
         if tau - self._last_account_push >= ACCOUNT_PUSH_SECONDS:
             self._last_account_push = tau
-            self._push_account(list(self.broker.positions))
+            self._push_account(list(self.broker.positions), changed=False)
         if tau - self._last_pnl_push >= PNL_PUSH_SECONDS:
             self._last_pnl_push = tau
             self._push_pnl()
@@ -392,13 +392,16 @@ class GatewayCore:
         self._push_account(con_ids)
         self._push_pnl()
 
-    def _push_account(self, con_ids: list[int]) -> None:
+    def _push_account(self, con_ids: list[int], changed: bool = True) -> None:
+        """Account updates, summaries and per-account values for ``con_ids``' positions (IB
+        sends them every three minutes and when a position changes); position messages to
+        reqPositions subscribers only when ``changed`` (IB sends those on a change alone)."""
         account = self.config.account
         held = [
             self.broker.positions[c] for c in dict.fromkeys(con_ids) if c in self.broker.positions
         ]
         for session in list(self.sessions):
-            if session.positions:
+            if session.positions and changed:
                 session.send(b"".join(messages.position(account, p) for p in held))
             if session.account_updates:
                 session.send(self.account_update_frames(held))
