@@ -108,3 +108,18 @@ def test_an_older_tick_applied_later_does_not_move_the_newest_back():
     inbox.applied(quote("TLT", T0 + 30, bid=90.5))  # equal stamps: the later one is the newest
     assert inbox.already_applied(quote("TLT", T0 + 30, bid=90.5))
     assert not inbox.already_applied(quote("TLT", T0 + 30))
+
+
+def test_the_first_tick_of_a_later_bar_opens_it_whatever_its_instrument():
+    """The service lets the engine run at once on such a tick (it closes the bar before)."""
+    inbox = Inbox(minute)
+    health = DataHealth("TLT", DataStatus.OK, "", T0)
+    assert inbox.opens_bar(health) is False  # not a tick: no bar
+    assert inbox.opens_bar(quote("TLT", T0 + 1)) is True  # the first tick seen
+    assert inbox.opens_bar(option(7, T0 + 2)) is False  # same bar
+    assert inbox.opens_bar(nav(T0 + 59, 25.0)) is False
+    assert inbox.opens_bar(option(7, T0 + 60)) is True  # the next bar, an option's tick
+    assert inbox.opens_bar(quote("TLTW", T0 + 61)) is False  # the rest of its burst
+    assert inbox.opens_bar(quote("TLT", T0 + 30)) is False  # late, an older bar
+    assert inbox.opens_bar(nav(T0 + 180, 25.0)) is True  # bars can be skipped
+    assert inbox.newest_bar == minute(T0 + 180)

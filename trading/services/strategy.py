@@ -214,8 +214,10 @@ class StrategyService:
                     m.CONFLATED.inc()
                 self.wake.set()
                 count += 1
-                if count % 32 == 0:
-                    await asyncio.sleep(0)  # let the processor drain a long burst
+                # The processor runs at once on a tick that closes a bar (the rest of its burst
+                # can wait: it belongs to the next bar), and at least every 32 messages.
+                if self.inbox.opens_bar(msg) or count % 32 == 0:
+                    await asyncio.sleep(0)
 
     async def process(self) -> None:
         while not self.stopped:

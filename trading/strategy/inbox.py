@@ -52,6 +52,8 @@ class Inbox:
     def __init__(self, bar_of: Callable[[float], int]) -> None:
         self.bar_of = bar_of
         self.waiting: dict[Key, tuple[Message, float]] = {}
+        self.newest_bar: int | None = None
+        """The latest bar of any tick put in (see `put`)."""
         self.latest_tick: dict[Key, tuple[Stamp, Message]] = {}
         """(ts_exchange, ts_recv) and the newest tick applied per instrument. Two ticks can
         share both times (a NAV tick read without a new quote keeps the ticker's stamps), so
@@ -63,6 +65,18 @@ class Inbox:
         conflated = key in self.waiting
         self.waiting[key] = (msg, arrived)
         return conflated
+
+    def opens_bar(self, msg: Message) -> bool:
+        """True for the first tick of a bar later than every tick before it: the tick that
+        closes the bar before it, which the engine should see at once rather than after the
+        rest of a burst has been read (`newest_bar` moves to its bar)."""
+        if not isinstance(msg, Quote | OptionQuote | EtfNav):
+            return False
+        bar = self.bar_of(msg.ts_exchange)
+        if self.newest_bar is not None and bar <= self.newest_bar:
+            return False
+        self.newest_bar = bar
+        return True
 
     def take(self) -> list[tuple[Message, float]]:
         """Everything waiting, in exchange-time order (arrival order among equal times and
