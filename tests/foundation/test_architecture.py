@@ -177,8 +177,6 @@ SPELLS_THE_PAIR = frozenset(
         "trading/backtest/csvfile.py",
         "trading/backtest/daily.py",
         "trading/backtest/simfeed.py",
-        "trading/dashboard/plots.py",
-        "trading/dashboard/queries.py",
         "trading/ibsim/instruments.py",
         "trading/ibsim/market.py",
         "trading/ibsim/messages.py",
