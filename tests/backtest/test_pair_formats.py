@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.support import OTHER_PAIR, pair_settings
 from trading.backtest.csvfile import DEFAULT_PAIR, CsvError, read_messages, write_messages
 from trading.backtest.daily import daily_messages, read_daily, write_daily
 from trading.backtest.replay import Replay
@@ -21,13 +22,7 @@ from trading.domain.pair import PairSpec
 from trading.settings import load_settings
 
 ROOT = Path(__file__).resolve().parents[2]
-OTHER = PairSpec(
-    underlying="IEF",
-    etf="IEFW",
-    pair_id="IEFBW-IEFW",
-    underlying_con_id=8_000_001,
-    etf_con_id=8_000_002,
-)
+OTHER = OTHER_PAIR
 STRATEGY = {"preset": "replica", "z_window": 390, "cointegration_pvalue": 0.99,
             "max_gross_notional_usd": 150_000, "edge_gate": False}  # fmt: skip
 """test_csv's round-trip settings: a short sim period that trades."""
@@ -37,15 +32,9 @@ HEADER += "vega_per_point,theta_per_day,value,con_id\n"
 
 def settings_for(pair: PairSpec):
     """The settings of ``pair`` as TRADING_PAIR__* and TRADING_STRATEGY__PAIR_ID give it."""
-    return load_settings(
-        pair={
-            "underlying": pair.underlying,
-            "etf": pair.etf,
-            "underlying_con_id": pair.underlying_con_id,
-            "etf_con_id": pair.etf_con_id,
-        },
-        strategy=STRATEGY | {"pair_id": pair.pair_id},
-    )
+    overrides = pair_settings(pair)
+    overrides["strategy"] |= STRATEGY
+    return load_settings(**overrides)
 
 
 def names(message) -> set[str]:

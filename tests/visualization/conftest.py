@@ -8,37 +8,19 @@ import httpx
 import pytest
 from fastapi import FastAPI
 
+from tests.support import pair_settings
 from trading.dashboard.app import create_app
 from trading.domain.pair import PairSpec
 from trading.settings import Settings, load_settings
 
 TOKEN = "s3cret-operator-token"
-OTHER_PAIR = PairSpec(
-    underlying="IEF",
-    etf="IEFW",
-    pair_id="IEFBW-IEFW",
-    underlying_con_id=8_000_001,
-    etf_con_id=8_000_002,
-)
-"""Another pair than the default (IEF against a made-up buy-write ETF, with their own con ids)."""
 
 
 def dashboard_settings(redis_url: str, pair: PairSpec | None = None) -> Settings:
     """The dashboard's settings on the test's Redis with controls on; for ``pair`` when given
     (through the pair's settings, as TRADING_PAIR__* and TRADING_STRATEGY__PAIR_ID set it)."""
-    if pair is None:
-        return load_settings(redis={"url": redis_url}, http={"token": TOKEN})
-    return load_settings(
-        redis={"url": redis_url},
-        http={"token": TOKEN},
-        pair={
-            "underlying": pair.underlying,
-            "etf": pair.etf,
-            "underlying_con_id": pair.underlying_con_id,
-            "etf_con_id": pair.etf_con_id,
-        },
-        strategy={"pair_id": pair.pair_id},
-    )
+    overrides = {} if pair is None else pair_settings(pair)
+    return load_settings(redis={"url": redis_url}, http={"token": TOKEN}, **overrides)
 
 
 @pytest.fixture

@@ -23,8 +23,8 @@ import httpx
 import pytest
 import uvicorn
 
-from tests.support import eventually
-from tests.visualization.conftest import OTHER_PAIR, dashboard_settings
+from tests.support import OTHER_PAIR, eventually
+from tests.visualization.conftest import dashboard_settings
 from tests.visualization.seed import (
     BAR_S,
     NEXT_SESSION,

@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import pytest
 
-from tests.visualization.conftest import OTHER_PAIR, dashboard_settings
+from tests.support import OTHER_PAIR
+from tests.visualization.conftest import dashboard_settings
 from tests.visualization.seed import BAR_S, POINTS, T0, seed, spread_point
 from trading.bus import Keys
 from trading.dashboard.models import PanelName
