@@ -14,7 +14,8 @@ from tests.support import OTHER_PAIR
 from tests.visualization.conftest import dashboard_settings
 from tests.visualization.seed import BAR_S, POINTS, T0, seed, spread_point
 from trading.bus import Keys
-from trading.dashboard.models import PanelName
+from trading.dashboard.models import PanelName, PricesPanel
+from trading.dashboard.plots import prices_figure
 
 OTHER = OTHER_PAIR
 DEFAULT_NAME = "TLT"
@@ -84,3 +85,22 @@ async def test_option_without_a_quote_is_named_on_the_pair_underlying(client, bu
     body = (await client.get("/api/option")).json()
     assert body["quote"] is None
     assert body["name"] == "IEF 2026-12-18 90 C"
+
+
+async def test_prices_plot_draws_and_labels_the_pair(client, bus):
+    """The PNG's figure, from the panel the API serves: both stocks drawn under their names,
+    the basis against the underlying."""
+    await seed(bus, pair=OTHER)
+    panel = PricesPanel.model_validate((await client.get("/api/prices")).json())
+    top, bottom, right = prices_figure(panel).axes
+    assert (top.get_ylabel(), right.get_ylabel()) == ("IEF (USD)", "IEFW (USD)")
+    assert bottom.get_ylabel() == "index − IEF (USD)"
+    drawn = {line.get_label(): len(line.get_xdata()) for line in top.lines + right.lines}
+    assert drawn == {"IEF": 50, "IEFW": 50}
+    [basis] = bottom.lines
+    assert basis.get_label() == "buy-write index − IEF"
+    labels = [t.get_text() for ax in (top, bottom, right) for t in ax.texts]
+    labels += [t.get_text() for t in top.get_legend().get_texts()]
+    assert not any(DEFAULT_NAME in label for label in labels), labels
+    response = await client.get("/plots/prices.png")
+    assert response.status_code == 200 and response.content.startswith(b"\x89PNG")

@@ -151,6 +151,11 @@ def render_spread(panel: SpreadPanel, width_px: int = 1000, height_px: int = 500
 
 
 def render_prices(panel: PricesPanel, width_px: int = 1000, height_px: int = 500) -> bytes:
+    """`prices_figure` as a PNG."""
+    return _png(prices_figure(panel, width_px, height_px))
+
+
+def prices_figure(panel: PricesPanel, width_px: int = 1000, height_px: int = 500) -> Figure:
     """Top: the pair's underlying (left axis) and ETF (right axis), each on its own scale, named
     from ``panel.pair``. Bottom: the buy-write index less the underlying's mid at or before each
     of its points (USD per share)."""
@@ -168,7 +173,7 @@ def render_prices(panel: PricesPanel, width_px: int = 1000, height_px: int = 500
     )
     if not (underlying["ts"] or etf["ts"] or index["ts"]):
         _no_data(top)
-        return _png(fig)
+        return fig
     axis = _axis(underlying["ts"], etf["ts"], index["ts"])
     for ax, series, color, name in (
         (top, underlying, "tab:blue", names[0]),
@@ -190,7 +195,7 @@ def render_prices(panel: PricesPanel, width_px: int = 1000, height_px: int = 500
     top.legend(lines, [line.get_label() for line in lines], loc="upper left", fontsize=8)
     _session_ticks(top, axis)
     _session_ticks(bottom, axis)
-    return _png(fig)
+    return fig
 
 
 def render_hedge(panel: HedgePanel, width_px: int = 1000, height_px: int = 500) -> bytes:
