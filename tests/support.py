@@ -1,4 +1,4 @@
-"""Test helpers: poll for a condition instead of sleeping."""
+"""Test helpers: poll for a condition instead of sleeping; another pair than the default."""
 
 from __future__ import annotations
 
@@ -6,6 +6,8 @@ import asyncio
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any
+
+from trading.domain.pair import PairSpec
 
 
 def eventually(
@@ -50,3 +52,28 @@ NO_DEMO = {"excursion_bp": 0.0, "start": None}
 the demo's start day): whole-stack tests that plant their own shocks on ibsim's default day."""
 NO_DEMO_ENV = {"TRADING_SIM__EXCURSION_BP": "0", "TRADING_SIM__START": "2026-11-02T09:30:00"}
 """The same as environment variables (ibsim's default day written out)."""
+
+
+OTHER_PAIR = PairSpec(
+    underlying="IEF",
+    etf="IEFW",
+    pair_id="IEFBW-IEFW",
+    underlying_con_id=8_000_001,
+    etf_con_id=8_000_002,
+)
+"""Another pair than the default (IEF against a made-up buy-write ETF, with their own con ids):
+code that takes the pair from the settings must show these names and never TLT's."""
+
+
+def pair_settings(pair: PairSpec) -> dict[str, dict[str, Any]]:
+    """`load_settings` overrides that configure ``pair`` as TRADING_PAIR__* and
+    TRADING_STRATEGY__PAIR_ID do (merge further strategy settings into ``["strategy"]``)."""
+    return {
+        "pair": {
+            "underlying": pair.underlying,
+            "etf": pair.etf,
+            "underlying_con_id": pair.underlying_con_id,
+            "etf_con_id": pair.etf_con_id,
+        },
+        "strategy": {"pair_id": pair.pair_id},
+    }

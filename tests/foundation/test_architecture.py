@@ -174,11 +174,6 @@ SPELLS_THE_PAIR = frozenset(
     {
         "trading/domain/pair.py",  # the default pair, the one place it is named
         "trading/domain/hedge.py",  # a label of the delta breakdown
-        "trading/backtest/csvfile.py",
-        "trading/backtest/daily.py",
-        "trading/backtest/simfeed.py",
-        "trading/dashboard/plots.py",
-        "trading/dashboard/queries.py",
         "trading/ibsim/instruments.py",
         "trading/ibsim/market.py",
         "trading/ibsim/messages.py",

@@ -8,15 +8,24 @@ import httpx
 import pytest
 from fastapi import FastAPI
 
+from tests.support import pair_settings
 from trading.dashboard.app import create_app
-from trading.settings import load_settings
+from trading.domain.pair import PairSpec
+from trading.settings import Settings, load_settings
 
 TOKEN = "s3cret-operator-token"
 
 
+def dashboard_settings(redis_url: str, pair: PairSpec | None = None) -> Settings:
+    """The dashboard's settings on the test's Redis with controls on; for ``pair`` when given
+    (through the pair's settings, as TRADING_PAIR__* and TRADING_STRATEGY__PAIR_ID set it)."""
+    overrides = {} if pair is None else pair_settings(pair)
+    return load_settings(redis={"url": redis_url}, http={"token": TOKEN}, **overrides)
+
+
 @pytest.fixture
 def settings(redis_url):
-    return load_settings(redis={"url": redis_url}, http={"token": TOKEN})
+    return dashboard_settings(redis_url)
 
 
 @pytest.fixture

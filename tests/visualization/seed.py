@@ -13,17 +13,26 @@ from dataclasses import dataclass
 
 from trading import bus as b
 from trading.bus import Bus, Channels, Keys, Streams
+from trading.domain.pair import PairSpec
 
 T0 = 1_764_000_000.0  # exchange/bar time of the first spread point (epoch s): Mon 11:00 ET
 BAR_S = 60.0
 POINTS = 240
 CALL_CON_ID = 700_000_123
 OLD_CALL_CON_ID = 700_000_124  # a call whose last quote is 122 s old
-RISK_PROBLEMS = (
-    "1 orders not acknowledged by IB after 5 s (TLTBW-TLTW-entry-1): looking them up",
-    "pair TLTBW-TLTW: 12 intents rejected in the last minute",
-)
-"""Why risk-management's heartbeat says degraded (as trading/execution/runtime.py words it)."""
+PAIR = PairSpec(underlying_con_id=15547841, etf_con_id=640000001)
+"""The pair the seed writes unless told another: the default pair's names."""
+
+
+def risk_problems(pair_id: str) -> tuple[str, ...]:
+    """Why risk-management's heartbeat says degraded (as trading/execution/runtime.py words it)."""
+    return (
+        f"1 orders not acknowledged by IB after 5 s ({pair_id}-entry-1): looking them up",
+        f"pair {pair_id}: 12 intents rejected in the last minute",
+    )
+
+
+RISK_PROBLEMS = risk_problems(PAIR.pair_id)
 NEXT_SESSION = T0 + 22.5 * 3600  # Tuesday 09:30 ET: the next session's first bar
 
 
@@ -69,7 +78,17 @@ class Seeded:
     now: float
 
 
-async def seed(bus: Bus, points: int = POINTS) -> Seeded:
+def local_symbol(underlying: str, strike: int) -> str:
+    """The OCC symbol of the underlying's 2026-12-18 call at a whole-dollar strike."""
+    return f"{underlying:<6}261218C{strike * 1000:08d}"
+
+
+async def seed(bus: Bus, points: int = POINTS, pair: PairSpec = PAIR) -> Seeded:
+    """The known state, for ``pair`` (its names and its stocks' con ids; the default pair's
+    names unless told another)."""
+    u, e = pair.underlying, pair.etf
+    u_id, e_id = pair.underlying_con_id, pair.etf_con_id
+    assert u_id is not None and e_id is not None, "the seed writes the stocks' con ids"
     now = time.time()
     spread = tuple(spread_point(i) for i in range(points))
     for p in spread:
@@ -84,8 +103,8 @@ async def seed(bus: Bus, points: int = POINTS) -> Seeded:
     for s in signals:
         await bus.append(Streams.SIGNALS, s)
     quotes = {
-        "TLT": b.Quote("TLT", 15547841, 90.01, 90.03, 500.0, 700.0, 90.02, T0, now - 1.0),
-        "TLTW": b.Quote("TLTW", 640000001, 23.41, 23.43, 900.0, 800.0, 23.42, T0, now - 2.0),
+        u: b.Quote(u, u_id, 90.01, 90.03, 500.0, 700.0, 90.02, T0, now - 1.0),
+        e: b.Quote(e, e_id, 23.41, 23.43, 900.0, 800.0, 23.42, T0, now - 2.0),
     }
     for symbol, q in quotes.items():
         await bus.set_latest(Keys.quote(symbol), q)
@@ -93,25 +112,25 @@ async def seed(bus: Bus, points: int = POINTS) -> Seeded:
             tick = b.Quote(symbol, q.con_id, q.bid + 0.01 * i, q.ask + 0.01 * i, 1.0, 1.0,
                            None, T0 + i * BAR_S, now)  # fmt: skip
             await bus.append(Streams.history(symbol), tick)
-    navs = {"TLTW": b.EtfNav("TLTW", 23.40, T0, now - 3.0)}
-    await bus.set_latest(Keys.nav("TLTW"), navs["TLTW"])
+    navs = {e: b.EtfNav(e, 23.40, T0, now - 3.0)}
+    await bus.set_latest(Keys.nav(e), navs[e])
     option = b.OptionQuote(
-        "TLT", CALL_CON_ID, "TLT   261218C00090000", "20261218", 90.0, "C", 1.52, 1.56, 10.0,
+        u, CALL_CON_ID, local_symbol(u, 90), "20261218", 90.0, "C", 1.52, 1.56, 10.0,
         12.0, 0.1432, 0.5213, 0.0912, 0.1134, -0.0312, 90.02, 1.54, T0, now - 1.5,
     )  # fmt: skip
     await bus.set_latest(Keys.option(CALL_CON_ID), option)
     await bus.hset_latest(Keys.OPTION_INDEX, str(CALL_CON_ID), option)
     old_option = b.OptionQuote(
-        "TLT", OLD_CALL_CON_ID, "TLT   261218C00091000", "20261218", 91.0, "C", 1.12, 1.16,
+        u, OLD_CALL_CON_ID, local_symbol(u, 91), "20261218", 91.0, "C", 1.12, 1.16,
         10.0, 12.0, 0.1432, 0.4213, 0.0912, 0.1134, -0.0312, 90.02, 1.14, T0, now - 122.0,
     )  # fmt: skip
     await bus.set_latest(Keys.option(OLD_CALL_CON_ID), old_option)
     await bus.hset_latest(Keys.OPTION_INDEX, str(OLD_CALL_CON_ID), old_option)
     positions = (
-        b.Position("TLT", "TLT", 15547841, "STK", 300.0, 89.9, 1.0, 90.02, 36.0, 0.0, now),
-        b.Position("TLT", "TLT   261218C00090000", CALL_CON_ID, "OPT", -3.0, 1.61, 100.0, 1.54,
+        b.Position(u, u, u_id, "STK", 300.0, 89.9, 1.0, 90.02, 36.0, 0.0, now),
+        b.Position(u, local_symbol(u, 90), CALL_CON_ID, "OPT", -3.0, 1.61, 100.0, 1.54,
                    21.0, 0.0, now),
-        b.Position("TLTW", "TLTW", 640000001, "STK", -1100.0, 23.45, 1.0, 23.42, 33.0, 0.0,
+        b.Position(e, e, e_id, "STK", -1100.0, 23.45, 1.0, 23.42, 33.0, 0.0,
                    now),
     )  # fmt: skip
     for p in positions:
@@ -124,15 +143,15 @@ async def seed(bus: Bus, points: int = POINTS) -> Seeded:
                          "orders_per_minute": 1.07})  # fmt: skip
     await bus.set_latest(Keys.RISK_STATUS, risk)
     open_orders = (
-        b.OrderEvent(now - 5, "intent-7", 41, 9041, "stock", "TLTW", b.Side.BUY, 200.0, "LMT",
+        b.OrderEvent(now - 5, "intent-7", 41, 9041, "stock", e, b.Side.BUY, 200.0, "LMT",
                      23.44, "Submitted", 0.0, 200.0, 0.0),
-        b.OrderEvent(now - 4, "intent-8", 42, 9042, "buy_write", "TLT", b.Side.BUY, 2.0, "LMT",
+        b.OrderEvent(now - 4, "intent-8", 42, 9042, "buy_write", u, b.Side.BUY, 2.0, "LMT",
                      8850.0, "Submitted", 0.0, 2.0, 0.0),
     )  # fmt: skip
     for o in open_orders:
         await bus.hset_latest(Keys.OPEN_ORDERS, o.intent_id, o)
     # risk's record of the buy-write's intent: it names the call the combo writes.
-    buy_write = b.IntentLeg(b.LegKind.BUY_WRITE, "TLT", b.Side.BUY, 2, 8850.0, 15547841,
+    buy_write = b.IntentLeg(b.LegKind.BUY_WRITE, u, b.Side.BUY, 2, 8850.0, u_id,
                             CALL_CON_ID, "20261218", 90.0)  # fmt: skip
     intent = b.OrderIntent("intent-8", "pair-1", now - 4, b.IntentPurpose.ENTRY,
                            b.SignalAction.ENTER_SHORT_SPREAD, (buy_write,))  # fmt: skip
@@ -140,18 +159,18 @@ async def seed(bus: Bus, points: int = POINTS) -> Seeded:
                          {"status": "placed", "intent": b.encode(intent).decode()})  # fmt: skip
     fills = (
         *(
-            b.Fill(now - 60 + i, f"exec-{i}", 30 + i, 9030 + i, f"intent-{i}", "TLTW", "TLTW",
-                   640000001, "STK", b.Side.SELL, 100.0 * (i + 1), 23.41 + 0.01 * i, 1.0, 0.35)
+            b.Fill(now - 60 + i, f"exec-{i}", 30 + i, 9030 + i, f"intent-{i}", e, e,
+                   e_id, "STK", b.Side.SELL, 100.0 * (i + 1), 23.41 + 0.01 * i, 1.0, 0.35)
             for i in range(3)
         ),
-        b.Fill(now - 50, "exec-3", 33, 9033, "intent-3", "TLT", "TLT   261218C00090000",
+        b.Fill(now - 50, "exec-3", 33, 9033, "intent-3", u, local_symbol(u, 90),
                CALL_CON_ID, "OPT", b.Side.SELL, 3.0, 1.61, 100.0, 1.95),
     )  # fmt: skip
     for f in fills:
         await bus.append(Streams.FILLS, f)
     health = (
-        b.DataHealth("TLT", b.DataStatus.OK, "", now - 1.0),
-        b.DataHealth("TLTW", b.DataStatus.STALE, "no tick for 31 s", now - 0.5),
+        b.DataHealth(u, b.DataStatus.OK, "", now - 1.0),
+        b.DataHealth(e, b.DataStatus.STALE, "no tick for 31 s", now - 0.5),
         # ok since 130 s, and quoted 1.5 s ago: ok, 1.5 s old (not 130)
         b.DataHealth(str(CALL_CON_ID), b.DataStatus.OK, "", now - 130.0),
         # ok by data-ingestion's last word, but no quote for 122 s: shown stale
@@ -161,10 +180,10 @@ async def seed(bus: Bus, points: int = POINTS) -> Seeded:
         await bus.hset_latest(Keys.HEALTH, h.symbol, h)
     for service, status, detail in (
         ("strategy", "ok", {}),
-        ("risk-management", "degraded", {"problems": list(RISK_PROBLEMS)}),
+        ("risk-management", "degraded", {"problems": list(risk_problems(pair.pair_id))}),
     ):
         await bus.beat(b.Heartbeat(service, now, status, detail), ttl_s=600)
-    alerts = (b.Alert(now - 10, b.Severity.WARNING, "monitoring", "stale_data", "TLTW stale"),)
+    alerts = (b.Alert(now - 10, b.Severity.WARNING, "monitoring", "stale_data", f"{e} stale"),)
     for a in alerts:
         await bus.append(Streams.ALERTS, a)
     return Seeded(spread, signals, quotes, navs, option, positions, pnl, risk, open_orders,

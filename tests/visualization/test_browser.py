@@ -9,10 +9,12 @@ Set DASHBOARD_SCREENSHOT=<path> to also save the screenshot there.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import shutil
 import threading
 import time
+from collections.abc import Iterator
 from datetime import datetime
 from pathlib import Path
 from zoneinfo import ZoneInfo
@@ -21,8 +23,8 @@ import httpx
 import pytest
 import uvicorn
 
-from tests.support import eventually
-from tests.visualization.conftest import TOKEN
+from tests.support import OTHER_PAIR, eventually
+from tests.visualization.conftest import dashboard_settings
 from tests.visualization.seed import (
     BAR_S,
     NEXT_SESSION,
@@ -37,7 +39,7 @@ from trading import bus as b
 from trading.bus import Bus
 from trading.dashboard.app import create_app
 from trading.redis_server import free_port
-from trading.settings import load_settings
+from trading.settings import Settings
 
 pytestmark = pytest.mark.browser
 
@@ -54,10 +56,9 @@ async def _with_bus(url: str, action):
         await bus.close()
 
 
-@pytest.fixture
-def dashboard_url(redis_url):
+@contextlib.contextmanager
+def serve(settings: Settings, redis_url: str) -> Iterator[str]:
     """The real app under uvicorn on a free port, in a thread; stopped even if the test fails."""
-    settings = load_settings(redis={"url": redis_url}, http={"token": TOKEN})
     app = create_app(settings, redis_url, heartbeat=True)
     port = free_port()
     config = uvicorn.Config(
@@ -73,6 +74,19 @@ def dashboard_url(redis_url):
     finally:
         server.should_exit = True
         thread.join(10)
+
+
+@pytest.fixture
+def dashboard_url(redis_url):
+    with serve(dashboard_settings(redis_url), redis_url) as url:
+        yield url
+
+
+@pytest.fixture
+def other_pair_url(redis_url):
+    """The dashboard of another pair than the default (conftest's OTHER_PAIR)."""
+    with serve(dashboard_settings(redis_url, OTHER_PAIR), redis_url) as url:
+        yield url
 
 
 @pytest.fixture
@@ -242,6 +256,37 @@ def test_dashboard_names_contracts_flags_stale_data_keeps_one_clock_and_breaks_s
         what="gateway state in the header",
     )
     assert dict(row_texts(browser, "gateway-table"))["data-ingestion"].startswith("unreachable")
+
+
+def test_dashboard_of_another_pair_names_it_on_the_page_and_never_the_default(
+    redis_url, other_pair_url, browser
+):
+    """Titles, chart legends and axes, tables: the configured pair's names, drawn from its
+    data; nothing on the page says TLT (the default pair)."""
+    asyncio.run(_with_bus(redis_url, lambda bus: seed(bus, pair=OTHER_PAIR)))
+    browser.get(other_pair_url)
+    body = browser.find_element("tag name", "body")
+    eventually(lambda: body.get_attribute("data-ready") == "true", what="panels loaded")
+    for chart in ("chart-prices", "chart-basis"):
+        box = browser.find_element("id", chart)
+        eventually(lambda box=box: box.get_attribute("data-drawn") == "true", what=chart)
+    assert browser.title == "IEF buy-write / IEFW pair"
+    assert text(browser, "h1") == "IEF buy-write / IEFW"
+    labels = browser.execute_script(
+        "const c = window.dashboard.charts['chart-prices'];"
+        "return [c.series.map(s => s.label), c.axes.map(a => a.label || null)];"
+    )
+    assert labels[0][1:] == ["IEF", "IEFW"]
+    assert labels[1][1:] == ["IEF (USD)", "IEFW (USD)"]
+    # Both price lines have the pair's 50 seeded points, and the basis is drawn against IEF.
+    prices = browser.execute_script("return window.dashboard.charts['chart-prices'].data;")
+    assert [sum(v is not None for v in column) for column in prices[1:]] == [50, 50]
+    basis = browser.execute_script("return window.dashboard.charts['chart-basis'].data[1];")
+    assert sum(v is not None for v in basis) > 0
+    assert [r[0] for r in row_texts(browser, "prices-table")] == ["IEF", "IEFW"]
+    page = browser.execute_script("return document.body.innerText;")
+    assert "IEF" in page and "TLT" not in page
+    assert "TLT" not in browser.page_source
 
 
 def _answers(url: str) -> bool:

@@ -213,6 +213,7 @@ def _run(args: argparse.Namespace, settings) -> tuple[Any, dict[str, Any]]:
             warm_up_sessions=warm_up_sessions(settings)
             if args.warm_up_sessions is None
             else args.warm_up_sessions,
+            pair=settings.pair_spec(),
         )
         if source.warm_up_sessions:
             days = source.warm_up_days()
@@ -237,7 +238,7 @@ def _run(args: argparse.Namespace, settings) -> tuple[Any, dict[str, Any]]:
     if args.source == "csv":
         from trading.backtest.csvfile import read_messages
 
-        messages = read_messages(args.path)
+        messages = read_messages(args.path, settings.pair_spec())
         description["path"] = str(args.path)
         sessions = len({int(m.ts_exchange // 86400) for m in messages if hasattr(m, "ts_exchange")})
         return backtest_messages(
@@ -272,7 +273,7 @@ def _run_daily(
         strike_low=low,
         strike_high=high,
     )
-    messages = daily_messages(args.path, model)
+    messages = daily_messages(args.path, model, pair=settings.pair_spec())
     description["path"] = str(args.path)
     description["daily_model"] = {
         "rate": model.rate, "div_yield": model.div_yield, "expiries": model.expiries,
@@ -324,7 +325,7 @@ def _run_ib(
         rules=PacingRules(window_limit=args.requests_per_10min),
         pair=settings.pair_spec(),
     )
-    extra = read_extra(args.extra_csv) if args.extra_csv else []
+    extra = read_extra(args.extra_csv, request.pair) if args.extra_csv else []
     tape = fetch_history(ib_settings, client_id, request, progress=progress)
     stats = TapeStats()
     ingestion = settings.ingestion

@@ -5,7 +5,8 @@ Columns (header required; extra columns are ignored; a blank cell is "not given"
 =============== ==========================================================================
 timestamp       ISO 8601 with a UTC offset (2026-09-01T09:31:00-04:00) or epoch seconds
 kind            stock | option | nav | dividend
-symbol          TLT or TLTW (stock, nav: TLTW, dividend: TLT or TLTW); option rows: TLT
+symbol          the pair's underlying or ETF (stock, dividend), its ETF (nav), its
+                underlying (option rows: calls on it)
 bid, ask        stock and option rows: the top of book (0 < bid <= ask; an option bid may
                 be 0)
 expiry          option rows: YYYYMMDD
@@ -15,11 +16,17 @@ implied_vol     option rows: annual implied volatility (a fraction)
 delta, gamma    option rows: per share (IB's convention)
 vega_per_point  option rows: USD per share per vol point
 theta_per_day   option rows: USD per share per calendar day
-value           nav rows: TLTW's NAV per share; dividend rows: USD per share going ex at
+value           nav rows: the ETF's NAV per share; dividend rows: USD per share going ex at
                 the timestamp's (New York) date
 pay_date        dividend rows, optional: YYYYMMDD (blank: three sessions after the ex-date)
-con_id          optional: IB conId (stocks default to IB's TLT/TLTW ids, options to ibsim's)
+con_id          optional: IB conId (stocks default to the pair's ids, options to ibsim's; a
+                stock row of a pair without its id must give it)
 =============== ==========================================================================
+
+The pair is a `trading.domain.pair.PairSpec` (`Settings.pair_spec`: TRADING_PAIR__*): its two
+symbols are the only ones accepted. The default pair (`DEFAULT_PAIR`) is TLT against TLTW
+with IB's contract ids of both, so every file written in this format for it, and every
+example in the docs (symbols TLT and TLTW), reads as it always has.
 
 Rules, each refused with a ValueError naming the row (1 = the first data row; the header is
 row 0) and the column: a required column missing from the header; a required cell blank or not
@@ -41,7 +48,8 @@ from pathlib import Path
 
 from trading.bus import ChainOption, Dividends, EtfNav, Message, OptionChain, OptionQuote, Quote
 from trading.domain.market_hours import EXCHANGE_TIMEZONE
-from trading.ibsim.instruments import TLT_CON_ID, TLTW_CON_ID, occ_symbol, option_con_id
+from trading.domain.pair import DEFAULT_ETF_CON_ID, DEFAULT_UNDERLYING_CON_ID, PairSpec
+from trading.ibsim.instruments import occ_symbol, option_con_id
 
 KINDS = ("stock", "option", "nav", "dividend")
 BASE_COLUMNS = ("timestamp", "kind", "symbol")
@@ -64,7 +72,23 @@ REQUIRED_BY_KIND = {
     "nav": ("value",),
     "dividend": ("value",),
 }
-STOCK_CON_IDS = {"TLT": TLT_CON_ID, "TLTW": TLTW_CON_ID}
+DEFAULT_PAIR = PairSpec(underlying_con_id=DEFAULT_UNDERLYING_CON_ID, etf_con_id=DEFAULT_ETF_CON_ID)
+"""The default pair with IB's contract ids of its two stocks: what the backtest's file formats
+(this one, `trading.backtest.daily`) and the sim feed assume unless given another pair."""
+
+
+def stock_con_ids(pair: PairSpec) -> dict[str, int | None]:
+    """The pair's two symbols -> IB contract id (None: the pair does not know it)."""
+    return {pair.underlying: pair.underlying_con_id, pair.etf: pair.etf_con_id}
+
+
+def known_con_ids(pair: PairSpec, needed_by: str) -> dict[str, int]:
+    """`stock_con_ids` when the pair knows both (a source with no con_id column needs them),
+    else ValueError naming the missing field."""
+    for name in ("underlying_con_id", "etf_con_id"):
+        if getattr(pair, name) is None:
+            raise ValueError(f"PairSpec.{name} is required by {needed_by}, got None")
+    return {symbol: con_id for symbol, con_id in stock_con_ids(pair).items() if con_id}
 
 
 class CsvError(ValueError):
@@ -156,24 +180,25 @@ def _rows(lines: Iterable[str]) -> Iterator[_Row]:
         yield _Row(number, ts, day, kind, symbol, cells)
 
 
-def _message(row: _Row) -> Message:
+def _message(row: _Row, pair: PairSpec) -> Message:
     n, c, ts = row.number, row.cells, row.ts
+    stocks = stock_con_ids(pair)
     if row.kind == "stock":
-        if row.symbol not in STOCK_CON_IDS:
-            raise CsvError(n, "symbol", f"stock rows are TLT or TLTW, got {row.symbol!r}")
+        if row.symbol not in stocks:
+            raise CsvError(n, "symbol", f"stock rows are {_either(pair)}, got {row.symbol!r}")
         bid = cell_number(n, "bid", c.get("bid"), positive=True)
         ask = cell_number(n, "ask", c.get("ask"), positive=True)
         if bid > ask:
             raise CsvError(n, "bid", f"crossed quote: bid {bid} > ask {ask}")
-        con_id = _con_id(row, STOCK_CON_IDS[row.symbol])
+        con_id = _con_id(row, stocks[row.symbol])
         return Quote(row.symbol, con_id, bid, ask, 100.0, 100.0, None, ts, ts)
     if row.kind == "nav":
-        if row.symbol != "TLTW":
-            raise CsvError(n, "symbol", f"nav rows are TLTW, got {row.symbol!r}")
-        return EtfNav("TLTW", cell_number(n, "value", c.get("value"), positive=True), ts, ts)
+        if row.symbol != pair.etf:
+            raise CsvError(n, "symbol", f"nav rows are {pair.etf}, got {row.symbol!r}")
+        return EtfNav(pair.etf, cell_number(n, "value", c.get("value"), positive=True), ts, ts)
     if row.kind == "dividend":
-        if row.symbol not in STOCK_CON_IDS:
-            raise CsvError(n, "symbol", f"dividend rows are TLT or TLTW, got {row.symbol!r}")
+        if row.symbol not in stocks:
+            raise CsvError(n, "symbol", f"dividend rows are {_either(pair)}, got {row.symbol!r}")
         amount = cell_number(n, "value", c.get("value"), positive=True)
         paid = (c.get("pay_date") or "").strip()
         if paid and not (len(paid) == 8 and paid.isdigit()):
@@ -182,13 +207,17 @@ def _message(row: _Row) -> Message:
             raise CsvError(n, "pay_date", f"{paid} is before the ex-date {row.day}")
         ex_date = row.day.strftime("%Y%m%d")
         return Dividends(row.symbol, 0.0, 12 * amount, ex_date, amount, ts, paid)
-    return _option(row)
+    return _option(row, pair.underlying)
 
 
-def _option(row: _Row) -> OptionQuote:
+def _either(pair: PairSpec) -> str:
+    return f"{pair.underlying} or {pair.etf}"
+
+
+def _option(row: _Row, underlying: str) -> OptionQuote:
     n, c, ts = row.number, row.cells, row.ts
-    if row.symbol != "TLT":
-        raise CsvError(n, "symbol", f"option rows are TLT calls, got {row.symbol!r}")
+    if row.symbol != underlying:
+        raise CsvError(n, "symbol", f"option rows are {underlying} calls, got {row.symbol!r}")
     expiry = (c.get("expiry") or "").strip()
     try:
         expiry_date = date(int(expiry[:4]), int(expiry[4:6]), int(expiry[6:8]))
@@ -209,9 +238,9 @@ def _option(row: _Row) -> OptionQuote:
     values = {name: cell_number(n, name, c.get(name)) for name in OPTION_COLUMNS[5:]}
     con_id = _con_id(row, option_con_id(expiry_date, strike, "C"))
     return OptionQuote(
-        symbol="TLT",
+        symbol=underlying,
         con_id=con_id,
-        local_symbol=occ_symbol("TLT", expiry, "C", strike),
+        local_symbol=occ_symbol(underlying, expiry, "C", strike),
         expiry=expiry,
         strike=strike,
         right="C",
@@ -231,9 +260,13 @@ def _option(row: _Row) -> OptionQuote:
     )
 
 
-def _con_id(row: _Row, default: int) -> int:
+def _con_id(row: _Row, default: int | None) -> int:
     text = (row.cells.get("con_id") or "").strip()
     if not text:
+        if default is None:
+            raise CsvError(
+                row.number, "con_id", f"is blank and the pair has no id for {row.symbol}"
+            )
         return default
     value = cell_number(row.number, "con_id", text, positive=True)
     if value != int(value):
@@ -241,14 +274,14 @@ def _con_id(row: _Row, default: int) -> int:
     return int(value)
 
 
-def read_messages(path: Path) -> list[Message]:
-    """Every row of the file as bus messages, with each session's chain first; the whole file
-    is validated before anything is returned (a bad row never reaches a replay)."""
+def read_messages(path: Path, pair: PairSpec = DEFAULT_PAIR) -> list[Message]:
+    """Every row of the file as bus messages of ``pair``, with each session's chain first; the
+    whole file is validated before anything is returned (a bad row never reaches a replay)."""
     with open(path, newline="") as handle:
         rows = list(_rows(handle))
     by_day: dict[date, list[tuple[_Row, Message]]] = {}
     for row in rows:
-        by_day.setdefault(row.day, []).append((row, _message(row)))
+        by_day.setdefault(row.day, []).append((row, _message(row, pair)))
     out: list[Message] = []
     for day in sorted(by_day):
         entries = by_day[day]
@@ -260,12 +293,12 @@ def read_messages(path: Path) -> list[Message]:
             }
         )
         if calls:
-            tlt = [m for _, m in entries if isinstance(m, Quote) and m.symbol == "TLT"]
-            spot = (tlt[0].bid + tlt[0].ask) / 2 if tlt else calls[len(calls) // 2][1]
+            stock = [m for _, m in entries if isinstance(m, Quote) and m.symbol == pair.underlying]
+            spot = (stock[0].bid + stock[0].ask) / 2 if stock else calls[len(calls) // 2][1]
             out.append(
                 OptionChain(
-                    underlying="TLT",
-                    underlying_con_id=TLT_CON_ID,
+                    underlying=pair.underlying,
+                    underlying_con_id=_chain_con_id(pair, stock, entries[0][0]),
                     expiries=tuple(sorted({e for e, _, _, _ in calls})),
                     strikes=tuple(sorted({k for _, k, _, _ in calls})),
                     subscribed=tuple(
@@ -278,6 +311,20 @@ def read_messages(path: Path) -> list[Message]:
             )
         out.extend(m for _, m in entries)
     return out
+
+
+def _chain_con_id(pair: PairSpec, stock: list[Quote], first: _Row) -> int:
+    """The chain's underlying id: the pair's, else the day's first underlying quote's."""
+    if pair.underlying_con_id is not None:
+        return pair.underlying_con_id
+    if stock:
+        return stock[0].con_id
+    raise CsvError(
+        first.number,
+        "con_id",
+        f"the day's calls need a {pair.underlying} stock row (or the "
+        "pair's underlying_con_id) for the chain's underlying id",
+    )
 
 
 def write_messages(messages: Iterable[Message], path: Path) -> int:

@@ -8,15 +8,22 @@ row per item (extra columns ignored, a blank cell is "not given"):
 ============ =================================================================================
 date         the session, YYYY-MM-DD (an XNYS session: a weekend or holiday is refused)
 kind         close | nav | distribution | iv | option
-symbol       close: TLT or TLTW; nav: TLTW; distribution: TLT or TLTW; iv, option: TLT
-value        close: the closing price; nav: TLTW's NAV; distribution: USD per share going ex
-             on ``date``; iv: TLT's annual implied vol (a fraction, e.g. 0.16)
+symbol       close, distribution: the pair's underlying or ETF; nav: its ETF; iv, option: its
+             underlying
+value        close: the closing price; nav: the ETF's NAV; distribution: USD per share going ex
+             on ``date``; iv: the underlying's annual implied vol (a fraction, e.g. 0.16)
 bid, ask     close (optional, both or neither): the closing quote; option: the call's closing
              bid and ask (required)
 pay_date     distribution (optional): YYYY-MM-DD; blank: three sessions after the ex-date
 expiry       option: YYYYMMDD
 strike       option: USD
 ============ =================================================================================
+
+The pair is a `trading.domain.pair.PairSpec` (`Settings.pair_spec`: TRADING_PAIR__*) that
+knows both stocks' contract ids (the file has no con_id column); its two symbols are the only
+ones accepted. The default pair (`trading.backtest.csvfile.DEFAULT_PAIR`) is TLT against TLTW,
+the symbols of every example in the docs, which read as they always have. Below, "TLT" is the
+pair's underlying and "TLTW" its ETF.
 
 Every session with a row needs both closes; its calls are its ``option`` rows, or, without
 any, calls modelled from its ``iv`` row (a session with neither is refused). Bad input is
@@ -50,17 +57,17 @@ from dataclasses import dataclass
 from datetime import date, datetime
 from pathlib import Path
 
-from trading.backtest.csvfile import CsvError, cell_number
+from trading.backtest.csvfile import DEFAULT_PAIR, CsvError, cell_number, known_con_ids
 from trading.bus import ChainOption, Dividends, EtfNav, Message, OptionChain, OptionQuote, Quote
 from trading.domain import black_scholes as bs
 from trading.domain.market_hours import EXCHANGE_TIMEZONE, MarketCalendar, market_calendar
 from trading.domain.options import EXPIRY_CLOSE_TIME, monthly_expiry
-from trading.ibsim.instruments import TLT_CON_ID, TLTW_CON_ID, occ_symbol, option_con_id
+from trading.domain.pair import PairSpec
+from trading.ibsim.instruments import occ_symbol, option_con_id
 from trading.ibsim.market import option_bid_ask
 
 KINDS = ("close", "nav", "distribution", "iv", "option")
 COLUMNS = ("date", "kind", "symbol", "value", "bid", "ask", "pay_date", "expiry", "strike")
-STOCK_CON_IDS = {"TLT": TLT_CON_ID, "TLTW": TLTW_CON_ID}
 HALF_TICK = 0.005
 """Without a closing quote, the close is quoted one cent wide: close -/+ half a cent."""
 SECONDS_PER_YEAR = bs.DAYS_PER_YEAR * 86_400.0
@@ -115,9 +122,11 @@ def _quote(row: int, cells: dict[str, str], bid_column: str = "bid") -> tuple[fl
     return bid, ask
 
 
-def _distribution(n: int, cells: dict, day: date, symbol: str) -> tuple[float, date | None]:
-    if symbol not in STOCK_CON_IDS:
-        raise CsvError(n, "symbol", f"distributions are TLT or TLTW, got {symbol!r}")
+def _distribution(
+    n: int, cells: dict, day: date, symbol: str, pair: PairSpec
+) -> tuple[float, date | None]:
+    if symbol not in pair.stocks:
+        raise CsvError(n, "symbol", f"distributions are {_either(pair)}, got {symbol!r}")
     amount = cell_number(n, "value", cells.get("value"), positive=True)
     paid = (cells.get("pay_date") or "").strip()
     pay_date = _day(n, "pay_date", paid) if paid else None
@@ -126,9 +135,13 @@ def _distribution(n: int, cells: dict, day: date, symbol: str) -> tuple[float, d
     return amount, pay_date
 
 
-def _close_row(n: int, cells: dict, day: date, symbol: str, session: _Session) -> None:
-    if symbol not in STOCK_CON_IDS:
-        raise CsvError(n, "symbol", f"closes are TLT or TLTW, got {symbol!r}")
+def _either(pair: PairSpec) -> str:
+    return f"{pair.underlying} or {pair.etf}"
+
+
+def _close_row(n: int, cells: dict, symbol: str, pair: PairSpec, session: _Session) -> None:
+    if symbol not in pair.stocks:
+        raise CsvError(n, "symbol", f"closes are {_either(pair)}, got {symbol!r}")
     close = cell_number(n, "value", cells.get("value"), positive=True)
     given = [(cells.get(c) or "").strip() for c in ("bid", "ask")]
     if any(given) and not all(given):
@@ -139,21 +152,22 @@ def _close_row(n: int, cells: dict, day: date, symbol: str, session: _Session) -
         session.closes[symbol] = (close - HALF_TICK, close + HALF_TICK)
 
 
-def _nav_row(n: int, cells: dict, day: date, symbol: str, session: _Session) -> None:
-    if symbol != "TLTW":
-        raise CsvError(n, "symbol", f"nav rows are TLTW, got {symbol!r}")
+def _nav_row(n: int, cells: dict, symbol: str, pair: PairSpec, session: _Session) -> None:
+    if symbol != pair.etf:
+        raise CsvError(n, "symbol", f"nav rows are {pair.etf}, got {symbol!r}")
     session.nav = cell_number(n, "value", cells.get("value"), positive=True)
 
 
-def _iv_row(n: int, cells: dict, day: date, symbol: str, session: _Session) -> None:
-    if symbol != "TLT":
-        raise CsvError(n, "symbol", f"iv rows are TLT, got {symbol!r}")
+def _iv_row(n: int, cells: dict, symbol: str, pair: PairSpec, session: _Session) -> None:
+    if symbol != pair.underlying:
+        raise CsvError(n, "symbol", f"iv rows are {pair.underlying}, got {symbol!r}")
     session.iv = cell_number(n, "value", cells.get("value"), positive=True)
 
 
-def _option_row(n: int, cells: dict, day: date, symbol: str, session: _Session) -> None:
-    if symbol != "TLT":
-        raise CsvError(n, "symbol", f"option rows are TLT calls, got {symbol!r}")
+def _option_row(n: int, cells: dict, symbol: str, pair: PairSpec, session: _Session) -> None:
+    day = session.day
+    if symbol != pair.underlying:
+        raise CsvError(n, "symbol", f"option rows are {pair.underlying} calls, got {symbol!r}")
     expiry = (cells.get("expiry") or "").strip()
     try:
         expiry_day = datetime.strptime(expiry, "%Y%m%d").date()
@@ -173,10 +187,10 @@ _ROWS = {"close": _close_row, "nav": _nav_row, "iv": _iv_row, "option": _option_
 
 
 def read_daily(
-    lines: Iterable[str], calendar: MarketCalendar | None = None
+    lines: Iterable[str], calendar: MarketCalendar | None = None, pair: PairSpec = DEFAULT_PAIR
 ) -> tuple[list[_Session], dict[str, dict[date, tuple[float, date | None]]]]:
     """The sessions and the distributions (symbol -> ex-date -> (amount, pay date)) of a daily
-    CSV, every row checked (see the module docstring)."""
+    CSV of ``pair``, every row checked (see the module docstring)."""
     calendar = calendar or market_calendar()
     reader = csv.DictReader(lines)
     header = [h.strip() for h in reader.fieldnames or []]
@@ -200,12 +214,12 @@ def read_daily(
             raise CsvError(n, "date", f"duplicate {kind} row for {symbol} on {day}")
         seen.add(key)
         if kind == "distribution":
-            distributions.setdefault(symbol, {})[day] = _distribution(n, cells, day, symbol)
+            distributions.setdefault(symbol, {})[day] = _distribution(n, cells, day, symbol, pair)
             continue
-        _ROWS[kind](n, cells, day, symbol, sessions.setdefault(day, _Session(day, {})))
+        _ROWS[kind](n, cells, symbol, pair, sessions.setdefault(day, _Session(day, {})))
     ordered = [sessions[d] for d in sorted(sessions)]
     for session in ordered:
-        missing = [s for s in STOCK_CON_IDS if s not in session.closes]
+        missing = [s for s in pair.stocks if s not in session.closes]
         if missing:
             raise ValueError(f"session {session.day}: no close row for {', '.join(missing)}")
         if session.calls is None and session.iv is None:
@@ -214,13 +228,18 @@ def read_daily(
 
 
 def daily_messages(
-    path: Path, model: DailyModel = DailyModel(), calendar: MarketCalendar | None = None
+    path: Path,
+    model: DailyModel = DailyModel(),
+    calendar: MarketCalendar | None = None,
+    pair: PairSpec = DEFAULT_PAIR,
 ) -> list[Message]:
-    """Every session of the file as bus messages in time order (module docstring); the whole
-    file is checked before anything is returned."""
+    """Every session of the file as bus messages of ``pair`` in time order (module docstring);
+    the whole file is checked before anything is returned. ValueError when the pair lacks a
+    stock's contract id."""
+    con_ids = known_con_ids(pair, "the daily source")
     calendar = calendar or market_calendar()
     with open(path, newline="") as handle:
-        sessions, distributions = read_daily(handle, calendar)
+        sessions, distributions = read_daily(handle, calendar, pair)
     out: list[tuple[float, int, Message]] = []
     for symbol, by_day in distributions.items():
         for ex_date, (amount, pay_date) in by_day.items():
@@ -238,37 +257,43 @@ def daily_messages(
                 )
             )  # fmt: skip
     for session in sessions:
-        out.extend((ts, 1, m) for ts, m in _session_messages(session, model, calendar))
+        messages = _session_messages(session, model, calendar, pair, con_ids)
+        out.extend((ts, 1, m) for ts, m in messages)
     out.sort(key=lambda item: (item[0], item[1]))
     return [m for _, _, m in out]
 
 
 def _session_messages(
-    session: _Session, model: DailyModel, calendar: MarketCalendar
+    session: _Session,
+    model: DailyModel,
+    calendar: MarketCalendar,
+    pair: PairSpec,
+    con_ids: dict[str, int],
 ) -> Iterator[tuple[float, Message]]:
     opened = calendar.session(session.day)
     assert opened is not None
     close = opened.close_utc.timestamp()
-    tlt_bid, tlt_ask = session.closes["TLT"]
-    spot = 0.5 * (tlt_bid + tlt_ask)
+    under = pair.underlying
+    spot_bid, spot_ask = session.closes[under]
+    spot = 0.5 * (spot_bid + spot_ask)
     calls = session.calls if session.calls is not None else _modelled(session, spot, model)
     chain = tuple(
-        ChainOption(option_con_id(_yyyymmdd(e), k, "C"), occ_symbol("TLT", e, "C", k), e, k, "C")
+        ChainOption(option_con_id(_yyyymmdd(e), k, "C"), occ_symbol(under, e, "C", k), e, k, "C")
         for e, k, _, _ in calls
     )
     yield close - 1.0, OptionChain(
-        "TLT", TLT_CON_ID, tuple(sorted({e for e, _, _, _ in calls})),
+        under, con_ids[under], tuple(sorted({e for e, _, _, _ in calls})),
         tuple(sorted({k for _, k, _, _ in calls})), chain, spot, close - 1.0,
     )  # fmt: skip
     for symbol, (bid, ask) in session.closes.items():
         yield (
             close,
-            Quote(symbol, STOCK_CON_IDS[symbol], bid, ask, 100.0, 100.0, None, close, close),
+            Quote(symbol, con_ids[symbol], bid, ask, 100.0, 100.0, None, close, close),
         )
     if session.nav is not None:
-        yield close, EtfNav("TLTW", session.nav, close, close)
-    for option, (expiry, strike, bid, ask) in zip(chain, calls, strict=True):
-        quote = _option_quote(option, expiry, strike, bid, ask, spot, close, session.iv, model)
+        yield close, EtfNav(pair.etf, session.nav, close, close)
+    for option, call in zip(chain, calls, strict=True):
+        quote = _option_quote(option, under, call, spot, close, session.iv, model)
         if quote is not None:
             yield close, quote
 
@@ -313,17 +338,17 @@ def _modelled(
 
 def _option_quote(
     option: ChainOption,
-    expiry: str,
-    strike: float,
-    bid: float,
-    ask: float,
+    underlying: str,
+    call: tuple[str, float, float, float],
     spot: float,
     now: float,
     iv: float | None,
     model: DailyModel,
 ) -> OptionQuote | None:
     """A call's quote with Black-Scholes-Merton Greeks: at ``iv`` when modelled, else at the
-    vol solved from its mid (None when it does not solve: the call is left out)."""
+    vol solved from its mid (None when it does not solve: the call is left out). ``call`` is
+    (expiry, strike, bid, ask)."""
+    expiry, strike, bid, ask = call
     tau = _tau_years(expiry, now)
     if tau <= 0:
         return None
@@ -336,7 +361,7 @@ def _option_quote(
             return None
     g = bs.greeks(spot, strike, tau, model.rate, model.div_yield, vol, "C")
     return OptionQuote(
-        symbol="TLT",
+        symbol=underlying,
         con_id=option.con_id,
         local_symbol=option.local_symbol,
         expiry=expiry,

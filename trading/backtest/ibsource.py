@@ -360,12 +360,14 @@ def tape_messages(
     return [message for *_, message in keyed]
 
 
-def read_extra(path: Path) -> list[Message]:
-    """NAV and distribution rows (kinds ``nav``, ``dividend``) of a file in the csv source's
-    format, validated by its reader; any other kind is refused (IBSourceError naming it)."""
+def read_extra(path: Path, pair: PairSpec | None = None) -> list[Message]:
+    """NAV and distribution rows (kinds ``nav``, ``dividend``) of ``pair`` (default: the csv
+    format's, `trading.backtest.csvfile.DEFAULT_PAIR`) in a file in the csv source's format,
+    validated by its reader; any other kind is refused (IBSourceError naming it)."""
+    from trading.backtest.csvfile import DEFAULT_PAIR as CSV_PAIR
     from trading.backtest.csvfile import read_messages
 
-    messages = read_messages(path)
+    messages = read_messages(path, CSV_PAIR if pair is None else pair)
     for message in messages:
         if not isinstance(message, EtfNav | Dividends):
             raise IBSourceError(

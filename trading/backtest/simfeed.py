@@ -7,6 +7,12 @@ session's open and TLTW's distributions (``Dividends``) before the session they 
 message carries ``ts_exchange = ts_recv`` = the bar's close minus half a second, so feeding them
 to `StrategyEngine.on_message` closes each bar when the next one's first message arrives.
 
+The model is ibsim's (TLT against TLTW: its ``tlt_*``/``tltw_*`` bar columns are the model's
+underlying and ETF); the messages carry the names and stock contract ids of the ``pair`` asked
+for (a `trading.domain.pair.PairSpec`, default `trading.backtest.csvfile.DEFAULT_PAIR`: TLT and
+TLTW with IB's ids, so the default feed is what it always was). Below, "TLT" is the pair's
+underlying and "TLTW" its ETF.
+
 Used by the engine's tests and by `trading.backtest.study` (the preset comparison).
 """
 
@@ -19,10 +25,12 @@ from datetime import date, datetime, timedelta
 
 import pandas as pd
 
+from trading.backtest.csvfile import DEFAULT_PAIR, known_con_ids
 from trading.bus import ChainOption, Dividends, EtfNav, Message, OptionChain, OptionQuote, Quote
+from trading.domain.pair import PairSpec
 from trading.ibsim.config import ET, SimConfig
 from trading.ibsim.history import bar_frame
-from trading.ibsim.instruments import TLT_CON_ID, TLTW_CON_ID, occ_symbol, option_con_id
+from trading.ibsim.instruments import occ_symbol, option_con_id
 from trading.ibsim.market import MarketModel
 
 
@@ -50,9 +58,16 @@ def premium_shock(model: MarketModel, when: datetime, premium_bp: float) -> None
 
 
 def simulated_messages(
-    model: MarketModel, start: date, end: date, feed: FeedConfig = FeedConfig()
+    model: MarketModel,
+    start: date,
+    end: date,
+    feed: FeedConfig = FeedConfig(),
+    pair: PairSpec = DEFAULT_PAIR,
 ) -> Iterator[Message]:
-    """Messages bar by bar from ``start`` to ``end`` (inclusive), see the module docstring."""
+    """Messages of ``pair`` bar by bar from ``start`` to ``end`` (inclusive), see the module
+    docstring. ValueError when the pair lacks a stock's contract id."""
+    con_ids = known_con_ids(pair, "the sim feed")
+    under, etf = pair.stocks
     frame = bar_frame(model, start, end, bar="1 min")
     if frame.empty:
         return
@@ -76,7 +91,7 @@ def simulated_messages(
         subscribed = tuple(
             ChainOption(
                 con_id=option_con_id(expiry, k, "C"),
-                local_symbol=occ_symbol("TLT", expiry.strftime("%Y%m%d"), "C", k),
+                local_symbol=occ_symbol(under, expiry.strftime("%Y%m%d"), "C", k),
                 expiry=expiry.strftime("%Y%m%d"),
                 strike=k,
                 right="C",
@@ -85,8 +100,8 @@ def simulated_messages(
             for k in strikes
         )
         yield OptionChain(
-            underlying="TLT",
-            underlying_con_id=TLT_CON_ID,
+            underlying=under,
+            underlying_con_id=con_ids[under],
             expiries=tuple(e.strftime("%Y%m%d") for e in monthlies),
             strikes=tuple(float(k) for k in registry.monthly_strikes),
             subscribed=subscribed,
@@ -96,7 +111,7 @@ def simulated_messages(
         distribution = model.tltw_distribution(session)
         if distribution > 0:
             yield Dividends(
-                symbol="TLTW",
+                symbol=etf,
                 past_12m=0.0,
                 next_12m=12 * distribution,
                 next_ex_date=day.strftime("%Y%m%d"),
@@ -118,11 +133,12 @@ def simulated_messages(
         navs = rows["tltw_nav"].to_numpy()
         for i, ts in enumerate(stamps):
             yield Quote(
-                "TLT", TLT_CON_ID, float(tlt_bid[i]), float(tlt_ask[i]), 100.0, 100.0, None, ts, ts
-            )
+                under, con_ids[under], float(tlt_bid[i]), float(tlt_ask[i]), 100.0, 100.0, None,
+                ts, ts,
+            )  # fmt: skip
             yield Quote(
-                "TLTW",
-                TLTW_CON_ID,
+                etf,
+                con_ids[etf],
                 float(tltw_bid[i]),
                 float(tltw_ask[i]),
                 100.0,
@@ -131,13 +147,13 @@ def simulated_messages(
                 ts,
                 ts,
             )
-            yield EtfNav("TLTW", float(navs[i]), ts, ts)
+            yield EtfNav(etf, float(navs[i]), ts, ts)
             for option, values in option_rows:
                 bid, ask, iv, delta, gamma, vega, theta, underlying, theo = values[i]
                 if not (math.isfinite(bid) and math.isfinite(ask)) or ask <= 0:
                     continue
                 yield OptionQuote(
-                    symbol="TLT",
+                    symbol=under,
                     con_id=option.con_id,
                     local_symbol=option.local_symbol,
                     expiry=option.expiry,

@@ -8,6 +8,7 @@ Sources:
   Greeks. The model is anchored where the live ibsim is (2026-11-02 09:30 New York, reaching
   back ``history_days`` sessions), so a seeded period is the same market the live stack sees.
   The ground truth (TLTW's premium to NAV) comes with it, for the R-squared of the spread.
+  The messages carry the names of the source's ``pair`` (the settings' in the CLI).
 * ``csv``: a file in the format of `trading.backtest.csvfile` (validated before replay).
 * ``ib``: one-minute BID and ASK bars from IB's reqHistoricalData, paced, with Greeks solved
   from the option mids (`trading.backtest.ibsource`; no NAV or distributions from IB).
@@ -22,8 +23,10 @@ from datetime import date, datetime, timedelta
 import numpy as np
 import pandas as pd
 
+from trading.backtest.csvfile import DEFAULT_PAIR
 from trading.backtest.simfeed import FeedConfig, simulated_messages
 from trading.bus import Message
+from trading.domain.pair import PairSpec
 from trading.ibsim.config import DEFAULT_START, ET, SimConfig
 from trading.ibsim.history import bar_frame
 from trading.ibsim.market import MarketModel
@@ -51,6 +54,8 @@ class SimSource:
     warm_up_sessions: int = 0
     """Sessions before ``start`` the strategy replays first with trading off, so that its
     windows are full when the period starts (`trading.backtest.run.warm_up_sessions`)."""
+    pair: PairSpec = DEFAULT_PAIR
+    """The pair whose names (and stock contract ids) the model's messages carry."""
 
     def __post_init__(self) -> None:
         if self.end < self.start:
@@ -74,7 +79,7 @@ class SimSource:
         )
 
     def messages(self, model: MarketModel | None = None) -> Iterator[Message]:
-        return simulated_messages(model or self.model(), self.start, self.end, self.feed)
+        return simulated_messages(model or self.model(), self.start, self.end, self.feed, self.pair)
 
     def warm_up_days(self, model: MarketModel | None = None) -> list[date]:
         """The ``warm_up_sessions`` sessions just before ``start``."""
@@ -89,7 +94,7 @@ class SimSource:
         days = self.warm_up_days(m)
         if not days:
             return iter(())
-        return simulated_messages(m, days[0], days[-1], self.feed)
+        return simulated_messages(m, days[0], days[-1], self.feed, self.pair)
 
     def sessions(self, model: MarketModel | None = None) -> int:
         """Trading sessions in the period (for the progress bar)."""

@@ -3,7 +3,9 @@
 `create_app(settings, bus_or_url)` builds it; the visualization service
 (`trading/services/visualization.py`, started by visualization/visualization.py) serves it on
 TRADING_HTTP__HOST:TRADING_HTTP__PORT. The page's template and static files are in this package
-(templates/, static/).
+(templates/, static/). The pair shown is the settings' (`Settings.pair_spec`: TRADING_PAIR__*,
+TRADING_STRATEGY__PAIR_ID): the page's titles, the API's title and the prices panel name its
+two stocks from it (`PricesPanel.pair`), never from a spelled symbol.
 
 Routes (every JSON route is in the OpenAPI document at /openapi.json, browsable at /docs):
     GET  /                         the dashboard page (charts drawn by the vendored uPlot)
@@ -93,7 +95,9 @@ def create_app(
     push_interval_s: float = 0.25,
     query_timeout_s: float = 2.0,
 ) -> FastAPI:
-    """The app. Given a URL the lifespan opens (and closes) its own Bus; given a Bus, uses it."""
+    """The app. Given a URL the lifespan opens (and closes) its own Bus; given a Bus, uses it.
+    The pair shown is ``settings.pair_spec()`` (a ValueError names a bad pair setting)."""
+    pair = settings.pair_spec()
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -103,7 +107,7 @@ def create_app(
             if isinstance(bus_or_url, str)
             else bus_or_url
         )
-        queries = DashboardQueries(bus, settings, timeout_s=query_timeout_s)
+        queries = DashboardQueries(bus, settings, pair=pair, timeout_s=query_timeout_s)
         feed = LiveFeed(queries, interval_s=push_interval_s)
         app.state.queries, app.state.feed = queries, feed
         tasks = feed.start()
@@ -123,7 +127,7 @@ def create_app(
                 await bus.close()
 
     app = FastAPI(
-        title="TLT/TLTW pairs trading dashboard",
+        title=f"{pair.underlying}/{pair.etf} pairs trading dashboard",
         description="Read-only views of the trading system's Redis state, and operator controls.",
         version="1.0.0",
         lifespan=lifespan,
@@ -141,7 +145,7 @@ def create_app(
     @app.get("/", response_class=HTMLResponse, include_in_schema=False)
     async def page(request: Request) -> HTMLResponse:
         enabled = controls_enabled(settings.http.token)
-        context = {"controls_enabled": enabled, "commands": list(m.ControlCommand)}
+        context = {"controls_enabled": enabled, "commands": list(m.ControlCommand), "pair": pair}
         return templates.TemplateResponse(request, "index.html", context)
 
     @app.get("/api/clock", tags=["panels"], response_model=m.MarketClock)

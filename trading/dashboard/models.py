@@ -138,6 +138,15 @@ class PriceSeries(BaseModel):
     price: list[float] = Field(default_factory=list)
 
 
+class PairNames(BaseModel):
+    """The pair the system trades (`trading.domain.pair.PairSpec`, from TRADING_PAIR__* and
+    TRADING_STRATEGY__PAIR_ID): the page names its charts and tables from it."""
+
+    underlying: str = Field(description="The stock whose rolled covered call is one leg")
+    etf: str = Field(description="The ETF running that buy-write itself: the other leg")
+    pair_id: str = Field(description="Names the pair in intents, fills and P&L")
+
+
 class InstrumentPrice(BaseModel):
     symbol: str
     quote: Quote | None
@@ -149,10 +158,12 @@ class InstrumentPrice(BaseModel):
 
 
 class PricesPanel(BaseModel):
-    instruments: list[InstrumentPrice]
+    pair: PairNames
+    instruments: list[InstrumentPrice] = Field(description="The pair's underlying, then its ETF")
     buy_write_index: float | None = Field(description="Newest buy-write index value per share")
     series: dict[str, PriceSeries] = Field(
-        description="Keyed by TLT, TLTW (quote history) and buy_write_index (spread stream)"
+        description="Keyed by the pair's two symbols (`pair.underlying`, `pair.etf`: quote "
+        "history) and buy_write_index (spread stream)"
     )
 
 
@@ -218,7 +229,9 @@ class RiskPanel(BaseModel):
 
 
 class InstrumentHealth(BaseModel):
-    symbol: str = Field(description="As data-ingestion keys it: TLT, TLTW, or an option's conId")
+    symbol: str = Field(
+        description="As data-ingestion keys it: one of the pair's two stocks, or an option's conId"
+    )
     name: str = Field(description="The contract: symbol, expiry, strike and right")
     status: DataStatus = Field(
         description="What the page shows: data-ingestion's status, but stale when no update "

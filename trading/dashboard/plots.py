@@ -151,42 +151,51 @@ def render_spread(panel: SpreadPanel, width_px: int = 1000, height_px: int = 500
 
 
 def render_prices(panel: PricesPanel, width_px: int = 1000, height_px: int = 500) -> bytes:
-    """Top: TLT (left axis) and TLTW (right axis), each on its own scale. Bottom: the buy-write
-    index less the TLT mid at or before each of its points (USD per share)."""
+    """`prices_figure` as a PNG."""
+    return _png(prices_figure(panel, width_px, height_px))
+
+
+def prices_figure(panel: PricesPanel, width_px: int = 1000, height_px: int = 500) -> Figure:
+    """Top: the pair's underlying (left axis) and ETF (right axis), each on its own scale, named
+    from ``panel.pair``. Bottom: the buy-write index less the underlying's mid at or before each
+    of its points (USD per share)."""
     fig = _figure(width_px, height_px)
     top, bottom = fig.subplots(2, 1, sharex=True, height_ratios=(2, 1))
     right = top.twinx()
-    top.set_ylabel("TLT (USD)", color="tab:blue")
-    right.set_ylabel("TLTW (USD)", color="tab:orange")
-    bottom.set_ylabel("index − TLT (USD)")
+    names = (panel.pair.underlying, panel.pair.etf)
+    top.set_ylabel(f"{names[0]} (USD)", color="tab:blue")
+    right.set_ylabel(f"{names[1]} (USD)", color="tab:orange")
+    bottom.set_ylabel(f"index − {names[0]} (USD)")
     empty: dict[str, list[float]] = {"ts": [], "price": []}
-    tlt, tltw, index = (
+    underlying, etf, index = (
         panel.series[k].model_dump() if k in panel.series else empty
-        for k in ("TLT", "TLTW", "buy_write_index")
+        for k in (*names, "buy_write_index")
     )
-    if not (tlt["ts"] or tltw["ts"] or index["ts"]):
+    if not (underlying["ts"] or etf["ts"] or index["ts"]):
         _no_data(top)
-        return _png(fig)
-    axis = _axis(tlt["ts"], tltw["ts"], index["ts"])
-    for ax, series, color, name in ((top, tlt, "tab:blue", "TLT"), (right, tltw, "tab:orange",
-                                                                      "TLTW")):  # fmt: skip
+        return fig
+    axis = _axis(underlying["ts"], etf["ts"], index["ts"])
+    for ax, series, color, name in (
+        (top, underlying, "tab:blue", names[0]),
+        (right, etf, "tab:orange", names[1]),
+    ):
         if series["ts"]:
             ax.plot(*_xy(axis, series["ts"], series["price"]), color=color, lw=1, label=name)
     basis = [
         (t, value - mid)
         for t, value in zip(index["ts"], index["price"], strict=True)
-        if (mid := _value_at(tlt["ts"], tlt["price"], t)) is not None
+        if (mid := _value_at(underlying["ts"], underlying["price"], t)) is not None
     ]
     if basis:
         ts, diff = zip(*basis, strict=True)
         bottom.plot(*_xy(axis, ts, diff), color="tab:green", lw=1,
-                    label="buy-write index − TLT")  # fmt: skip
+                    label=f"buy-write index − {names[0]}")  # fmt: skip
         bottom.legend(loc="upper left", fontsize=8)
     lines = top.get_lines() + right.get_lines()
     top.legend(lines, [line.get_label() for line in lines], loc="upper left", fontsize=8)
     _session_ticks(top, axis)
     _session_ticks(bottom, axis)
-    return _png(fig)
+    return fig
 
 
 def render_hedge(panel: HedgePanel, width_px: int = 1000, height_px: int = 500) -> bytes:

@@ -4,6 +4,10 @@ Every HTTP route, the live push and the PNG plots call this module, so a route i
 the page, the JSON API and the plots can never show different numbers. It only reads, except
 `send_command`, which appends an operator command for risk-management to act on.
 
+The pair's names (its two stocks, the underlying of the call written) come from its
+`trading.domain.pair.PairSpec` (`Settings.pair_spec`), never spelled here; the prices panel
+carries them (`PricesPanel.pair`) so the page names its charts from the same value.
+
 Redis that does not answer within `timeout_s` raises `DataUnavailable` (the API answers 503)
 instead of waiting on the bus's reconnect loop. A malformed value in Redis is logged, counted and
 shown as missing: the dashboard never fails because one writer wrote something bad.
@@ -71,6 +75,7 @@ from trading.dashboard.models import (
     LimitUse,
     MarketClock,
     OptionPanel,
+    PairNames,
     PanelName,
     PlotName,
     PriceSeries,
@@ -83,12 +88,12 @@ from trading.dashboard.models import (
 )
 from trading.dashboard.series import StreamColumns, parse_entry_id
 from trading.domain.market_hours import EXCHANGE_TIMEZONE
+from trading.domain.pair import PairSpec
 from trading.observability import BAD_MESSAGES
 from trading.settings import Settings
 
 log = logging.getLogger(__name__)
 
-INSTRUMENTS = ("TLT", "TLTW")
 SERVICES = ("data-ingestion", "strategy", "risk-management", "visualization", "monitoring")
 """The services whose heartbeat the health panel expects; one missing is shown as silent."""
 
@@ -156,19 +161,23 @@ def _entry_ts(entry_id: bytes) -> float:
 
 
 class DashboardQueries:
-    """Panels read from Redis. One instance per app; it keeps the plotted series in memory."""
+    """Panels read from Redis. One instance per app; it keeps the plotted series in memory.
+    ``pair`` is the pair shown (default: the settings', `Settings.pair_spec`)."""
 
     def __init__(
         self,
         bus: Bus,
         settings: Settings,
         *,
+        pair: PairSpec | None = None,
         timeout_s: float = 2.0,
         series_capacity: int = SERIES_CAPACITY,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.bus = bus
         self.settings = settings
+        self.pair = pair if pair is not None else settings.pair_spec()
+        self.instruments = self.pair.stocks
         self.timeout_s = timeout_s
         self.clock_fn = clock
         self.spread_series = StreamColumns(
@@ -181,7 +190,7 @@ class DashboardQueries:
             symbol: StreamColumns(
                 bus, Streams.history(symbol), ("ts", "price"), _quote_row, series_capacity
             )
-            for symbol in INSTRUMENTS
+            for symbol in self.instruments
         }
 
     # reading helpers -------------------------------------------------------------------------
@@ -262,11 +271,12 @@ class DashboardQueries:
 
     @bounded
     async def clock(self) -> MarketClock:
-        """The market's clock now, from the newest TLT/TLTW quote (exchange time, receive time)."""
+        """The market's clock now, from the newest quote of the pair's two stocks (exchange time,
+        receive time)."""
         now = self.clock_fn()
         sim = self.settings.sim
         rate = sim.speed if sim.enabled else 1.0
-        latest = await self._latest_many({Keys.quote(s): Quote for s in INSTRUMENTS})
+        latest = await self._latest_many({Keys.quote(s): Quote for s in self.instruments})
         quotes = [q for q in latest.values() if q is not None]
         market_ts = None
         if quotes:
@@ -312,17 +322,17 @@ class DashboardQueries:
         since: float | None = None,
         since_by_series: dict[str, float] | None = None,
     ) -> PricesPanel:
-        """TLT and TLTW quotes (with TLTW's NAV premium) and the buy-write index.
+        """The pair's two stocks' quotes (with the ETF's NAV premium) and the buy-write index.
 
         The three series run on different writers' clocks, so the live push keeps one cursor
         per series (`since_by_series`, keyed like `PricesPanel.series`); `since` applies to all.
         """
         cursors = since_by_series or {}
-        wanted: dict[str, type[Message]] = {Keys.quote(s): Quote for s in INSTRUMENTS}
-        wanted.update({Keys.nav(s): EtfNav for s in INSTRUMENTS})
+        wanted: dict[str, type[Message]] = {Keys.quote(s): Quote for s in self.instruments}
+        wanted.update({Keys.nav(s): EtfNav for s in self.instruments})
         latest = await self._latest_many(wanted)
         instruments = []
-        for symbol in INSTRUMENTS:
+        for symbol in self.instruments:
             quote: Quote | None = latest[Keys.quote(symbol)]
             nav_msg: EtfNav | None = latest[Keys.nav(symbol)]
             mid = quote_mid(quote.bid, quote.ask, quote.last) if quote else None
@@ -348,7 +358,9 @@ class DashboardQueries:
         await self.spread_series.refresh()
         index = self.spread_series.newest(limit, cursors.get("buy_write_index", since))
         series["buy_write_index"] = PriceSeries(ts=index["ts"], price=index["index_value"])
+        pair = self.pair
         return PricesPanel(
+            pair=PairNames(underlying=pair.underlying, etf=pair.etf, pair_id=pair.pair_id),
             instruments=instruments,
             buy_write_index=self.spread_series.last("index_value"),
             series=series,
@@ -383,7 +395,7 @@ class DashboardQueries:
         return OptionPanel(
             con_id=latest.call_con_id,
             name=option_name(
-                "TLT" if quote is None else quote.symbol,
+                self.pair.underlying if quote is None else quote.symbol,
                 latest.call_expiry,
                 latest.call_strike,
                 "C",
@@ -487,7 +499,7 @@ class DashboardQueries:
         service's heartbeat (expected ones included); each broker connection's state."""
         now = self.clock_fn()
         reports = await self._hash(Keys.HEALTH, DataHealth)
-        stocks = await self._latest_many({Keys.quote(s): Quote for s in INSTRUMENTS})
+        stocks = await self._latest_many({Keys.quote(s): Quote for s in self.instruments})
         names, option_quotes = await self._option_names()
         instruments = []
         for h in reports:
@@ -502,7 +514,7 @@ class DashboardQueries:
                 InstrumentHealth(
                     symbol=h.symbol,
                     name=names.get(
-                        h.symbol, h.symbol if h.symbol in INSTRUMENTS else f"conId {h.symbol}"
+                        h.symbol, h.symbol if h.symbol in self.instruments else f"conId {h.symbol}"
                     ),
                     status=status,
                     reported_status=h.status,
@@ -512,7 +524,7 @@ class DashboardQueries:
                     age_s=age,
                 )
             )
-        instruments.sort(key=lambda i: (i.symbol not in INSTRUMENTS, i.name))
+        instruments.sort(key=lambda i: (i.symbol not in self.instruments, i.name))
         beats = await self.bus.heartbeats()
         late_after = 2 * self.settings.heartbeat_interval_s
         services, gateway = [], []
@@ -560,11 +572,12 @@ class DashboardQueries:
     async def healthz(self) -> Healthz:
         """How old the newest data is, by wall-clock receipt/write time (not exchange time, which
         the simulated gateway runs on its own clock)."""
-        wanted: dict[str, type[Message]] = {Keys.quote(s): Quote for s in INSTRUMENTS}
+        wanted: dict[str, type[Message]] = {Keys.quote(s): Quote for s in self.instruments}
         wanted.update({Keys.PNL: PnL, Keys.RISK_STATUS: RiskStatus})
         latest = await self._latest_many(wanted)
         sources: list[tuple[str, float | None]] = [
-            (f"quote:{s}", q.ts_recv if (q := latest[Keys.quote(s)]) else None) for s in INSTRUMENTS
+            (f"quote:{s}", q.ts_recv if (q := latest[Keys.quote(s)]) else None)
+            for s in self.instruments
         ]
         for name, stream in (("spread", Streams.SPREAD), ("fills", Streams.FILLS)):
             newest = cast(RawEntries, await self.bus.redis.xrevrange(stream, count=1))

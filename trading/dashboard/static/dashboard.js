@@ -302,25 +302,28 @@ function drawSpread() {
 
 function drawPrices() {
   const p = state.prices;
+  // The pair's names come with the panel (its PairSpec, from the settings): never spelled here.
+  const { underlying: u, etf: e } = p.pair;
   const series = (k) => p.series[k] || { ts: [], price: [] };
-  const tlt = series("TLT"), tltw = series("TLTW"), index = series("buy_write_index");
-  const tables = [tlt, tltw].filter((t) => t.ts.length).map((t) => [t.ts, t.price]);
+  const under = series(u), fund = series(e), index = series("buy_write_index");
+  const tables = [under, fund].filter((t) => t.ts.length).map((t) => [t.ts, t.price]);
   const joined = tables.length === 2 ? uPlot.join(tables)
-    : tables.length === 1 ? (tlt.ts.length ? [...tables[0], []] : [tables[0][0], [],
+    : tables.length === 1 ? (under.ts.length ? [...tables[0], []] : [tables[0][0], [],
       tables[0][1]]) : [[], [], []];
   chartFor("chart-prices", {
-    series: [{}, { label: "TLT", stroke: "#1565c0", scale: "tlt", width: 1.5 },
-      { label: "TLTW", stroke: "#ef6c00", scale: "tltw", width: 1.5 }],
-    axes: [{}, { scale: "tlt", label: "TLT (USD)", stroke: "#1565c0" },
-      { scale: "tltw", side: 1, label: "TLTW (USD)", stroke: "#ef6c00", grid: { show: false } }],
+    series: [{}, { label: u, stroke: "#1565c0", scale: "underlying", width: 1.5 },
+      { label: e, stroke: "#ef6c00", scale: "etf", width: 1.5 }],
+    axes: [{}, { scale: "underlying", label: `${u} (USD)`, stroke: "#1565c0" },
+      { scale: "etf", side: 1, label: `${e} (USD)`, stroke: "#ef6c00", grid: { show: false } }],
   }, joined);
-  // The buy-write index against the TLT mid it writes calls on: index - TLT, per share.
+  // The buy-write index against the underlying's mid it writes calls on, per share.
   const basis = index.ts.map((t, i) => {
-    const j = nearestIndex(tlt.ts, t);
-    return j < 0 ? null : index.price[i] - tlt.price[j];
+    const j = nearestIndex(under.ts, t);
+    return j < 0 ? null : index.price[i] - under.price[j];
   });
   chartFor("chart-basis", {
-    series: [{}, { label: "buy-write index − TLT (USD/share)", stroke: "#2e7d32", width: 1.5 }],
+    series: [{}, { label: `buy-write index − ${u} (USD/share)`, stroke: "#2e7d32",
+      width: 1.5 }],
   }, [index.ts, basis]);
   const stale = staleAfter();
   fillTable("prices-table", p.instruments.map((i) => ({
