@@ -179,10 +179,6 @@ SPELLS_THE_PAIR = frozenset(
         "trading/backtest/simfeed.py",
         "trading/dashboard/plots.py",
         "trading/dashboard/queries.py",
-        "trading/ibsim/instruments.py",
-        "trading/ibsim/market.py",
-        "trading/ibsim/messages.py",
-        "trading/ibsim/session.py",
     }
 )
 """Modules still allowed to spell "TLT" or "TLTW" as a string literal (issue 18: the pair is

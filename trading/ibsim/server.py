@@ -17,7 +17,6 @@ import trading.ibsim.messages as messages
 from trading.ibsim.broker import Broker, BrokerTruth, Execution, LostOrder, WorkingOrder
 from trading.ibsim.config import SimConfig
 from trading.ibsim.history import bar_label, current_bar
-from trading.ibsim.instruments import TLTW_CON_ID
 from trading.ibsim.market import MarketModel, QuoteBoard, Truth
 from trading.ibsim.marketdata import DELAY_SECONDS
 from trading.ibsim.protocol import OrderRequest, frame
@@ -288,12 +287,13 @@ class GatewayCore:
         )
 
     def _session_open(self, session: int) -> None:
-        """At an open: TLTW's distribution goes ex and is paid to holders."""
-        held = self.broker.positions.get(TLTW_CON_ID)
+        """At an open: the ETF's distribution goes ex and is paid to holders."""
+        etf_con_id = self.model.registry.etf.con_id
+        held = self.broker.positions.get(etf_con_id)
         distribution = self.model.tltw_distribution(session)
         if held is not None and held.quantity and distribution:
             self.broker.credit(held.quantity * distribution)
-            self._push_account([TLTW_CON_ID])
+            self._push_account([etf_con_id])
         tau = float(self.model.calendar.start_tau[session])
         self._session_base(QuoteBoard(self.model, self.model.snapshot(tau)))
 
