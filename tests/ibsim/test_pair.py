@@ -37,11 +37,9 @@ IEF_PAIR = PairSpec(
 
 @pytest.fixture(scope="module")
 def ief() -> Iterator[SimulatedGateway]:
-    gateway = SimulatedGateway(SimConfig(seed=TEST_SEED, speed=1e-9, pair=IEF_PAIR), port=0).start()
-    try:
+    """The frozen market listing IEF and IEFW; stopped when the module is done, even failed."""
+    with SimulatedGateway(SimConfig(seed=TEST_SEED, speed=1e-9, pair=IEF_PAIR)) as gateway:
         yield gateway
-    finally:
-        gateway.stop()
 
 
 @pytest.fixture
