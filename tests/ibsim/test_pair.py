@@ -9,6 +9,8 @@ The market is frozen at its 09:30 anchor (speed 1e-9), where the underlying's mi
 
 from __future__ import annotations
 
+import io
+import os
 from collections.abc import Iterator
 from datetime import date
 
@@ -23,6 +25,8 @@ from trading.ibsim.__main__ import parse
 from trading.ibsim.config import DEFAULT_PAIR
 from trading.ibsim.history import bar_frame
 from trading.ibsim.instruments import TLT, TLTW
+from trading.runner import Runner
+from trading.settings import load_settings
 
 IEF_CON_ID = 8_227_001
 IEFW_CON_ID = 700_123_457
@@ -200,3 +204,23 @@ def test_the_command_line_names_the_pair():
     assert parse([])[1].pair == DEFAULT_PAIR
     with pytest.raises(ValueError, match="underlying_con_id must be set for 'IEF'"):
         parse(["--underlying", "IEF"])
+
+
+async def test_the_runner_starts_ibsim_with_the_settings_pair(tmp_path):
+    """`make run`'s runner (Redis and ibsim only) passes the pair of TRADING_PAIR__* to ibsim."""
+    pair = {"underlying": "IEF", "etf": "IEFW"}
+    settings = load_settings(
+        redis={"data_dir": str(tmp_path / "redis")},
+        pair={**pair, "underlying_con_id": IEF_CON_ID, "etf_con_id": IEFW_CON_ID},
+    )
+    env = {k: v for k, v in os.environ.items() if not k.startswith("TRADING_")}
+    runner = Runner(settings, services=(), env=env, output=io.StringIO())
+    try:
+        runner.start()
+        assert runner.ib_port is not None
+        async with connected(ib_async, runner.ib_port) as ib:
+            underlying, etf = await qualified(ib, stock("IEF"), stock("IEFW"))
+            assert (underlying.conId, etf.conId) == (IEF_CON_ID, IEFW_CON_ID)
+            assert await ib.reqContractDetailsAsync(stock("TLT")) == []
+    finally:
+        runner.stop()
