@@ -560,10 +560,10 @@ class Session(asyncio.Protocol):
             parsed = parse_end(since.replace("-", " ", 1) if "-" in since else since)
             since_epoch = parsed.timestamp() if parsed else None
         account_code = self.core.config.account
+        underlying = self.core.model.registry.underlying.symbol  # a combo's (a buy-write)
         for execution in self.core.broker.executions:
             instrument = execution.instrument
-            # A combo's symbol is its first leg's, as its contract block says.
-            symbol_of = (instrument or execution.legs[0].instrument).symbol
+            symbol_of = instrument.symbol if instrument else underlying
             sec_type_of = instrument.sec_type.value if instrument else "BAG"
             if (
                 (client_id and execution.client_id != client_id)
