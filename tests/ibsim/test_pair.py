@@ -167,7 +167,7 @@ async def test_a_buy_write_fills_in_the_pairs_names(frozen_ief):
             IEF_CON_ID: 100,
             call.conId: -1,
         }
-        # reqExecutions filtered by symbol: the combo's own execution carries its legs' symbol.
+        # reqExecutions filtered by symbol: the combo's own execution matches the underlying's.
         fills = await ib.reqExecutionsAsync(ib_async.ExecutionFilter(symbol="IEF"))
         assert len(fills) == 3
         assert await ib.reqExecutionsAsync(ib_async.ExecutionFilter(symbol="TLT")) == []
