@@ -10,6 +10,7 @@ The market is frozen at its 09:30 anchor (speed 1e-9), where the underlying's mi
 from __future__ import annotations
 
 import io
+import logging
 import os
 from collections.abc import Iterator
 from datetime import date
@@ -224,3 +225,13 @@ async def test_the_runner_starts_ibsim_with_the_settings_pair(tmp_path):
             assert await ib.reqContractDetailsAsync(stock("TLT")) == []
     finally:
         runner.stop()
+
+
+def test_the_planted_excursions_are_told_in_the_etfs_name(caplog):
+    caplog.set_level(logging.INFO, logger="trading.ibsim")
+    config = SimConfig(seed=TEST_SEED, speed=1e-9, pair=IEF_PAIR, excursion_bp=60.0)
+    with SimulatedGateway(config):
+        pass
+    messages = [r.getMessage() for r in caplog.records]
+    told = [m for m in messages if m.startswith("planted premium excursions")]
+    assert len(told) == 1 and "IEFW's premium moves +60 bp off its own path" in told[0]

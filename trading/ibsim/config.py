@@ -91,7 +91,7 @@ class SimConfig:
     premium_half_life_days: float = 1.0
     premium_drift_bp_year: float = 0.0
     excursion_bp: float = 0.0
-    """Planted premium excursions (the demo's story): TLTW's premium moves away from its own
+    """Planted premium excursions (the demo's story): the ETF's premium moves away from its own
     path by this many basis points (negative: below it) over ``excursion_rise_minutes``, stays
     there ``excursion_hold_minutes``, and comes back over ``excursion_fall_minutes`` (a
     trapezoid in trading time); the first ``excursion_first_minutes`` after the start, then

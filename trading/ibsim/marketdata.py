@@ -3,7 +3,7 @@
 Every step a subscription sends only what changed (as TWS does): bid and ask as tickPrice
 with their sizes, a new print as last + volume, the session's high and low, option model
 Greeks (tick 13) and bid/ask Greeks (10/11, at the implied volatility of the bid and ask),
-TLTW's NAV for the NAV generic ticks, and with every batch tickString 45 (the last timestamp,
+the ETF's NAV for the NAV generic ticks, and with every batch tickString 45 (the last timestamp,
 sim epoch seconds). Delayed subscriptions (market data type 3 or 4) use IB's delayed tick
 types and values from 15 minutes of trading time earlier.
 """
