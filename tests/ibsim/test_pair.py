@@ -20,10 +20,9 @@ import pytest
 
 from tests.ibsim.clients import connected, error_codes, eventually, qualified
 from tests.ibsim.conftest import TEST_SEED
-from trading.domain.pair import PairSpec
+from trading.domain.pair import DEFAULT_PAIR, PairSpec
 from trading.ibsim import MarketModel, SimConfig, SimulatedGateway
 from trading.ibsim.__main__ import parse
-from trading.ibsim.config import DEFAULT_PAIR
 from trading.ibsim.history import bar_frame
 from trading.ibsim.instruments import TLT, TLTW
 from trading.runner import Runner

@@ -11,6 +11,7 @@ from trading.domain.costs import IB_FIXED
 from trading.domain.pair import (
     DEFAULT_ETF,
     DEFAULT_ETF_CON_ID,
+    DEFAULT_PAIR,
     DEFAULT_UNDERLYING,
     DEFAULT_UNDERLYING_CON_ID,
     PairSpec,
@@ -19,20 +20,19 @@ from trading.domain.pair import (
 ET = ZoneInfo("America/New_York")
 DEFAULT_START = datetime(2026, 11, 2, 9, 30, tzinfo=ET)
 """A Monday: runs are deterministic because the clock starts here unless told otherwise."""
-DEFAULT_PAIR = PairSpec(underlying_con_id=DEFAULT_UNDERLYING_CON_ID, etf_con_id=DEFAULT_ETF_CON_ID)
-"""The pair ibsim lists unless told otherwise: the default pair under IB's contract ids."""
 
 
 @dataclass(frozen=True, slots=True)
 class SimConfig:
     """Configuration of the simulated IB Gateway and its market model (deterministic per seed).
 
-    Pair: ``pair`` (a `trading.domain.pair.PairSpec`; default `DEFAULT_PAIR`, TLT and TLTW)
-    names the two stocks listed and their contract ids: the underlying, its options (OCC root
-    and trading class: the underlying's symbol) and the ETF whose NAV replicates a buy-write on
-    it. Only the names and ids come from it; the model's numbers below (``tlt_price``,
-    ``tltw_nav``, vols, distributions) are the default pair's, whatever the names. A contract
-    id left None is the default pair's for the default symbol; another symbol needs its own.
+    Pair: ``pair`` (a `trading.domain.pair.PairSpec`; default its ``DEFAULT_PAIR``, TLT and
+    TLTW under IB's contract ids) names the two stocks listed and their contract ids: the
+    underlying, its options (OCC root and trading class: the underlying's symbol) and the ETF
+    whose NAV replicates a buy-write on it. Only the names and ids come from it; the model's
+    numbers below (``tlt_price``, ``tltw_nav``, vols, distributions) are the default pair's,
+    whatever the names. A contract id left None is the default pair's for the default symbol;
+    another symbol needs its own.
 
     Clock: the sim runs in trading time. ``start`` (New York time; default 2026-11-02 09:30)
     is snapped to the next regular session if it falls outside one; the clock then advances at
