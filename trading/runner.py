@@ -154,6 +154,13 @@ class Runner:
                 "--excursion-every-minutes", str(s.sim.excursion_every_minutes),
                 "--excursion-hold-minutes", str(s.sim.excursion_hold_minutes),
             ]  # fmt: skip
+            cmd += ["--underlying", s.pair.underlying, "--etf", s.pair.etf]  # the same pair
+            for flag, con_id in (
+                ("--underlying-con-id", s.pair.underlying_con_id),
+                ("--etf-con-id", s.pair.etf_con_id),
+            ):
+                if con_id is not None:
+                    cmd += [flag, str(con_id)]
             if s.sim.start is not None:
                 cmd += ["--start", f"{s.sim.start:%Y-%m-%dT%H:%M}"]
             if s.sim.admin_port:

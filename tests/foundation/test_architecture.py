@@ -174,10 +174,6 @@ SPELLS_THE_PAIR = frozenset(
     {
         "trading/domain/pair.py",  # the default pair, the one place it is named
         "trading/domain/hedge.py",  # a label of the delta breakdown
-        "trading/ibsim/instruments.py",
-        "trading/ibsim/market.py",
-        "trading/ibsim/messages.py",
-        "trading/ibsim/session.py",
     }
 )
 """Modules still allowed to spell "TLT" or "TLTW" as a string literal (issue 18: the pair is

@@ -30,7 +30,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-__all__ = ["DEFAULT_ETF", "DEFAULT_UNDERLYING", "PairSpec"]
+__all__ = ["DEFAULT_ETF", "DEFAULT_PAIR", "DEFAULT_UNDERLYING", "PairSpec"]
 
 DEFAULT_UNDERLYING = "TLT"
 """The default pair's underlying (iShares 20+ Year Treasury Bond ETF)."""
@@ -105,3 +105,8 @@ def _positive_finite(name: str, value: object) -> None:
         or value <= 0
     ):
         raise ValueError(f"PairSpec.{name} must be finite and > 0, got {value!r}")
+
+
+DEFAULT_PAIR = PairSpec(underlying_con_id=DEFAULT_UNDERLYING_CON_ID, etf_con_id=DEFAULT_ETF_CON_ID)
+"""The default pair with IB's contract ids of its two stocks (what ibsim lists unless told
+otherwise)."""

@@ -9,7 +9,12 @@ In-process use (tests, demos)::
         gw.faults.send_error(1100)
         truth = gw.truth()  # TLT mid, TLTW NAV, premium, price at the sim's current time
 
-Command line: ``python -m trading.ibsim --port 4002 [--seed N] [--speed X]``.
+The pair listed is ``SimConfig.pair`` (a `trading.domain.pair.PairSpec`, default TLT and TLTW
+under IB's contract ids): ``SimConfig(pair=settings.pair_spec())`` lists the configured pair's
+names and ids over the same market model (`trading.ibsim.config.SimConfig`).
+
+Command line: ``python -m trading.ibsim --port 4002 [--seed N] [--speed X] [--underlying S
+--etf E --underlying-con-id N --etf-con-id N]``.
 
 Market data generic ticks: 100/101 option volume/open interest, 104 historical volatility,
 106 implied volatility (TLT: 30-day ATM), and TLTW's NAV: 577 last NAV (tick 96), 578 NAV

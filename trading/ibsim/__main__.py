@@ -1,4 +1,9 @@
-"""``python -m trading.ibsim --port 4002 [--seed N] [--speed X]``: run the simulated gateway."""
+"""``python -m trading.ibsim --port 4002 [--seed N] [--speed X]``: run the simulated gateway.
+
+``--underlying``/``--etf`` and their ``--*-con-id`` name the pair listed (default TLT and TLTW
+under IB's contract ids; another symbol needs its contract id): `make run` passes the pair of
+its settings (TRADING_PAIR__*), so the services and the gateway trade the same names.
+"""
 
 from __future__ import annotations
 
@@ -8,14 +13,33 @@ import signal
 import threading
 from datetime import datetime
 
+from trading.domain.pair import DEFAULT_ETF, DEFAULT_UNDERLYING, PairSpec
 from trading.ibsim import ET, SimConfig, SimulatedGateway
 
 
 def main(argv: list[str] | None = None) -> None:
+    args, config = parse(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    gateway = SimulatedGateway(config, args.host, args.port, args.admin_port).start()
+    logging.info("ibsim listening on %s:%s (admin %s)", args.host, gateway.port, gateway.admin_port)
+    done = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: done.set())
+    signal.signal(signal.SIGINT, lambda *_: done.set())
+    done.wait()
+    gateway.stop()
+
+
+def parse(argv: list[str] | None) -> tuple[argparse.Namespace, SimConfig]:
+    """The command line's arguments and the SimConfig they describe (ValueError naming a bad
+    field: the pair's and the config's own checks)."""
     parser = argparse.ArgumentParser(prog="python -m trading.ibsim", description=__doc__)
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=4002)
     parser.add_argument("--admin-port", type=int, default=None, help="HTTP fault/truth API")
+    parser.add_argument("--underlying", default=DEFAULT_UNDERLYING, help="the pair's stock")
+    parser.add_argument("--etf", default=DEFAULT_ETF, help="the pair's buy-write ETF")
+    parser.add_argument("--underlying-con-id", type=int, default=None, help="its contract id")
+    parser.add_argument("--etf-con-id", type=int, default=None, help="its contract id")
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--speed", type=float, default=1.0, help="sim seconds per wall second")
     parser.add_argument("--tick-interval", type=float, default=0.25, help="sim seconds")
@@ -25,7 +49,7 @@ def main(argv: list[str] | None = None) -> None:
         "--premium-drift-bp-year",
         type=float,
         default=0.0,
-        help="TLTW's NAV drifts against its index by this much a year, no reversion",
+        help="the ETF's NAV drifts against its index by this much a year, no reversion",
     )
     parser.add_argument(
         "--excursion-bp",
@@ -43,7 +67,12 @@ def main(argv: list[str] | None = None) -> None:
         "--firehose", action="store_true", help="steps back to back, as fast as clients read"
     )
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    pair = PairSpec(
+        underlying=args.underlying,
+        etf=args.etf,
+        underlying_con_id=args.underlying_con_id,
+        etf_con_id=args.etf_con_id,
+    )
     start = datetime.fromisoformat(args.start).replace(tzinfo=ET) if args.start else None
     config = SimConfig(
         seed=args.seed,
@@ -60,14 +89,9 @@ def main(argv: list[str] | None = None) -> None:
         excursion_fall_minutes=args.excursion_fall_minutes,
         start=start,
         firehose=args.firehose,
+        pair=pair,
     )
-    gateway = SimulatedGateway(config, args.host, args.port, args.admin_port).start()
-    logging.info("ibsim listening on %s:%s (admin %s)", args.host, gateway.port, gateway.admin_port)
-    done = threading.Event()
-    signal.signal(signal.SIGTERM, lambda *_: done.set())
-    signal.signal(signal.SIGINT, lambda *_: done.set())
-    done.wait()
-    gateway.stop()
+    return args, config
 
 
 if __name__ == "__main__":

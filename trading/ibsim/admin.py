@@ -88,7 +88,7 @@ class Faults:
         self.call(setattr, self._core, "pacing_violation_next", True)
 
     def bad_quote(self, symbol: str, kind: str = "nan") -> None:
-        """The next tick batch of ``symbol`` (a local symbol: TLT, TLTW or an OCC option symbol)
+        """The next tick batch of ``symbol`` (a local symbol: a stock's or an OCC option symbol)
         carries a NaN ('nan') or crossed ('crossed') bid/ask; the batch after it is clean."""
         if kind not in BAD_QUOTE_KINDS:
             raise ValueError(f"kind must be one of {sorted(BAD_QUOTE_KINDS)}, got {kind!r}")

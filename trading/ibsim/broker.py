@@ -25,7 +25,7 @@ from enum import StrEnum
 from typing import Protocol
 
 from trading.ibsim.config import SimConfig
-from trading.ibsim.instruments import TLT, Instrument, InstrumentRegistry
+from trading.ibsim.instruments import Instrument, InstrumentRegistry
 from trading.ibsim.market import QuoteBoard
 from trading.ibsim.protocol import OrderRequest
 
@@ -562,7 +562,7 @@ class Broker:
             )
         )
         if intrinsic >= 0.01 or force:
-            stock = TLT
+            stock = self.registry.underlying
             buys = (option.right == "C") == long_option
             shares = abs(quantity) * option.multiplier
             realized = self._apply(stock, shares if buys else -shares, option.strike, 0.0)

@@ -3,11 +3,19 @@
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 from zoneinfo import ZoneInfo
 
 from trading.domain.costs import IB_FIXED
+from trading.domain.pair import (
+    DEFAULT_ETF,
+    DEFAULT_ETF_CON_ID,
+    DEFAULT_PAIR,
+    DEFAULT_UNDERLYING,
+    DEFAULT_UNDERLYING_CON_ID,
+    PairSpec,
+)
 
 ET = ZoneInfo("America/New_York")
 DEFAULT_START = datetime(2026, 11, 2, 9, 30, tzinfo=ET)
@@ -18,6 +26,14 @@ DEFAULT_START = datetime(2026, 11, 2, 9, 30, tzinfo=ET)
 class SimConfig:
     """Configuration of the simulated IB Gateway and its market model (deterministic per seed).
 
+    Pair: ``pair`` (a `trading.domain.pair.PairSpec`; default its ``DEFAULT_PAIR``, TLT and
+    TLTW under IB's contract ids) names the two stocks listed and their contract ids: the
+    underlying, its options (OCC root and trading class: the underlying's symbol) and the ETF
+    whose NAV replicates a buy-write on it. Only the names and ids come from it; the model's
+    numbers below (``tlt_price``, ``tltw_nav``, vols, distributions) are the default pair's,
+    whatever the names. A contract id left None is the default pair's for the default symbol;
+    another symbol needs its own.
+
     Clock: the sim runs in trading time. ``start`` (New York time; default 2026-11-02 09:30)
     is snapped to the next regular session if it falls outside one; the clock then advances at
     ``speed`` x wall time and jumps over nights, weekends and XNYS holidays, so it is always
@@ -25,10 +41,11 @@ class SimConfig:
     advances ``tick_interval_s`` of sim time and steps run back to back, as fast as the clients
     read (the benchmark mode).
 
-    Market: TLT follows a driftless geometric Brownian motion (``tlt_vol_annual``, a fraction of
-    its variance ``overnight_variance_fraction`` in the overnight gap) anchored at
-    ``tlt_price`` at the first session's open. Options are priced with Black-Scholes (rate
-    ``rate``, TLT's yield ``div_yield`` as a continuous yield) on the implied-volatility
+    Market: the underlying (TLT) follows a driftless geometric Brownian motion
+    (``tlt_vol_annual``, a fraction of its variance ``overnight_variance_fraction`` in the
+    overnight gap) anchored at ``tlt_price`` at the first session's open. Options are priced
+    with Black-Scholes (rate ``rate``, TLT's yield ``div_yield`` as a continuous yield) on the
+    implied-volatility
     surface ``iv(k, T) = iv_atm + iv_term_slope (T - 1/12) + (iv_skew k + iv_smile k^2 / s) / s``
     with ``k = ln(K / F)`` and ``s = sqrt(max(T, 1/365) * 12)``. TLTW's NAV replicates its index
     (long TLT, short the one-month call nearest ``tltw_moneyness`` x spot, rolled
@@ -74,7 +91,7 @@ class SimConfig:
     premium_half_life_days: float = 1.0
     premium_drift_bp_year: float = 0.0
     excursion_bp: float = 0.0
-    """Planted premium excursions (the demo's story): TLTW's premium moves away from its own
+    """Planted premium excursions (the demo's story): the ETF's premium moves away from its own
     path by this many basis points (negative: below it) over ``excursion_rise_minutes``, stays
     there ``excursion_hold_minutes``, and comes back over ``excursion_fall_minutes`` (a
     trapezoid in trading time); the first ``excursion_first_minutes`` after the start, then
@@ -91,8 +108,12 @@ class SimConfig:
     master_client_id: int | None = None
     """As TWS's "Master API client ID": this client also receives every other client's order
     status, open orders and executions (None: each client sees only its own)."""
+    pair: PairSpec = DEFAULT_PAIR
+    """The two stocks listed and their contract ids (see Pair above)."""
 
     def __post_init__(self) -> None:
+        # Frozen: the pair is replaced by itself with both contract ids known.
+        object.__setattr__(self, "pair", _listed(self.pair))
         positive = (
             "speed",
             "tick_interval_s",
@@ -179,3 +200,26 @@ class SimConfig:
     def start_time(self) -> datetime:
         """The requested start, in New York time."""
         return (self.start or DEFAULT_START).astimezone(ET)
+
+
+def _listed(pair: object) -> PairSpec:
+    """``pair`` with both contract ids set (a default symbol's None: the default pair's id)."""
+    if not isinstance(pair, PairSpec):
+        raise ValueError(f"SimConfig.pair must be a PairSpec, got {pair!r}")
+    underlying_con_id = _con_id(
+        "underlying_con_id", pair.underlying_con_id, pair.underlying, DEFAULT_UNDERLYING
+    )
+    etf_con_id = _con_id("etf_con_id", pair.etf_con_id, pair.etf, DEFAULT_ETF)
+    # PairSpec's own checks run again (the two ids distinct).
+    return replace(pair, underlying_con_id=underlying_con_id, etf_con_id=etf_con_id)
+
+
+def _con_id(field: str, con_id: int | None, symbol: str, default_symbol: str) -> int:
+    if con_id is not None:
+        return con_id
+    if symbol != default_symbol:
+        raise ValueError(
+            f"SimConfig.pair.{field} must be set for {symbol!r}: ibsim lists it under that "
+            "contract id (only the default pair's symbols have default ids)"
+        )
+    return DEFAULT_UNDERLYING_CON_ID if field == "underlying_con_id" else DEFAULT_ETF_CON_ID

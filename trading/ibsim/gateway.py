@@ -22,7 +22,7 @@ class SimulatedGateway:
 
     ``gw = SimulatedGateway(SimConfig(seed=1), port=0, admin_port=0)``; ``gw.start()`` returns
     once both ports listen (``gw.port``, ``gw.admin_port``); ``gw.stop()`` is idempotent; the
-    object is also a context manager. ``gw.faults`` injects failures, ``gw.truth()`` reads TLTW's
+    object is also a context manager. ``gw.faults`` injects failures, ``gw.truth()`` reads the ETF's
     true NAV and premium, ``gw.reset()`` clears the account and restarts the market.
     """
 

@@ -24,7 +24,7 @@ import pandas as pd
 
 from trading.domain import black_scholes as bs
 from trading.ibsim.config import ET
-from trading.ibsim.instruments import TLT, TLTW, Instrument
+from trading.ibsim.instruments import Instrument
 from trading.ibsim.market import SECONDS_PER_YEAR, MarketModel, option_bid_ask, stock_bid
 
 DAY_SECONDS = -1
@@ -119,9 +119,9 @@ def window(model: MarketModel, end_tau: float, duration: str, live: bool = False
 
 def seconds_series(model: MarketModel, instrument: Instrument, session: int) -> np.ndarray:
     """The instrument's model value at each second of a session (mid or theoretical value)."""
-    if instrument.con_id == TLT.con_id:
+    if instrument.con_id == model.registry.underlying.con_id:
         return np.exp(model.tlt_log_path(session))
-    if instrument.con_id == TLTW.con_id:
+    if instrument.con_id == model.registry.etf.con_id:
         return model.tltw_price_seconds(session)
     return option_seconds(model, instrument, session)
 
@@ -176,7 +176,7 @@ def _series(
     if instrument.is_option or what not in (WhatToShow.TRADES, WhatToShow.ADJUSTED_LAST):
         return values, None
     micro = model.microstructure(session)
-    return values, micro[5] if instrument.con_id == TLT.con_id else micro[7]
+    return values, micro[5] if instrument.con_id == model.registry.underlying.con_id else micro[7]
 
 
 def _bar(values, volumes, left: float, right: float, start_tau: float) -> Bar:
@@ -331,7 +331,8 @@ def bar_label(model: MarketModel, bar: Bar, bar_seconds: int, format_date: int) 
 def bar_frame(
     model: MarketModel, start: date | datetime, end: date | datetime, bar: str = "1 min"
 ) -> pd.DataFrame:
-    """Bars of TLT and TLTW from ``start`` to ``end`` (a date end is inclusive).
+    """Bars of the underlying (``tlt_*``) and the ETF (``tltw_*``) from ``start`` to ``end`` (a
+    date end is inclusive).
 
     Returns a pandas DataFrame indexed by bar start (New York time) with columns
     tlt_open/high/low/close (mid), tlt_bid, tlt_ask (at the bar's close), tltw_open/high/

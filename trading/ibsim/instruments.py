@@ -1,4 +1,11 @@
-"""Instrument registry: TLT, TLTW, the listed TLT options, and matching of partial requests."""
+"""Instrument registry: the pair's two stocks, the underlying's listed options, and matching of
+partial requests.
+
+The one place ibsim turns a `trading.domain.pair.PairSpec` into contracts: `InstrumentRegistry`
+lists the pair's underlying and ETF under the pair's contract ids, and the underlying's options
+under its symbol (OCC root, trading class) with its contract id as their underlying's. ``TLT``,
+``TLTW`` and their ids below are the default pair's (what the socket-free backtests price).
+"""
 
 from __future__ import annotations
 
@@ -7,10 +14,19 @@ from dataclasses import dataclass
 from datetime import date, timedelta
 from enum import StrEnum
 
+from trading.domain.pair import (
+    DEFAULT_ETF,
+    DEFAULT_ETF_CON_ID,
+    DEFAULT_UNDERLYING,
+    DEFAULT_UNDERLYING_CON_ID,
+    PairSpec,
+)
 from trading.ibsim.sessions import TradingCalendar
 
-TLT_CON_ID = 15547841
-TLTW_CON_ID = 545186218
+TLT_CON_ID = DEFAULT_UNDERLYING_CON_ID
+"""The default pair's underlying's contract id."""
+TLTW_CON_ID = DEFAULT_ETF_CON_ID
+"""The default pair's ETF's contract id."""
 BAG_CON_ID = 28812380
 """The conId IB puts on every BAG (combo) contract it echoes."""
 
@@ -41,6 +57,8 @@ class Instrument:
     right: str = ""
     multiplier: int = 1
     weekly: bool = False
+    under_con_id: int = 0
+    """An option's underlying's contract id (0 for a stock)."""
 
     @property
     def is_option(self) -> bool:
@@ -61,11 +79,22 @@ class Instrument:
         return str(self.multiplier) if self.is_option else ""
 
 
-TLT = Instrument(TLT_CON_ID, "TLT", SecType.STOCK, "ISHARES 20+ YEAR TREASURY BO")
-TLTW = Instrument(
-    TLTW_CON_ID, "TLTW", SecType.STOCK, "ISHARES 20+ YEAR TREASURY BOND BUYWRITE STRATEGY ETF"
-)
-STOCKS = {TLT.symbol: TLT, TLTW.symbol: TLTW}
+_LONG_NAMES = {
+    DEFAULT_UNDERLYING: "ISHARES 20+ YEAR TREASURY BO",
+    DEFAULT_ETF: "ISHARES 20+ YEAR TREASURY BOND BUYWRITE STRATEGY ETF",
+}
+"""IB's long names of the default pair's stocks (another stock's long name is its symbol)."""
+
+
+def stock(symbol: str, con_id: int) -> Instrument:
+    """The stock ``symbol`` listed under ``con_id``."""
+    return Instrument(con_id, symbol, SecType.STOCK, _LONG_NAMES.get(symbol, symbol))
+
+
+TLT = stock(DEFAULT_UNDERLYING, TLT_CON_ID)
+"""The default pair's underlying."""
+TLTW = stock(DEFAULT_ETF, TLTW_CON_ID)
+"""The default pair's ETF."""
 
 
 def occ_symbol(root: str, expiry: str, right: str, strike: float) -> str:
@@ -123,10 +152,18 @@ class InstrumentRegistry:
     ``MONTHLY_EXPIRIES_LISTED`` third-Friday monthlies, and weeklies over the next
     ``WEEKLY_HORIZON_DAYS`` days. Strikes are fixed around the reference price: monthlies
     every $1 from 60% to 140%, weeklies every $1 from 80% to 120% plus every $0.50 within 5%.
+    The stocks are ``pair``'s underlying and ETF (``underlying``, ``etf``) under its contract
+    ids, which must be set (`trading.ibsim.config.SimConfig` sets them).
     """
 
-    def __init__(self, calendar: TradingCalendar, reference_price: float) -> None:
+    def __init__(self, calendar: TradingCalendar, reference_price: float, pair: PairSpec) -> None:
+        if pair.underlying_con_id is None or pair.etf_con_id is None:
+            raise ValueError(f"InstrumentRegistry needs the pair's contract ids, got {pair!r}")
         self.calendar = calendar
+        self.underlying = stock(pair.underlying, pair.underlying_con_id)
+        self.etf = stock(pair.etf, pair.etf_con_id)
+        self._stocks = {s.symbol: s for s in (self.underlying, self.etf)}
+        self._stock_ids = {s.con_id: s for s in (self.underlying, self.etf)}
         self.monthly_strikes = _strikes(reference_price, 0.6, 1.4, 1.0)
         near = _strikes(reference_price, 0.95, 1.05, 0.5)
         self.weekly_strikes = sorted(set(_strikes(reference_price, 0.8, 1.2, 1.0)) | set(near))
@@ -172,21 +209,21 @@ class InstrumentRegistry:
             return None
         return Instrument(
             con_id=option_con_id(expiry, strike, right),
-            symbol="TLT",
+            symbol=self.underlying.symbol,
             sec_type=SecType.OPTION,
-            long_name=TLT.long_name,
+            long_name=self.underlying.long_name,
             expiry=expiry.strftime("%Y%m%d"),
             strike=strike,
             right=right,
             multiplier=100,
             weekly=weekly,
+            under_con_id=self.underlying.con_id,
         )
 
     def by_con_id(self, con_id: int) -> Instrument | None:
-        if con_id == TLT_CON_ID:
-            return TLT
-        if con_id == TLTW_CON_ID:
-            return TLTW
+        listed = self._stock_ids.get(con_id)
+        if listed is not None:
+            return listed
         decoded = decode_option_con_id(con_id)
         if decoded is None:
             return None
@@ -208,18 +245,19 @@ class InstrumentRegistry:
         sec_type = request.sec_type.upper()
         local_symbol = request.local_symbol.strip()
         if not symbol and local_symbol:
-            symbol = local_symbol.split()[0] if " " in local_symbol else local_symbol[:3]
-        if sec_type in ("", "STK") and symbol in STOCKS:
-            stock = STOCKS[symbol]
+            # A stock's local symbol is its symbol; an option's starts with its OCC root (6).
+            symbol = local_symbol if local_symbol in self._stocks else local_symbol[:6].strip()
+        if sec_type in ("", "STK") and symbol in self._stocks:
+            listed = self._stocks[symbol]
             described = (
                 request.exchange.upper() in STOCK_EXCHANGES | {""}
                 and request.primary_exchange.upper() in ("", "NASDAQ", "ISLAND")
-                and local_symbol in ("", stock.symbol)
+                and local_symbol in ("", listed.symbol)
                 and not request.expiry
                 and not request.right
             )
-            return [stock] if described else []
-        if sec_type not in ("", "OPT") or symbol != "TLT":
+            return [listed] if described else []
+        if sec_type not in ("", "OPT") or symbol != self.underlying.symbol:
             return []
         return self._match_options(request, today, include_expired)
 
@@ -228,7 +266,9 @@ class InstrumentRegistry:
     ) -> list[Instrument]:
         if request.exchange.upper() not in OPTION_EXCHANGES | {""}:
             return []
-        if request.multiplier not in ("", "100") or request.trading_class not in ("", "TLT"):
+        if request.multiplier not in ("", "100"):
+            return []
+        if request.trading_class not in ("", self.underlying.symbol):
             return []
         right = {"": "", "C": "C", "CALL": "C", "P": "P", "PUT": "P"}.get(request.right.upper())
         if right is None:

@@ -1,4 +1,9 @@
-"""The market model: TLT path, TLT option quotes and Greeks, TLTW NAV, premium and quotes.
+"""The market model: the underlying's path, its option quotes and Greeks, the ETF's NAV,
+premium and quotes.
+
+The pair's names and contract ids are ``SimConfig.pair``'s (the registry lists them); the model's
+numbers and its names below (``tlt_*`` for the underlying, ``tltw_*`` for the ETF) are the
+default pair's, TLT and TLTW, whatever the pair is called.
 
 Everything is a deterministic function of (config, trading time ``tau``), so the live gateway,
 historical bars and a socket-free backtest (:meth:`MarketModel.bars`) see one and the same
@@ -154,7 +159,7 @@ class MarketModel:
     def __init__(self, config: SimConfig) -> None:
         self.config = config
         self.calendar = TradingCalendar(config.start_time, config.history_days)
-        self.registry = InstrumentRegistry(self.calendar, config.tlt_price)
+        self.registry = InstrumentRegistry(self.calendar, config.tlt_price, config.pair)
         size = len(self.calendar)
         daily_variance = config.tlt_vol_annual**2 / TRADING_DAYS_PER_YEAR
         self._gap_sigma = math.sqrt(daily_variance * config.overnight_variance_fraction)
@@ -670,7 +675,9 @@ class QuoteBoard:
     def quote(self, instrument: Instrument) -> Quote:
         if instrument.is_option:
             return self.option(instrument).quote
-        return self.snapshot.tlt if instrument.symbol == "TLT" else self.snapshot.tltw
+        if instrument.con_id == self.model.registry.underlying.con_id:
+            return self.snapshot.tlt
+        return self.snapshot.tltw
 
     def mark(self, instrument: Instrument) -> float:
         """Mark price for portfolio values: the quote mid (per share)."""

@@ -3,7 +3,7 @@
 Every step a subscription sends only what changed (as TWS does): bid and ask as tickPrice
 with their sizes, a new print as last + volume, the session's high and low, option model
 Greeks (tick 13) and bid/ask Greeks (10/11, at the implied volatility of the bid and ask),
-TLTW's NAV for the NAV generic ticks, and with every batch tickString 45 (the last timestamp,
+the ETF's NAV for the NAV generic ticks, and with every batch tickString 45 (the last timestamp,
 sim epoch seconds). Delayed subscriptions (market data type 3 or 4) use IB's delayed tick
 types and values from 15 minutes of trading time earlier.
 """
@@ -18,7 +18,7 @@ import numpy as np
 
 from trading.domain import black_scholes as bs
 from trading.ibsim.broker import Leg
-from trading.ibsim.instruments import TLTW_CON_ID, Instrument
+from trading.ibsim.instruments import Instrument
 from trading.ibsim.market import SECONDS_PER_YEAR, QuoteBoard
 from trading.ibsim.protocol import frame_text
 
@@ -72,7 +72,7 @@ def bad_quote(bid: float, ask: float, kind: str) -> tuple[float, float]:
 
 
 def distributions(board: QuoteBoard) -> str:
-    """IB's dividend tick (59) for TLTW: 'past 12 months,next 12 months,next ex-date,amount'.
+    """IB's dividend tick (59) for the ETF: 'past 12 months,next 12 months,next ex-date,amount'.
 
     The next amount is the declared estimate, the monthly yield on today's NAV (the exact one
     is set at the close before the ex-date, so announcing it would leak the future)."""
@@ -149,7 +149,7 @@ class Subscription:
         first: bool,
     ) -> None:
         snapshot = board.snapshot
-        is_tltw = instrument.con_id == TLTW_CON_ID
+        is_tltw = instrument.con_id == board.model.registry.etf.con_id
         quote = snapshot.tltw if is_tltw else snapshot.tlt
         trade = snapshot.tltw_trade if is_tltw else snapshot.tlt_trade
         self._quote(out, quote.bid, quote.ask, quote.bid_size, quote.ask_size, fault)

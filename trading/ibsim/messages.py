@@ -62,7 +62,7 @@ def contract_block(
         exchange,
         "USD",
         instrument.local_symbol,
-        instrument.symbol if not instrument.is_option else "TLT",
+        instrument.symbol,  # tradingClass: a stock's symbol, an option's underlying's
     ]
 
 
@@ -87,8 +87,8 @@ def contract_data(
         exchange,
         "USD",
         instrument.local_symbol,
-        "TLT" if option else instrument.symbol,  # marketName
-        "TLT" if option else instrument.symbol,  # tradingClass
+        instrument.symbol,  # marketName: an option's is its underlying's symbol
+        instrument.symbol,  # tradingClass
         instrument.con_id,
         0.01,  # minTick
     ]
@@ -99,7 +99,7 @@ def contract_data(
         STOCK_ORDER_TYPES,
         OPTION_VALID_EXCHANGES if option else STOCK_VALID_EXCHANGES,
         1,  # priceMagnifier
-        15547841 if option else 0,  # underConId
+        instrument.under_con_id,  # underConId (0 for a stock)
         instrument.long_name,
         "" if option else "NASDAQ",  # primaryExchange
         instrument.expiry[:6] if option else "",  # contractMonth
@@ -113,7 +113,7 @@ def contract_data(
         "",  # evMultiplier (int: empty keeps the default)
         0,  # secIdList count
         2 if option else 1,  # aggGroup
-        "TLT" if option else "",  # underSymbol
+        instrument.symbol if option else "",  # underSymbol
         "STK" if option else "",  # underSecType
         "32" if option else "26",  # marketRuleIds
         instrument.expiry,  # realExpirationDate
@@ -127,15 +127,18 @@ def contract_data(
     return frame(fields)
 
 
-def option_chain(req_id: int, exchange: str, expiries: list[str], strikes: list[float]) -> bytes:
-    """securityDefinitionOptionParameter: the strikes run to the end (no trailing field)."""
+def option_chain(
+    req_id: int, exchange: str, underlying: Instrument, expiries: list[str], strikes: list[float]
+) -> bytes:
+    """securityDefinitionOptionParameter of ``underlying``'s options: the strikes run to the end
+    (no trailing field)."""
     return frame(
         [
             75,
             req_id,
             exchange,
-            15547841,
-            "TLT",
+            underlying.con_id,
+            underlying.symbol,  # tradingClass
             "100",
             len(expiries),
             *expiries,

@@ -17,7 +17,6 @@ import trading.ibsim.messages as messages
 from trading.ibsim.broker import Broker, BrokerTruth, Execution, LostOrder, WorkingOrder
 from trading.ibsim.config import SimConfig
 from trading.ibsim.history import bar_label, current_bar
-from trading.ibsim.instruments import TLTW_CON_ID
 from trading.ibsim.market import MarketModel, QuoteBoard, Truth
 from trading.ibsim.marketdata import DELAY_SECONDS
 from trading.ibsim.protocol import OrderRequest, frame
@@ -253,11 +252,12 @@ class GatewayCore:
             return
         c = self.config
         times = ", ".join(f"{start:%a %H:%M}" for start, _, _ in schedule)
+        etf = self.model.registry.etf.symbol
         log.info(
-            "planted premium excursions: TLTW's premium moves %+.0f bp off its own path in %.0f "
+            "planted premium excursions: %s's premium moves %+.0f bp off its own path in %.0f "
             "simulated minutes, stays %.0f, comes back in %.0f; every %.0f simulated minutes "
             "from %s (New York time): %s, ...",
-            c.excursion_bp, c.excursion_rise_minutes, c.excursion_hold_minutes,
+            etf, c.excursion_bp, c.excursion_rise_minutes, c.excursion_hold_minutes,
             c.excursion_fall_minutes, c.excursion_every_minutes,
             f"{schedule[0][0]:%Y-%m-%d %H:%M}", times,
         )  # fmt: skip
@@ -274,9 +274,10 @@ class GatewayCore:
         self._excursions_told = due
         start, top, back = self.model.excursion_schedule(due)[-1]
         log.info(
-            "premium excursion %d starts now (%s New York): TLTW's premium %+.0f bp off its "
+            "premium excursion %d starts now (%s New York): %s's premium %+.0f bp off its "
             "own path from %s, back on it by %s",
-            due, f"{start:%H:%M}", c.excursion_bp, f"{top:%H:%M}", f"{back:%H:%M}",
+            due, f"{start:%H:%M}", self.model.registry.etf.symbol, c.excursion_bp,
+            f"{top:%H:%M}", f"{back:%H:%M}",
         )  # fmt: skip
 
     def _session_close(self, session: int) -> None:
@@ -288,12 +289,13 @@ class GatewayCore:
         )
 
     def _session_open(self, session: int) -> None:
-        """At an open: TLTW's distribution goes ex and is paid to holders."""
-        held = self.broker.positions.get(TLTW_CON_ID)
+        """At an open: the ETF's distribution goes ex and is paid to holders."""
+        etf_con_id = self.model.registry.etf.con_id
+        held = self.broker.positions.get(etf_con_id)
         distribution = self.model.tltw_distribution(session)
         if held is not None and held.quantity and distribution:
             self.broker.credit(held.quantity * distribution)
-            self._push_account([TLTW_CON_ID])
+            self._push_account([etf_con_id])
         tau = float(self.model.calendar.start_tau[session])
         self._session_base(QuoteBoard(self.model, self.model.snapshot(tau)))
 

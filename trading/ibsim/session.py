@@ -311,13 +311,15 @@ class Session(asyncio.Protocol):
         symbol = f.text("underlyingSymbol").upper()
         f.skip(3)  # futFopExchange, underlyingSecType, underlyingConId
         f.expect_end()
-        if symbol == "TLT":
-            registry = self.core.model.registry
+        registry = self.core.model.registry
+        if symbol == registry.underlying.symbol:
             listed = registry.listed_expiries(self.core.today())
             expiries = [d.strftime("%Y%m%d") for d, _ in listed]
             strikes = sorted(set(registry.monthly_strikes) | set(registry.weekly_strikes))
             for exchange in ("SMART", "CBOE"):
-                self.send(messages.option_chain(req_id, exchange, expiries, strikes))
+                self.send(
+                    messages.option_chain(req_id, exchange, registry.underlying, expiries, strikes)
+                )
         self.send(frame([76, req_id]))
 
     # ----------------------------------------------------------------------------------------
@@ -558,9 +560,10 @@ class Session(asyncio.Protocol):
             parsed = parse_end(since.replace("-", " ", 1) if "-" in since else since)
             since_epoch = parsed.timestamp() if parsed else None
         account_code = self.core.config.account
+        underlying = self.core.model.registry.underlying.symbol  # a combo's (a buy-write)
         for execution in self.core.broker.executions:
             instrument = execution.instrument
-            symbol_of = instrument.symbol if instrument else "TLT"
+            symbol_of = instrument.symbol if instrument else underlying
             sec_type_of = instrument.sec_type.value if instrument else "BAG"
             if (
                 (client_id and execution.client_id != client_id)
