@@ -12,13 +12,13 @@ from pathlib import Path
 import pytest
 
 from tests.support import OTHER_PAIR, pair_settings
-from trading.backtest.csvfile import DEFAULT_PAIR, CsvError, read_messages, write_messages
+from trading.backtest.csvfile import CsvError, read_messages, write_messages
 from trading.backtest.daily import daily_messages, read_daily, write_daily
 from trading.backtest.replay import Replay
 from trading.backtest.simfeed import simulated_messages
 from trading.backtest.sources import SimSource
 from trading.bus import Dividends, EtfNav, OptionChain, OptionQuote, Quote
-from trading.domain.pair import PairSpec
+from trading.domain.pair import DEFAULT_PAIR, PairSpec
 from trading.settings import load_settings
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -48,7 +48,7 @@ from pathlib import Path
 
 from trading.bus import ChainOption, Dividends, EtfNav, Message, OptionChain, OptionQuote, Quote
 from trading.domain.market_hours import EXCHANGE_TIMEZONE
-from trading.domain.pair import DEFAULT_ETF_CON_ID, DEFAULT_UNDERLYING_CON_ID, PairSpec
+from trading.domain.pair import DEFAULT_PAIR, PairSpec
 from trading.ibsim.instruments import occ_symbol, option_con_id
 
 KINDS = ("stock", "option", "nav", "dividend")
@@ -72,9 +72,6 @@ REQUIRED_BY_KIND = {
     "nav": ("value",),
     "dividend": ("value",),
 }
-DEFAULT_PAIR = PairSpec(underlying_con_id=DEFAULT_UNDERLYING_CON_ID, etf_con_id=DEFAULT_ETF_CON_ID)
-"""The default pair with IB's contract ids of its two stocks: what the backtest's file formats
-(this one, `trading.backtest.daily`) and the sim feed assume unless given another pair."""
 
 
 def stock_con_ids(pair: PairSpec) -> dict[str, int | None]:

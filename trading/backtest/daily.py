@@ -21,7 +21,7 @@ strike       option: USD
 
 The pair is a `trading.domain.pair.PairSpec` (`Settings.pair_spec`: TRADING_PAIR__*) that
 knows both stocks' contract ids (the file has no con_id column); its two symbols are the only
-ones accepted. The default pair (`trading.backtest.csvfile.DEFAULT_PAIR`) is TLT against TLTW,
+ones accepted. The default pair (`trading.domain.pair.DEFAULT_PAIR`) is TLT against TLTW,
 the symbols of every example in the docs, which read as they always have. Below, "TLT" is the
 pair's underlying and "TLTW" its ETF.
 
@@ -57,12 +57,12 @@ from dataclasses import dataclass
 from datetime import date, datetime
 from pathlib import Path
 
-from trading.backtest.csvfile import DEFAULT_PAIR, CsvError, cell_number, known_con_ids
+from trading.backtest.csvfile import CsvError, cell_number, known_con_ids
 from trading.bus import ChainOption, Dividends, EtfNav, Message, OptionChain, OptionQuote, Quote
 from trading.domain import black_scholes as bs
 from trading.domain.market_hours import EXCHANGE_TIMEZONE, MarketCalendar, market_calendar
 from trading.domain.options import EXPIRY_CLOSE_TIME, monthly_expiry
-from trading.domain.pair import PairSpec
+from trading.domain.pair import DEFAULT_PAIR, PairSpec
 from trading.ibsim.instruments import occ_symbol, option_con_id
 from trading.ibsim.market import option_bid_ask
 

@@ -364,8 +364,8 @@ def read_extra(path: Path, pair: PairSpec | None = None) -> list[Message]:
     """NAV and distribution rows (kinds ``nav``, ``dividend``) of ``pair`` (default: the csv
     format's, `trading.backtest.csvfile.DEFAULT_PAIR`) in a file in the csv source's format,
     validated by its reader; any other kind is refused (IBSourceError naming it)."""
-    from trading.backtest.csvfile import DEFAULT_PAIR as CSV_PAIR
     from trading.backtest.csvfile import read_messages
+    from trading.domain.pair import DEFAULT_PAIR as CSV_PAIR
 
     messages = read_messages(path, CSV_PAIR if pair is None else pair)
     for message in messages:

@@ -9,7 +9,7 @@ to `StrategyEngine.on_message` closes each bar when the next one's first message
 
 The model is ibsim's (TLT against TLTW: its ``tlt_*``/``tltw_*`` bar columns are the model's
 underlying and ETF); the messages carry the names and stock contract ids of the ``pair`` asked
-for (a `trading.domain.pair.PairSpec`, default `trading.backtest.csvfile.DEFAULT_PAIR`: TLT and
+for (a `trading.domain.pair.PairSpec`, default `trading.domain.pair.DEFAULT_PAIR`: TLT and
 TLTW with IB's ids, so the default feed is what it always was). Below, "TLT" is the pair's
 underlying and "TLTW" its ETF.
 
@@ -25,9 +25,9 @@ from datetime import date, datetime, timedelta
 
 import pandas as pd
 
-from trading.backtest.csvfile import DEFAULT_PAIR, known_con_ids
+from trading.backtest.csvfile import known_con_ids
 from trading.bus import ChainOption, Dividends, EtfNav, Message, OptionChain, OptionQuote, Quote
-from trading.domain.pair import PairSpec
+from trading.domain.pair import DEFAULT_PAIR, PairSpec
 from trading.ibsim.config import ET, SimConfig
 from trading.ibsim.history import bar_frame
 from trading.ibsim.instruments import occ_symbol, option_con_id

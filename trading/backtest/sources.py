@@ -23,10 +23,9 @@ from datetime import date, datetime, timedelta
 import numpy as np
 import pandas as pd
 
-from trading.backtest.csvfile import DEFAULT_PAIR
 from trading.backtest.simfeed import FeedConfig, simulated_messages
 from trading.bus import Message
-from trading.domain.pair import PairSpec
+from trading.domain.pair import DEFAULT_PAIR, PairSpec
 from trading.ibsim.config import DEFAULT_START, ET, SimConfig
 from trading.ibsim.history import bar_frame
 from trading.ibsim.market import MarketModel

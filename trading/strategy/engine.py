@@ -52,7 +52,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar, cast
 
 from trading.bus import (
     DataHealth,
@@ -254,7 +254,7 @@ class StrategyEngine:
             elif isinstance(msg, Fill):
                 signals = self.on_fill(msg)
             else:
-                signals = self.on_order_event(msg)
+                signals = self.on_order_event(cast(OrderEvent, msg))
             if signals:
                 result = StepResult(
                     result.bar_end_ts,
