@@ -250,6 +250,13 @@ async def test_silent_instruments_go_stale_and_recover_when_ticks_resume(gateway
         gateway.faults.resume_market_data()
         await wait_health(running.bus, healthy, DataStatus.OK)
         assert running.connection.reconnects == 0
+        # every change is in the history, in order, and its last word is the hash's
+        history = [e.message for e in await running.bus.read_after(
+            Streams.HEALTH_HISTORY, "0", count=10_000, expect=DataHealth)]  # fmt: skip
+        tlt = [h.status for h in history if h.symbol == "TLT"]
+        assert tlt == [DataStatus.OK, DataStatus.STALE, DataStatus.OK]
+        latest = {h.symbol: h for h in history}
+        assert latest == await health_of(running.bus)
 
 
 async def test_connectivity_lost_marks_everything_stale_and_data_lost_resubscribes(

@@ -527,7 +527,8 @@ class MarketDataFeed:
             await asyncio.sleep(interval)
 
     async def publish_health(self) -> None:
-        """Publish every instrument whose health changed (HSET md:health + ch:health)."""
+        """Publish every instrument whose health changed (HSET md:health, XADD st:health and
+        PUBLISH ch:health, in one transaction)."""
         now = self.clock()
         self.md.check_subscriptions(now)
         changes = self.health.evaluate(now)
@@ -541,8 +542,10 @@ class MarketDataFeed:
         for change in changes:
             data = encode(change)
             batch.hset_latest(Keys.HEALTH, change.symbol, data)
+            batch.append(Streams.HEALTH_HISTORY, data)
             batch.publish(Channels.HEALTH, data)
-        await self.bus.execute(batch)
+        # One transaction: the history's entry id is the moment a reader of md:health saw it.
+        await self.bus.execute(batch, transaction=True)
         for change in changes:
             level = logging.INFO if change.status is DataStatus.OK else logging.WARNING
             self.log.log(
