@@ -72,6 +72,7 @@ from trading.bus import (
     encode,
 )
 from trading.domain.orders import StatusUpdate
+from trading.domain.risk import RiskCode
 from trading.execution.book import BrokerPosition
 from trading.execution.decisions import RejectionLog
 from trading.execution.engine import (
@@ -82,7 +83,7 @@ from trading.execution.engine import (
     Raise,
     Submit,
 )
-from trading.execution.gate import INVALID
+from trading.execution.gate import INVALID, data_names, flagged_data
 from trading.execution.tracking import DONE_LEG_STATES, LegState, TrackedLeg
 from trading.observability import BAD_MESSAGES, histogram
 from trading.seams import seam
@@ -95,6 +96,7 @@ INTENT_TO_ORDER = histogram(
 DECISIONS_TOTAL = Counter("trading_risk_decisions_total", "Risk decisions", ["approved"])
 
 PLACING, PLACED, REJECTED = "placing", "placed", "rejected"
+STALE_DATA = str(RiskCode.STALE_DATA)
 UNANSWERED = frozenset({"PendingSubmit", "ApiPending"})
 """Statuses the client library gives an order before IB has said anything about it."""
 QUERY_TIMEOUT_S = 15.0
@@ -444,8 +446,24 @@ class RiskRuntime:
             "decision": encode(decision).decode(),
             "legs": [t.to_state() for t in legs],
         }
-        await self.bus.hset_state(Keys.INTENT_STATUS, intent.intent_id, rec)
+        await seam("risk.approved")
+        names = data_names(intent)
+        raw = await self.bus.hset_state_reading(
+            Keys.INTENT_STATUS, intent.intent_id, rec, Keys.HEALTH, names
+        )
         self.status[intent.intent_id] = rec
+        flagged = self._flagged_at_send(names, raw)
+        if flagged and len(to_send) == len(legs):
+            # The data health as of this moment (read with the "placing" record, nothing
+            # awaited between it and placeOrder), not as of the decision: a flag written
+            # while the intent was decided, or still on its way to this service's market
+            # feed, refuses it. (A leg completing a pair whose other leg is at IB goes on its
+            # approval: refusing it would leave the pair legged.)
+            now = time.time()
+            refusal = RiskDecision(intent.intent_id, now, False, tuple(flagged))
+            self.engine.refuse_unsent(refusal)
+            await self._record_rejection(intent, refusal, now)
+            return True
         await seam("risk.placing_recorded")
         for leg_order, order_id in to_send:
             try:
@@ -466,6 +484,21 @@ class RiskRuntime:
             extra={"event.action": "intent_placed", "order.ref": intent.intent_id},
         )
         return True
+
+    def _flagged_at_send(self, names: list[str], raw: dict[str, bytes]) -> list[RiskReason]:
+        """STALE_DATA for each name whose md:health record is not OK; one that cannot be
+        read is flagged too (data that cannot be vouched for is not traded on)."""
+        health: dict[str, DataHealth] = {}
+        unreadable = []
+        for name, data in raw.items():
+            try:
+                health[name] = decode(data, DataHealth)
+            except ValueError as exc:
+                unreadable.append(RiskReason(STALE_DATA, f"{name}: data health unreadable: {exc}"))
+        return [
+            RiskReason(r.code, f"{r.message} (at the moment of sending)")
+            for r in flagged_data(names, health)
+        ] + unreadable
 
     async def _refuse_invalid(self, intent: OrderIntent, exc: ValueError) -> None:
         """An intent that cannot be handled (a value that fails a check) is rejected INVALID,
