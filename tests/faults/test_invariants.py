@@ -3,9 +3,9 @@
 The times are those of the `make faults` run in which `nan_ticks` failed I7 (data-ingestion's
 and risk-management's logs, UTC 13:44 on 2026-12-07): TLTW flagged stale at 09.031, ok again at
 12.038 (evaluated 12.037, its first good tick at 11.960), the entry (z 20.1, on the shocked
-TLTW quote now visible) placed at 12.065 and 12.067. The
-entry came 27 ms after the data was ok, on the fresh quote; a sampler of md:health every 50 ms
-had kept the flag open until its next sample and counted it.
+TLTW quote now visible) placed at 12.065 and 12.067: 27 ms after the data was ok, on the fresh
+quote. A sampler of md:health every 50 ms had kept the flag open until its next sample and
+counted the entry.
 """
 
 from __future__ import annotations

@@ -9,7 +9,9 @@
    booked and appended; a leg's fill is IB's), positions; a sent leg IB does not know is LOST;
 3. consume `Streams.COMMANDS` and `Streams.INTENTS` in the consumer group `Groups.RISK`:
    decide, record the decision and the order ids in `Keys.INTENT_STATUS` (status "placing")
-   BEFORE placeOrder, place, record "placed", append the decision, then acknowledge;
+   BEFORE placeOrder, reading every leg's `Keys.HEALTH` in the same transaction (data flagged
+   at that moment refuses the intent STALE_DATA: the flag, not the decision's view of it,
+   decides), place, record "placed", append the decision, then acknowledge;
 4. every `tick_s`: stops, legging, daily loss (the engine); orders IB has not acknowledged
    within `ack_timeout_s` looked up at IB; then status, P&L and positions, written in one
    MULTI/EXEC so a reader never sees positions of one moment with the P&L or the other
