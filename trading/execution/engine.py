@@ -271,9 +271,8 @@ class ExecutionEngine:
         return events
 
     def refuse_unsent(self, decision: RiskDecision) -> None:
-        """An approved intent refused before its legs were sent (its data was flagged at the
-        moment of sending): the unsent legs' order ids are forgotten (`abandon` then closes
-        them) and the refusal is its decision from now on."""
+        """An approved intent refused before its legs were sent (data flagged at the send):
+        unsent legs lose their order ids (`abandon` closes them); the refusal is its decision."""
         for leg in self.tracker.legs_of(decision.intent_id):
             if leg.order_id and leg.sent_at is None and not leg.done:
                 self.tracker.forget_order_id(leg)

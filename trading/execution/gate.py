@@ -52,6 +52,7 @@ from trading.bus import (
     RiskReason,
     Side,
     SignalAction,
+    decode,
 )
 from trading.domain import risk as domain_risk
 from trading.domain.market_hours import MarketCalendar, market_calendar
@@ -79,6 +80,7 @@ __all__ = [
     "GateView",
     "RiskGate",
     "data_names",
+    "flagged_at_send",
     "flagged_data",
     "intent_exposure",
     "leg_exposure",
@@ -382,6 +384,22 @@ def flagged_data(names: list[str], health: Mapping[str, DataHealth]) -> list[Ris
         for name in names
         if (h := health.get(name)) is not None and h.status is not DataStatus.OK
     ]
+
+
+def flagged_at_send(names: list[str], raw: Mapping[str, bytes]) -> list[RiskReason]:
+    """`flagged_data` on md:health's encoded records as read at the moment of sending; a
+    record that cannot be read is flagged too (data that cannot be vouched for)."""
+    health: dict[str, DataHealth] = {}
+    out = []
+    for name, data in raw.items():
+        try:
+            health[name] = decode(data, DataHealth)
+        except ValueError as exc:
+            out.append(
+                RiskReason(str(RiskCode.STALE_DATA), f"{name}: data health unreadable: {exc}")
+            )
+    flagged = flagged_data(names, health)
+    return [RiskReason(r.code, f"{r.message} (at the moment of sending)") for r in flagged] + out
 
 
 def _ratio(q: float) -> int:

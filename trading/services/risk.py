@@ -47,6 +47,7 @@ from trading.broker.connection import IBConnection
 from trading.broker.execution import (
     ORDER_REJECT_CODES,
     ExecutionClient,
+    broker_positions,
     leg_index_for,
     status_update,
 )
@@ -74,8 +75,6 @@ from trading.bus import (
     encode,
 )
 from trading.domain.orders import StatusUpdate
-from trading.domain.risk import RiskCode
-from trading.execution.book import BrokerPosition
 from trading.execution.decisions import RejectionLog
 from trading.execution.engine import (
     CLOSE_WAIT_ALERT_S,
@@ -85,7 +84,7 @@ from trading.execution.engine import (
     Raise,
     Submit,
 )
-from trading.execution.gate import INVALID, data_names, flagged_data
+from trading.execution.gate import INVALID, data_names, flagged_at_send
 from trading.execution.tracking import DONE_LEG_STATES, LegState, TrackedLeg
 from trading.observability import BAD_MESSAGES, histogram
 from trading.seams import seam
@@ -98,7 +97,6 @@ INTENT_TO_ORDER = histogram(
 DECISIONS_TOTAL = Counter("trading_risk_decisions_total", "Risk decisions", ["approved"])
 
 PLACING, PLACED, REJECTED = "placing", "placed", "rejected"
-STALE_DATA = str(RiskCode.STALE_DATA)
 UNANSWERED = frozenset({"PendingSubmit", "ApiPending"})
 """Statuses the client library gives an order before IB has said anything about it."""
 QUERY_TIMEOUT_S = 15.0
@@ -106,41 +104,6 @@ QUERY_TIMEOUT_S = 15.0
 POSITION_CONFIRM_S = 3.0
 """How long a difference between the book and IB's positions must stay unchanged (with no
 order working) before the book is aligned to IB."""
-
-
-def broker_positions(positions: list[Any], account: str = "") -> dict[int, BrokerPosition]:
-    """IB positions (ib_async/ib_insync `Position`s) as `BrokerPosition`s by conId, average
-    cost per share (IB's option avgCost is per contract). Raises ValueError naming the field
-    when one cannot be read, so nothing is reconciled on a value that was not checked."""
-    out = {}
-    for p in positions:
-        if account and p.account != account:
-            continue
-        contract = p.contract
-        if not contract.conId:
-            raise ValueError(f"position {contract.localSymbol!r}: conId must be set, got 0")
-        if contract.secType == "OPT":
-            try:
-                multiplier = float(contract.multiplier or 100)
-            except ValueError:
-                raise ValueError(
-                    f"position {contract.conId}: multiplier must be a number, "
-                    f"got {contract.multiplier!r}"
-                ) from None
-        else:
-            multiplier = 1.0
-        if not p.position:
-            continue
-        out[contract.conId] = BrokerPosition(
-            contract.conId,
-            contract.symbol,
-            contract.localSymbol or contract.symbol,
-            contract.secType,
-            multiplier,
-            float(p.position),
-            float(p.avgCost) / multiplier,
-        )
-    return out
 
 
 class RiskRuntime:
@@ -449,22 +412,16 @@ class RiskRuntime:
             "legs": [t.to_state() for t in legs],
         }
         await seam("risk.approved")
-        names = data_names(intent)
-        raw = await self.bus.hset_state_reading(
+        names = data_names(intent)  # every leg's data health as of the send, not the decision:
+        health = await self.bus.hset_state_reading(  # read with the "placing" record
             Keys.INTENT_STATUS, intent.intent_id, rec, Keys.HEALTH, names
         )
         self.status[intent.intent_id] = rec
-        flagged = self._flagged_at_send(names, raw)
-        if flagged and len(to_send) == len(legs):
-            # The data health as of this moment (read with the "placing" record, nothing
-            # awaited between it and placeOrder), not as of the decision: a flag written
-            # while the intent was decided, or still on its way to this service's market
-            # feed, refuses it. (A leg completing a pair whose other leg is at IB goes on its
-            # approval: refusing it would leave the pair legged.)
-            now = time.time()
-            refusal = RiskDecision(intent.intent_id, now, False, tuple(flagged))
+        flagged = flagged_at_send(names, health)
+        if flagged and len(to_send) == len(legs):  # (the rest of a pair half at IB goes on)
+            refusal = RiskDecision(intent.intent_id, time.time(), False, tuple(flagged))
             self.engine.refuse_unsent(refusal)
-            await self._record_rejection(intent, refusal, now)
+            await self._record_rejection(intent, refusal, refusal.ts)
             return True
         await seam("risk.placing_recorded")
         for leg_order, order_id in to_send:
@@ -486,21 +443,6 @@ class RiskRuntime:
             extra={"event.action": "intent_placed", "order.ref": intent.intent_id},
         )
         return True
-
-    def _flagged_at_send(self, names: list[str], raw: dict[str, bytes]) -> list[RiskReason]:
-        """STALE_DATA for each name whose md:health record is not OK; one that cannot be
-        read is flagged too (data that cannot be vouched for is not traded on)."""
-        health: dict[str, DataHealth] = {}
-        unreadable = []
-        for name, data in raw.items():
-            try:
-                health[name] = decode(data, DataHealth)
-            except ValueError as exc:
-                unreadable.append(RiskReason(STALE_DATA, f"{name}: data health unreadable: {exc}"))
-        return [
-            RiskReason(r.code, f"{r.message} (at the moment of sending)")
-            for r in flagged_data(names, health)
-        ] + unreadable
 
     async def _refuse_invalid(self, intent: OrderIntent, exc: ValueError) -> None:
         """An intent that cannot be handled (a value that fails a check) is rejected INVALID,
