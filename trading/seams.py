@@ -21,6 +21,7 @@ CRASH_ENV = "TRADING_CRASH_AT"
 SEAMS = frozenset(
     {
         "strategy.intent_appended",  # the strategy's intent is in the stream, its state not saved
+        "risk.approved",  # an intent approved, its order ids taken; nothing recorded or sent
         "risk.placing_recorded",  # the "placing" record is written, no placeOrder sent yet
         "risk.leg_sent",  # one leg's placeOrder is handed to the socket (the next is not)
         "risk.order_sent",  # every leg is sent, the "placed" record is not written yet

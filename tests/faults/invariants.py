@@ -11,17 +11,17 @@
 6. healthy again: every service's heartbeat "ok" within `RECOVERY_BOUND_S` (the recovery time is
    measured: from the fault until settled);
 7. nothing entered on flagged data: no entry order reached IB while TLT's or TLTW's data health
-   was flagged (stale) in Redis.
+   was flagged (not ok) in Redis, by the Redis time of each flag and its clearing (1 ms).
 """
 
 from __future__ import annotations
 
-import threading
 import time
 from collections import Counter
 from dataclasses import dataclass, field
 
 from tests.faults.stack import Stack, ib_positions, working_at_ib
+from trading.bus import DataHealth, DataStatus
 from trading.ibsim.instruments import TLT, TLTW_CON_ID
 
 TLT_ID = TLT.con_id
@@ -45,45 +45,48 @@ class Check:
     detail: str = ""
 
 
+FLAGGED_SYMBOLS = ("TLT", "TLTW")
+
+
 @dataclass
 class Window:
-    """One fault's time window, and the moments data was flagged in it (sampled)."""
+    """One fault's time window, and the intervals TLT's or TLTW's data was flagged in Redis.
+
+    The intervals come from data-ingestion's `st:health` stream, written in one transaction
+    with `md:health`: an entry's id is the Redis time (ms) the flag, or its clearing, became
+    visible to every reader, risk's included. (A 50 ms sampler of `md:health` used before kept
+    an interval open until its next sample after the flag was cleared: an entry placed 27 ms
+    after TLTW was ok again, on the fresh quote, was counted as placed on flagged data.)"""
 
     started: float
     flagged: list[tuple[float, float]] = field(default_factory=list)
-    _stop: threading.Event = field(default_factory=threading.Event)
-    _thread: threading.Thread | None = None
 
-    def watch(self, stack: Stack, every_s: float = 0.05) -> None:
-        """Sample TLT's and TLTW's data health in a thread until `close()`."""
+    def close(self, stack: Stack) -> None:
+        intervals = flagged_intervals(stack.health_history(), time.time())
+        self.flagged = [(max(a, self.started), z) for a, z in intervals if z > self.started]
 
-        def run() -> None:
+
+def flagged_intervals(
+    history: list[tuple[float, DataHealth]], until: float
+) -> list[tuple[float, float]]:
+    """[start, end) intervals in which any of `FLAGGED_SYMBOLS` was not ok, from the health
+    changes in Redis order with the time each became visible; one still open ends `until`."""
+    status: dict[str, DataStatus] = {}
+    out = []
+    since = None
+    for at, health in history:
+        if health.symbol not in FLAGGED_SYMBOLS:
+            continue
+        status[health.symbol] = health.status
+        flagged = any(s is not DataStatus.OK for s in status.values())
+        if flagged and since is None:
+            since = at
+        elif not flagged and since is not None:
+            out.append((since, at))
             since = None
-            while not self._stop.is_set():
-                try:
-                    health = stack.health()
-                    flagged = any(
-                        h.status != "ok" for name, h in health.items() if name in ("TLT", "TLTW")
-                    )
-                except Exception:
-                    flagged = since is not None  # Redis down: keep what was known
-                now = time.time()
-                if flagged and since is None:
-                    since = now
-                elif not flagged and since is not None:
-                    self.flagged.append((since, now))
-                    since = None
-                self._stop.wait(every_s)
-            if since is not None:
-                self.flagged.append((since, time.time()))
-
-        self._thread = threading.Thread(target=run, daemon=True)
-        self._thread.start()
-
-    def close(self) -> None:
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join(5)
+    if since is not None:
+        out.append((since, until))
+    return out
 
 
 def contracts_of(leg: dict) -> tuple[int, ...]:
@@ -168,8 +171,7 @@ def check(stack: Stack, window: Window, recovery_s: float) -> list[Check]:
     on_flagged = [
         o["order_ref"]
         for o in truth["orders"]
-        if o["order_ref"] in entries
-        and any(a <= o["received_wall"] <= z for a, z in window.flagged)
+        if o["order_ref"] in entries and any(a <= o["received_wall"] < z for a, z in window.flagged)
     ]
     flagged_s = sum(z - a for a, z in window.flagged)
     out.append(

@@ -231,9 +231,12 @@ class Stack:
             out[service] = None if raw is None else b.decode(raw, b.Heartbeat)
         return out
 
-    def health(self) -> dict[str, b.DataHealth]:
-        raw = self.redis.hgetall(b.Keys.HEALTH)
-        return {k.decode(): b.decode(v, b.DataHealth) for k, v in raw.items()}
+    def health_history(self) -> list[tuple[float, b.DataHealth]]:
+        """Every data-health change, with the Redis time (s, to the ms) it became visible."""
+        return [
+            (int(entry_id.split(b"-")[0]) / 1000.0, b.decode(raw[b"m"], b.DataHealth))
+            for entry_id, raw in self.redis.xrange(b.Streams.HEALTH_HISTORY)
+        ]
 
 
 def ib_positions(truth: dict) -> dict[int, float]:

@@ -265,7 +265,6 @@ def inject(stack: Stack, name: str, sign: float) -> Outcome:
             name, float("inf"), [Check("settled before", False, notes[0])], "?", notes=notes
         )
     window = Window(time.time())
-    window.watch(stack)
     fills_before = stack.redis.xlen("st:fills")
     orders_before = len(stack.truth()["orders"])
     try:
@@ -287,7 +286,7 @@ def inject(stack: Stack, name: str, sign: float) -> Outcome:
         except TimeoutError:
             run.notes.append("the pair was not closed within 120 s")
     finally:
-        window.close()
+        wait_for(lambda: window.close(stack) or True, 30, "the data-health history")
     truth = stack.truth()
     checks = check(stack, window, recovery_s)
     held = ib_positions(truth)

@@ -250,6 +250,13 @@ async def test_silent_instruments_go_stale_and_recover_when_ticks_resume(gateway
         gateway.faults.resume_market_data()
         await wait_health(running.bus, healthy, DataStatus.OK)
         assert running.connection.reconnects == 0
+        # every change is in the history, in order, and its last word is the hash's
+        history = [e.message for e in await running.bus.read_after(
+            Streams.HEALTH_HISTORY, "0", count=10_000, expect=DataHealth)]  # fmt: skip
+        tlt = [h.status for h in history if h.symbol == "TLT"]
+        assert tlt == [DataStatus.OK, DataStatus.STALE, DataStatus.OK]
+        latest = {h.symbol: h for h in history}
+        assert latest == await health_of(running.bus)
 
 
 async def test_connectivity_lost_marks_everything_stale_and_data_lost_resubscribes(
@@ -377,6 +384,22 @@ async def test_bad_ticks_from_ibsim_are_never_published_as_good(gateway, redis_u
     assert published
     for msg in published:
         assert math.isfinite(msg.bid) and math.isfinite(msg.ask) and 0 < msg.bid <= msg.ask
+
+
+async def test_a_refused_quote_flags_the_instrument_at_once_and_a_good_one_clears_it(
+    gateway, redis_url
+):
+    """NaN ticks for TLTW: flagged stale within a tick round, not `silence_s` (30 s here) after
+    its last good quote, which is no longer its price; ok again with the next good quote."""
+    async with ingestion(gateway, redis_url, silence_s=30.0) as running:
+        await all_healthy(running)
+        struck = time.time()
+        gateway.faults.bad_quote("TLTW", "nan")
+        stale = await wait_health(running.bus, ["TLTW"], DataStatus.STALE)
+        assert stale["TLTW"].reason == "IB's latest quote refused (nan_price)"
+        assert stale["TLTW"].ts - struck < 2.0
+        assert stale["TLT"].status is DataStatus.OK
+        await wait_health(running.bus, ["TLTW"], DataStatus.OK)  # the next batch is clean
 
 
 async def _counter_above(metric, label, value) -> bool:

@@ -171,6 +171,24 @@ def test_feed_wide_stale_flag_beats_fresh_ticks_and_delayed_shows_when_clear():
     assert {h.status for h in board.evaluate(2.0)} == {DataStatus.DELAYED}
 
 
+def test_a_refused_quote_flags_its_instrument_at_once_until_a_good_one():
+    board = HealthBoard(silence_s=30.0)
+    board.track("TLT", 0.0)
+    board.track("TLTW", 0.0)
+    board.evaluate(0.0)
+    assert board.bad_tick("TLTW", "nan_price") is True
+    assert board.bad_tick("TLTW", "crossed") is False  # already flagged: nothing new to publish
+    [flagged] = board.evaluate(0.1)  # 0.1 s, not silence_s = 30 s, after the last good tick
+    assert (flagged.symbol, flagged.status) == ("TLTW", DataStatus.STALE)
+    assert flagged.reason == "IB's latest quote refused (nan_price)"
+    board.good_tick("TLTW", 0.2)
+    [ok] = board.evaluate(0.2)
+    assert (ok.symbol, ok.status) == ("TLTW", DataStatus.OK)
+    board.set_feed_stale("connection", "IB connection lost")
+    board.bad_tick("TLT", "crossed")
+    assert {h.reason for h in board.evaluate(0.3)} == {"IB connection lost"}  # feed first
+
+
 def test_bad_data_episode_is_logged_once_and_closed_with_its_count():
     episodes = EpisodeLog()
     assert episodes.bad("TLT", DropReason.CROSSED)

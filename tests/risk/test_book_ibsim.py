@@ -15,12 +15,11 @@ import ib_async
 import pytest
 
 from tests.ibsim.clients import connected, eventually, qualified
-from trading.broker.execution import ExecutionClient
+from trading.broker.execution import ExecutionClient, broker_positions
 from trading.broker.orders import orders_for_intent
 from trading.bus import Fill, IntentLeg, IntentPurpose, LegKind, OrderIntent, Side, SignalAction
 from trading.execution.book import Book
 from trading.ibsim import SimConfig, SimulatedGateway
-from trading.services.risk import broker_positions
 
 UNITS = 2
 

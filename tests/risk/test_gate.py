@@ -19,9 +19,9 @@ from tests.risk.helpers import (
     quote,
     tltw_leg,
 )
-from trading.bus import DataHealth, DataStatus, IntentPurpose, Side
+from trading.bus import DataHealth, DataStatus, IntentPurpose, Side, encode
 from trading.execution.book import Book
-from trading.execution.gate import GateView, RiskGate
+from trading.execution.gate import GateView, RiskGate, data_names, flagged_at_send
 from trading.execution.marks import Marks
 from trading.execution.state import TradingState
 from trading.execution.tracking import OrderTracker
@@ -199,3 +199,27 @@ def test_a_closed_position_whose_quote_went_silent_does_not_block_new_entries():
     m.update(last_quote)  # its last quote, an hour old
     decision = RiskGate(RiskSettings()).decide(entry(), view(book=book, m=m), NOW)
     assert decision.approved, decision.reasons
+
+
+def test_the_send_time_check_reads_every_legs_data_health_the_calls_included():
+    entry = intent(buy_write_leg(Side.BUY, 1, 9000.0), tltw_leg(Side.SELL, 375, 24.0))
+    names = data_names(entry)
+    assert names == sorted(["TLT", "TLTW", str(CALL_ID)])
+
+    def raw(symbol: str, status: DataStatus) -> bytes:
+        return encode(DataHealth(symbol, status, "why", NOW))
+
+    assert flagged_at_send(names, {}) == []  # nothing said against any: not flagged
+    assert flagged_at_send(names, {"TLT": raw("TLT", DataStatus.OK)}) == []
+    reasons = flagged_at_send(
+        names,
+        {
+            "TLTW": raw("TLTW", DataStatus.STALE),
+            str(CALL_ID): raw(str(CALL_ID), DataStatus.DELAYED),
+            "TLT": b"not json",
+        },
+    )
+    assert [r.code for r in reasons] == ["STALE_DATA"] * 3
+    assert [r.message.split(":")[0] for r in reasons] == [str(CALL_ID), "TLTW", "TLT"]
+    assert reasons[1].message == "TLTW: data stale: why (at the moment of sending)"
+    assert "unreadable" in reasons[2].message

@@ -34,6 +34,7 @@ import ib_async
 from trading.broker.orders import OPTION_MULTIPLIER, LegOrder
 from trading.bus import Fill, IntentLeg, LegKind, Side
 from trading.domain.orders import StatusUpdate
+from trading.execution.book import BrokerPosition
 
 __all__ = [
     "ORDER_REJECT_CODES",
@@ -274,3 +275,38 @@ class ExecutionClient:
             self.on_position(position)
         except Exception:
             log.exception("position handling failed", extra={"event.action": "position_error"})
+
+
+def broker_positions(positions: list[Any], account: str = "") -> dict[int, BrokerPosition]:
+    """IB positions (ib_async/ib_insync `Position`s) as `BrokerPosition`s by conId, average
+    cost per share (IB's option avgCost is per contract). Raises ValueError naming the field
+    when one cannot be read, so nothing is reconciled on a value that was not checked."""
+    out = {}
+    for p in positions:
+        if account and p.account != account:
+            continue
+        contract = p.contract
+        if not contract.conId:
+            raise ValueError(f"position {contract.localSymbol!r}: conId must be set, got 0")
+        if contract.secType == "OPT":
+            try:
+                multiplier = float(contract.multiplier or 100)
+            except ValueError:
+                raise ValueError(
+                    f"position {contract.conId}: multiplier must be a number, "
+                    f"got {contract.multiplier!r}"
+                ) from None
+        else:
+            multiplier = 1.0
+        if not p.position:
+            continue
+        out[contract.conId] = BrokerPosition(
+            contract.conId,
+            contract.symbol,
+            contract.localSymbol or contract.symbol,
+            contract.secType,
+            multiplier,
+            float(p.position),
+            float(p.avgCost) / multiplier,
+        )
+    return out

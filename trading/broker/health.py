@@ -15,13 +15,16 @@ class _InstrumentHealth:
     last_good: float
     status: DataStatus | None = None  # None: not yet published
     reason: str = ""
+    bad: str = ""  # why IB's latest quote was refused, until a good one ("": it was good)
 
 
 class HealthBoard:
     """Per-instrument data health from good-tick times and feed-wide flags.
 
-    status = STALE when the feed is flagged stale (connectivity lost, data farm down) or the
-    instrument had no good tick for `silence_s`; else DELAYED when on delayed data; else OK.
+    status = STALE when the feed is flagged stale (connectivity lost, data farm down), when IB's
+    latest quote of the instrument was refused (NaN, crossed, ...: the last good one is no longer
+    its price, so it is flagged at once, not `silence_s` later) or when it had no good tick for
+    `silence_s`; else DELAYED when on delayed data; else OK.
     `evaluate(now)` returns the instruments whose status changed, as DataHealth messages.
     """
 
@@ -45,6 +48,15 @@ class HealthBoard:
         health = self.instruments.get(name)
         if health is not None:
             health.last_good = max(health.last_good, now)
+            health.bad = ""
+
+    def bad_tick(self, name: str, reason: str) -> bool:
+        """IB's latest quote of `name` was refused for `reason`; True when that flags it."""
+        health = self.instruments.get(name)
+        if health is None or health.bad:
+            return False
+        health.bad = reason
+        return True
 
     def restart_silence(self, now: float) -> None:
         """After a resubscription every instrument gets a fresh `silence_s` to speak."""
@@ -61,6 +73,8 @@ class HealthBoard:
         health = self.instruments[name]
         if self.feed_stale:
             return DataStatus.STALE, "; ".join(sorted(self.feed_stale.values()))
+        if health.bad:
+            return DataStatus.STALE, f"IB's latest quote refused ({health.bad})"
         silent = now - health.last_good
         if silent > self.silence_s:
             return DataStatus.STALE, f"no good tick for over {self.silence_s:g}s"

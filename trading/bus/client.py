@@ -137,6 +137,24 @@ class Bus:
         data = orjson.dumps(state)
         await self._retry(lambda: self.redis.hset(key, member, data), f"hset {key}")
 
+    async def hset_state_reading(
+        self, key: str, member: str, state: dict[str, Any], read_key: str, read: list[str]
+    ) -> dict[str, bytes]:
+        """HSET a JSON state and HMGET `read` from the hash `read_key` in one MULTI/EXEC: the
+        values are those every reader saw at the moment the state was written (absent ones
+        left out)."""
+        check_json_value("state", key, state)
+        data = orjson.dumps(state)
+
+        async def run() -> list[Any]:
+            pipe = self.redis.pipeline(transaction=True)
+            pipe.hset(key, member, data)
+            pipe.hmget(read_key, read)
+            return await pipe.execute(raise_on_error=True)
+
+        values = (await self._retry(run, f"hset {key} reading {read_key}"))[1]
+        return {m: v for m, v in zip(read, values, strict=True) if v is not None}
+
     async def hget_state(self, key: str, member: str) -> dict[str, Any] | None:
         raw = await self._retry(lambda: self.redis.hget(key, member), f"hget {key}")
         return None if raw is None else orjson.loads(raw)

@@ -77,6 +77,9 @@ class Streams:
     ALERTS = "st:alerts"
     SIGNALS = "st:signals"
     SPREAD = "st:spread"  # capped time series for plots
+    HEALTH_HISTORY = "st:health"
+    """Every change of `Keys.HEALTH` (`DataHealth`), written in the same transaction: its entry
+    ids are the Redis time each flag became visible to a reader (audits, the fault suite)."""
 
     @staticmethod
     def history(symbol: str) -> str:
@@ -114,5 +117,6 @@ STREAM_MAXLEN = {
     Streams.ALERTS: 100_000,
     Streams.SIGNALS: 100_000,
     Streams.SPREAD: 50_000,
+    Streams.HEALTH_HISTORY: 100_000,
 }
 """Approximate caps (XADD MAXLEN ~). The audit streams are large; plots are short."""

@@ -270,6 +270,14 @@ class ExecutionEngine:
                 events.append(order_event(leg, now))
         return events
 
+    def refuse_unsent(self, decision: RiskDecision) -> None:
+        """An approved intent refused before its legs were sent (data flagged at the send):
+        unsent legs lose their order ids (`abandon` closes them); the refusal is its decision."""
+        for leg in self.tracker.legs_of(decision.intent_id):
+            if leg.order_id and leg.sent_at is None and not leg.done:
+                self.tracker.forget_order_id(leg)
+        self.decisions[decision.intent_id] = decision
+
     def order_sent(self, intent_id: str, leg_index: int, order_id: int, now: float) -> None:
         """The order id a leg is (about to be) sent with: recorded before placeOrder."""
         self.tracker.assign_order_id(intent_id, leg_index, order_id, now)

@@ -36,11 +36,14 @@ from the live book and maps the settings onto its limits:
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
 from trading.bus import (
+    DataHealth,
+    DataStatus,
     IntentLeg,
     IntentPurpose,
     LegKind,
@@ -49,6 +52,7 @@ from trading.bus import (
     RiskReason,
     Side,
     SignalAction,
+    decode,
 )
 from trading.domain import risk as domain_risk
 from trading.domain.market_hours import MarketCalendar, market_calendar
@@ -75,6 +79,9 @@ __all__ = [
     "RISK_MADE_PURPOSES",
     "GateView",
     "RiskGate",
+    "data_names",
+    "flagged_at_send",
+    "flagged_data",
     "intent_exposure",
     "leg_exposure",
     "risk_limits",
@@ -233,15 +240,8 @@ class RiskGate:
                 domain_risk.RiskReason(r.code, f"legs[{i}] {leg.symbol}: {r.message}")
                 for r in band.reasons
             ]
-        for symbol in sorted({leg.symbol for leg in intent.legs}):
-            health = marks.unhealthy(symbol)
-            if health is not None:
-                out.append(
-                    domain_risk.RiskReason(
-                        RiskCode.STALE_DATA, f"{symbol}: data {health.status}: {health.reason}"
-                    )
-                )
-        return [RiskReason(str(r.code), r.message) for r in out]
+        reasons = [RiskReason(str(r.code), r.message) for r in out]
+        return reasons + flagged_data(data_names(intent), marks.health)
 
     @staticmethod
     def projected_positions(view: GateView) -> dict[int, float]:
@@ -366,6 +366,40 @@ class RiskGate:
         if index <= 0:
             return 0.0
         return beta * tltw.mid / index * (1.0 - call_delta)
+
+
+def data_names(intent: OrderIntent) -> list[str]:
+    """The data-health names (data-ingestion's, in md:health) of every instrument the intent's
+    legs trade: each leg's stock by symbol, a buy-write's call by its conId."""
+    names = {leg.symbol for leg in intent.legs}
+    names |= {str(leg.option_con_id) for leg in intent.legs if leg.option_con_id}
+    return sorted(names)
+
+
+def flagged_data(names: list[str], health: Mapping[str, DataHealth]) -> list[RiskReason]:
+    """STALE_DATA for each of `names` whose data health is not OK (stale or delayed); a name
+    with no health record is not flagged (data-ingestion has said nothing against it)."""
+    return [
+        RiskReason(str(RiskCode.STALE_DATA), f"{name}: data {h.status}: {h.reason}")
+        for name in names
+        if (h := health.get(name)) is not None and h.status is not DataStatus.OK
+    ]
+
+
+def flagged_at_send(names: list[str], raw: Mapping[str, bytes]) -> list[RiskReason]:
+    """`flagged_data` on md:health's encoded records as read at the moment of sending; a
+    record that cannot be read is flagged too (data that cannot be vouched for)."""
+    health: dict[str, DataHealth] = {}
+    out = []
+    for name, data in raw.items():
+        try:
+            health[name] = decode(data, DataHealth)
+        except ValueError as exc:
+            out.append(
+                RiskReason(str(RiskCode.STALE_DATA), f"{name}: data health unreadable: {exc}")
+            )
+    flagged = flagged_data(names, health)
+    return [RiskReason(r.code, f"{r.message} (at the moment of sending)") for r in flagged] + out
 
 
 def _ratio(q: float) -> int:

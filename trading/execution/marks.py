@@ -17,7 +17,7 @@ import math
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
 
-from trading.bus import DataHealth, DataStatus, Dividends, OptionQuote, Quote, SpreadPoint
+from trading.bus import DataHealth, Dividends, OptionQuote, Quote, SpreadPoint
 from trading.domain.market_hours import EXCHANGE_TIMEZONE
 
 __all__ = ["BUY_WRITE_SHARES", "InstrumentMark", "Marks"]
@@ -137,10 +137,3 @@ class Marks:
         """Wall seconds since the instrument's last quote (None: never quoted)."""
         mark = self.by_con_id.get(con_id)
         return None if mark is None else now - mark.ts_recv
-
-    def unhealthy(self, symbol: str) -> DataHealth | None:
-        """The instrument's DataHealth when it is not OK (stale or delayed), else None."""
-        health = self.health.get(symbol)
-        if health is None or health.status is DataStatus.OK:
-            return None
-        return health

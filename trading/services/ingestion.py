@@ -41,6 +41,7 @@ from trading.bus import (
     Batch,
     Bus,
     Channels,
+    DataHealth,
     DataStatus,
     Keys,
     MessageError,
@@ -158,6 +159,7 @@ class MarketDataFeed:
         self._index: dict[str, bytes] = {}  # con_id -> newest option: one HSET per round
         self._batch_ts: list[float] = []
         self._batch_lines: list[Line] = []
+        self._health_lock = asyncio.Lock()  # health written in the order it was evaluated
         self._flush_wake = asyncio.Event()
         self._tasks: set[asyncio.Task] = set()
         self._recentring = False
@@ -416,6 +418,8 @@ class MarketDataFeed:
                 msg = self.md.quote(ticker, line, ts_recv, ts_exchange)
             except BadTick as bad:
                 self._drop(name, bad)
+                if self.health.bad_tick(name, bad.reason.value):
+                    self._spawn(self.publish_health())  # flagged now, not at the next round
                 continue
             data = encode(msg)
             # Every good tick is published; the latest-value keys only need the newest.
@@ -437,6 +441,7 @@ class MarketDataFeed:
             self.health.good_tick(name, ts_recv)
             closed = self.episodes.good(name)
             if closed:
+                self._spawn(self.publish_health())  # its flag cleared now, not at the next round
                 self.log.info(
                     "%s good again after %s", name, {r.value: n for r, n in closed.items()},
                     extra={"event.action": "bad_data_recovered", "instrument.name": name},
@@ -527,22 +532,11 @@ class MarketDataFeed:
             await asyncio.sleep(interval)
 
     async def publish_health(self) -> None:
-        """Publish every instrument whose health changed (HSET md:health + ch:health)."""
-        now = self.clock()
-        self.md.check_subscriptions(now)
-        changes = self.health.evaluate(now)
-        for name, h in self.health.instruments.items():
-            STALENESS.labels(name).set(max(now - h.last_good, 0.0))
-            STALE.labels(name).set(1 if h.status is DataStatus.STALE else 0)
-        if not changes:
-            return
-        self._update_status()  # the heartbeat agrees with md:health from the moment it is sent
-        batch = Batch()
-        for change in changes:
-            data = encode(change)
-            batch.hset_latest(Keys.HEALTH, change.symbol, data)
-            batch.publish(Channels.HEALTH, data)
-        await self.bus.execute(batch)
+        """Publish every instrument whose health changed (HSET md:health, XADD st:health and
+        PUBLISH ch:health, in one transaction). One at a time (a bad tick publishes at once,
+        beside the health loop): a flag and its clearing reach Redis in the order evaluated."""
+        async with self._health_lock:
+            changes = await self._evaluate_and_write_health()
         for change in changes:
             level = logging.INFO if change.status is DataStatus.OK else logging.WARNING
             self.log.log(
@@ -550,6 +544,26 @@ class MarketDataFeed:
                 extra={"event.action": "data_health", "instrument.name": change.symbol,
                        "event.outcome": change.status.value},
             )  # fmt: skip
+
+    async def _evaluate_and_write_health(self) -> list[DataHealth]:
+        now = self.clock()
+        self.md.check_subscriptions(now)
+        changes = self.health.evaluate(now)
+        for name, h in self.health.instruments.items():
+            STALENESS.labels(name).set(max(now - h.last_good, 0.0))
+            STALE.labels(name).set(1 if h.status is DataStatus.STALE else 0)
+        if not changes:
+            return []
+        self._update_status()  # the heartbeat agrees with md:health from the moment it is sent
+        batch = Batch()
+        for change in changes:
+            data = encode(change)
+            batch.hset_latest(Keys.HEALTH, change.symbol, data)
+            batch.append(Streams.HEALTH_HISTORY, data)
+            batch.publish(Channels.HEALTH, data)
+        # One transaction: the history's entry id is the moment a reader of md:health saw it.
+        await self.bus.execute(batch, transaction=True)
+        return changes
 
     def on_gateway_state(self, state: GatewayState) -> None:
         """The connection's state, into the heartbeat (where the dashboard shows it)."""

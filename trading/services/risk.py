@@ -9,7 +9,9 @@
    booked and appended; a leg's fill is IB's), positions; a sent leg IB does not know is LOST;
 3. consume `Streams.COMMANDS` and `Streams.INTENTS` in the consumer group `Groups.RISK`:
    decide, record the decision and the order ids in `Keys.INTENT_STATUS` (status "placing")
-   BEFORE placeOrder, place, record "placed", append the decision, then acknowledge;
+   BEFORE placeOrder, reading every leg's `Keys.HEALTH` in the same transaction (data flagged
+   at that moment refuses the intent STALE_DATA: the flag, not the decision's view of it,
+   decides), place, record "placed", append the decision, then acknowledge;
 4. every `tick_s`: stops, legging, daily loss (the engine); orders IB has not acknowledged
    within `ack_timeout_s` looked up at IB; then status, P&L and positions, written in one
    MULTI/EXEC so a reader never sees positions of one moment with the P&L or the other
@@ -45,6 +47,7 @@ from trading.broker.connection import IBConnection
 from trading.broker.execution import (
     ORDER_REJECT_CODES,
     ExecutionClient,
+    broker_positions,
     leg_index_for,
     status_update,
 )
@@ -72,7 +75,6 @@ from trading.bus import (
     encode,
 )
 from trading.domain.orders import StatusUpdate
-from trading.execution.book import BrokerPosition
 from trading.execution.decisions import RejectionLog
 from trading.execution.engine import (
     CLOSE_WAIT_ALERT_S,
@@ -82,7 +84,7 @@ from trading.execution.engine import (
     Raise,
     Submit,
 )
-from trading.execution.gate import INVALID
+from trading.execution.gate import INVALID, data_names, flagged_at_send
 from trading.execution.tracking import DONE_LEG_STATES, LegState, TrackedLeg
 from trading.observability import BAD_MESSAGES, histogram
 from trading.seams import seam
@@ -102,41 +104,6 @@ QUERY_TIMEOUT_S = 15.0
 POSITION_CONFIRM_S = 3.0
 """How long a difference between the book and IB's positions must stay unchanged (with no
 order working) before the book is aligned to IB."""
-
-
-def broker_positions(positions: list[Any], account: str = "") -> dict[int, BrokerPosition]:
-    """IB positions (ib_async/ib_insync `Position`s) as `BrokerPosition`s by conId, average
-    cost per share (IB's option avgCost is per contract). Raises ValueError naming the field
-    when one cannot be read, so nothing is reconciled on a value that was not checked."""
-    out = {}
-    for p in positions:
-        if account and p.account != account:
-            continue
-        contract = p.contract
-        if not contract.conId:
-            raise ValueError(f"position {contract.localSymbol!r}: conId must be set, got 0")
-        if contract.secType == "OPT":
-            try:
-                multiplier = float(contract.multiplier or 100)
-            except ValueError:
-                raise ValueError(
-                    f"position {contract.conId}: multiplier must be a number, "
-                    f"got {contract.multiplier!r}"
-                ) from None
-        else:
-            multiplier = 1.0
-        if not p.position:
-            continue
-        out[contract.conId] = BrokerPosition(
-            contract.conId,
-            contract.symbol,
-            contract.localSymbol or contract.symbol,
-            contract.secType,
-            multiplier,
-            float(p.position),
-            float(p.avgCost) / multiplier,
-        )
-    return out
 
 
 class RiskRuntime:
@@ -444,8 +411,18 @@ class RiskRuntime:
             "decision": encode(decision).decode(),
             "legs": [t.to_state() for t in legs],
         }
-        await self.bus.hset_state(Keys.INTENT_STATUS, intent.intent_id, rec)
+        await seam("risk.approved")
+        names = data_names(intent)  # every leg's data health as of the send, not the decision:
+        health = await self.bus.hset_state_reading(  # read with the "placing" record
+            Keys.INTENT_STATUS, intent.intent_id, rec, Keys.HEALTH, names
+        )
         self.status[intent.intent_id] = rec
+        flagged = flagged_at_send(names, health)
+        if flagged and len(to_send) == len(legs):  # (the rest of a pair half at IB goes on)
+            refusal = RiskDecision(intent.intent_id, time.time(), False, tuple(flagged))
+            self.engine.refuse_unsent(refusal)
+            await self._record_rejection(intent, refusal, refusal.ts)
+            return True
         await seam("risk.placing_recorded")
         for leg_order, order_id in to_send:
             try:
