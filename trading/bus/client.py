@@ -132,6 +132,12 @@ class Bus:
         raw = await self._retry(lambda: self.redis.get(key), f"get {key}")
         return None if raw is None else orjson.loads(raw)
 
+    async def get_list(self, key: str) -> list[bytes]:
+        """Every item of the list at ``key`` (none if there is no list)."""
+        return cast(
+            list[bytes], await self._retry(lambda: self.redis.lrange(key, 0, -1), f"lrange {key}")
+        )
+
     async def hset_state(self, key: str, member: str, state: dict[str, Any]) -> None:
         check_json_value("state", key, state)
         data = orjson.dumps(state)
@@ -465,6 +471,18 @@ class Batch:
 
     def publish(self, channel: str, data: bytes) -> None:
         self.commands.append(("PUBLISH", channel, data))
+
+    def replace_list(self, key: str, values: list[bytes]) -> None:
+        """The list at ``key`` becomes ``values`` (DEL, then RPUSH if any)."""
+        self.commands.append(("DEL", key))
+        if values:
+            self.commands.append(("RPUSH", key, *values))
+
+    def extend_list(self, key: str, values: list[bytes], keep: int) -> None:
+        """Append ``values`` to the list at ``key`` and keep its last ``keep`` items."""
+        if values:
+            self.commands.append(("RPUSH", key, *values))
+        self.commands.append(("LTRIM", key, -keep, -1) if keep else ("DEL", key))
 
     def append(self, stream: str, data: bytes, maxlen: int | None = None) -> None:
         """XADD with an approximate cap (the stream's STREAM_MAXLEN unless given)."""

@@ -39,6 +39,12 @@ class Keys:
 
     SPREAD_LATEST = "strategy:spread"
     STRATEGY_STATE = "strategy:state"  # JSON state of the incremental estimators and signal
+
+    @staticmethod
+    def strategy_window(name: str) -> str:
+        """A list of an estimator window's values (float64 bytes), kept beside STRATEGY_STATE."""
+        return f"strategy:window:{name}"
+
     PENDING_INTENTS = "strategy:pending"  # hash intent_id -> encoded OrderIntent awaiting risk
     RISK_STATUS = "risk:status"
     RISK_STATE = "risk:state"  # JSON internal state of the risk gate

@@ -3,10 +3,20 @@
 from __future__ import annotations
 
 import math
+from collections import deque
+from collections.abc import Iterable
 from enum import StrEnum
 from typing import Any
 
-__all__ = ["HedgeMethod", "Preset", "Side", "check_finite", "finite_or_none", "is_finite_number"]
+__all__ = [
+    "CountedDeque",
+    "HedgeMethod",
+    "Preset",
+    "Side",
+    "check_finite",
+    "finite_or_none",
+    "is_finite_number",
+]
 
 
 class Side(StrEnum):
@@ -58,3 +68,26 @@ def finite_or_none(value: Any) -> Any:
     if isinstance(value, list | tuple):
         return [finite_or_none(v) for v in value]
     return value
+
+
+class CountedDeque(deque[float]):
+    """A deque of floats that counts every value ever appended (``appended``), whatever has
+    since fallen off its left end: a writer that has sent the first n values of a window
+    sends only the ``appended - n`` newest (the strategy's state, `trading.services.
+    strategy_state`). The estimators' windows are these; a value is appended once a bar."""
+
+    __slots__ = ("appended",)
+
+    def __init__(self, values: Iterable[float] = (), maxlen: int | None = None) -> None:
+        values = list(values)
+        super().__init__(values, maxlen)
+        self.appended = len(values)
+
+    def append(self, value: float) -> None:
+        super().append(value)
+        self.appended += 1
+
+    def extend(self, values: Iterable[float]) -> None:
+        values = list(values)
+        super().extend(values)
+        self.appended += len(values)

@@ -30,14 +30,13 @@ tens of basis points that mean-reverts over days):
 from __future__ import annotations
 
 import math
-from collections import deque
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 from numpy.typing import ArrayLike
 
-from trading.domain.common import check_finite
+from trading.domain.common import CountedDeque, check_finite
 
 __all__ = [
     "DEFAULT_KALMAN_DELTA",
@@ -115,8 +114,8 @@ class RollingOls:
             raise ValueError(f"min_observations must be in [2, window], got {min_observations!r}")
         self.window = window
         self.min_observations = min_observations
-        self._buffer_x: deque[float] = deque()
-        self._buffer_y: deque[float] = deque()
+        self._buffer_x = CountedDeque()
+        self._buffer_y = CountedDeque()
         self._mean_x = 0.0
         self._mean_y = 0.0
         self._cxx = 0.0
@@ -179,13 +178,19 @@ class RollingOls:
         self.beta = self._cxy / self._cxx
         self.alpha = self._mean_y - self.beta * self._mean_x
 
-    def to_state(self) -> dict[str, Any]:
-        """The window's bars and the centred sums (restored exactly, not re-summed)."""
+    @property
+    def values(self) -> tuple[CountedDeque, CountedDeque]:
+        """The window's bars (x, y), oldest first."""
+        return self._buffer_x, self._buffer_y
+
+    def to_state(self, values: bool = True) -> dict[str, Any]:
+        """The window's bars and the centred sums (restored exactly, not re-summed); without
+        ``values`` the bars are left out (a writer that keeps them apart)."""
         return {
             "window": self.window,
             "min_observations": self.min_observations,
-            "x": list(self._buffer_x),
-            "y": list(self._buffer_y),
+            "x": list(self._buffer_x) if values else None,
+            "y": list(self._buffer_y) if values else None,
             "mean_x": self._mean_x,
             "mean_y": self._mean_y,
             "cxx": self._cxx,

@@ -16,14 +16,13 @@ and agree with their vectorized twins (``*_vec``) to 1e-9; rolling sums are kept
 from __future__ import annotations
 
 import math
-from collections import deque
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 from numpy.typing import ArrayLike
 
-from trading.domain.common import check_finite
+from trading.domain.common import CountedDeque, check_finite
 from trading.domain.hedge import DeltaNeutralHedge, DeltaNeutralHedger, KalmanHedge, RollingOls
 
 __all__ = [
@@ -99,7 +98,7 @@ class RollingZScore:
         self.window = window
         self.ddof = ddof
         self.min_std = min_std
-        self._buffer: deque[float] = deque()
+        self._buffer = CountedDeque()
         self._mean = 0.0
         self._m2 = 0.0
         self._since_resync = 0
@@ -143,12 +142,19 @@ class RollingZScore:
             self._since_resync = 0
         return z
 
-    def to_state(self) -> dict[str, Any]:
+    @property
+    def values(self) -> CountedDeque:
+        """The window's values, oldest first (the previous ``window`` values, or fewer)."""
+        return self._buffer
+
+    def to_state(self, values: bool = True) -> dict[str, Any]:
+        """The window and the centred sums; without ``values`` the window's values are left
+        out (a writer that keeps them apart, see `CountedDeque`)."""
         return {
             "window": self.window,
             "ddof": self.ddof,
             "min_std": self.min_std,
-            "values": list(self._buffer),
+            "values": list(self._buffer) if values else None,
             "mean": self._mean,
             "m2": self._m2,
             "since_resync": self._since_resync,

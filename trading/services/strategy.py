@@ -14,7 +14,8 @@ intent that never reached the intent stream. Then:
   on its own prices;
 * risk decisions and fills are read from their streams (never conflated) with a cursor kept in
   the state;
-* every bar's outputs are written in this order: state (with the pending intent) -> intent
+* every bar's outputs are written in one transaction, in this order: state (with the pending
+  intent; its windows grow by the bar's values, `trading.services.strategy_state`) -> intent
   stream -> spread point and signals. A crash after the state write re-appends the intent at
   start (same deterministic id); a crash before it recomputes the same bar.
 * a one-second watchdog reports stale data (heartbeat "degraded") even when no tick arrives.
@@ -24,8 +25,6 @@ from __future__ import annotations
 
 import asyncio
 import time
-
-import orjson
 
 from trading.aio import stop_tasks
 from trading.bus import (
@@ -53,6 +52,7 @@ from trading.bus import (
 from trading.observability import BAD_MESSAGES, ERRORS
 from trading.seams import seam
 from trading.services.shell import ServiceContext
+from trading.services.strategy_state import StateWriter, read_state
 from trading.strategy import StepResult, StrategyEngine
 from trading.strategy import metrics as m
 from trading.strategy.inbox import Inbox
@@ -73,6 +73,7 @@ class StrategyService:
         self.chain_ts: float | None = None
         self.wake = asyncio.Event()
         self.writing = asyncio.Lock()
+        self.state_writer = StateWriter()
         """Held from taking the state to its write landing: a bar's write and a stream poll's
         run on two connections, and an older state written last would be what a restart
         restores (a bar lost from the z window: found under load)."""
@@ -94,11 +95,11 @@ class StrategyService:
     # start ----------------------------------------------------------------------------------
 
     async def start(self) -> None:
-        state = await self.bus.get_state(Keys.STRATEGY_STATE)
+        state, windows = await read_state(self.bus)
         restored = False
         if state is not None:
             self.cursors.update(state.get("cursors", {}))
-            restored = self.engine.restore(state["engine"])
+            restored = self.engine.restore(state["engine"], windows)
         chain = await self.bus.get_latest(Keys.CHAIN, OptionChain)
         if chain is not None:
             self.apply(chain)
@@ -242,7 +243,6 @@ class StrategyService:
 
     async def _publish_bar(self, result: StepResult) -> None:
         batch = Batch()
-        batch.set_latest(Keys.STRATEGY_STATE, self.state_bytes())
         for intent in result.intents:
             data = encode(intent)
             batch.append(Streams.INTENTS, data)
@@ -257,7 +257,19 @@ class StrategyService:
             data = encode(signal)
             batch.publish(Channels.SIGNALS, data)
             batch.append(Streams.SIGNALS, data)
-        await self.bus.execute(batch)
+        await self._write_with_state(batch)
+
+    async def _write_with_state(self, batch: Batch) -> None:
+        """The state (with the pending intent) ahead of ``batch``, in one transaction."""
+        started = time.perf_counter()
+        self.state_writer.add(batch, self.engine, self.cursors)
+        m.STATE_SAVE_SECONDS.observe(time.perf_counter() - started)
+        try:
+            await self.bus.execute(batch, transaction=True)
+        except BaseException:
+            self.state_writer.failed()
+            raise
+        self.state_writer.written()
 
     def _observe(self, result: StepResult, arrived: float | None) -> None:
         point = result.spread_point
@@ -284,18 +296,9 @@ class StrategyService:
                 },
             )
 
-    def state_bytes(self) -> bytes:
-        started = time.perf_counter()
-        state = {"engine": self.engine.to_state(), "cursors": dict(self.cursors)}
-        data = orjson.dumps(state)  # to_state() spells NaN and infinities as strings
-        m.STATE_SAVE_SECONDS.observe(time.perf_counter() - started)
-        return data
-
     async def save_state(self) -> None:
         async with self.writing:
-            batch = Batch()
-            batch.set_latest(Keys.STRATEGY_STATE, self.state_bytes())
-            await self.bus.execute(batch)
+            await self._write_with_state(Batch())
 
     async def poll_streams(self) -> None:
         """Apply new risk decisions, fills, order events and risk's own closing intents (in

@@ -71,7 +71,7 @@ from trading.bus import (
     SpreadPoint,
 )
 from trading.domain.buy_write import TotalReturnIndex
-from trading.domain.common import HedgeMethod, finite_or_none
+from trading.domain.common import CountedDeque, HedgeMethod, finite_or_none
 from trading.domain.hedge import (
     DeltaNeutralHedger,
     KalmanHedge,
@@ -454,9 +454,24 @@ class StrategyEngine:
             "edge": self.pairs.edge_status(),
         }
 
-    def to_state(self) -> dict[str, Any]:
+    def windows(self) -> dict[str, CountedDeque]:
+        """The estimators' windows by name: what ``to_state(windows=False)`` leaves out (one
+        value appended to each a bar; with the default settings, 62,400 floats in all)."""
+        out = {
+            "zscore": self.zscore.values,
+            "pairs.spreads": self.pairs.spreads,
+            "pairs.log_index": self.pairs.log_index,
+            "pairs.log_tltw": self.pairs.log_tltw,
+        }
+        if isinstance(self.hedge, RollingOls):
+            out["hedge.x"], out["hedge.y"] = self.hedge.values
+        return out
+
+    def to_state(self, windows: bool = True) -> dict[str, Any]:
         """Everything needed to carry on after a restart (JSON types only: NaN and infinities
-        are spelled "NaN", "Infinity", "-Infinity", as JSON has no number for them)."""
+        are spelled "NaN", "Infinity", "-Infinity", as JSON has no number for them). Without
+        ``windows``, the values of `windows()` are left out (null): whoever keeps them apart
+        passes them back to `restore`."""
         state: dict[str, Any] = json_safe(
             {
                 "version": STATE_VERSION,
@@ -470,9 +485,11 @@ class StrategyEngine:
                 "leg": self.leg.to_state(),
                 "tltw_leg": None if self.tltw_leg is self.leg else self.tltw_leg.to_state(),
                 "tltw_total_return": self.tltw_total_return.to_state(),
-                "hedge": self.hedge.to_state(),
-                "zscore": self.zscore.to_state(),
-                "pairs": self.pairs.to_state(),
+                "hedge": self.hedge.to_state(windows)
+                if isinstance(self.hedge, RollingOls)
+                else self.hedge.to_state(),
+                "zscore": self.zscore.to_state(windows),
+                "pairs": self.pairs.to_state(windows),
             }
         )
         return state
@@ -492,18 +509,21 @@ class StrategyEngine:
             "bars": "session",  # bar numbers of SessionBars (before: epoch // bar_seconds)
         }
 
-    def restore(self, state: dict[str, Any]) -> bool:
-        """Carry on from ``to_state()``. The position lifecycle is always restored (never
-        re-enter what is open or pending); the estimators only when the settings they depend on
-        are unchanged. Returns True when the estimators were restored too."""
+    def restore(self, state: dict[str, Any], windows: dict[str, list[float]] | None = None) -> bool:
+        """Carry on from ``to_state()``, or from ``to_state(windows=False)`` and the values of
+        `windows()` kept apart (``windows``, by name). The position lifecycle is always
+        restored (never re-enter what is open or pending); the estimators only when the
+        settings they depend on are unchanged and every window's values are at hand. Returns
+        True when the estimators were restored too."""
         state = from_json_safe(state)
         if state.get("version") != STATE_VERSION:
             raise ValueError(
                 f"strategy state version must be {STATE_VERSION}, got {state.get('version')!r}"
             )
+        complete = _fill_windows(state, windows or {})
         self.pairs.restore(state["pairs"])
         self.risk_state = TradingState(state.get("risk_state", TradingState.ACTIVE))
-        if state.get("settings_key") != self._settings_key():
+        if not complete or state.get("settings_key") != self._settings_key():
             return False
         self.current_bar = state["current_bar"]
         last = state["last_bar_date"]
@@ -522,6 +542,26 @@ class StrategyEngine:
             self.hedge = DeltaNeutralHedger.from_state(hedge_state)
         self.zscore = RollingZScore.from_state(state["zscore"])
         return True
+
+
+def _fill_windows(state: dict[str, Any], windows: dict[str, list[float]]) -> bool:
+    """Put the windows' values kept apart back into a state saved without them; a window
+    missing from ``windows`` is left empty. True when nothing was missing."""
+    holders = [
+        ("zscore", state["zscore"], "values"),
+        ("pairs.spreads", state["pairs"], "spreads"),
+        ("pairs.log_index", state["pairs"], "log_index"),
+        ("pairs.log_tltw", state["pairs"], "log_tltw"),
+    ]
+    if "x" in state["hedge"]:
+        holders += [("hedge.x", state["hedge"], "x"), ("hedge.y", state["hedge"], "y")]
+    complete = True
+    for name, holder, key in holders:
+        if holder[key] is None:
+            values = windows.get(name)
+            complete &= values is not None
+            holder[key] = [] if values is None else values
+    return complete
 
 
 _NONFINITE = {"NaN": math.nan, "Infinity": math.inf, "-Infinity": -math.inf}

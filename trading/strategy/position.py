@@ -75,7 +75,6 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from collections import deque
 from datetime import UTC, datetime
 from enum import StrEnum
 from typing import TYPE_CHECKING, Any
@@ -93,7 +92,7 @@ from trading.bus import (
     RiskDecision,
     Signal,
 )
-from trading.domain.common import finite_or_none
+from trading.domain.common import CountedDeque, finite_or_none
 from trading.domain.costs import pair_round_trip_cost_usd
 from trading.domain.edge import EdgeCheck, EdgeDiagnostics, EdgeLimits, check_entry, measure_edge
 from trading.domain.kelly import KellyLimits, SpreadKellySize, spread_kelly_size
@@ -180,9 +179,9 @@ class PairManager:
         """No exit before this bar (a pause after a rejected exit, see the docstring)."""
         self.bars = 0
         window = settings.z_window
-        self.spreads: deque[float] = deque(maxlen=window)
-        self.log_index: deque[float] = deque(maxlen=window)
-        self.log_tltw: deque[float] = deque(maxlen=window)
+        self.spreads = CountedDeque(maxlen=window)
+        self.log_index = CountedDeque(maxlen=window)
+        self.log_tltw = CountedDeque(maxlen=window)
         self.fit_bar = -1
         self.machine_before_exit: dict[str, Any] | None = None
         self.ou: OrnsteinUhlenbeckFit | None = None
@@ -720,7 +719,9 @@ class PairManager:
 
     # state ----------------------------------------------------------------------------------
 
-    def to_state(self) -> dict[str, Any]:
+    def to_state(self, values: bool = True) -> dict[str, Any]:
+        """The lifecycle and the fit windows; without ``values`` the windows' values are left
+        out (a writer that keeps them apart, see `trading.domain.common.CountedDeque`)."""
         return {
             "status": self.status.value,
             "pair": None if self.pair is None else self.pair.to_state(),
@@ -731,9 +732,9 @@ class PairManager:
             "machine": self.machine.to_state(),
             "machine_before_exit": self.machine_before_exit,
             "bars": self.bars,
-            "spreads": list(self.spreads),
-            "log_index": list(self.log_index),
-            "log_tltw": list(self.log_tltw),
+            "spreads": list(self.spreads) if values else None,
+            "log_index": list(self.log_index) if values else None,
+            "log_tltw": list(self.log_tltw) if values else None,
         }
 
     def restore(self, state: dict[str, Any]) -> None:
