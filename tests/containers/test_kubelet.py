@@ -131,3 +131,22 @@ def test_the_real_gateway_service_needs_kube_proxy_and_ibsim_does_not():
     swapped = [ibsim if w["metadata"]["name"] == "ib-gateway" else w for w in workloads]
     hosts = service_hosts(cluster(), swapped)
     assert {"redis", "ib-gateway", "ib-gateway.trading.svc.cluster.local"} <= set(hosts)
+
+
+def test_ibsim_lists_the_pair_the_configmap_says_the_services_trade():
+    workload = find(load_documents(IBSIM_MANIFEST), "Deployment", "ib-gateway")
+    (container,) = workload["spec"]["template"]["spec"]["containers"]
+    images = {"ghcr.io/trading-example/trading-ibsim:0.1.0": "trading/ibsim:dev"}
+    plan = plan_container(
+        Cluster.from_documents(MAIN, SECRETS, images, "trading"), workload, container, "i", "r"
+    )
+    configmap = find(MAIN, "ConfigMap", "trading-settings")["data"]
+    entry = plan.argv.index("--entrypoint")
+    assert plan.argv[entry : entry + 3] == ["--entrypoint", "python", "trading/ibsim:dev"]
+    assert plan.argv[entry + 3 :] == [
+        "-m", "trading.ibsim", "--host=0.0.0.0", "--port=4002",
+        f"--underlying={configmap['TRADING_PAIR__UNDERLYING']}",
+        f"--etf={configmap['TRADING_PAIR__ETF']}",
+        f"--underlying-con-id={configmap['TRADING_PAIR__UNDERLYING_CON_ID']}",
+        f"--etf-con-id={configmap['TRADING_PAIR__ETF_CON_ID']}",
+    ]  # fmt: skip
