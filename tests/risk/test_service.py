@@ -240,7 +240,12 @@ async def test_an_order_rejected_by_ib_is_recorded_and_not_retried(gateway, redi
 
         (event,) = await async_eventually(rejected, 10, what="Rejected order event")
         assert event.intent_id == "r-1" and "201" in event.message
-        assert any(a.code == "order_rejected" for a in await alerts_of(bus))
+
+        async def alerted():
+            # Written by risk's writer after the order event (a few round trips later).
+            return [a for a in await alerts_of(bus) if a.code == "order_rejected"]
+
+        await async_eventually(alerted, 10, what="the order_rejected alert")
         assert await bus.pending_count(Streams.INTENTS, "risk") == 0
         await asyncio.sleep(1.0)  # give a blind retry the time to show itself
         await ib.reqCompletedOrdersAsync(False)
