@@ -225,7 +225,8 @@ class IBConnection:
         ib_insync cannot be, so they are cancelled once connected."""
         s = self.settings
         kwargs: dict[str, Any] = {}
-        if self.library.__name__ == "ib_async":
+        asks_first = self.library.__name__ == "ib_async"  # else: cancel once connected
+        if asks_first:
             fetch = self.library.StartupFetch
             kwargs["fetchFields"] = (
                 fetch.POSITIONS | fetch.ORDERS_OPEN | fetch.ORDERS_COMPLETE | fetch.EXECUTIONS
@@ -243,7 +244,7 @@ class IBConnection:
         )
         if not self.ib.isConnected():
             raise ConnectionError(f"{self.name}: socket closed while connecting")
-        if "fetchFields" not in kwargs:
+        if not asks_first:
             for account in self.ib.client.getAccounts():
                 self.ib.client.reqAccountUpdates(False, account)
 

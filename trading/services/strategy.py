@@ -73,10 +73,10 @@ class StrategyService:
         self.chain_ts: float | None = None
         self.wake = asyncio.Event()
         self.writing = asyncio.Lock()
-        self.state_writer = StateWriter()
         """Held from taking the state to its write landing: a bar's write and a stream poll's
         run on two connections, and an older state written last would be what a restart
         restores (a bar lost from the z window: found under load)."""
+        self.state_writer = StateWriter()
         self.cursors = {
             Streams.DECISIONS: "0",
             Streams.FILLS: "0",

@@ -53,7 +53,7 @@ class Inbox:
         self.bar_of = bar_of
         self.waiting: dict[Key, tuple[Message, float]] = {}
         self.newest_bar: int | None = None
-        """The latest bar of any tick put in (see `put`)."""
+        """The latest bar of any tick seen by `opens_bar`."""
         self.latest_tick: dict[Key, tuple[Stamp, Message]] = {}
         """(ts_exchange, ts_recv) and the newest tick applied per instrument. Two ticks can
         share both times (a NAV tick read without a new quote keeps the ticker's stamps), so
