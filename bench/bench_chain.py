@@ -116,8 +116,19 @@ def row(name: str, us: list[float] | np.ndarray) -> str:
 class Observed:
     """What this process saw during a phase (wall times)."""
 
+    raw_ticks: list[tuple[float, bytes]] = field(default_factory=list)
+    """(seen on pub/sub, the message) in arrival order: decoded after the phase, so that this
+    process spends as little as it can of the two cores while the chain runs."""
     ticks: list[tuple[float, float, float]] = field(default_factory=list)
     """(seen on pub/sub, ts_exchange, ts_recv) in arrival order."""
+
+    def decode_ticks(self) -> None:
+        for seen_at, raw in self.raw_ticks:
+            data = orjson.loads(raw)
+            ts_exchange, ts_recv = data.get("ts_exchange"), data.get("ts_recv")
+            if ts_exchange is not None and ts_recv is not None:
+                self.ticks.append((seen_at, float(ts_exchange), float(ts_recv)))
+
     intents: list[tuple[float, dict]] = field(default_factory=list)
     """(seen in the stream, the intent's fields)."""
 
@@ -138,10 +149,7 @@ async def observe(url: str, seen: Observed, stop: asyncio.Event) -> None:
             now = time.time()
             if item is None or item.get("type") != "message":
                 continue
-            data = orjson.loads(item["data"])
-            ts_exchange, ts_recv = data.get("ts_exchange"), data.get("ts_recv")
-            if ts_exchange is not None and ts_recv is not None:
-                seen.ticks.append((now, float(ts_exchange), float(ts_recv)))
+            seen.raw_ticks.append((now, item["data"]))
 
     async def intents() -> None:
         try:
@@ -246,6 +254,7 @@ async def run_phase(stack: ChainStack, name: str, speed: float, seconds: float) 
     await asyncio.sleep(1.0)  # the last shock's orders
     stop.set()
     await asyncio.wait_for(observer, 10)
+    seen.decode_ticks()
     sends = stack.admin("GET", "/sends", {"since": started - 1.0})["sends"]
     orders = stack.admin("GET", "/broker")["orders"]
     result = match(name, seen, sends, orders, started)

@@ -84,3 +84,87 @@ def test_an_unfinished_message_waits_for_the_next_read():
     assert len(got) == 4
     assert got[-1] == ["é", "ü"]
     assert ours._data == b""
+
+
+@pytest.mark.parametrize("library", [ib_async, ib_insync], ids=["ib_async", "ib_insync"])
+def test_bid_ask_and_last_computations_of_market_data_are_not_decoded(library):
+    """IB sends the bid's, the ask's and the last trade's option computations (10/11/12,
+    delayed 80/81/82) with every model computation (13/83); the quotes use the model's only.
+    A request id that is not a market-data ticker's (a calculateImpliedVolatility reply) and a
+    malformed message still reach the library's decoder."""
+    ours, got = recording_client(library, linear=True)
+    ours.wrapper.reqId2Ticker[7] = object()
+    values = (0.16, 0.5, 1.2, 0.0, 0.05, 0.1, -0.02, 90.0)
+    frames = [tick_option(7, tick_type, values) for tick_type in (10, 11, 12, 13, 80, 81, 82, 83)]
+    frames.append(tick_option(9, 10, values))  # not a ticker's request: decoded
+    frames.append(frame_text("21\x00x\x0010\x00"))  # malformed: the library logs it
+    ours.conn.hasData.emit(b"".join(frames))
+    assert [(f[1], f[2]) for f in got[:3]] == [("7", "13"), ("7", "83"), ("9", "10")]
+    assert got[3] == ["21", "x", "10"]
+    assert len(got) == 4
+    assert ours._numMsgRecv == 10
+
+
+def ticker_client(library):
+    """A client whose wrapper is the library's own, with market-data tickers for requests 1-3."""
+    client = library.IB().client
+    client._serverVersion = 176
+    client.decoder.serverVersion = 176
+    client._apiReady = True
+    client.connState = type(client).CONNECTED
+    reader.install(client)
+    wrapper = client.wrapper
+    for req, symbol in ((1, "TLT"), (2, "TLTW"), (3, "XYZ")):
+        wrapper.startTicker(req, library.Stock(symbol, "SMART", "USD", conId=req), "mktData")
+    emitted: list[list[tuple[str, float, float, int]]] = []
+
+    def on_tickers(tickers):
+        emitted.append(sorted((t.contract.symbol, t.bid, t.ask, len(t.ticks)) for t in tickers))
+
+    client.wrapper.ib.pendingTickersEvent += on_tickers
+    return client, emitted
+
+
+def quote_frames(req: int, bid: float, ask: float) -> list[bytes]:
+    return [tick_price(req, 1, bid, 100.0), tick_price(req, 2, ask, 100.0)]
+
+
+@pytest.mark.parametrize("library", [ib_async, ib_insync], ids=["ib_async", "ib_insync"])
+def test_the_first_ticker_of_a_read_is_emitted_before_the_rest_is_decoded(library, monkeypatch):
+    """One read, three tickers: the first ticker is emitted alone (bid and ask both), the
+    rest once the read is decoded (no time has passed for an emission in between)."""
+    monkeypatch.setattr(reader, "FLUSH_EVERY_S", 3600.0)
+    client, emitted = ticker_client(library)
+    frames = [*quote_frames(1, 90.0, 90.1), *quote_frames(2, 25.0, 25.1)]
+    frames += [*quote_frames(3, 10.0, 10.2), tick_string(3, 45, "1700000000")]
+    stamps: list[float] = []
+    client.wrapper.ib.pendingTickersEvent += lambda tickers: stamps.extend(
+        getattr(t, "timestamp", None) or t.time.timestamp() for t in tickers
+    )
+    client.conn.hasData.emit(b"".join(frames))
+    assert emitted == [
+        [("TLT", 90.0, 90.1, 2)],
+        [("TLTW", 25.0, 25.1, 2), ("XYZ", 10.0, 10.2, 2)],
+    ]
+    assert len(set(stamps)) == 1, "every emission carries the read's receive stamp"
+    # The next read starts afresh, as the library's own reader does.
+    client.conn.hasData.emit(b"".join(quote_frames(2, 25.2, 25.3)))
+    assert emitted[-1] == [("TLTW", 25.2, 25.3, 2)]
+
+
+@pytest.mark.parametrize("library", [ib_async, ib_insync], ids=["ib_async", "ib_insync"])
+def test_a_long_read_is_emitted_in_pieces_never_inside_a_ticker(library, monkeypatch):
+    """With no wait between emissions, every boundary between two tickers emits: each piece
+    holds whole tickers, and every update of every ticker is emitted once, in order."""
+    monkeypatch.setattr(reader, "FLUSH_EVERY_S", 0.0)
+    client, emitted = ticker_client(library)
+    frames = []
+    for step in range(3):
+        for req in (1, 2, 3):
+            frames += quote_frames(req, 10.0 * req + step, 10.0 * req + step + 0.5)
+    client.conn.hasData.emit(b"".join(frames))
+    assert emitted == [
+        [(symbol, 10.0 * req + step, 10.0 * req + step + 0.5, 2)]
+        for step in range(3)
+        for req, symbol in ((1, "TLT"), (2, "TLTW"), (3, "XYZ"))
+    ]

@@ -4,10 +4,10 @@ service ride out a Redis restart."""
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import functools
 import logging
 import random
+from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from typing import Any, Generic, cast
@@ -21,6 +21,7 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 from trading.bus.codec import check_json_value, decode, encode
 from trading.bus.messages import MT, Heartbeat, M, Message, MessageError
 from trading.bus.names import STREAM_MAXLEN, Keys, Streams
+from trading.bus.resp import Pipe, Subscription, raise_errors
 
 log = logging.getLogger("trading.bus")
 
@@ -67,10 +68,18 @@ class Bus:
     so a restart of Redis delays a service but loses no intent or fill that was being written.
     """
 
-    def __init__(self, client: aioredis.Redis, service: str, max_backoff_s: float = 10.0):
+    def __init__(
+        self, client: aioredis.Redis, url: str, service: str, max_backoff_s: float = 10.0
+    ) -> None:
         self.redis = client
+        """redis-py: every read, and the writes that are not on a hot path."""
+        self.url = url
         self.service = service
         self.max_backoff_s = max_backoff_s
+        self._pipe: Pipe | None = None
+        """The hot paths' writes (`execute`, `hset_state_reading`): a lean pipelined connection
+        (trading.bus.resp), opened at the first call and again after a loss."""
+        self._opening = asyncio.Lock()
 
     @classmethod
     async def connect(
@@ -83,12 +92,30 @@ class Bus:
             health_check_interval=15,
             decode_responses=False,
         )
-        bus = cls(client, service, max_backoff_s)
+        bus = cls(client, url, service, max_backoff_s)
         await retrying(client.ping, "connect", cap_s=max_backoff_s, attempts=attempts)
         return bus
 
     async def close(self) -> None:
+        if self._pipe is not None:
+            self._pipe.close()
         await self.redis.aclose()
+
+    async def _call(self, commands: list[tuple], transaction: bool = False) -> list[Any]:
+        """Send ``commands`` on the pipelined connection in one write (as one MULTI/EXEC with
+        ``transaction``: the replies are then EXEC's) and return their replies; an error
+        reply raises ``ResponseError``. A lost connection raises ``ConnectionError`` (retried
+        by the callers) and is opened again at the next call."""
+        pipe = self._pipe
+        if pipe is None or not pipe.healthy:
+            async with self._opening:
+                pipe = self._pipe
+                if pipe is None or not pipe.healthy:
+                    pipe = self._pipe = await Pipe.open(self.url, self.service)
+        if transaction:
+            replies = raise_errors(await pipe.call([("MULTI",), *commands, ("EXEC",)]))
+            return cast(list[Any], replies[-1])
+        return raise_errors(await pipe.call(commands))
 
     async def _retry(self, op: Callable[[], Awaitable[Any]], what: str) -> Any:
         return await retrying(op, what, cap_s=self.max_backoff_s)
@@ -152,13 +179,12 @@ class Bus:
         check_json_value("state", key, state)
         data = orjson.dumps(state)
 
-        async def run() -> list[Any]:
-            pipe = self.redis.pipeline(transaction=True)
-            pipe.hset(key, member, data)
-            pipe.hmget(read_key, read)
-            return await pipe.execute(raise_on_error=True)
-
-        values = (await self._retry(run, f"hset {key} reading {read_key}"))[1]
+        values = (
+            await self._retry(
+                lambda: self._call([("HSET", key, member, data), ("HMGET", read_key, *read)], True),
+                f"hset {key} reading {read_key}",
+            )
+        )[1]
         return {m: v for m, v in zip(read, values, strict=True) if v is not None}
 
     async def hget_state(self, key: str, member: str) -> dict[str, Any] | None:
@@ -194,24 +220,25 @@ class Bus:
         first, then reads, then drops what it already has).
         """
         delays: Iterator[float] = iter(())
+        names: dict[bytes, str] = {c.encode(): c for c in channels}
         while True:
-            pubsub = self.redis.pubsub(ignore_subscribe_messages=True)
+            subscription: Subscription | None = None
             try:
-                await pubsub.subscribe(*channels)
-                _raise_if_cancelling()
+                subscription = await Subscription.subscribe(
+                    self.url, f"{self.service}:subscriber", channels
+                )
                 if subscribed is not None:
                     subscribed.set()
                 delays = iter(())
-                async for item in pubsub.listen():
-                    if item.get("type") != "message":
-                        continue
-                    channel = item["channel"].decode()
-                    try:
-                        msg: Message = decode(item["data"])
-                    except MessageError as exc:
-                        log.error("malformed message on %s skipped: %s", channel, exc)
-                        continue
-                    yield channel, msg
+                while True:
+                    for raw_channel, data in await subscription.take():
+                        channel = names.get(raw_channel) or raw_channel.decode()
+                        try:
+                            msg: Message = decode(data)
+                        except MessageError as exc:
+                            log.error("malformed message on %s skipped: %s", channel, exc)
+                            continue
+                        yield channel, msg
             except RETRYABLE as exc:
                 delay = next(delays, None)
                 if delay is None:
@@ -220,8 +247,8 @@ class Bus:
                 log.warning("subscription to %s lost: %s; retrying in %.2fs", channels, exc, delay)
                 await asyncio.sleep(delay)
             finally:
-                with contextlib.suppress(Exception):  # closing a dead connection may fail any way
-                    await pubsub.aclose()
+                if subscription is not None:
+                    subscription.close()
 
     # batches ----------------------------------------------------------------------------------
 
@@ -234,13 +261,9 @@ class Bus:
         if not batch.commands:
             return
 
-        async def run() -> None:
-            pipe = self.redis.pipeline(transaction=transaction)
-            for command in batch.commands:
-                pipe.execute_command(*command)
-            await pipe.execute(raise_on_error=True)
-
-        await self._retry(run, f"batch of {len(batch.commands)}")
+        await self._retry(
+            lambda: self._call(batch.commands, transaction), f"batch of {len(batch.commands)}"
+        )
 
     # streams ----------------------------------------------------------------------------------
 
@@ -490,12 +513,53 @@ class Batch:
         self.commands.append(("XADD", stream, "MAXLEN", "~", cap, "*", "m", data))
 
 
-def _raise_if_cancelling() -> None:
-    """redis-py (8.1) can swallow a cancellation that lands inside `PubSub.subscribe`; the task
-    then stays "cancelling" and would wait for messages forever. Honour it here."""
-    task = asyncio.current_task()
-    if task is not None and task.cancelling():
-        raise asyncio.CancelledError
+class Sender:
+    """Batches written to Redis the moment they are made, from synchronous code (a socket
+    callback that must not wait for the event loop), and confirmed in order by a task.
+
+    ``send`` writes the batch on the bus's pipelined connection at once when it can: the
+    connection is open and every batch still unconfirmed went out on it too. Otherwise (not
+    yet open, lost, or earlier batches waiting to be sent again) the batch waits for
+    ``confirmed``, which sends it with the bus's retries. So batches reach Redis in the order
+    they were made, across a lost connection too: a batch written on the lost connection is
+    sent again (a repeated PUBLISH or XADD, which readers of ticks and history tolerate).
+    ``confirmed`` yields each batch's ``note`` once Redis has answered it.
+    """
+
+    def __init__(self, bus: Bus) -> None:
+        self.bus = bus
+        self.queue: deque[tuple[Batch, Pipe | None, asyncio.Future[list[Any]] | None, Any]] = (
+            deque()
+        )
+        self.wake = asyncio.Event()
+
+    def send(self, batch: Batch, note: Any = None) -> None:
+        pipe = self.bus._pipe
+        future = None
+        if (
+            batch.commands
+            and pipe is not None
+            and pipe.healthy
+            and (not self.queue or self.queue[-1][1] is pipe)
+        ):
+            future = pipe.send(batch.commands)
+        self.queue.append((batch, pipe if future is not None else None, future, note))
+        self.wake.set()
+
+    async def confirmed(self) -> AsyncIterator[Any]:
+        while True:
+            await self.wake.wait()
+            self.wake.clear()
+            while self.queue:
+                batch, _pipe, future, note = self.queue[0]
+                try:
+                    if future is None:
+                        raise RedisConnectionError("not sent yet")
+                    raise_errors(await future)
+                except RETRYABLE:
+                    await self.bus.execute(batch)
+                self.queue.popleft()
+                yield note
 
 
 RawEntries = list[tuple[bytes, dict[bytes, bytes]]]

@@ -48,6 +48,7 @@ from trading.bus import (
     OptionQuote,
     Position,
     Quote,
+    Sender,
     StreamEntry,
     Streams,
     decode,
@@ -153,14 +154,11 @@ class MarketDataFeed:
         self.ticks_received = 0
         self.quotes_published = 0
         self._options_published: set[int] = set()  # con_ids in OPTION_INDEX / HEALTH
-        self._batch = Batch()  # publishes, history entries, deletions: in order
-        self._latest: dict[str, bytes] = {}  # key -> newest value: one MSET per round
+        # Every write of ticks, history and the chain, in the order made, each batch written
+        # when it is made (in the socket's callback: no wait for the event loop).
+        self.sender = Sender(bus)
         self._last_dividends: dict[str, tuple] = {}
-        self._index: dict[str, bytes] = {}  # con_id -> newest option: one HSET per round
-        self._batch_ts: list[float] = []
-        self._batch_lines: list[Line] = []
         self._health_lock = asyncio.Lock()  # health written in the order it was evaluated
-        self._flush_wake = asyncio.Event()
         self._tasks: set[asyncio.Task] = set()
         self._recentring = False
         self._backfilling = False
@@ -344,16 +342,13 @@ class MarketDataFeed:
         for con_id in gone:
             self.health.forget(str(con_id))
         self._options_published = set(done.wanted)
-        # Through the writer's batch, with the dropped calls' queued values discarded, so no
-        # late tick puts a dropped call back into the index.
-        for con_id in gone:
-            self._latest.pop(Keys.option(con_id), None)
-            self._index.pop(str(con_id), None)
-        batch = self._batch
+        # In order after every tick already sent (the dropped calls' lines are cancelled: no
+        # later tick puts one back into the index).
+        batch = Batch()
         batch.hdel(Keys.OPTION_INDEX, *(str(c) for c in gone))
         batch.hdel(Keys.HEALTH, *(str(c) for c in gone))
         batch.set_latest(Keys.CHAIN, encode(done.chain))
-        self._flush_wake.set()
+        self.sender.send(batch)
         self._note_unquoted()
         self._update_status()
         self.log.info(
@@ -398,10 +393,15 @@ class MarketDataFeed:
     # ticks --------------------------------------------------------------------------------
 
     def _on_tickers(self, tickers: Iterable[Any]) -> None:
-        """pendingTickersEvent: translate each updated ticker and queue its writes. It runs
-        inside the client's socket callback, so it only queues; the writer task sends."""
+        """pendingTickersEvent: translate each updated ticker and write them in one batch. It
+        runs inside the client's socket callback: the batch is written to Redis at once
+        (`Sender`), the writer task awaits Redis's answer."""
         now = self.clock()
-        batch = self._batch
+        batch = Batch()
+        latest: dict[str, bytes] = {}  # key -> newest value: one MSET
+        index: dict[str, bytes] = {}  # con_id -> newest option: one HSET
+        stamps: list[float] = []
+        published: list[Line] = []
         lines = self.md.lines
         ts_exchange = self.md.exchange_time(tickers, now)
         for ticker in tickers:
@@ -424,11 +424,11 @@ class MarketDataFeed:
             data = encode(msg)
             # Every good tick is published; the latest-value keys only need the newest.
             if line.option is None:
-                self._latest[Keys.quote(name)] = data
+                latest[Keys.quote(name)] = data
                 batch.publish(Channels.QUOTES, data)
             else:
-                self._latest[Keys.option(contract.conId)] = data
-                self._index[name] = data
+                latest[Keys.option(contract.conId)] = data
+                index[name] = data
                 batch.publish(Channels.OPTIONS, data)
             if self.conflator.due(name, ts_recv):
                 held = self._history_held.get(name)
@@ -436,8 +436,8 @@ class MarketDataFeed:
                     held.append((msg.ts_exchange, data))
                 else:
                     batch.append(Streams.history(name), data, self.cfg.history_maxlen)
-            self._batch_ts.append(ts_recv)
-            self._batch_lines.append(line)
+            stamps.append(ts_recv)
+            published.append(line)
             self.health.good_tick(name, ts_recv)
             closed = self.episodes.good(name)
             if closed:
@@ -447,15 +447,22 @@ class MarketDataFeed:
                     extra={"event.action": "bad_data_recovered", "instrument.name": name},
                 )  # fmt: skip
             if name == self.md.pair.etf:
-                self._nav(ticker, msg.ts_exchange, ts_recv, batch)
-                self._dividends(name, ticker, msg.ts_exchange, batch)
+                self._nav(ticker, msg.ts_exchange, ts_recv, batch, latest)
+                self._dividends(name, ticker, msg.ts_exchange, batch, latest)
             elif name == self.md.pair.underlying:
-                self._dividends(name, ticker, msg.ts_exchange, batch)
+                self._dividends(name, ticker, msg.ts_exchange, batch, latest)
                 self._maybe_recentre((msg.bid + msg.ask) / 2.0)
-        if batch.commands or self._latest:
-            self._flush_wake.set()
+        if batch.commands or latest:
+            head = Batch()
+            head.set_many(latest)
+            head.hset_many(Keys.OPTION_INDEX, index)
+            head.commands.extend(batch.commands)
+            self.sender.send(head, (stamps, published))
 
-    def _nav(self, ticker: Any, ts_exchange: float, ts_recv: float, batch: Batch) -> None:
+    def _nav(
+        self, ticker: Any, ts_exchange: float, ts_recv: float, batch: Batch,
+        latest: dict[str, bytes],
+    ) -> None:  # fmt: skip
         etf = self.md.pair.etf
         try:
             nav = nav_from_ticks(ticker.ticks, etf, ts_exchange, ts_recv)
@@ -464,14 +471,17 @@ class MarketDataFeed:
             return
         if nav is not None:
             data = encode(nav)
-            self._latest[Keys.nav(etf)] = data
+            latest[Keys.nav(etf)] = data
             batch.publish(Channels.NAV, data)
             # Recorded like the quotes' history: a replay of the tape needs the NAV the
             # strategy's delta hedge used (trading.backtest.recorded).
             if self.conflator.due(f"{etf}:nav", ts_recv):
                 batch.append(Streams.nav_history(etf), data, self.cfg.history_maxlen)
 
-    def _dividends(self, symbol: str, ticker: Any, ts_exchange: float, batch: Batch) -> None:
+    def _dividends(
+        self, symbol: str, ticker: Any, ts_exchange: float, batch: Batch,
+        latest: dict[str, bytes],
+    ) -> None:  # fmt: skip
         """Publish the distributions when IB's dividend tick changes (once a session or so)."""
         try:
             div = dividends_from_ticker(ticker, symbol, ts_exchange)
@@ -485,7 +495,7 @@ class MarketDataFeed:
             return
         self._last_dividends[symbol] = key
         data = encode(div)
-        self._latest[Keys.dividends(symbol)] = data
+        latest[Keys.dividends(symbol)] = data
         batch.publish(Channels.NAV, data)
         batch.append(Streams.dividends_history(symbol), data, self.cfg.history_maxlen)
 
@@ -499,22 +509,13 @@ class MarketDataFeed:
             )  # fmt: skip
 
     async def _writer(self) -> None:
-        """Send what the tick handler queued, one pipeline per round; ticks arriving while a
-        round is in flight go in the next one (so a burst costs few round trips)."""
-        while True:
-            await self._flush_wake.wait()
-            self._flush_wake.clear()
-            if not (self._batch.commands or self._latest):
+        """Await Redis's answer to each batch the tick handler wrote (sending again, with
+        the bus's retries, what a lost connection did not confirm), then count it."""
+        async for note in self.sender.confirmed():
+            if note is None:
                 continue
-            batch = Batch()
-            batch.set_many(self._latest)
-            batch.hset_many(Keys.OPTION_INDEX, self._index)
-            batch.commands.extend(self._batch.commands)
-            stamps, lines = self._batch_ts, self._batch_lines
-            self._batch, self._batch_ts, self._batch_lines = Batch(), [], []
-            self._latest, self._index = {}, {}
-            await self.bus.execute(batch)
             done = time.time()
+            stamps, lines = note
             self.quotes_published += len(stamps)
             for line in lines:
                 line.published_metric.inc()
