@@ -1,4 +1,6 @@
-"""Bus benchmark: encode+decode per message, and one-hop pub/sub latency on the embedded Redis.
+"""Bus benchmark: encode+decode per message, one-hop pub/sub latency on the embedded Redis, and
+the write of one market step's batch (ingestion's: MSET, HSET, 16 PUBLISH, 16 XADD) through
+redis-py's pipeline and through the bus's lean connection (trading/bus/resp.py).
 
 Target (issue 2): encode+decode under 5 µs per tick message.
 """
@@ -56,6 +58,44 @@ async def pubsub_latency(url: str, n: int = 5_000) -> list[float]:
     return latencies
 
 
+def step_batch() -> b.Batch:
+    data = b.encode(OPTION)
+    batch = b.Batch()
+    batch.set_many({f"bench:latest:{i}": data for i in range(16)})
+    batch.hset_many("bench:index", {str(i): data for i in range(15)})
+    for _ in range(16):
+        batch.publish("bench:options", data)
+    for i in range(16):
+        batch.append(f"bench:history:{i}", data, 1000)
+    return batch
+
+
+async def batch_write_us(url: str, n: int = 1_000) -> tuple[list[float], list[float]]:
+    """One step's batch written and answered: redis-py's pipeline, then `Bus.execute`."""
+    bus = await b.Bus.connect(url, "bench-batch")
+    redis_py: list[float] = []
+    lean: list[float] = []
+    try:
+        for i in range(n + 100):
+            batch = step_batch()
+            start = time.perf_counter()
+            pipe = bus.redis.pipeline(transaction=False)
+            for command in batch.commands:
+                pipe.execute_command(*command)
+            await pipe.execute(raise_on_error=True)
+            if i >= 100:
+                redis_py.append((time.perf_counter() - start) * 1e6)
+        for i in range(n + 100):
+            batch = step_batch()
+            start = time.perf_counter()
+            await bus.execute(batch)
+            if i >= 100:
+                lean.append((time.perf_counter() - start) * 1e6)
+    finally:
+        await bus.close()
+    return redis_py, lean
+
+
 def main() -> None:
     for msg in (QUOTE, OPTION):
         us = per_message_us(msg)
@@ -65,6 +105,15 @@ def main() -> None:
         )
     with EmbeddedRedis() as server:
         lat = asyncio.run(pubsub_latency(server.url))
+        redis_py, lean = asyncio.run(batch_write_us(server.url))
+    n_commands = len(step_batch().commands)
+    for name, us in (("redis-py pipeline", redis_py), ("bus lean connection", lean)):
+        ordered = sorted(us)
+        p99 = ordered[int(0.99 * len(ordered)) - 1]
+        print(
+            f"a step's batch ({n_commands} commands), {name:>19}: p50 "
+            f"{statistics.median(ordered):.0f} µs, p99 {p99:.0f} µs"
+        )
     lat_us = sorted(x * 1e6 for x in lat)
     p50 = statistics.median(lat_us)
     p99 = lat_us[int(0.99 * len(lat_us)) - 1]

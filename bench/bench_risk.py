@@ -20,6 +20,7 @@ import statistics
 import sys
 import time
 
+from trading import seams
 from trading.bus import (
     Bus,
     Channels,
@@ -94,14 +95,21 @@ async def service_latency(n: int) -> tuple[list[float], list[float]]:
                 runtime.t0 = t0  # type: ignore[attr-defined]
                 return await original(intent, t0)
 
-            async def after_place(intent: OrderIntent) -> None:
+            async def order_sent() -> None:  # every leg handed to the IB socket
                 in_service.append(time.perf_counter() - runtime.t0)  # type: ignore[attr-defined]
-                end_to_end.append(time.time() - intent.ts)
+                end_to_end.append(time.time() - runtime.intent_ts)  # type: ignore[attr-defined]
                 placed.set()
 
-            runtime.handle_intent = timed  # type: ignore[method-assign]
-            runtime.after_place = after_place
-            await runtime.run()
+            async def timed_intent(intent: OrderIntent, t0: float) -> bool:
+                runtime.intent_ts = intent.ts  # type: ignore[attr-defined]
+                return await timed(intent, t0)
+
+            runtime.handle_intent = timed_intent  # type: ignore[method-assign]
+            seams.arm("risk.order_sent", order_sent)
+            try:
+                await runtime.run()
+            finally:
+                seams.disarm("risk.order_sent")
 
         task = asyncio.create_task(serve("risk-management", main, settings, redis.url, 0))
         while not (runtimes and runtimes[0].ready.is_set()):

@@ -131,3 +131,30 @@ def test_repeated_rejections_are_written_once_per_window_with_the_count_held_bac
     assert log.rate("p-1", NOW + 60) == 5  # NOW fell out of the minute: +1, +2, +3, +5, +60
     assert log.busiest(NOW + 60) == ("p-1", 5)
     assert log.rate("p-1", NOW + 120) == 0
+
+
+def test_an_intent_is_forgotten_once_every_leg_has_been_done_long_enough():
+    """Risk forgets an intent a day after its last leg was done (`forget_done`): one leg done,
+    the other working, is kept; both done but one too recently, kept; both done long ago,
+    forgotten with its order ids; another intent's legs untouched."""
+    tracker = tracked_entry()
+    tracker.register(intent(tltw_leg(Side.BUY, 100, 24.0), intent_id="i-2"), NOW)
+    tracker.assign_order_id("i-2", 0, 3, NOW)
+    tracker.on_status(StatusUpdate(1, "Filled", 2.0, 0.0, 8998.4), NOW + 1)
+    tracker.forget_done(NOW + 100)
+    assert [t.leg_index for t in tracker.legs_of("i-1")] == [0, 1]  # the TLTW leg works
+    tracker.on_status(StatusUpdate(2, "Filled", 750.0, 0.0, 24.0), NOW + 50)
+    tracker.forget_done(NOW + 40)  # the TLTW leg was done after the cut
+    assert len(tracker.legs_of("i-1")) == 2
+    tracker.forget_done(NOW + 100)
+    assert tracker.legs_of("i-1") == [] and "i-1" not in tracker.intents
+    assert 1 not in tracker.by_order_id and 2 not in tracker.by_order_id
+    assert [t.intent_id for t in tracker.legs_of("i-2")] == ["i-2"]
+    assert 3 in tracker.by_order_id
+
+
+def test_an_intents_legs_are_found_by_key_as_by_a_scan():
+    tracker = tracked_entry()
+    by_key = tracker.legs_of("i-1")
+    del tracker.intents["i-1"]  # legs restored without their intent: found by a scan
+    assert tracker.legs_of("i-1") == by_key and [t.leg_index for t in by_key] == [0, 1]

@@ -197,6 +197,8 @@ class MarketDataLines:
         self.lines: dict[int, Line] = {}  # con_id -> line: this session's subscriptions
         self.stocks: dict[str, Any] = {}  # symbol -> qualified Contract
         self.chain = Chain()
+        self._strikes: tuple[Chain | None, tuple[float, ...]] = (None, ())
+        """The chain whose calls' strikes, sorted, are kept (a chain is replaced, not changed)."""
         self.centre: float | None = None
         self.spot: float | None = None  # TLT's newest mid
         self.delayed = settings.ib.market_data_type in (3, 4)
@@ -348,8 +350,10 @@ class MarketDataLines:
         """True when the calls should move to TLT at `spot` (see `should_recentre`)."""
         if not self.chain.calls or not self.connected:
             return False
-        strikes = sorted({k for calls in self.chain.calls.values() for k in calls})
-        return should_recentre(self.centre, spot, strikes, self.cfg.recentre_hysteresis)
+        if self._strikes[0] is not self.chain:  # asked on every tick of TLT: once a chain
+            strikes = sorted({k for calls in self.chain.calls.values() for k in calls})
+            self._strikes = (self.chain, tuple(strikes))
+        return should_recentre(self.centre, spot, self._strikes[1], self.cfg.recentre_hysteresis)
 
     def recentre(self, spot: float, held: dict[int, Any]) -> Recentred | None:
         """Subscribe the calls around spot for each selected expiry and the `held` contracts

@@ -8,7 +8,7 @@ import functools
 import logging
 import random
 from collections import deque
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, Generic, cast
 
@@ -76,10 +76,12 @@ class Bus:
         self.url = url
         self.service = service
         self.max_backoff_s = max_backoff_s
-        self._pipe: Pipe | None = None
-        """The hot paths' writes (`execute`, `hset_state_reading`): a lean pipelined connection
-        (trading.bus.resp), opened at the first call and again after a loss."""
+        self._pipes: dict[str, Pipe] = {}
+        """The hot paths' lean connections (trading.bus.resp), opened at their first call and
+        again after a loss: "writes" (`execute`, `hset_state_reading`, `Sender`), and "reads"
+        (the consumer groups' blocking reads, one at a time: a BLOCK holds its connection)."""
         self._opening = asyncio.Lock()
+        self._reading = asyncio.Lock()
 
     @classmethod
     async def connect(
@@ -97,21 +99,28 @@ class Bus:
         return bus
 
     async def close(self) -> None:
-        if self._pipe is not None:
-            self._pipe.close()
+        for pipe in self._pipes.values():
+            pipe.close()
         await self.redis.aclose()
 
-    async def _call(self, commands: list[tuple], transaction: bool = False) -> list[Any]:
-        """Send ``commands`` on the pipelined connection in one write (as one MULTI/EXEC with
-        ``transaction``: the replies are then EXEC's) and return their replies; an error
+    @property
+    def writes(self) -> Pipe | None:
+        """The open connection of the hot writes (None before the first)."""
+        return self._pipes.get("writes")
+
+    async def _call(
+        self, commands: list[tuple], transaction: bool = False, on: str = "writes"
+    ) -> list[Any]:
+        """Send ``commands`` on the lean connection ``on`` in one write (as one MULTI/EXEC
+        with ``transaction``: the replies are then EXEC's) and return their replies; an error
         reply raises ``ResponseError``. A lost connection raises ``ConnectionError`` (retried
         by the callers) and is opened again at the next call."""
-        pipe = self._pipe
+        pipe = self._pipes.get(on)
         if pipe is None or not pipe.healthy:
             async with self._opening:
-                pipe = self._pipe
+                pipe = self._pipes.get(on)
                 if pipe is None or not pipe.healthy:
-                    pipe = self._pipe = await Pipe.open(self.url, self.service)
+                    pipe = self._pipes[on] = await Pipe.open(self.url, f"{self.service}:{on}")
         if transaction:
             replies = raise_errors(await pipe.call([("MULTI",), *commands, ("EXEC",)]))
             return cast(list[Any], replies[-1])
@@ -304,6 +313,23 @@ class Bus:
         )
         return self._decode_entries(stream, raw, expect)
 
+    async def read_after_many(
+        self, reads: Sequence[tuple[str, str, type[Message] | None]], count: int = 10_000
+    ) -> list[list[StreamEntry]]:
+        """`read_after` of several streams (stream, after_id, expected type) in one round trip
+        on the lean connection: a poller's entries of every stream at one moment."""
+        commands = [
+            ("XRANGE", stream, "-" if after == "0" else f"({after}", "+", "COUNT", count)
+            for stream, after, _ in reads
+        ]
+        replies = await self._retry(
+            lambda: self._call(commands), f"xrange {', '.join(r[0] for r in reads)}"
+        )
+        return [
+            self._decode_entries(stream, [(eid, _fields(flat)) for eid, flat in reply], kind)
+            for (stream, _, kind), reply in zip(reads, replies, strict=True)
+        ]
+
     async def stream_cut(self) -> str:
         """A stream id that cuts every stream at one moment: every entry appended before this
         call is at or before it, every entry appended after it returns is past it. Stream ids
@@ -375,18 +401,19 @@ class Bus:
         next cron tick, ~100 ms at the default hz)."""
         start = "0" if pending_first else ">"
 
+        command: list[Any] = ["XREADGROUP", "GROUP", group, consumer, "COUNT", count]
+        if start != "0":
+            command += ["BLOCK", block_ms]
+        command += ["STREAMS", *streams, *[start] * len(streams)]
+
         async def read() -> list[Any]:
-            # RESP2 (the pool's protocol): a list of [stream, entries] pairs, not RESP3's dict.
-            return cast(
-                list[Any],
-                await self.redis.xreadgroup(
-                    group,
-                    consumer,
-                    dict.fromkeys(streams, start),
-                    count=count,
-                    block=None if start == "0" else block_ms,
-                ),
-            )
+            async with self._reading:
+                reply = (await self._call([tuple(command)], on="reads"))[0]
+            # RESP2: [[stream, [[id, [field, value, ...] or nil], ...]], ...], or nil.
+            return [
+                [name, [(eid, _fields(flat)) for eid, flat in entries]]
+                for name, entries in reply or []
+            ]
 
         try:
             raw = await self._retry(read, f"xreadgroup {', '.join(streams)}")
@@ -534,7 +561,7 @@ class Sender:
         self.wake = asyncio.Event()
 
     def send(self, batch: Batch, note: Any = None) -> None:
-        pipe = self.bus._pipe
+        pipe = self.bus.writes
         future = None
         if (
             batch.commands
@@ -560,6 +587,12 @@ class Sender:
                     await self.bus.execute(batch)
                 self.queue.popleft()
                 yield note
+
+
+def _fields(flat: list[bytes] | None) -> dict[bytes, bytes] | None:
+    """A stream entry's [field, value, ...] as a dict (None: an entry the stream's cap deleted
+    while it was pending)."""
+    return None if flat is None else dict(zip(flat[::2], flat[1::2], strict=True))
 
 
 RawEntries = list[tuple[bytes, dict[bytes, bytes]]]

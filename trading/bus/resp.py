@@ -1,9 +1,9 @@
 """Lean Redis connections for the bus's hot paths: pipelined batches and pub/sub.
 
 redis-py's asyncio client spends tens of microseconds of Python per command (a command object,
-a connection checkout, an awaited parse per reply): a batch of 34 ticks took 1,080 us p50 in
-its pipeline where the same batch, packed by hiredis, written once and read by a hiredis
-Reader fed from an asyncio Protocol, takes 305 us (bench/bench_bus.py). Each published tick
+a connection checkout, an awaited parse per reply): one market step's batch of 34 commands
+takes 1,089 us p50 through its pipeline, and 363 us packed by hiredis, written once and read
+by a hiredis Reader fed from an asyncio Protocol (bench/bench_bus.py). Each published tick
 costs its subscribers the same way. These two classes speak RESP2 directly on one socket each:
 
 * ``Pipe``: commands are written as they are asked for and their replies are matched in

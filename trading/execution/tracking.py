@@ -422,6 +422,12 @@ class OrderTracker:
         return self.legs.get((intent_id, leg_index))
 
     def legs_of(self, intent_id: str) -> list[TrackedLeg]:
+        """The intent's tracked legs by leg index (looked up by key: the decision of every
+        intent asks, and the tracker holds every leg of the last day)."""
+        intent = self.intents.get(intent_id)
+        if intent is not None:
+            found = (self.legs.get((intent_id, i)) for i in range(len(intent.legs)))
+            return [t for t in found if t is not None]
         return sorted(
             (t for (iid, _), t in self.legs.items() if iid == intent_id),
             key=lambda t: t.leg_index,
@@ -484,11 +490,10 @@ class OrderTracker:
 
     def forget_done(self, older_than: float) -> None:
         """Drop intents whose legs are all done and last changed before `older_than`."""
-        done_intents = {
-            iid
-            for (iid, _), t in self.legs.items()
-            if all(x.done and x.updated_at < older_than for x in self.legs_of(iid))
+        kept = {
+            iid for (iid, _), t in self.legs.items() if not (t.done and t.updated_at < older_than)
         }
+        done_intents = {iid for iid, _ in self.legs} - kept
         for key in [k for k in self.legs if k[0] in done_intents]:
             tracked = self.legs.pop(key)
             self.by_order_id.pop(tracked.order_id, None)

@@ -158,6 +158,7 @@ class MarketDataFeed:
         # when it is made (in the socket's callback: no wait for the event loop).
         self.sender = Sender(bus)
         self._last_dividends: dict[str, tuple] = {}
+        self._dividend_ticks: dict[str, Any] = {}  # symbol -> the ticker's last dividends seen
         self._health_lock = asyncio.Lock()  # health written in the order it was evaluated
         self._tasks: set[asyncio.Task] = set()
         self._recentring = False
@@ -483,6 +484,10 @@ class MarketDataFeed:
         latest: dict[str, bytes],
     ) -> None:  # fmt: skip
         """Publish the distributions when IB's dividend tick changes (once a session or so)."""
+        seen = getattr(ticker, "dividends", None)
+        if seen is not None and seen is self._dividend_ticks.get(symbol):
+            return  # the same tick as last time (the client makes an object per tick 59)
+        self._dividend_ticks[symbol] = seen
         try:
             div = dividends_from_ticker(ticker, symbol, ts_exchange)
         except BadTick as bad:

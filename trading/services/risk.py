@@ -104,6 +104,12 @@ QUERY_TIMEOUT_S = 15.0
 POSITION_CONFIRM_S = 3.0
 """How long a difference between the book and IB's positions must stay unchanged (with no
 order working) before the book is aligned to IB."""
+DONE_LEGS_KEPT_S = 86_400.0
+"""How long an intent whose legs are all done stays tracked (a reconnect's reconciliation
+matches the day's executions and completed orders to them); then it is forgotten, so that a
+decision's scans of the working legs do not grow with every intent ever placed."""
+MARKET_SLICE = 4
+"""Market messages handled between two turns of the event loop (an intent waits for no more)."""
 
 
 class RiskRuntime:
@@ -137,6 +143,9 @@ class RiskRuntime:
     # start-up -------------------------------------------------------------------------------
 
     async def restore(self) -> None:
+        # The exchange calendar is built once a process (about 0.5 s): here, not inside the
+        # first intent's decision, which it would delay by as much.
+        _ = self.engine.gate.calendar
         self.engine.restore(await self.bus.get_state(Keys.RISK_STATE))
         self.status = await self.bus.hget_all_states(Keys.INTENT_STATUS)
         intents = {i: decode(rec["intent"], OrderIntent) for i, rec in self.status.items()}
@@ -549,11 +558,17 @@ class RiskRuntime:
         await self.bus.publish(Channels.BOOK, event)
 
     async def market_feed(self) -> None:
+        count = 0
         async for _channel, msg in self.bus.subscribe(
             Channels.QUOTES, Channels.OPTIONS, Channels.HEALTH, Channels.SPREAD
         ):
             if isinstance(msg, Quote | OptionQuote | DataHealth | SpreadPoint):
                 self._market(msg)
+            count += 1
+            if count % MARKET_SLICE == 0:
+                # A market step arrives as dozens of quotes read at once: an intent that
+                # arrives meanwhile is decided after a few of them, not after all.
+                await asyncio.sleep(0)
 
     def _unsolicited_fills(self) -> None:
         """Book executions no order of ours produced (IB reports an assignment or an expiry
@@ -604,10 +619,13 @@ class RiskRuntime:
         )
 
     async def ticker(self) -> None:
-        last_book = last_dividends = 0.0
+        last_book = last_dividends = last_forget = 0.0
         while True:
             await asyncio.sleep(self.tick_s)
             now = time.time()
+            if now - last_forget >= 60.0:
+                last_forget = now
+                self.engine.tracker.forget_done(now - DONE_LEGS_KEPT_S)
             if self.ready.is_set() and self.conn.ib.isConnected():
                 self._unsolicited_fills()
                 await self.check_positions(now)

@@ -311,8 +311,10 @@ class StrategyService:
             (Streams.ORDER_EVENTS, OrderEvent),
             (Streams.INTENTS, None),
         )
-        for stream, kind in kinds:
-            entries = await self.bus.read_after(stream, self.cursors[stream], 1000, kind)
+        reads = [(stream, self.cursors[stream], kind) for stream, kind in kinds]
+        for (stream, _, _), entries in zip(
+            reads, await self.bus.read_after_many(reads, 1000), strict=True
+        ):
             for entry in entries:
                 self.cursors[stream] = entry.entry_id
                 changed |= await self.take(entry.message)
