@@ -19,44 +19,17 @@ Greeks: trading.broker.translate) and they were three quarters of the computatio
 ~16 us in the library's decoder and wrapper. Their tickers' ``bidGreeks``, ``askGreeks`` and
 ``lastGreeks`` stay None. Replies to calculateImpliedVolatility/calculateOptionPrice (not a
 market-data request id) are decoded as before.
-
-And it hands the first ticker of a read to the application before decoding the rest: a read of
-a busy feed holds a market step of every line (~170 messages here, 1-2 ms to decode), and the
-library emits ``pendingTickersEvent`` once, after the last. The first line of a step is the one
-waited on (its tick opens a bar, which closes the last one at once downstream), so the reader
-emits the pending tickers at the first boundary between two tickers' messages, then at most
-every ``FLUSH_EVERY_S`` of decoding, then at the end as the library does. A ticker's messages
-are never split across two emissions (a bid without its ask could read as a crossed quote),
-and every emission carries the read's receive stamp.
 """
 
 from __future__ import annotations
 
 import logging
 import struct
-import time
 from typing import Any
 
 _LENGTH = struct.Struct(">I")
 OPTION_COMPUTATION = "21"
 UNREAD_COMPUTATIONS = frozenset({"10", "11", "12", "80", "81", "82"})
-REQ_ID_AT = {"1": 2, "2": 2, "45": 2, "46": 2, "57": 2, "21": 1, "81": 1}
-"""Market-data messages -> the index of their request id (tickPrice, tickSize, tickGeneric,
-tickString, tickSnapshotEnd carry a version first; tickOptionComputation, tickReqParams not)."""
-FLUSH_EVERY_S = 0.001
-"""After the first, pending tickers are emitted at most this often within one read: each
-emission costs the application a Redis write, so a long read is published in a few pieces."""
-
-
-def emit_pending(wrapper: Any) -> None:
-    """Emit the tickers updated so far in this read (the library's end-of-read emission) and
-    start a new set, as the next read would, but keeping this read's receive stamp."""
-    wrapper.tcpDataProcessed()
-    for ticker in wrapper.pendingTickers:
-        ticker.ticks = []
-        ticker.tickByTicks = []
-        ticker.domTicks = []
-    wrapper.pendingTickers = set()
 
 
 def on_socket_has_data(client: Any, data: bytes) -> None:
@@ -69,10 +42,7 @@ def on_socket_has_data(client: Any, data: bytes) -> None:
     end = len(buffer)
     pos = 0
     unpack = _LENGTH.unpack_from
-    wrapper = client.wrapper
-    tickers = wrapper.reqId2Ticker
-    last_req: str | None = None
-    next_emit = 0.0  # the first boundary emits at once
+    tickers = client.wrapper.reqId2Ticker
     try:
         while end - pos > 4:
             message_end = pos + 4 + unpack(buffer, pos)[0]
@@ -112,15 +82,6 @@ def on_socket_has_data(client: Any, data: bytes) -> None:
                 if client._hasReqId and client._accounts:
                     client._apiReady = True
                     client.apiStart.emit()
-            at = REQ_ID_AT.get(fields[0])
-            req = fields[at] if at is not None and len(fields) > at else None
-            if req != last_req:
-                if wrapper.pendingTickers and client._apiReady:
-                    now = time.perf_counter()
-                    if now >= next_emit:
-                        emit_pending(wrapper)
-                        next_emit = now + FLUSH_EVERY_S
-                last_req = req
             if (
                 fields[0] == OPTION_COMPUTATION
                 and len(fields) > 3

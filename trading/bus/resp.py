@@ -135,8 +135,9 @@ class Pipe(asyncio.Protocol):
         if not commands:
             future.set_result([])
             return future
-        self.waiting.append((len(commands), [], future))
-        self.transport.write(pack(commands))
+        data = pack(commands)  # before the reply is expected: a command that cannot be sent
+        self.waiting.append((len(commands), [], future))  # must not shift every later reply
+        self.transport.write(data)
         return future
 
     def data_received(self, data: bytes) -> None:
