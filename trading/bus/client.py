@@ -570,6 +570,9 @@ class Sender:
             and (not self.queue or self.queue[-1][1] is pipe)
         ):
             future = pipe.send(batch.commands)
+            # A batch whose sender stops before awaiting it (the service is stopping) must not
+            # log "exception never retrieved" for a connection closed under it.
+            future.add_done_callback(_retrieve)
         self.queue.append((batch, pipe if future is not None else None, future, note))
         self.wake.set()
 
@@ -587,6 +590,11 @@ class Sender:
                     await self.bus.execute(batch)
                 self.queue.popleft()
                 yield note
+
+
+def _retrieve(future: asyncio.Future[Any]) -> None:
+    if not future.cancelled():
+        future.exception()
 
 
 def _fields(flat: list[bytes] | None) -> dict[bytes, bytes] | None:
