@@ -306,9 +306,8 @@ class Bus:
     ) -> list[StreamEntry[M]]:
         """Entries after `after_id` (up to `until_id`, inclusive) in order, no consumer group:
         for warm-up and replays."""
-        low = "-" if after_id == "0" else f"({after_id}"
         raw = await self._retry(
-            lambda: self.redis.xrange(stream, min=low, max=until_id, count=count),
+            lambda: self.redis.xrange(stream, min=_after(after_id), max=until_id, count=count),
             f"xrange {stream}",
         )
         return self._decode_entries(stream, raw, expect)
@@ -319,8 +318,7 @@ class Bus:
         """`read_after` of several streams (stream, after_id, expected type) in one round trip
         on the lean connection: a poller's entries of every stream at one moment."""
         commands = [
-            ("XRANGE", stream, "-" if after == "0" else f"({after}", "+", "COUNT", count)
-            for stream, after, _ in reads
+            ("XRANGE", stream, _after(after), "+", "COUNT", count) for stream, after, _ in reads
         ]
         replies = await self._retry(
             lambda: self._call(commands), f"xrange {', '.join(r[0] for r in reads)}"
@@ -590,6 +588,11 @@ class Sender:
                     await self.bus.execute(batch)
                 self.queue.popleft()
                 yield note
+
+
+def _after(entry_id: str) -> str:
+    """XRANGE's start for the entries after ``entry_id`` ("0": from the first)."""
+    return "-" if entry_id == "0" else f"({entry_id}"
 
 
 def _retrieve(future: asyncio.Future[Any]) -> None:
