@@ -160,8 +160,7 @@ class Bus:
 
     async def set_state(self, key: str, state: dict[str, Any]) -> None:
         """Store a service's JSON state (NaN and infinities refused)."""
-        check_json_value("state", key, state)
-        data = orjson.dumps(state)
+        data = state_json(key, state)
         await self._retry(lambda: self.redis.set(key, data), f"set {key}")
 
     async def get_state(self, key: str) -> dict[str, Any] | None:
@@ -175,8 +174,7 @@ class Bus:
         )
 
     async def hset_state(self, key: str, member: str, state: dict[str, Any]) -> None:
-        check_json_value("state", key, state)
-        data = orjson.dumps(state)
+        data = state_json(key, state)
         await self._retry(lambda: self.redis.hset(key, member, data), f"hset {key}")
 
     async def hset_state_reading(
@@ -185,8 +183,7 @@ class Bus:
         """HSET a JSON state and HMGET `read` from the hash `read_key` in one MULTI/EXEC: the
         values are those every reader saw at the moment the state was written (absent ones
         left out)."""
-        check_json_value("state", key, state)
-        data = orjson.dumps(state)
+        data = state_json(key, state)
 
         values = (
             await self._retry(
@@ -482,6 +479,13 @@ class Bus:
         return out
 
 
+def state_json(key: str, state: dict[str, Any]) -> bytes:
+    """A service's JSON state as stored under ``key``; MessageError on NaN, infinities or a
+    value that is not JSON."""
+    check_json_value("state", key, state)
+    return orjson.dumps(state)
+
+
 class Batch:
     """Writes queued for `Bus.execute`: the hot path of market data (thousands per second).
 
@@ -512,6 +516,10 @@ class Batch:
         """Many members of one hash in one command (HSET key m1 v1 m2 v2 ...)."""
         if members:
             self.commands.append(("HSET", key, *(x for item in members.items() for x in item)))
+
+    def hset_state(self, key: str, member: str, state: dict[str, Any]) -> None:
+        """A JSON state as one member of a hash (`Bus.hset_state`'s write)."""
+        self.commands.append(("HSET", key, member, state_json(key, state)))
 
     def hdel(self, key: str, *members: str) -> None:
         if members:

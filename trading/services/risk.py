@@ -527,8 +527,11 @@ class RiskRuntime:
             if kind == "event":
                 await self._write_event(msg)
             elif kind == "fill":
-                await self.bus.append(Streams.FILLS, msg)
-                await self.bus.publish(Channels.BOOK, msg)
+                data = encode(msg)
+                batch = Batch()
+                batch.append(Streams.FILLS, data)
+                batch.publish(Channels.BOOK, data)
+                await self.bus.execute(batch, transaction=True)
             elif kind == "reject":
                 await self.bus.append(
                     Streams.ALERTS,
@@ -543,19 +546,25 @@ class RiskRuntime:
                 )
 
     async def _write_event(self, event: OrderEvent) -> None:
-        await self.bus.append(Streams.ORDER_EVENTS, event)
-        legs = self.engine.tracker.legs_of(event.intent_id)
+        """An order event's records in one transaction: the event stream, the open orders, the
+        intent's status with its legs, the book channel (one round trip, not four; a reader
+        never sees the status ahead of the event)."""
+        data = encode(event)
+        batch = Batch()
+        batch.append(Streams.ORDER_EVENTS, data)
         member = f"{event.intent_id}/{event.order_id}"
         if event.status in ("Filled", "Cancelled", "ApiCancelled", "Inactive", "Rejected", "Lost"):
-            await self.bus.hdel(Keys.OPEN_ORDERS, member)
+            batch.hdel(Keys.OPEN_ORDERS, member)
         else:
-            await self.bus.hset_latest(Keys.OPEN_ORDERS, member, event)
+            batch.hset_latest(Keys.OPEN_ORDERS, member, data)
         rec = self.status.get(event.intent_id)
         if rec is not None:
+            legs = self.engine.tracker.legs_of(event.intent_id)
             rec = dict(rec, legs=[t.to_state() for t in legs])
             self.status[event.intent_id] = rec
-            await self.bus.hset_state(Keys.INTENT_STATUS, event.intent_id, rec)
-        await self.bus.publish(Channels.BOOK, event)
+            batch.hset_state(Keys.INTENT_STATUS, event.intent_id, rec)
+        batch.publish(Channels.BOOK, data)
+        await self.bus.execute(batch, transaction=True)
 
     async def market_feed(self) -> None:
         count = 0
