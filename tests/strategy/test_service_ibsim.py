@@ -7,7 +7,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 import data_ingestion
 import numpy as np
@@ -122,13 +122,18 @@ async def test_premium_blowout_on_ibsim_enters_then_exits_across_a_restart(redis
             await async_eventually(
                 lambda: _ready_to_enter(gateway, bus), 60, what="a fit, mid-session"
             )
-            gateway.faults.shock_premium(120.0)
-            shocked_at = gateway.truth().time
-            # The entry is due within half an hour of simulated time (30 one-minute bars, the
-            # session has two hours left); a loaded machine slows ibsim's clock, so the
-            # wall-clock bound is only a backstop.
+            # shock_premium sets the premium *to* a level: the jump the z-score sees is that
+            # level less the premium now (seed 3's wanders between -18 and +43 bp over these
+            # sessions). Shock by a jump: 120 bp, or 8 of the window's deviations if more.
+            point = (await spread_points(bus))[-1]
+            truth = gateway.truth()
+            jump_bp = max(120.0, 8.0 * point.std * 1e4)
+            gateway.faults.shock_premium(truth.tltw_premium * 1e4 + jump_bp)
+            shocked_at = truth.time
+            # The entry is due within 30 of the strategy's one-minute bars after the shock (the
+            # session has two hours left); the wall-clock bound is only a backstop.
             entry = await async_eventually(
-                lambda: _entry_within(gateway, bus, shocked_at, timedelta(minutes=30)),
+                lambda: _entry_within(bus, shocked_at, timedelta(minutes=30)),
                 180,
                 what="entry",
             )
@@ -206,14 +211,25 @@ class _NoEntry(Exception):
     """Not an AssertionError: `async_eventually` lets it through at once."""
 
 
-def _entry_within(gateway: SimulatedGateway, bus: Bus, since, within: timedelta):
+def _entry_within(bus: Bus, since: datetime, within: timedelta):
+    """The first intent, once the strategy has emitted one; _NoEntry once the strategy's own
+    bars have passed ``within`` after ``since`` without one. Strategy time, not the gateway's:
+    everything here runs in one process at 1800x, and on a loaded machine the strategy's bars
+    trail the gateway's clock by more than a wall second (30 simulated minutes)."""
+
     async def check():
         first = await _first(intents(bus))
-        now = gateway.truth().time
-        if first is None and now - since > within:
-            beat = await bus.get_latest(Keys.heartbeat("strategy"), Heartbeat)
-            detail = beat.detail if beat is not None else None
-            raise _NoEntry(f"no entry from {since} to {now}; strategy: {detail}")
+        points = await spread_points(bus)
+        if first is None and points:
+            reached = datetime.fromtimestamp(points[-1].ts, since.tzinfo)
+            if reached - since > within:
+                beat = await bus.get_latest(Keys.heartbeat("strategy"), Heartbeat)
+                detail = beat.detail if beat is not None else None
+                shocked = [round(p.z, 1) for p in points if p.ts >= since.timestamp()]
+                raise _NoEntry(
+                    f"no entry from {since} to the strategy's bar of {reached}; z since the "
+                    f"shock: {shocked}; strategy: {detail}"
+                )
         return first
 
     return check()
