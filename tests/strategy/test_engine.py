@@ -16,6 +16,7 @@ from tests.strategy.scenario import (
     scenario_settings,
     shock_messages,
 )
+from trading.backtest.replay import Replay
 from trading.backtest.sources import SimSource
 from trading.bus import (
     DataHealth,
@@ -34,7 +35,7 @@ from trading.domain.spread import rolling_zscore_vec
 from trading.ibsim.config import ET
 from trading.ibsim.history import bar_frame
 from trading.settings import load_settings
-from trading.strategy import StepResult, StrategyEngine
+from trading.strategy import RefusedMessage, StepResult, StrategyEngine
 from trading.strategy.position import PairStatus
 
 
@@ -342,3 +343,38 @@ def test_minute_bars_are_counted_from_the_open_and_end_at_the_close():
     assert all(datetime.fromtimestamp(t, ET).second == 0 for t in ends)
     assert max(datetime.fromtimestamp(t, ET).time() for t in ends).isoformat() == "16:00:00"
     assert min(datetime.fromtimestamp(t, ET).time() for t in ends).isoformat() == "09:31:00"
+
+
+def test_a_bad_tick_that_opens_a_bar_is_refused_but_the_bar_it_closed_stands():
+    """The tick that closes the entry's bar, replaced by a crossed quote with its exchange time:
+    the engine refuses the quote (RefusedMessage naming it) and hands over the closed bar's
+    result, which is the entry a good tick gives (the bar closes on the prices before the
+    tick). Dropping the result with the bad tick lost the intent while the engine's windows and
+    pending intent had moved on. The backtest replay books the same intent either way."""
+    messages = shock_messages()
+    reference = StrategyEngine.from_settings(scenario_settings())
+    for at, msg in enumerate(messages):  # noqa: B007 (at is used after the loop)
+        expected = reference.on_message(msg)
+        if expected.intents:
+            break
+    closing = messages[at]
+    crossed = Quote("TLT", 1, 91.0, 90.0, 1.0, 1.0, None, closing.ts_exchange, closing.ts_recv)
+
+    engine = StrategyEngine.from_settings(scenario_settings())
+    for msg in messages[:at]:
+        engine.on_message(msg)
+    with pytest.raises(RefusedMessage, match="crossed") as refused:
+        engine.on_message(crossed)
+    assert refused.value.closed.intents == expected.intents != ()
+    assert refused.value.closed.spread_point == expected.spread_point
+    assert engine.pairs.pending == reference.pairs.pending
+    # The next tick of the same bar closes nothing more.
+    assert engine.on_message(closing).bar_end_ts is None
+
+    def replayed(tape) -> list[str]:
+        replay = Replay(scenario_settings())
+        replay.run(tape)
+        return [i.intent_id for i in replay.finish().intents]
+
+    entry = [expected.intents[0].intent_id]
+    assert replayed([*messages[:at], crossed]) == replayed(messages[: at + 1]) == entry

@@ -70,7 +70,7 @@ from trading.domain.pnl import Distribution
 from trading.domain.signals import SpreadPosition
 from trading.execution.engine import Cancel, CancelAll, ExecutionEngine, Raise, Submit
 from trading.settings import Settings
-from trading.strategy.engine import StepResult, StrategyEngine
+from trading.strategy.engine import RefusedMessage, StepResult, StrategyEngine
 from trading.strategy.intents import size_legs
 
 
@@ -158,16 +158,22 @@ class Replay:
         self._held = bool(self.execution.book.open_pairs())
         for msg in messages:
             result.messages += 1
+            bad = False
             try:
                 step = strategy.on_message(msg)
-            except ValueError:
-                # The live service drops the one message, counts it and goes on.
+            except ValueError as exc:
+                # The live service drops the one message, counts it and goes on; the bar it
+                # closed before it was refused stands.
                 result.bad_messages += 1
-                continue
+                if not isinstance(exc, RefusedMessage):
+                    continue
+                step, bad = exc.closed, True
             if step.bar_end_ts is not None:
                 self._bar_closed(step)
                 if on_bar is not None:
                     on_bar(step.bar_end_ts)
+            if bad:
+                continue
             if isinstance(msg, Quote | OptionQuote):
                 pending[msg.con_id] = msg
             elif isinstance(msg, DataHealth | Dividends):

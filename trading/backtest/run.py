@@ -24,6 +24,7 @@ from trading.backtest.sources import SimSource, true_premium
 from trading.bus import Message
 from trading.domain.market_hours import REGULAR_SESSION_SECONDS
 from trading.settings import HedgeMethod, Settings
+from trading.strategy import RefusedMessage
 
 BARS_PER_SESSION = 390
 
@@ -66,6 +67,8 @@ def warm_up(replay: Replay, messages: Iterable[Message]) -> int:
             seen = True
             try:
                 step = strategy.on_message(msg)
+            except RefusedMessage as exc:
+                step = exc.closed  # the bar it closed stands
             except ValueError:
                 continue  # the period's replay counts bad messages; the warm-up skips them
             bars += step.bar_end_ts is not None

@@ -53,7 +53,7 @@ from trading.observability import BAD_MESSAGES, ERRORS
 from trading.seams import seam
 from trading.services.shell import ServiceContext
 from trading.services.strategy_state import StateWriter, read_state
-from trading.strategy import StepResult, StrategyEngine
+from trading.strategy import RefusedMessage, StepResult, StrategyEngine
 from trading.strategy import metrics as m
 from trading.strategy.inbox import Inbox
 
@@ -185,7 +185,8 @@ class StrategyService:
     # the loop -------------------------------------------------------------------------------
 
     def apply(self, msg: Message, now_wall: float | None = None, step: bool = True) -> StepResult:
-        """Feed one message to the engine; a bad one is dropped, counted and logged."""
+        """Feed one message to the engine; a bad one is dropped, counted and logged (the bar
+        it closed before it was refused stands: its outputs are returned)."""
         self.inbox.applied(msg)
         try:
             if step:
@@ -200,7 +201,7 @@ class StrategyService:
                 exc,
                 extra={"event.action": "message_dropped", "event.reason": str(exc)},
             )
-            return StepResult()
+            return exc.closed if isinstance(exc, RefusedMessage) else StepResult()
         m.MESSAGES.labels(msg.KIND).inc()
         return result
 

@@ -15,6 +15,8 @@ API::
     result = engine.step(ts_exchange, now_wall=None)  # closes the open bar if ts_exchange is past
                                                       # its end; else an empty StepResult
     result = engine.on_message(msg, now_wall=None)    # step(msg's exchange time), then apply msg
+                                                      # (a bad msg that closed a bar: RefusedMessage
+                                                      # with the bar's result in .closed)
     result = engine.close_bar(bar_end_ts, now_wall=None)   # close explicitly (backtests)
     result = engine.close_open_bar()                  # the end of a run: close the bar still open
     engine.to_state() -> dict (JSON types);  StrategyEngine.from_settings(...).restore(state)
@@ -112,6 +114,19 @@ class StepResult:
 
 
 EMPTY = StepResult()
+
+
+class RefusedMessage(ValueError):
+    """A message refused (bad input: the text names the field) after it had closed the bar
+    before it: ``closed`` is that bar's result (its spread point, signals and intents stand,
+    as they would had the message been good). Callers that count and drop a bad message must
+    still act on ``closed``."""
+
+    def __init__(self, reason: ValueError, closed: StepResult) -> None:
+        super().__init__(str(reason))
+        self.closed = closed
+
+
 _ORDER_MESSAGES = frozenset({RiskDecision, Fill, OrderEvent})
 """Messages from risk about orders, handled apart from the market's."""
 
@@ -266,7 +281,12 @@ class StrategyEngine:
             return result
         handler = self._DISPATCH.get(type(msg))
         if handler is not None:
-            handler(self, msg)
+            try:
+                handler(self, msg)
+            except ValueError as exc:
+                if result.bar_end_ts is None:
+                    raise
+                raise RefusedMessage(exc, result) from exc
         return result
 
     # bars -----------------------------------------------------------------------------------
