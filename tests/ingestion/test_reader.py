@@ -103,3 +103,65 @@ def test_bid_ask_and_last_computations_of_market_data_are_not_decoded(library):
     assert got[3] == ["21", "x", "10"]
     assert len(got) == 4
     assert ours._numMsgRecv == 10
+
+
+def ticker_client(library):
+    """A client whose wrapper is the library's own, with market-data tickers for requests 1-3."""
+    client = library.IB().client
+    client._serverVersion = 176
+    client.decoder.serverVersion = 176
+    client._apiReady = True
+    client.connState = type(client).CONNECTED
+    reader.install(client)
+    wrapper = client.wrapper
+    for req, symbol in ((1, "TLT"), (2, "TLTW"), (3, "XYZ")):
+        wrapper.startTicker(req, library.Stock(symbol, "SMART", "USD", conId=req), "mktData")
+    emitted: list[list[tuple[str, float, float, int]]] = []
+    stamps: list[float] = []
+
+    def on_tickers(tickers):
+        emitted.append(sorted((t.contract.symbol, t.bid, t.ask, len(t.ticks)) for t in tickers))
+        stamps.extend(getattr(t, "timestamp", None) or t.time.timestamp() for t in tickers)
+
+    client.wrapper.ib.pendingTickersEvent += on_tickers
+    return client, emitted, stamps
+
+
+def quote_frames(req: int, bid: float, ask: float) -> list[bytes]:
+    return [tick_price(req, 1, bid, 100.0), tick_price(req, 2, ask, 100.0)]
+
+
+@pytest.mark.parametrize("library", [ib_async, ib_insync], ids=["ib_async", "ib_insync"])
+def test_the_first_ticker_of_a_read_is_emitted_before_the_rest_is_decoded(library):
+    """One read, three tickers: the first ticker is emitted alone (bid and ask both), the
+    rest once the read is decoded, all with the read's receive stamp."""
+    client, emitted, stamps = ticker_client(library)
+    frames = [*quote_frames(1, 90.0, 90.1), *quote_frames(2, 25.0, 25.1)]
+    frames += [*quote_frames(3, 10.0, 10.2), tick_string(3, 45, "1700000000")]
+    client.conn.hasData.emit(b"".join(frames))
+    assert emitted == [
+        [("TLT", 90.0, 90.1, 2)],
+        [("TLTW", 25.0, 25.1, 2), ("XYZ", 10.0, 10.2, 2)],
+    ]
+    assert len(stamps) == 3 and len(set(stamps)) == 1, "one receive stamp for the read"
+    # The next read starts afresh, as the library's own reader does; a read of one ticker is
+    # emitted once, at its end.
+    client.conn.hasData.emit(b"".join(quote_frames(2, 25.2, 25.3)))
+    assert emitted[2:] == [[("TLTW", 25.2, 25.3, 2)]]
+
+
+@pytest.mark.parametrize("library", [ib_async, ib_insync], ids=["ib_async", "ib_insync"])
+def test_a_long_read_is_emitted_early_once_and_then_whole(library):
+    """Three steps of three tickers in one read: one early emission (the first ticker's first
+    update), then every ticker with its latest values and all its updates of the read since;
+    a message that is not market data does not count as a boundary."""
+    client, emitted, _ = ticker_client(library)
+    frames = [frame_text("4\x002\x00-1\x002104\x00Market data farm connection is OK\x00")]
+    for step in range(3):
+        for req in (1, 2, 3):
+            frames += quote_frames(req, 10.0 * req + step, 10.0 * req + step + 0.5)
+    client.conn.hasData.emit(b"".join(frames))
+    assert emitted == [
+        [("TLT", 10.0, 10.5, 2)],
+        [("TLT", 12.0, 12.5, 4), ("TLTW", 22.0, 22.5, 6), ("XYZ", 32.0, 32.5, 6)],
+    ]

@@ -19,6 +19,16 @@ Greeks: trading.broker.translate) and they were three quarters of the computatio
 ~16 us in the library's decoder and wrapper. Their tickers' ``bidGreeks``, ``askGreeks`` and
 ``lastGreeks`` stay None. Replies to calculateImpliedVolatility/calculateOptionPrice (not a
 market-data request id) are decoded as before.
+
+And it hands the first ticker of a read to the application before decoding the rest
+(`emit_pending`): a read of a busy feed holds a market step of every line (~170 messages here,
+1-2 ms to decode), and the library emits ``pendingTickersEvent`` once, after the last. The first
+line of a step is the one waited on (any tick of a new bar closes the last bar downstream), so
+the reader emits the pending tickers once, at the first boundary between two tickers'
+market-data messages, and the rest at the end of the read as the library does. A ticker's
+messages up to that boundary are never split (a bid without its ask could read as a crossed
+quote), and both emissions carry the read's receive stamp. One early emission a read, not
+more: each costs the application a Redis write.
 """
 
 from __future__ import annotations
@@ -30,6 +40,20 @@ from typing import Any
 _LENGTH = struct.Struct(">I")
 OPTION_COMPUTATION = "21"
 UNREAD_COMPUTATIONS = frozenset({"10", "11", "12", "80", "81", "82"})
+REQ_ID_AT = {"1": 2, "2": 2, "45": 2, "46": 2, "57": 2, "21": 1, "81": 1}
+"""Market-data messages -> the index of their request id (tickPrice, tickSize, tickGeneric,
+tickString, tickSnapshotEnd carry a version first; tickOptionComputation, tickReqParams not)."""
+
+
+def emit_pending(wrapper: Any) -> None:
+    """Emit the tickers updated so far in this read (the library's end-of-read emission) and
+    start a new set, as the next read would, but keeping this read's receive stamp."""
+    wrapper.tcpDataProcessed()
+    for ticker in wrapper.pendingTickers:
+        ticker.ticks = []
+        ticker.tickByTicks = []
+        ticker.domTicks = []
+    wrapper.pendingTickers = set()
 
 
 def on_socket_has_data(client: Any, data: bytes) -> None:
@@ -42,7 +66,10 @@ def on_socket_has_data(client: Any, data: bytes) -> None:
     end = len(buffer)
     pos = 0
     unpack = _LENGTH.unpack_from
-    tickers = client.wrapper.reqId2Ticker
+    wrapper = client.wrapper
+    tickers = wrapper.reqId2Ticker
+    early = client._apiReady  # the early emission is still to come in this read
+    first_req: str | None = None  # the request id of the read's first market-data message
     try:
         while end - pos > 4:
             message_end = pos + 4 + unpack(buffer, pos)[0]
@@ -82,6 +109,15 @@ def on_socket_has_data(client: Any, data: bytes) -> None:
                 if client._hasReqId and client._accounts:
                     client._apiReady = True
                     client.apiStart.emit()
+            if early:
+                at = REQ_ID_AT.get(fields[0])
+                if at is not None and len(fields) > at:
+                    if first_req is None:
+                        first_req = fields[at]
+                    elif fields[at] != first_req:
+                        early = False
+                        if wrapper.pendingTickers:
+                            emit_pending(wrapper)
             if (
                 fields[0] == OPTION_COMPUTATION
                 and len(fields) > 3
