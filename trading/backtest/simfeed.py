@@ -127,6 +127,7 @@ def simulated_messages(
             )
         spots, epochs = model.spots_at(closes)  # once for every option of the day
         option_quotes, per_bar = _option_quotes(model, under, subscribed, spots, epochs, stamps)
+        # The slot constructors take every field positionally, in the message's field order.
         under_quotes = map(
             _new_quote, repeat(under), repeat(con_ids[under]), rows["tlt_bid"].tolist(),
             rows["tlt_ask"].tolist(), repeat(100.0), repeat(100.0), repeat(None), stamps, stamps,
