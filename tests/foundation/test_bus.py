@@ -13,6 +13,7 @@ import pytest
 from tests.support import async_eventually
 from trading import bus as b
 from trading.bus import Bus, Channels, Groups, Keys, MessageError, Streams, decode, encode
+from trading.bus.messages import slot_constructor
 from trading.redis_server import EmbeddedRedis
 
 T = 1_764_000_000.0
@@ -151,6 +152,30 @@ def test_every_registered_message_type_has_a_sample():
 def test_every_message_type_round_trips(msg):
     assert decode(encode(msg)) == msg
     assert decode(encode(msg), type(msg)) == msg
+
+
+def _has_default_factory(cls: type) -> bool:
+    return any(f.default_factory is not dataclasses.MISSING for f in dataclasses.fields(cls))
+
+
+@pytest.mark.parametrize(
+    "msg", [m for m in SAMPLES if not _has_default_factory(type(m))], ids=lambda m: type(m).KIND
+)
+def test_slot_constructor_builds_what_init_builds_and_it_stays_frozen(msg):
+    names = [f.name for f in dataclasses.fields(msg)]
+    built = slot_constructor(type(msg))(*(getattr(msg, name) for name in names))
+    assert type(built) is type(msg)
+    assert built == msg
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        setattr(built, names[0], None)
+
+
+def test_slot_constructor_fills_left_off_defaults_and_refuses_default_factories():
+    quote = slot_constructor(b.Quote)("TLT", 1, 90.0, 90.01, 1.0, 1.0, None, T, T)
+    assert quote == b.Quote("TLT", 1, 90.0, 90.01, 1.0, 1.0, None, T, T)
+    assert quote.delayed is False
+    with pytest.raises(TypeError, match="PnL.per_pair"):
+        slot_constructor(b.PnL)
 
 
 def test_decoded_numbers_keep_their_types():

@@ -56,6 +56,21 @@ def test_price_is_nav_times_one_plus_premium(year):
     np.testing.assert_allclose(year["tltw_close"], implied, rtol=1e-12)
 
 
+def test_minute_bars_open_close_and_bound_their_minute_of_the_one_second_grid(model):
+    day = date(2026, 10, 29)
+    frame = bar_frame(model, day, day, bar="1 min")
+    session = model.calendar.index_of(day)
+    tlt = np.exp(model.tlt_log_path(session))
+    tltw = model.tltw_nav_seconds(session) * (1.0 + model.premium_seconds(session))
+    assert len(frame) == 390
+    for i in (0, 1, 217, 389):
+        row = frame.iloc[i]
+        for name, seconds in (("tlt", tlt), ("tltw", tltw)):
+            window = seconds[60 * i : 60 * (i + 1) + 1]
+            bar = [row[f"{name}_{field}"] for field in ("open", "high", "low", "close")]
+            assert bar == [window[0], window.max(), window.min(), window[-1]]
+
+
 def test_zero_premium_scale_turns_the_premium_off():
     quiet = MarketModel(SimConfig(seed=3, premium_bp=0.0, history_days=30))
     frame = bar_frame(quiet, date(2026, 10, 26), date(2026, 10, 30), bar="30 mins")

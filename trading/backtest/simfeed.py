@@ -18,15 +18,17 @@ Used by the engine's tests and by `trading.backtest.study` (the preset compariso
 
 from __future__ import annotations
 
-import math
 from collections.abc import Iterator
 from dataclasses import dataclass
-from datetime import date, datetime, timedelta
+from datetime import date, datetime
+from itertools import islice, repeat
 
+import numpy as np
 import pandas as pd
 
 from trading.backtest.csvfile import known_con_ids
 from trading.bus import ChainOption, Dividends, EtfNav, Message, OptionChain, OptionQuote, Quote
+from trading.bus.messages import slot_constructor
 from trading.domain.pair import DEFAULT_PAIR, PairSpec
 from trading.ibsim.config import ET, SimConfig
 from trading.ibsim.history import bar_frame
@@ -49,7 +51,12 @@ OPTION_COLUMNS = (
     "bid", "ask", "implied_vol", "delta", "gamma", "vega_per_vol_point", "theta_per_day",
     "underlying", "theo",
 )  # fmt: skip
-"""The model's option columns in the order `simulated_messages` unpacks them."""
+"""The model's option columns (`MarketModel.option_columns_at`) an option quote carries."""
+
+# Messages by the hundred thousand: built without the frozen __init__'s cost per field.
+_new_quote = slot_constructor(Quote)
+_new_etf_nav = slot_constructor(EtfNav)
+_new_option_quote = slot_constructor(OptionQuote)
 
 
 def premium_shock(model: MarketModel, when: datetime, premium_bp: float) -> None:
@@ -78,7 +85,7 @@ def simulated_messages(
         session = calendar.index_of(day)
         if session is None:
             continue
-        closes = [t + timedelta(seconds=feed.bar_seconds) for t in rows.index]
+        closes = rows.index + pd.Timedelta(seconds=feed.bar_seconds)
         stamps = [c.timestamp() - 0.5 for c in closes]
         spot_open = float(rows["tlt_open"].iloc[0])
         monthlies = [e for e, weekly in registry.listed_expiries(day) if not weekly]
@@ -118,61 +125,61 @@ def simulated_messages(
                 next_amount=distribution,
                 ts=stamps[0] - 1.0,
             )
-        close_index = pd.DatetimeIndex(closes)
-        spots, epochs = model.spots_at(close_index)  # once for every option of the day
-        option_rows = []
-        for option in subscribed:
-            quotes = model.option_quotes_at(
-                close_index, spots, epochs, _date(option.expiry), option.strike, "C"
-            )
-            option_rows.append((option, quotes[list(OPTION_COLUMNS)].to_numpy().tolist()))
-        tlt_bid = rows["tlt_bid"].to_numpy()
-        tlt_ask = rows["tlt_ask"].to_numpy()
-        tltw_bid = rows["tltw_bid"].to_numpy()
-        tltw_ask = rows["tltw_ask"].to_numpy()
-        navs = rows["tltw_nav"].to_numpy()
-        for i, ts in enumerate(stamps):
-            yield Quote(
-                under, con_ids[under], float(tlt_bid[i]), float(tlt_ask[i]), 100.0, 100.0, None,
-                ts, ts,
-            )  # fmt: skip
-            yield Quote(
-                etf,
-                con_ids[etf],
-                float(tltw_bid[i]),
-                float(tltw_ask[i]),
-                100.0,
-                100.0,
-                None,
-                ts,
-                ts,
-            )
-            yield EtfNav(etf, float(navs[i]), ts, ts)
-            for option, values in option_rows:
-                bid, ask, iv, delta, gamma, vega, theta, underlying, theo = values[i]
-                if not (math.isfinite(bid) and math.isfinite(ask)) or ask <= 0:
-                    continue
-                yield OptionQuote(
-                    symbol=under,
-                    con_id=option.con_id,
-                    local_symbol=option.local_symbol,
-                    expiry=option.expiry,
-                    strike=option.strike,
-                    right="C",
-                    bid=bid,
-                    ask=ask,
-                    bid_size=10.0,
-                    ask_size=10.0,
-                    implied_vol=iv,
-                    delta=delta,
-                    gamma=gamma,
-                    vega_per_point=vega,
-                    theta_per_day=theta,
-                    underlying_price=underlying,
-                    model_price=theo,
-                    ts_exchange=ts,
-                    ts_recv=ts,
-                )
+        spots, epochs = model.spots_at(closes)  # once for every option of the day
+        option_quotes, per_bar = _option_quotes(model, under, subscribed, spots, epochs, stamps)
+        # The slot constructors take every field positionally, in the message's field order.
+        under_quotes = map(
+            _new_quote, repeat(under), repeat(con_ids[under]), rows["tlt_bid"].tolist(),
+            rows["tlt_ask"].tolist(), repeat(100.0), repeat(100.0), repeat(None), stamps, stamps,
+        )  # fmt: skip
+        etf_quotes = map(
+            _new_quote, repeat(etf), repeat(con_ids[etf]), rows["tltw_bid"].tolist(),
+            rows["tltw_ask"].tolist(), repeat(100.0), repeat(100.0), repeat(None), stamps, stamps,
+        )  # fmt: skip
+        navs = map(_new_etf_nav, repeat(etf), rows["tltw_nav"].tolist(), stamps, stamps)
+        for under_quote, etf_quote, nav, options in zip(
+            under_quotes, etf_quotes, navs, per_bar, strict=True
+        ):
+            yield under_quote
+            yield etf_quote
+            yield nav
+            yield from islice(option_quotes, options)
+
+
+def _option_quotes(
+    model: MarketModel,
+    under: str,
+    subscribed: tuple[ChainOption, ...],
+    spots: np.ndarray,
+    epochs: np.ndarray,
+    stamps: list[float],
+) -> tuple[Iterator[OptionQuote], list[int]]:
+    """A session's option quotes bar by bar, in ``subscribed`` order within a bar, of the calls
+    with a finite two-sided market (ask > 0); and how many there are in each bar."""
+    grid = {name: np.empty((len(stamps), len(subscribed))) for name in OPTION_COLUMNS}
+    for j, option in enumerate(subscribed):
+        columns = model.option_columns_at(spots, epochs, _date(option.expiry), option.strike, "C")
+        for name in OPTION_COLUMNS:
+            grid[name][:, j] = columns[name]
+    bid, ask = grid["bid"], grid["ask"]
+    quoted = np.isfinite(bid) & np.isfinite(ask) & (ask > 0)
+    bars, options = np.nonzero(quoted)  # row-major: bar by bar, as boolean indexing below
+
+    def of_option(attribute: str) -> list:
+        return np.array([getattr(o, attribute) for o in subscribed], dtype=object)[options].tolist()
+
+    def quoted_values(name: str) -> list[float]:
+        return grid[name][quoted].tolist()
+
+    ts = np.array(stamps)[bars].tolist()
+    quotes = map(
+        _new_option_quote, repeat(under), of_option("con_id"), of_option("local_symbol"),
+        of_option("expiry"), of_option("strike"), repeat("C"), quoted_values("bid"),
+        quoted_values("ask"), repeat(10.0), repeat(10.0), quoted_values("implied_vol"),
+        quoted_values("delta"), quoted_values("gamma"), quoted_values("vega_per_vol_point"),
+        quoted_values("theta_per_day"), quoted_values("underlying"), quoted_values("theo"), ts, ts,
+    )  # fmt: skip
+    return quotes, quoted.sum(axis=1).tolist()
 
 
 def _date(yyyymmdd: str) -> date:

@@ -345,43 +345,57 @@ def bar_frame(
     start_tau = cal.tau(start)
     end_tau = cal.tau(end + timedelta(days=1) if not isinstance(end, datetime) else end)
     bar_seconds = parse_bar_size(bar)
-    rows = []
+    sessions = []
     for session in range(cal.session_at(start_tau), cal.session_at(end_tau - 1e-9) + 1):
+        edges = _boundaries(model, session, bar_seconds)
+        taus = cal.start_tau[session] + edges[:-1]
+        inside = (start_tau <= taus) & (taus < end_tau)
+        if not inside.any():
+            continue
+        a, b = edges[:-1][inside].astype(int), edges[1:][inside].astype(int)
         tlt = np.exp(model.tlt_log_path(session))
         nav = model.tltw_nav_seconds(session)
         premium = model.premium_seconds(session)
         tltw = nav * (1.0 + premium)
         position = model.index_position(session)
-        edges = _boundaries(model, session, bar_seconds)
-        for left, right in itertools.pairwise(edges):
-            tau = float(cal.start_tau[session] + left)
-            if not start_tau <= tau < end_tau:
-                continue
-            a, b = int(left), int(right)
-            tlt_close = float(tlt[b])
-            tltw_close = float(tltw[b])
-            tlt_bid = float(stock_bid(tlt_close))
-            tltw_bid = float(stock_bid(tltw_close))
-            rows.append(
+        tlt_high, tlt_low = _window_extremes(tlt, a, b)
+        tltw_high, tltw_low = _window_extremes(tltw, a, b)
+        tlt_bid, tltw_bid = stock_bid(tlt[b]), stock_bid(tltw[b])
+        # The asks by Python's round, as before: numpy's can differ from it in the last bit.
+        sessions.append(
+            pd.DataFrame(
                 {
-                    "time": cal.datetime(tau),
-                    "tlt_open": float(tlt[a]),
-                    "tlt_high": float(tlt[a : b + 1].max()),
-                    "tlt_low": float(tlt[a : b + 1].min()),
-                    "tlt_close": tlt_close,
+                    "time": [cal.datetime(tau) for tau in taus[inside].tolist()],
+                    "tlt_open": tlt[a],
+                    "tlt_high": tlt_high,
+                    "tlt_low": tlt_low,
+                    "tlt_close": tlt[b],
                     "tlt_bid": tlt_bid,
-                    "tlt_ask": round(tlt_bid + 0.01, 2),
-                    "tltw_open": float(tltw[a]),
-                    "tltw_high": float(tltw[a : b + 1].max()),
-                    "tltw_low": float(tltw[a : b + 1].min()),
-                    "tltw_close": tltw_close,
+                    "tlt_ask": [round(bid + 0.01, 2) for bid in tlt_bid.tolist()],
+                    "tltw_open": tltw[a],
+                    "tltw_high": tltw_high,
+                    "tltw_low": tltw_low,
+                    "tltw_close": tltw[b],
                     "tltw_bid": tltw_bid,
-                    "tltw_ask": round(tltw_bid + 0.01, 2),
-                    "tltw_nav": float(nav[b]),
-                    "tltw_premium": float(premium[b]),
-                    "index_call_strike": position.strike,
-                    "index_call_expiry": position.expiry,
+                    "tltw_ask": [round(bid + 0.01, 2) for bid in tltw_bid.tolist()],
+                    "tltw_nav": nav[b],
+                    "tltw_premium": premium[b],
+                    "index_call_strike": [position.strike] * len(a),
+                    "index_call_expiry": [position.expiry] * len(a),
                 }
             )
-    result = pd.DataFrame(rows)
-    return result.set_index("time") if not result.empty else result
+        )
+    if not sessions:
+        return pd.DataFrame()
+    return pd.concat(sessions, ignore_index=True).set_index("time")
+
+
+def _window_extremes(
+    values: np.ndarray, left: np.ndarray, right: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """The max and min of ``values[left[i] : right[i] + 1]`` for consecutive windows (each
+    window's right edge the next one's left)."""
+    through_last = values[: right[-1] + 1]
+    high = np.maximum(np.maximum.reduceat(through_last, left), values[right])
+    low = np.minimum(np.minimum.reduceat(through_last, left), values[right])
+    return high, low

@@ -374,25 +374,30 @@ class MarketModel:
         right: str,
     ) -> pd.DataFrame:
         """`option_quotes` on the spots and epochs of `spots_at` (the same ``index``)."""
+        return pd.DataFrame(
+            self.option_columns_at(spots, epochs, expiry, strike, right), index=index
+        )
+
+    def option_columns_at(
+        self, spots: np.ndarray, epochs: np.ndarray, expiry: date, strike: float, right: str
+    ) -> dict[str, np.ndarray]:
+        """`option_quotes_at`'s columns as arrays, without the DataFrame (the sim feed's loop)."""
         tau_years = np.maximum(self.expiry_epoch(expiry) - epochs, 0.0) / SECONDS_PER_YEAR
         vols = np.asarray(self.implied_vol(strike, spots, tau_years), dtype=float)
         c = self.config
         g = bs.greeks_vec(spots, strike, tau_years, c.rate, c.div_yield, vols, right == "C")
         bid, ask = option_bid_ask(g["price"])
-        return pd.DataFrame(
-            {
-                "underlying": spots,
-                "theo": g["price"],
-                "bid": bid,
-                "ask": ask,
-                "implied_vol": vols,
-                "delta": g["delta"],
-                "gamma": g["gamma"],
-                "vega_per_vol_point": g["vega"] / 100.0,
-                "theta_per_day": g["theta"] / bs.DAYS_PER_YEAR,
-            },
-            index=index,
-        )
+        return {
+            "underlying": spots,
+            "theo": g["price"],
+            "bid": bid,
+            "ask": ask,
+            "implied_vol": vols,
+            "delta": g["delta"],
+            "gamma": g["gamma"],
+            "vega_per_vol_point": g["vega"] / 100.0,
+            "theta_per_day": g["theta"] / bs.DAYS_PER_YEAR,
+        }
 
     # ----------------------------------------------------------------------------------------
     # TLTW's index
