@@ -196,25 +196,21 @@ def _from_dict(cls: type[M], data: dict[str, Any], kind: str | None = None, pref
 
 
 # Top-level encode/decode run per tick, so each message type gets a generated pair of functions.
-# Their fast path tests every plain field (float, int, str, bool, or one of them | None) in one
-# condition: its exact type, and the finiteness of all its floats at once, as x - x == 0.0 of
-# their sum (a NaN or an infinity makes the sum NaN or infinite). Any other case (an int where a
-# float is expected, a wrong or missing field, a sum of large values that overflowed) takes the
-# generic path above, which coerces or raises for the first bad field in order.
+# Their fast path tests all plain fields (float, int, str, bool, or one of them | None) in one
+# condition: the exact types of the non-optional ones as one tuple, and the finiteness of all
+# their floats at once, as x - x == 0.0 of their sum (a NaN or an infinity makes the sum NaN or
+# infinite). Any other case (an int where a float is expected, a wrong or missing field, a sum of
+# large values that overflowed) takes the generic path above, which coerces or raises for the
+# first bad field in order.
+
+_PLAIN = (float, int, str, bool)
 
 
-def _plain_test(tp: Any, v: str) -> str | None:
-    """A condition true when the value `v` fits a field of type `tp` as it is, or None when the
-    field needs its checker (enums, nested messages, lists, dicts). Non-optional floats are
-    tested finite apart, by the sum."""
-    if tp in (float, int, str, bool):
-        return f"type({v}) is {tp.__name__}"
+def _optional_plain(tp: Any) -> type | None:
+    """X for a field typed `X | None` with X plain, else None."""
     args = [a for a in typing.get_args(tp) if a is not type(None)]
     if typing.get_origin(tp) in (typing.Union, types.UnionType) and len(args) == 1:
-        test = _plain_test(args[0], v)
-        if test is not None and args[0] is float:
-            test += f" and {v} - {v} == 0.0"
-        return None if test is None else f"({v} is None or {test})"
+        return args[0] if args[0] in _PLAIN else None
     return None
 
 
@@ -233,19 +229,25 @@ def _compile(cls: type[Message]) -> tuple[Callable[[Any], bytes], Callable[[dict
         "K": cls.KIND, "cls": cls, "_dumps": orjson.dumps, "_to_dict": _to_dict,
         "_from_dict": _from_dict, "_new": object.__new__, "Unfrozen": _unfrozen(cls),
     }  # fmt: skip
-    tests, floats, checks = [], [], []
+    plain, tests, floats, checks = [], [], [], []
     for i, name in enumerate(spec.names):
-        test = _plain_test(hints[name], f"v{i}")
-        if test is not None:
-            tests.append(test)
-            if hints[name] is float:
-                floats.append(f"v{i}")
+        tp, v = hints[name], f"v{i}"
+        optional = _optional_plain(tp)
+        if tp in _PLAIN:
+            plain.append(i)
+            if tp is float:
+                floats.append(v)
+        elif optional is not None:
+            finite = f" and {v} - {v} == 0.0" if optional is float else ""
+            tests.append(f"({v} is None or type({v}) is {optional.__name__}{finite})")
         else:
             env[f"chk{i}"] = spec.checkers[i]
-            checks.append(f"        v{i} = chk{i}(K, {name!r}, v{i})")
+            checks.append(f"        {v} = chk{i}(K, {name!r}, {v})")
+    env["_types"] = tuple(hints[spec.names[i]] for i in plain)
+    tests.insert(0, f"({''.join(f'type(v{i}), ' for i in plain)}) == _types")
     if floats:
         tests.append(f"(s := {' + '.join(floats)}) - s == 0.0")
-    fast = " and ".join(tests) or "True"
+    fast = " and ".join(tests)
     items = ", ".join(f"{n!r}: v{i}" for i, n in enumerate(spec.names))
     tail = f"'kind': K, 'v': {SCHEMA_VERSION}"
 
@@ -300,9 +302,15 @@ def decode(raw: bytes | str, expect: type[M] | None = None) -> M:
     if type(data) is not dict:
         raise MessageError("?", "(json)", f"must be an object, got {type(data).__name__}")
     kind = data.get("kind")
+    cls = expect if expect is not None and kind == expect.KIND else _class_of(kind, expect)
+    return _CODECS[cls][1](data)
+
+
+def _class_of(kind: Any, expect: type[Message] | None) -> type[Message]:
+    """The message class `kind` names, or a MessageError: unknown, or not the one expected."""
     cls = MESSAGE_TYPES.get(kind) if type(kind) is str else None
     if cls is None:
         raise MessageError(str(kind), "kind", f"unknown message kind {kind!r}")
     if expect is not None and cls is not expect:
         raise MessageError(cls.KIND, "kind", f"expected {expect.KIND!r}")
-    return _CODECS[cls][1](data)
+    return cls
