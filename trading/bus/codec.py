@@ -217,7 +217,8 @@ def _optional_plain(tp: Any) -> type | None:
 def _unfrozen(cls: type[Message]) -> type:
     """A subclass of `cls` that takes plain attribute stores (a frozen dataclass's __setattr__
     is a Python call per field). Having no slots of its own, an instance of it can be given
-    `cls` as its class once filled. Both hooks are object's, else CPython keeps the slow path."""
+    `cls` as its class once filled. CPython writes a slot directly only when neither
+    __setattr__ nor __delattr__ is overridden, hence both are object's."""
     hooks = {"__setattr__": object.__setattr__, "__delattr__": object.__delattr__}
     return type(f"Unfrozen{cls.__name__}", (cls,), {"__slots__": (), **hooks})
 
