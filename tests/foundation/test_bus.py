@@ -6,6 +6,7 @@ import asyncio
 import dataclasses
 import math
 import time
+import typing
 
 import orjson
 import pytest
@@ -259,6 +260,114 @@ def test_decode_rejects_bad_enum_and_bad_nested_field():
     with pytest.raises(MessageError) as exc:
         decode(orjson.dumps(intent))
     assert exc.value.field == "legs[1].quantity"
+
+
+# The codec's fast path checks every plain field in one condition: each case below would pass
+# silently if it skipped one field's check.
+
+
+def _fields(msg: b.Message, *types: object) -> list[str]:
+    hints = typing.get_type_hints(type(msg))
+    return [f.name for f in dataclasses.fields(msg) if hints[f.name] in types]
+
+
+FLOAT_FIELDS = [(m, name) for m in SAMPLES for name in _fields(m, float, float | None)]
+REQUIRED_FIELDS = [
+    (m, f.name)
+    for m in SAMPLES
+    for f in dataclasses.fields(m)
+    if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
+]
+
+
+def _ids(case: tuple[b.Message, str]) -> str:
+    return f"{type(case[0]).KIND}.{case[1]}"
+
+
+@pytest.mark.parametrize("bad", [math.nan, math.inf, -math.inf])
+@pytest.mark.parametrize("case", FLOAT_FIELDS, ids=_ids)
+def test_encode_rejects_a_non_finite_value_in_any_float_field(case, bad):
+    msg, name = case
+    with pytest.raises(MessageError, match="must be finite") as exc:
+        encode(dataclasses.replace(msg, **{name: bad}))
+    assert exc.value.field == name
+
+
+@pytest.mark.parametrize("case", FLOAT_FIELDS, ids=_ids)
+def test_a_bool_or_a_string_in_any_float_field_is_refused_both_ways(case):
+    msg, name = case
+    for bad in (True, "1.5"):
+        with pytest.raises(MessageError, match="must be a number") as exc:
+            encode(dataclasses.replace(msg, **{name: bad}))
+        assert exc.value.field == name
+        with pytest.raises(MessageError, match="must be a number") as exc:
+            decode(_tamper(msg, **{name: bad}))
+        assert exc.value.field == name
+
+
+@pytest.mark.parametrize("case", FLOAT_FIELDS, ids=_ids)
+def test_an_int_in_any_float_field_is_sent_and_read_as_a_float(case):
+    msg, name = case
+    as_float = dataclasses.replace(msg, **{name: 7.0})
+    assert encode(dataclasses.replace(msg, **{name: 7})) == encode(as_float)
+    decoded = decode(_tamper(msg, **{name: 7}))
+    assert decoded == as_float
+    assert type(getattr(decoded, name)) is float
+
+
+@pytest.mark.parametrize("case", REQUIRED_FIELDS, ids=_ids)
+def test_decode_names_any_missing_field(case):
+    msg, name = case
+    with pytest.raises(MessageError, match="is missing") as exc:
+        decode(_tamper(msg, **{name: dataclasses.MISSING}))
+    assert exc.value.field == name
+
+
+@pytest.mark.parametrize("msg", SAMPLES, ids=lambda m: type(m).KIND)
+def test_int_bool_and_string_fields_refuse_a_wrong_type_both_ways(msg):
+    ints, bools, strs = _fields(msg, int), _fields(msg, bool), _fields(msg, str)
+    for name, bad in [(n, True) for n in ints] + [(n, 1) for n in bools] + [(n, 7) for n in strs]:
+        with pytest.raises(MessageError) as exc:
+            encode(dataclasses.replace(msg, **{name: bad}))
+        assert exc.value.field == name
+        with pytest.raises(MessageError) as exc:
+            decode(_tamper(msg, **{name: bad}))
+        assert exc.value.field == name
+
+
+def test_the_first_bad_field_in_order_is_named():
+    q = b.Quote("TLT", 1, 90.0, math.nan, 1.0, "x", None, T, T)  # ask NaN, then ask_size a str
+    with pytest.raises(MessageError) as exc:
+        encode(q)
+    assert exc.value.field == "ask"
+
+
+def test_finite_floats_whose_sum_overflows_pass():
+    q = b.Quote("TLT", 1, 1.7e308, 1.7e308, 1.7e308, 1.0, 1.7e308, T, T)
+    assert decode(encode(q)) == q
+
+
+def test_decode_refuses_a_number_too_large_for_a_float():
+    raw = encode(sample(b.OptionQuote)).replace(b'"strike":90.0', b'"strike":1e999')
+    with pytest.raises(MessageError, match=r"\(json\)"):
+        decode(raw)
+
+
+@pytest.mark.parametrize("msg", SAMPLES, ids=lambda m: type(m).KIND)
+def test_a_decoded_message_is_an_instance_of_its_frozen_class(msg):
+    decoded = decode(encode(msg))
+    assert type(decoded) is type(msg)
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        setattr(decoded, dataclasses.fields(msg)[0].name, None)
+
+
+def test_decode_takes_fields_in_any_order_without_defaults_and_with_unknown_keys():
+    msg = sample(b.OptionQuote)
+    body = orjson.loads(encode(msg))
+    assert decode(orjson.dumps(dict(reversed(body.items())))) == msg
+    del body["delayed"]
+    body["note"] = "from a newer sender"
+    assert decode(orjson.dumps(body)) == dataclasses.replace(msg, delayed=False)
 
 
 async def test_latest_value_set_and_get(bus: Bus):

@@ -195,70 +195,93 @@ def _from_dict(cls: type[M], data: dict[str, Any], kind: str | None = None, pref
     return cls(**values)
 
 
-# Top-level encode/decode run per tick, so each message type gets a generated pair of functions
-# with the checks of plain float/int/str/bool fields inlined (3x faster than the generic loop);
-# other field types call their checker. The generic path above serves nested messages.
+# Top-level encode/decode run per tick, so each message type gets a generated pair of functions.
+# Their fast path tests all plain fields (float, int, str, bool, or one of them | None) in one
+# condition: the exact types of the non-optional ones as one tuple, and the finiteness of all
+# their floats at once, as x - x == 0.0 of their sum (a NaN or an infinity makes the sum NaN or
+# infinite). Any other case (an int where a float is expected, a wrong or missing field, a sum of
+# large values that overflowed) takes the generic path above, which coerces or raises for the
+# first bad field in order.
 
-_INLINE = {
-    float: ("if type({v}) is not float or {v} - {v} != 0.0: {v} = _check_float(K, {n!r}, {v})"),
-    int: "if type({v}) is not int: _check_int(K, {n!r}, {v})",
-    str: "if type({v}) is not str: _check_str(K, {n!r}, {v})",
-    bool: "if type({v}) is not bool: _check_bool(K, {n!r}, {v})",
-}
+_PLAIN = (float, int, str, bool)
 
 
-def _compile(cls: type[Message]) -> tuple[Callable, Callable]:
+def _optional_plain(tp: Any) -> type | None:
+    """X for a field typed `X | None` with X plain, else None."""
+    args = [a for a in typing.get_args(tp) if a is not type(None)]
+    if typing.get_origin(tp) in (typing.Union, types.UnionType) and len(args) == 1:
+        return args[0] if args[0] in _PLAIN else None
+    return None
+
+
+def _unfrozen(cls: type[Message]) -> type:
+    """A subclass of `cls` that takes plain attribute stores (a frozen dataclass's __setattr__
+    is a Python call per field). Having no slots of its own, an instance of it can be given
+    `cls` as its class once filled. CPython writes a slot directly only when neither
+    __setattr__ nor __delattr__ is overridden, hence both are object's."""
+    hooks = {"__setattr__": object.__setattr__, "__delattr__": object.__delattr__}
+    return type(f"Unfrozen{cls.__name__}", (cls,), {"__slots__": (), **hooks})
+
+
+def _compile(cls: type[Message]) -> tuple[Callable[[Any], bytes], Callable[[dict], Any]]:
     spec = _spec(cls)
     hints = typing.get_type_hints(cls)
     env: dict[str, Any] = {
-        "K": cls.KIND, "cls": cls, "MessageError": MessageError, "_check_float": _check_float,
-        "_check_int": _check_int, "_check_str": _check_str, "_check_bool": _check_bool,
-        "_defaults": spec.defaults,
+        "K": cls.KIND, "cls": cls, "_dumps": orjson.dumps, "_to_dict": _to_dict,
+        "_from_dict": _from_dict, "_new": object.__new__, "Unfrozen": _unfrozen(cls),
     }  # fmt: skip
-    enc = ["def encode(msg):"]
-    dec = ["def decode(data):"]
+    plain, tests, floats, checks = [], [], [], []
     for i, name in enumerate(spec.names):
-        v = f"v{i}"
-        env[f"chk{i}"] = spec.checkers[i]
-        inline = _INLINE.get(hints[name])
-        check = inline.format(v=v, n=name) if inline else f"{v} = chk{i}(K, {name!r}, {v})"
-        enc += [f"    {v} = msg.{name}", f"    {check}"]
-        if name in spec.required:
-            dec += [
-                f"    try: {v} = data[{name!r}]",
-                f"    except KeyError: raise MessageError(K, {name!r}, 'is missing') from None",
-            ]
+        tp, v = hints[name], f"v{i}"
+        optional = _optional_plain(tp)
+        if tp in _PLAIN:
+            plain.append(i)
+            if tp is float:
+                floats.append(v)
+        elif optional is not None:
+            finite = f" and {v} - {v} == 0.0" if optional is float else ""
+            tests.append(f"({v} is None or type({v}) is {optional.__name__}{finite})")
         else:
-            d = spec.defaults[name]
-            default = f"_defaults[{name!r}]()" if callable(d) else f"_defaults[{name!r}]"
-            dec += [
-                f"    {v} = data.get({name!r}, _MISSING_)",
-                f"    if {v} is _MISSING_: {v} = {default}",
-            ]
-        dec += [f"    {check}"]
-    env["_MISSING_"] = object()
+            env[f"chk{i}"] = spec.checkers[i]
+            checks.append(f"        {v} = chk{i}(K, {name!r}, {v})")
+    env["_types"] = tuple(hints[spec.names[i]] for i in plain)
+    tests.insert(0, f"({''.join(f'type(v{i}), ' for i in plain)}) == _types")
+    if floats:
+        tests.append(f"(s := {' + '.join(floats)}) - s == 0.0")
+    fast = " and ".join(tests)
     items = ", ".join(f"{n!r}: v{i}" for i, n in enumerate(spec.names))
-    enc += [f"    return {{{items}, 'kind': K, 'v': {SCHEMA_VERSION}}}"]
-    # Set the slots directly: a frozen dataclass's __init__ goes through object.__setattr__ per
-    # field, which costs a microsecond on a 20-field option quote.
-    dec += ["    o = _new(cls)"]
+    tail = f"'kind': K, 'v': {SCHEMA_VERSION}"
+
+    enc = ["def encode(msg):"]
+    enc += [f"    v{i} = msg.{n}" for i, n in enumerate(spec.names)]
+    enc += [f"    if {fast}:", *checks, f"        return _dumps({{{items}, {tail}}})"]
+    enc += [f"    return _dumps({{**_to_dict(msg), {tail}}})"]
+
+    dec = ["def decode(data):", "    try:"]
     for i, name in enumerate(spec.names):
-        env[f"set{i}"] = cls.__dict__[name].__set__
-        dec += [f"    set{i}(o, v{i})"]
-    dec += ["    return o"]
-    env["_new"] = object.__new__
-    exec("\n".join(enc) + "\n" + "\n".join(dec), env)
+        if name in spec.required:
+            dec.append(f"        v{i} = data[{name!r}]")
+        else:
+            env[f"d{i}"] = spec.defaults[name]
+            default = f"d{i}()" if callable(spec.defaults[name]) else f"d{i}"
+            dec.append(f"        v{i} = data[{name!r}] if {name!r} in data else {default}")
+    dec += ["    except KeyError:", "        return _from_dict(cls, data)"]
+    dec += [f"    if {fast}:", *checks, "        o = _new(Unfrozen)"]
+    dec += [f"        o.{n} = v{i}" for i, n in enumerate(spec.names)]
+    dec += ["        o.__class__ = cls", "        return o", "    return _from_dict(cls, data)"]
+    exec("\n".join(enc + dec), env)
     return env["encode"], env["decode"]
 
 
-_CODECS: dict[type, tuple[Callable, Callable]] = {}
+class _Codecs(dict[type, tuple[Callable[[Any], bytes], Callable[[dict], Any]]]):
+    """Message class -> its generated (encode, decode), compiled on first use."""
+
+    def __missing__(self, cls: type[Message]) -> tuple[Callable[[Any], bytes], Callable]:
+        codec = self[cls] = _compile(cls)
+        return codec
 
 
-def _codec(cls: type[Message]) -> tuple[Callable, Callable]:
-    codec = _CODECS.get(cls)
-    if codec is None:
-        codec = _CODECS[cls] = _compile(cls)
-    return codec
+_CODECS = _Codecs()
 
 
 def to_dict(msg: Message) -> dict[str, Any]:
@@ -268,7 +291,7 @@ def to_dict(msg: Message) -> dict[str, Any]:
 
 def encode(msg: Message) -> bytes:
     """Validate and serialise a message to JSON bytes with its kind and schema version."""
-    return orjson.dumps(_codec(type(msg))[0](msg))
+    return _CODECS[type(msg)][0](msg)
 
 
 def decode(raw: bytes | str, expect: type[M] | None = None) -> M:
@@ -280,9 +303,15 @@ def decode(raw: bytes | str, expect: type[M] | None = None) -> M:
     if type(data) is not dict:
         raise MessageError("?", "(json)", f"must be an object, got {type(data).__name__}")
     kind = data.get("kind")
+    cls = expect if expect is not None and kind == expect.KIND else _class_of(kind, expect)
+    return _CODECS[cls][1](data)
+
+
+def _class_of(kind: Any, expect: type[Message] | None) -> type[Message]:
+    """The message class `kind` names, or a MessageError: unknown, or not the one expected."""
     cls = MESSAGE_TYPES.get(kind) if type(kind) is str else None
     if cls is None:
         raise MessageError(str(kind), "kind", f"unknown message kind {kind!r}")
     if expect is not None and cls is not expect:
         raise MessageError(cls.KIND, "kind", f"expected {expect.KIND!r}")
-    return _codec(cls)[1](data)
+    return cls
