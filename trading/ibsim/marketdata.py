@@ -17,9 +17,10 @@ from typing import Any
 import numpy as np
 
 from trading.domain import black_scholes as bs
+from trading.ibsim.board import QuoteBoard
 from trading.ibsim.broker import Leg
 from trading.ibsim.instruments import Instrument
-from trading.ibsim.market import SECONDS_PER_YEAR, QuoteBoard
+from trading.ibsim.market import SECONDS_PER_YEAR
 from trading.ibsim.protocol import frame_text
 
 DELAY_SECONDS = 900.0

@@ -14,10 +14,11 @@ from datetime import date
 from typing import Any
 
 import trading.ibsim.messages as messages
+from trading.ibsim.board import QuoteBoard
 from trading.ibsim.broker import Broker, BrokerTruth, Execution, LostOrder, WorkingOrder
 from trading.ibsim.config import SimConfig
 from trading.ibsim.history import bar_label, current_bar
-from trading.ibsim.market import MarketModel, QuoteBoard, Truth
+from trading.ibsim.market import MarketModel, Truth
 from trading.ibsim.marketdata import DELAY_SECONDS
 from trading.ibsim.protocol import OrderRequest, frame
 from trading.ibsim.session import ACCOUNT_SUMMARY_TAGS, Session
