@@ -16,11 +16,10 @@ from typing import Any
 
 import numpy as np
 
-from trading.domain import black_scholes as bs
 from trading.ibsim.board import QuoteBoard
 from trading.ibsim.broker import Leg
 from trading.ibsim.instruments import Instrument
-from trading.ibsim.market import SECONDS_PER_YEAR
+from trading.ibsim.market import OptionQuote, PriceGreeks
 from trading.ibsim.protocol import frame_text
 
 DELAY_SECONDS = 900.0
@@ -92,6 +91,24 @@ def distributions(board: QuoteBoard) -> str:
     return f"{past:.4f},{12 * amount:.4f},{ex_date},{amount:.4f}"
 
 
+def at_price(price: float, greeks: PriceGreeks | None, option: OptionQuote) -> tuple[float, ...]:
+    """`tick_option`'s values at the option's bid or ask ``price``, with the Greeks at its
+    implied volatility; IB's 'not computed' (-1, -2) where it has none."""
+    spot = option.underlying
+    if greeks is None:
+        return (-1.0, -2.0, price, -1.0, -2.0, -2.0, -2.0, spot)
+    return (
+        greeks.implied_vol,
+        greeks.delta,
+        price,
+        option.pv_dividend,
+        greeks.gamma,
+        greeks.vega_per_vol_point,
+        greeks.theta_per_day,
+        spot,
+    )
+
+
 @dataclass(slots=True)
 class Subscription:
     """One reqMktData stream (instrument is None for a BAG, described by ``legs``)."""
@@ -106,6 +123,13 @@ class Subscription:
     day_high: float = -math.inf
     day_low: float = math.inf
     session: int = -1
+
+    @property
+    def options(self) -> tuple[Instrument, ...]:
+        """The options this stream quotes (its own instrument, or its legs')."""
+        if self.instrument is not None:
+            return (self.instrument,) if self.instrument.is_option else ()
+        return tuple(leg.instrument for leg in self.legs if leg.instrument.is_option)
 
     def tick_type(self, live: int) -> int:
         return _DELAYED.get(live, live) if self.delayed else live
@@ -247,12 +271,9 @@ class Subscription:
         if first or self.sent.get(13) != key:
             self.sent[13] = key
             out.append(tick_option(req, self.tick_type(13), model_values))
-            for tick_type, price in ((10, quote.bid), (11, quote.ask)):
-                out.append(
-                    tick_option(
-                        req, self.tick_type(tick_type), self._at_price(instrument, board, price)
-                    )
-                )
+            at_bid, at_ask = board.quote_greeks(instrument)
+            out.append(tick_option(req, self.tick_type(10), at_price(quote.bid, at_bid, option)))
+            out.append(tick_option(req, self.tick_type(11), at_price(quote.ask, at_ask, option)))
         if first:
             generic = self.generic_ticks
             call = instrument.right == "C"
@@ -262,33 +283,6 @@ class Subscription:
                 out.append(tick_size(req, 27 if call else 28, interest))
             if 100 in generic:
                 out.append(tick_size(req, 29 if call else 30, float(int(interest / 10))))
-
-    def _at_price(self, option: Instrument, board: QuoteBoard, price: float) -> tuple[float, ...]:
-        """Greeks at the implied volatility of ``price``; IB's 'not computed' when none."""
-        snapshot = board.snapshot
-        spot = snapshot.tlt_mid
-        model = board.model
-        expiry = model.expiry_epoch(option.expiry_date)
-        tau_years = max(expiry - snapshot.epoch, 0.0) / SECONDS_PER_YEAR
-        c = model.config
-        try:
-            vol = bs.implied_vol(
-                price, spot, option.strike, tau_years, c.rate, c.div_yield, option.right
-            )
-        except ValueError:
-            return (-1.0, -2.0, price, -1.0, -2.0, -2.0, -2.0, spot)
-        g = bs.greeks(spot, option.strike, tau_years, c.rate, c.div_yield, vol, option.right)
-        pv_dividend = spot * (1.0 - math.exp(-c.div_yield * tau_years))
-        return (
-            vol,
-            g.delta,
-            price,
-            pv_dividend,
-            g.gamma,
-            g.vega_per_vol_point,
-            g.theta_per_day,
-            spot,
-        )
 
     def _combo(self, board: QuoteBoard, out: list[bytes], fault: str | None):
         bid = ask = 0.0
