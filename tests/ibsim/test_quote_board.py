@@ -12,6 +12,7 @@ from trading.ibsim import MarketModel, SimConfig
 from trading.ibsim.board import QuoteBoard
 from trading.ibsim.instruments import Instrument
 from trading.ibsim.market import SECONDS_PER_YEAR, near_quote_rounding, option_bid_ask
+from trading.ibsim.marketdata import option_computations, tick_option
 
 MODEL_FIELDS = (
     "theo",
@@ -180,3 +181,43 @@ def test_a_board_quotes_its_options_together_once(model, options, monkeypatch):
         board.quote_greeks(option)
     board.quote_greeks(options[50])  # not expected: quoted (and solved) on its own
     assert calls == {"chain_quotes": 2, "price_greeks": 2}
+
+
+def test_option_computations_are_tick_option_of_the_scalar_tuples(model, options):
+    tau = model.calendar.anchor_tau + 3_600.0
+    board = QuoteBoard(model, model.snapshot(tau), options)
+    cases = 0
+    for option in options:
+        quote = board.option(option)
+        at_bid, at_ask = board.quote_greeks(option)
+        model_values = (
+            quote.implied_vol,
+            quote.delta,
+            quote.theo,
+            quote.pv_dividend,
+            quote.gamma,
+            quote.vega_per_vol_point,
+            quote.theta_per_day,
+            quote.underlying,
+        )
+        expected = [tick_option(7, 13, model_values)]
+        sides = ((10, quote.quote.bid, at_bid), (11, quote.quote.ask, at_ask))
+        for tick_type, price, greeks in sides:
+            if greeks is None:
+                values = (-1.0, -2.0, price, -1.0, -2.0, -2.0, -2.0, quote.underlying)
+                cases |= 1
+            else:
+                values = (
+                    greeks.implied_vol,
+                    greeks.delta,
+                    price,
+                    quote.pv_dividend,
+                    greeks.gamma,
+                    greeks.vega_per_vol_point,
+                    greeks.theta_per_day,
+                    quote.underlying,
+                )
+                cases |= 2
+            expected.append(tick_option(7, tick_type, values))
+        assert option_computations(7, (13, 10, 11), quote, at_bid, at_ask) == expected
+    assert cases == 3  # both a price with an implied vol and one without

@@ -28,6 +28,8 @@ NAV_GENERIC_TICKS = {577: (96,), 578: (92, 93), 576: (94, 95), 614: (98, 99), 62
 _DELAYED = {1: 66, 2: 67, 4: 68, 0: 69, 3: 70, 5: 71, 8: 74, 6: 72, 7: 73, 9: 75, 14: 76}
 _DELAYED.update({10: 80, 11: 81, 12: 82, 13: 83, 45: 88})
 NAN = float("nan")
+_text = float.__repr__
+"""A float's repr (also of a numpy float64, a float subclass whose own repr differs)."""
 
 
 def tick_price(req_id: int, tick_type: int, price: float, size: float) -> bytes:
@@ -48,8 +50,11 @@ def tick_generic(req_id: int, tick_type: int, value: float) -> bytes:
 
 def tick_option(req_id: int, tick_type: int, values: tuple[float, ...]) -> bytes:
     """tickOptionComputation: iv, delta, price, pvDividend, gamma, vega, theta, underlying."""
-    body = "\x00".join(repr(float(v)) for v in values)
-    return frame_text(f"21\x00{req_id}\x00{tick_type}\x001\x00{body}\x00")
+    return _tick_option_fields(req_id, tick_type, "\x00".join(map(repr, map(float, values))))
+
+
+def _tick_option_fields(req_id: int, tick_type: int, fields: str) -> bytes:
+    return frame_text(f"21\x00{req_id}\x00{tick_type}\x001\x00{fields}\x00")
 
 
 def market_data_type(req_id: int, data_type: int) -> bytes:
@@ -91,22 +96,49 @@ def distributions(board: QuoteBoard) -> str:
     return f"{past:.4f},{12 * amount:.4f},{ex_date},{amount:.4f}"
 
 
-def at_price(price: float, greeks: PriceGreeks | None, option: OptionQuote) -> tuple[float, ...]:
-    """`tick_option`'s values at the option's bid or ask ``price``, with the Greeks at its
-    implied volatility; IB's 'not computed' (-1, -2) where it has none."""
-    spot = option.underlying
-    if greeks is None:
-        return (-1.0, -2.0, price, -1.0, -2.0, -2.0, -2.0, spot)
-    return (
-        greeks.implied_vol,
-        greeks.delta,
-        price,
-        option.pv_dividend,
-        greeks.gamma,
-        greeks.vega_per_vol_point,
-        greeks.theta_per_day,
-        spot,
+def option_computations(
+    req_id: int,
+    tick_types: tuple[int, int, int],
+    option: OptionQuote,
+    at_bid: PriceGreeks | None,
+    at_ask: PriceGreeks | None,
+) -> list[bytes]:
+    """`tick_option` of the model values and at the bid and at the ask (``tick_types``: 13, 10
+    and 11, or their delayed types), the Greeks at the implied volatility of each (IB's 'not
+    computed', -1 and -2, at a price without one). The underlying and the PV of dividends are
+    written once for the three."""
+    spot, pv_dividend = _text(option.underlying), _text(option.pv_dividend)
+
+    def fields(vol: float, delta: float, price: float, gamma: float, vega: float, theta: float):
+        texts = (_text(vol), _text(delta), _text(price), pv_dividend)
+        return "\x00".join((*texts, _text(gamma), _text(vega), _text(theta), spot))
+
+    def at_price(price: float, greeks: PriceGreeks | None) -> str:
+        if greeks is None:
+            return f"-1.0\x00-2.0\x00{_text(price)}\x00-1.0\x00-2.0\x00-2.0\x00-2.0\x00{spot}"
+        return fields(
+            greeks.implied_vol,
+            greeks.delta,
+            price,
+            greeks.gamma,
+            greeks.vega_per_vol_point,
+            greeks.theta_per_day,
+        )
+
+    model = fields(
+        option.implied_vol,
+        option.delta,
+        option.theo,
+        option.gamma,
+        option.vega_per_vol_point,
+        option.theta_per_day,
     )
+    model_type, bid_type, ask_type = tick_types
+    return [
+        _tick_option_fields(req_id, model_type, model),
+        _tick_option_fields(req_id, bid_type, at_price(option.quote.bid, at_bid)),
+        _tick_option_fields(req_id, ask_type, at_price(option.quote.ask, at_ask)),
+    ]
 
 
 @dataclass(slots=True)
@@ -257,23 +289,12 @@ class Subscription:
         quote = option.quote
         self._quote(out, quote.bid, quote.ask, quote.bid_size, quote.ask_size, fault)
         req = self.req_id
-        model_values = (
-            option.implied_vol,
-            option.delta,
-            option.theo,
-            option.pv_dividend,
-            option.gamma,
-            option.vega_per_vol_point,
-            option.theta_per_day,
-            option.underlying,
-        )
         key = round(option.underlying, 6)
         if first or self.sent.get(13) != key:
             self.sent[13] = key
-            out.append(tick_option(req, self.tick_type(13), model_values))
+            tick_types = (self.tick_type(13), self.tick_type(10), self.tick_type(11))
             at_bid, at_ask = board.quote_greeks(instrument)
-            out.append(tick_option(req, self.tick_type(10), at_price(quote.bid, at_bid, option)))
-            out.append(tick_option(req, self.tick_type(11), at_price(quote.ask, at_ask, option)))
+            out.extend(option_computations(req, tick_types, option, at_bid, at_ask))
         if first:
             generic = self.generic_ticks
             call = instrument.right == "C"

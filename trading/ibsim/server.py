@@ -335,7 +335,9 @@ class GatewayCore:
             for subscription in session.market_data.values():
                 board = self.board_for(subscription.delayed)
                 instrument = subscription.instrument
-                fault = faults.get(instrument.local_symbol) if instrument is not None else None
+                fault = None
+                if faults and instrument is not None:
+                    fault = faults.get(instrument.local_symbol)
                 chunks.append(subscription.ticks(board, fault))
             if push_bars:
                 for req_id, (instrument, what, bar_seconds, format_date) in list(
