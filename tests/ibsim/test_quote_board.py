@@ -1,17 +1,23 @@
 """A step's option quotes computed together (`QuoteBoard`, `MarketModel.chain_quotes` and
-`price_greeks`, numpy) against the one-option scalar path (`option_quote`, `bs.implied_vol`,
-`bs.greeks`) they stand in for on the gateway's market data."""
+`price_greeks`: numpy from `CHAIN_MIN_OPTIONS` options on) against the one-option scalar path
+(`option_quote`, `bs.implied_vol`, `bs.greeks`) they stand in for on the gateway's market data."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
+import trading.ibsim.board as board_module
 from trading.domain import black_scholes as bs
 from trading.ibsim import MarketModel, SimConfig
-from trading.ibsim.board import QuoteBoard
+from trading.ibsim.board import QuoteBoard, price_greeks
 from trading.ibsim.instruments import Instrument
-from trading.ibsim.market import SECONDS_PER_YEAR, near_quote_rounding, option_bid_ask
+from trading.ibsim.market import (
+    CHAIN_MIN_OPTIONS,
+    SECONDS_PER_YEAR,
+    near_quote_rounding,
+    option_bid_ask,
+)
 from trading.ibsim.marketdata import option_computations, tick_option
 
 MODEL_FIELDS = (
@@ -106,7 +112,7 @@ def test_price_greeks_match_the_scalar_implied_vol_at_bid_and_ask(model, options
         quotes = [model.option_quote(option, tau, spot) for option in options]
         for side in ("bid", "ask"):
             prices = [getattr(q.quote, side) for q in quotes]
-            together = model.price_greeks(options, prices, tau, spot)
+            together = price_greeks(model, options, prices, tau, spot)
             expected = [
                 scalar_at_price(model, o, p, tau) for o, p in zip(options, prices, strict=True)
             ]
@@ -127,7 +133,7 @@ def test_price_greeks_match_the_scalar_implied_vol_at_bid_and_ask(model, options
     assert unsolved > 0  # far strikes bid 0 and the expired options: IB's 'not computed'
 
 
-def test_prices_on_a_cent_boundary_are_rounded_as_option_quote_rounds_them(model):
+def test_prices_on_a_cent_boundary_are_rounded_as_option_quote_rounds_them(model, options):
     """At theo 1.045 - 1e-11 the bid edge, (theo - 1.5 cents) x 100 + 1e-9, is a whole 103
     cents: for some expiries numpy's price and the scalar one fall on either side of it."""
     tau = model.calendar.anchor_tau
@@ -152,7 +158,9 @@ def test_prices_on_a_cent_boundary_are_rounded_as_option_quote_rounds_them(model
         vol = model.implied_vol(90.0, spot, tau_years)
         numpy_theo = bs.greeks_vec(spot, 90.0, tau_years, c.rate, c.div_yield, vol, True)["price"]
         rounded_apart += option_bid_ask(numpy_theo) != option_bid_ask(theo(spot))
-        together = model.chain_quotes([option], tau, spot)[0]
+        same_expiry = [o for o in options if o.expiry == option.expiry]
+        chain = [option, *same_expiry[:CHAIN_MIN_OPTIONS]]  # numpy's path
+        together = model.chain_quotes(chain, tau, spot)[0]
         assert together.quote == model.option_quote(option, tau, spot).quote, expiry
     assert rounded_apart > 0
 
@@ -164,16 +172,42 @@ def test_near_quote_rounding_flags_whole_dollars_and_cent_edges_only():
     assert near_quote_rounding(theo).tolist() == [True, True, True, False, False]
 
 
+def test_a_few_options_are_quoted_one_by_one_as_the_scalar_path_quotes_them(model, options):
+    tau = model.calendar.anchor_tau + 7_200.0
+    spot = model.tlt_mid(tau)
+    few = options[100 : 100 + CHAIN_MIN_OPTIONS - 1]
+    quotes = model.chain_quotes(few, tau, spot)
+    assert quotes == [model.option_quote(option, tau, spot) for option in few]
+    bids = [q.quote.bid for q in quotes]
+    found = price_greeks(model, few, bids, tau, spot)
+    for option, bid, greeks in zip(few, bids, found, strict=True):
+        expected = scalar_at_price(model, option, bid, tau)
+        values = None
+        if greeks is not None:
+            values = (
+                greeks.implied_vol,
+                greeks.delta,
+                greeks.gamma,
+                greeks.vega_per_vol_point,
+                greeks.theta_per_day,
+            )
+        assert values == expected
+
+
 def test_a_board_quotes_its_options_together_once(model, options, monkeypatch):
     calls = {"chain_quotes": 0, "price_greeks": 0}
-    for name in calls:
-        original = getattr(model, name)
 
-        def counted(*args, _name=name, _original=original, **kwargs):
-            calls[_name] += 1
-            return _original(*args, **kwargs)
+    def counted(name, original):
+        def call(*args, **kwargs):
+            calls[name] += 1
+            return original(*args, **kwargs)
 
-        monkeypatch.setattr(model, name, counted)
+        return call
+
+    monkeypatch.setattr(model, "chain_quotes", counted("chain_quotes", model.chain_quotes))
+    monkeypatch.setattr(
+        board_module, "price_greeks", counted("price_greeks", board_module.price_greeks)
+    )
     expected = options[:40]
     board = QuoteBoard(model, model.snapshot(model.calendar.anchor_tau + 600.0), expected)
     for option in expected:

@@ -44,6 +44,8 @@ from trading.ibsim.sessions import SECONDS_PER_DAY, TradingCalendar
 TRADING_DAYS_PER_YEAR = 252
 REGULAR_SESSION_SECONDS = 23_400
 SECONDS_PER_YEAR = bs.DAYS_PER_YEAR * SECONDS_PER_DAY
+CHAIN_MIN_OPTIONS = 8
+"""`MarketModel.chain_quotes` computes this many options and more with numpy."""
 _STREAM_LEVEL, _STREAM_PATH, _STREAM_PREMIUM, _STREAM_MICRO = 1, 2, 3, 4
 
 
@@ -125,17 +127,6 @@ class OptionQuote:
     theta_per_day: float
     underlying: float
     pv_dividend: float
-
-
-@dataclass(frozen=True, slots=True)
-class PriceGreeks:
-    """Greeks of an option at the implied volatility of a price (its bid or ask), per share."""
-
-    implied_vol: float
-    delta: float
-    gamma: float
-    vega_per_vol_point: float
-    theta_per_day: float
 
 
 @dataclass(frozen=True, slots=True)
@@ -389,14 +380,18 @@ class MarketModel:
     def chain_quotes(
         self, options: Sequence[Instrument], tau: float, spot: float
     ) -> list[OptionQuote]:
-        """`option_quote` of several options at one instant, computed together with numpy.
+        """`option_quote` of several options at one instant; from `CHAIN_MIN_OPTIONS` on,
+        computed together with numpy (a numpy pass costs about as much as ten `option_quote`s,
+        whatever its length; fewer options are quoted one by one).
 
-        The model values are `bs.greeks_vec`'s: they agree with `option_quote`'s to ~1e-12
+        numpy's model values are `bs.greeks_vec`'s: they agree with `option_quote`'s to ~1e-12
         relative. The bid and ask are `option_quote`'s exactly: where ``option_bid_ask`` could
         round the numpy price otherwise (`near_quote_rounding`), the scalar price is rounded.
         """
+        if len(options) < CHAIN_MIN_OPTIONS:
+            return [self.option_quote(option, tau, spot) for option in options]
         c = self.config
-        strikes, is_call, tau_years = self._chain_terms(options, tau)
+        strikes, is_call, tau_years = self.option_terms(options, tau)
         vols = np.asarray(self.implied_vol(strikes, spot, tau_years))
         g = bs.greeks_vec(spot, strikes, tau_years, c.rate, c.div_yield, vols, is_call)
         theo = g["price"]
@@ -427,38 +422,11 @@ class MarketModel:
             for b, a, a_size, t, v, d, g_, vega, theta, pv in columns
         ]
 
-    def price_greeks(
-        self, options: Sequence[Instrument], prices: Sequence[float], tau: float, spot: float
-    ) -> list[PriceGreeks | None]:
-        """Greeks of each option at the implied volatility of its price, at one instant (numpy;
-        `bs.implied_vol_vec` then `bs.greeks_vec`); None where the price has no implied
-        volatility (at or below intrinsic, at or above the upper bound, expired)."""
-        c = self.config
-        strikes, is_call, tau_years = self._chain_terms(options, tau)
-        solve = bs.implied_vol_vec(prices, spot, strikes, tau_years, c.rate, c.div_yield, is_call)
-        solved = np.flatnonzero(solve.solved)
-        vols = solve.vol[solved]
-        g = bs.greeks_vec(
-            spot, strikes[solved], tau_years[solved], c.rate, c.div_yield, vols, is_call[solved]
-        )
-        found: list[PriceGreeks | None] = [None] * len(options)
-        columns = zip(
-            solved.tolist(),
-            vols.tolist(),
-            g["delta"].tolist(),
-            g["gamma"].tolist(),
-            (g["vega"] / 100.0).tolist(),
-            (g["theta"] / bs.DAYS_PER_YEAR).tolist(),
-            strict=True,
-        )
-        for i, vol, delta, gamma, vega, theta in columns:
-            found[i] = PriceGreeks(vol, delta, gamma, vega, theta)
-        return found
-
-    def _chain_terms(
+    def option_terms(
         self, options: Sequence[Instrument], tau: float
     ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """Strikes, call flags and years to expiry (as `option_quote` counts them) at ``tau``."""
+        """The options' strikes, call flags and years to expiry at ``tau`` (as `option_quote`
+        counts them), as arrays."""
         epoch = self.calendar.epoch(tau)
         strikes = np.array([option.strike for option in options], dtype=float)
         is_call = np.array([option.right == "C" for option in options], dtype=bool)

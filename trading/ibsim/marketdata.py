@@ -16,10 +16,10 @@ from typing import Any
 
 import numpy as np
 
-from trading.ibsim.board import QuoteBoard
+from trading.ibsim.board import PriceGreeks, QuoteBoard
 from trading.ibsim.broker import Leg
 from trading.ibsim.instruments import Instrument
-from trading.ibsim.market import OptionQuote, PriceGreeks
+from trading.ibsim.market import OptionQuote
 from trading.ibsim.protocol import frame_text
 
 DELAY_SECONDS = 900.0
