@@ -1,8 +1,16 @@
-"""Benchmark ibsim: ticks per second delivered to one real ib_async client, and connect time.
+"""Benchmark ibsim: CPU per market step, ticks per second delivered to one real ib_async client,
+and connect time.
 
-Run: ``.venv/bin/python bench/bench_ibsim.py [--seconds 5] [--connects 20]``. Prints figures;
-targets are >= 20,000 ticks/s to one client and a full ``IB.connect`` (with the start-up
+Run: ``.venv/bin/python bench/bench_ibsim.py [--seconds 5] [--connects 20] [--steps 200]
+[--runs 5] [--expiries 2] [--strikes-each-side 3] [--steps-only]``. Prints figures; targets
+are >= 20,000 ticks/s to one client and a full ``IB.connect`` (with the start-up
 synchronisation) under 50 ms.
+
+CPU per market step: `GatewayCore.advance` in this process (no socket: the session's transport
+drops the bytes), one session subscribed as data-ingestion subscribes (TLT and TLTW with their
+generic ticks, the calls of ``--expiries`` monthlies, ``--strikes-each-side`` strikes around the
+money), a step every 60 sim seconds as in the chain benchmark. Each step's CPU time is the least
+over ``--runs`` identical runs (the machine's other work only ever adds to it).
 
 Ticks are counted as the client sees them: every market-data message its decoder handles
 (tickPrice, tickSize, tickString, tickGeneric, tickOptionComputation) for the subscriptions,
@@ -15,6 +23,8 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import math
+import os
 import signal
 import socket
 import statistics
@@ -25,7 +35,58 @@ from collections.abc import Iterator
 
 import ib_async
 
+from trading.broker.marketdata import ETF_GENERIC_TICKS, STOCK_GENERIC_TICKS
 from trading.ibsim import SimConfig, SimulatedGateway
+from trading.ibsim.marketdata import Subscription
+from trading.ibsim.server import GatewayCore
+from trading.ibsim.session import Session
+from trading.settings import IngestionSettings
+
+STEP_SECONDS = 60.0
+
+
+class _NullTransport(asyncio.Transport):
+    """Takes a session's bytes and drops them."""
+
+    def write(self, data: bytes | bytearray | memoryview) -> None:
+        pass
+
+    def is_closing(self) -> bool:
+        return False
+
+
+def subscribed_core(expiries: int, strikes_each_side: int) -> GatewayCore:
+    """A gateway core with one session holding data-ingestion's lines (first ticks sent)."""
+    core = GatewayCore(SimConfig(seed=1, speed=600.0, tick_interval_s=STEP_SECONDS))
+    session = Session(core)
+    session.connection_made(_NullTransport())
+    registry = core.model.registry
+    spot = core.board.snapshot.tlt_mid
+    lines = [(registry.underlying, STOCK_GENERIC_TICKS), (registry.etf, ETF_GENERIC_TICKS)]
+    monthlies = [e for e, weekly in registry.listed_expiries(core.today()) if not weekly]
+    for expiry in monthlies[:expiries]:
+        nearest = sorted(registry.monthly_strikes, key=lambda k: abs(k - spot))
+        for strike in sorted(nearest[: 2 * strikes_each_side + 1]):
+            lines.append((registry.option(expiry, strike, "C"), ""))
+    for req_id, (instrument, generic) in enumerate(lines, start=1):
+        ticks = frozenset(int(tick) for tick in generic.split(",") if tick)
+        subscription = Subscription(req_id, instrument, (), ticks, False)
+        session.send(subscription.ticks(core.board, first=True))
+        session.market_data[req_id] = subscription
+    return core
+
+
+def step_cpu(steps: int, runs: int, expiries: int, strikes_each_side: int) -> list[float]:
+    """CPU seconds of each of ``steps`` market steps, the least over ``runs`` runs."""
+    least = [math.inf] * steps
+    for _ in range(runs):
+        core = subscribed_core(expiries, strikes_each_side)
+        anchor = core.model.calendar.anchor_tau
+        for step in range(steps):
+            started = time.process_time()
+            core.advance(anchor + (step + 1) * STEP_SECONDS)
+            least[step] = min(least[step], time.process_time() - started)
+    return least
 
 
 async def connect_times(port: int, count: int) -> list[float]:
@@ -96,7 +157,25 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--seconds", type=float, default=5.0)
     parser.add_argument("--connects", type=int, default=20)
+    parser.add_argument("--steps", type=int, default=200)
+    parser.add_argument("--runs", type=int, default=5)
+    parser.add_argument("--expiries", type=int, default=IngestionSettings().expiries)
+    parser.add_argument(
+        "--strikes-each-side", type=int, default=IngestionSettings().strikes_each_side
+    )
+    parser.add_argument("--steps-only", action="store_true", help="CPU per market step only")
     args = parser.parse_args()
+
+    cpu = step_cpu(args.steps, args.runs, args.expiries, args.strikes_each_side)
+    calls = args.expiries * (2 * args.strikes_each_side + 1)
+    print(
+        f"CPU per market step (GatewayCore.advance; TLT, TLTW and {calls} calls; "
+        f"least of {args.runs} runs per step): median {statistics.median(cpu) * 1e3:.2f} ms, "
+        f"mean {statistics.fmean(cpu) * 1e3:.2f} ms over {args.steps} steps; "
+        f"load average {os.getloadavg()[0]:.2f}"
+    )
+    if args.steps_only:
+        return
 
     with SimulatedGateway(SimConfig(seed=1), port=0) as gateway:
         times = asyncio.run(connect_times(gateway.port, args.connects))

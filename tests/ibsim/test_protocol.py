@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 
 from trading.ibsim import MarketModel, SimConfig
+from trading.ibsim.board import QuoteBoard
 from trading.ibsim.broker import Broker
-from trading.ibsim.market import QuoteBoard
 from trading.ibsim.protocol import FrameReader, encode_field, frame, parse_place_order
 
 

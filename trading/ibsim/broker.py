@@ -24,9 +24,9 @@ from datetime import date
 from enum import StrEnum
 from typing import Protocol
 
+from trading.ibsim.board import QuoteBoard
 from trading.ibsim.config import SimConfig
 from trading.ibsim.instruments import Instrument, InstrumentRegistry
-from trading.ibsim.market import QuoteBoard
 from trading.ibsim.protocol import OrderRequest
 
 

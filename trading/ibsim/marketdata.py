@@ -16,10 +16,10 @@ from typing import Any
 
 import numpy as np
 
-from trading.domain import black_scholes as bs
+from trading.ibsim.board import PriceGreeks, QuoteBoard
 from trading.ibsim.broker import Leg
 from trading.ibsim.instruments import Instrument
-from trading.ibsim.market import SECONDS_PER_YEAR, QuoteBoard
+from trading.ibsim.market import OptionQuote
 from trading.ibsim.protocol import frame_text
 
 DELAY_SECONDS = 900.0
@@ -28,6 +28,8 @@ NAV_GENERIC_TICKS = {577: (96,), 578: (92, 93), 576: (94, 95), 614: (98, 99), 62
 _DELAYED = {1: 66, 2: 67, 4: 68, 0: 69, 3: 70, 5: 71, 8: 74, 6: 72, 7: 73, 9: 75, 14: 76}
 _DELAYED.update({10: 80, 11: 81, 12: 82, 13: 83, 45: 88})
 NAN = float("nan")
+_text = float.__repr__
+"""A float's repr (also of a numpy float64, a float subclass whose own repr differs)."""
 
 
 def tick_price(req_id: int, tick_type: int, price: float, size: float) -> bytes:
@@ -48,8 +50,11 @@ def tick_generic(req_id: int, tick_type: int, value: float) -> bytes:
 
 def tick_option(req_id: int, tick_type: int, values: tuple[float, ...]) -> bytes:
     """tickOptionComputation: iv, delta, price, pvDividend, gamma, vega, theta, underlying."""
-    body = "\x00".join(repr(float(v)) for v in values)
-    return frame_text(f"21\x00{req_id}\x00{tick_type}\x001\x00{body}\x00")
+    return _tick_option_fields(req_id, tick_type, "\x00".join(map(repr, map(float, values))))
+
+
+def _tick_option_fields(req_id: int, tick_type: int, fields: str) -> bytes:
+    return frame_text(f"21\x00{req_id}\x00{tick_type}\x001\x00{fields}\x00")
 
 
 def market_data_type(req_id: int, data_type: int) -> bytes:
@@ -91,6 +96,51 @@ def distributions(board: QuoteBoard) -> str:
     return f"{past:.4f},{12 * amount:.4f},{ex_date},{amount:.4f}"
 
 
+def option_computations(
+    req_id: int,
+    tick_types: tuple[int, int, int],
+    option: OptionQuote,
+    at_bid: PriceGreeks | None,
+    at_ask: PriceGreeks | None,
+) -> list[bytes]:
+    """`tick_option` of the model values and at the bid and at the ask (``tick_types``: 13, 10
+    and 11, or their delayed types), the Greeks at the implied volatility of each (IB's 'not
+    computed', -1 and -2, at a price without one). The underlying and the PV of dividends are
+    written once for the three."""
+    spot, pv_dividend = _text(option.underlying), _text(option.pv_dividend)
+
+    def fields(vol: float, delta: float, price: float, gamma: float, vega: float, theta: float):
+        texts = (_text(vol), _text(delta), _text(price), pv_dividend)
+        return "\x00".join((*texts, _text(gamma), _text(vega), _text(theta), spot))
+
+    def at_price(price: float, greeks: PriceGreeks | None) -> str:
+        if greeks is None:
+            return f"-1.0\x00-2.0\x00{_text(price)}\x00-1.0\x00-2.0\x00-2.0\x00-2.0\x00{spot}"
+        return fields(
+            greeks.implied_vol,
+            greeks.delta,
+            price,
+            greeks.gamma,
+            greeks.vega_per_vol_point,
+            greeks.theta_per_day,
+        )
+
+    model = fields(
+        option.implied_vol,
+        option.delta,
+        option.theo,
+        option.gamma,
+        option.vega_per_vol_point,
+        option.theta_per_day,
+    )
+    model_type, bid_type, ask_type = tick_types
+    return [
+        _tick_option_fields(req_id, model_type, model),
+        _tick_option_fields(req_id, bid_type, at_price(option.quote.bid, at_bid)),
+        _tick_option_fields(req_id, ask_type, at_price(option.quote.ask, at_ask)),
+    ]
+
+
 @dataclass(slots=True)
 class Subscription:
     """One reqMktData stream (instrument is None for a BAG, described by ``legs``)."""
@@ -105,6 +155,13 @@ class Subscription:
     day_high: float = -math.inf
     day_low: float = math.inf
     session: int = -1
+
+    @property
+    def options(self) -> tuple[Instrument, ...]:
+        """The options this stream quotes (its own instrument, or its legs')."""
+        if self.instrument is not None:
+            return (self.instrument,) if self.instrument.is_option else ()
+        return tuple(leg.instrument for leg in self.legs if leg.instrument.is_option)
 
     def tick_type(self, live: int) -> int:
         return _DELAYED.get(live, live) if self.delayed else live
@@ -232,26 +289,12 @@ class Subscription:
         quote = option.quote
         self._quote(out, quote.bid, quote.ask, quote.bid_size, quote.ask_size, fault)
         req = self.req_id
-        model_values = (
-            option.implied_vol,
-            option.delta,
-            option.theo,
-            option.pv_dividend,
-            option.gamma,
-            option.vega_per_vol_point,
-            option.theta_per_day,
-            option.underlying,
-        )
         key = round(option.underlying, 6)
         if first or self.sent.get(13) != key:
             self.sent[13] = key
-            out.append(tick_option(req, self.tick_type(13), model_values))
-            for tick_type, price in ((10, quote.bid), (11, quote.ask)):
-                out.append(
-                    tick_option(
-                        req, self.tick_type(tick_type), self._at_price(instrument, board, price)
-                    )
-                )
+            tick_types = (self.tick_type(13), self.tick_type(10), self.tick_type(11))
+            at_bid, at_ask = board.quote_greeks(instrument)
+            out.extend(option_computations(req, tick_types, option, at_bid, at_ask))
         if first:
             generic = self.generic_ticks
             call = instrument.right == "C"
@@ -261,33 +304,6 @@ class Subscription:
                 out.append(tick_size(req, 27 if call else 28, interest))
             if 100 in generic:
                 out.append(tick_size(req, 29 if call else 30, float(int(interest / 10))))
-
-    def _at_price(self, option: Instrument, board: QuoteBoard, price: float) -> tuple[float, ...]:
-        """Greeks at the implied volatility of ``price``; IB's 'not computed' when none."""
-        snapshot = board.snapshot
-        spot = snapshot.tlt_mid
-        model = board.model
-        expiry = model.expiry_epoch(option.expiry_date)
-        tau_years = max(expiry - snapshot.epoch, 0.0) / SECONDS_PER_YEAR
-        c = model.config
-        try:
-            vol = bs.implied_vol(
-                price, spot, option.strike, tau_years, c.rate, c.div_yield, option.right
-            )
-        except ValueError:
-            return (-1.0, -2.0, price, -1.0, -2.0, -2.0, -2.0, spot)
-        g = bs.greeks(spot, option.strike, tau_years, c.rate, c.div_yield, vol, option.right)
-        pv_dividend = spot * (1.0 - math.exp(-c.div_yield * tau_years))
-        return (
-            vol,
-            g.delta,
-            price,
-            pv_dividend,
-            g.gamma,
-            g.vega_per_vol_point,
-            g.theta_per_day,
-            spot,
-        )
 
     def _combo(self, board: QuoteBoard, out: list[bytes], fault: str | None):
         bid = ask = 0.0

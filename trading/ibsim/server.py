@@ -14,10 +14,12 @@ from datetime import date
 from typing import Any
 
 import trading.ibsim.messages as messages
+from trading.ibsim.board import QuoteBoard
 from trading.ibsim.broker import Broker, BrokerTruth, Execution, LostOrder, WorkingOrder
 from trading.ibsim.config import SimConfig
 from trading.ibsim.history import bar_label, current_bar
-from trading.ibsim.market import MarketModel, QuoteBoard, Truth
+from trading.ibsim.instruments import Instrument
+from trading.ibsim.market import MarketModel, Truth
 from trading.ibsim.marketdata import DELAY_SECONDS
 from trading.ibsim.protocol import OrderRequest, frame
 from trading.ibsim.session import ACCOUNT_SUMMARY_TAGS, Session
@@ -152,8 +154,21 @@ class GatewayCore:
             return self.board
         if self._delayed_board is None:
             tau = max(self.tau - DELAY_SECONDS, float(self.model.calendar.start_tau[0]))
-            self._delayed_board = QuoteBoard(self.model, self.model.snapshot(tau))
+            self._delayed_board = QuoteBoard(
+                self.model, self.model.snapshot(tau), self._subscribed_options(delayed=True)
+            )
         return self._delayed_board
+
+    def _subscribed_options(self, delayed: bool) -> list[Instrument]:
+        """The options the sessions' live (or delayed) market data quotes: a board computes
+        them together."""
+        return [
+            option
+            for session in self.sessions
+            for subscription in session.market_data.values()
+            if subscription.delayed == delayed
+            for option in subscription.options
+        ]
 
     def truth(self) -> Truth:
         return self.model.truth(self.tau)
@@ -234,7 +249,9 @@ class GatewayCore:
             self._session_open(session + 1)
         self.tau = tau
         self._tell_excursion()
-        self.board = QuoteBoard(self.model, self.model.snapshot(tau))
+        self.board = QuoteBoard(
+            self.model, self.model.snapshot(tau), self._subscribed_options(delayed=False)
+        )
         self._delayed_board = None
         self.broker.on_step(self.board)
         self._publish()
@@ -318,7 +335,9 @@ class GatewayCore:
             for subscription in session.market_data.values():
                 board = self.board_for(subscription.delayed)
                 instrument = subscription.instrument
-                fault = faults.get(instrument.local_symbol) if instrument is not None else None
+                fault = None
+                if faults and instrument is not None:
+                    fault = faults.get(instrument.local_symbol)
                 chunks.append(subscription.ticks(board, fault))
             if push_bars:
                 for req_id, (instrument, what, bar_seconds, format_date) in list(

@@ -37,9 +37,10 @@ from trading.ibsim.protocol import (
 )
 
 if TYPE_CHECKING:
+    from trading.ibsim.board import QuoteBoard
     from trading.ibsim.broker import Broker
     from trading.ibsim.config import SimConfig
-    from trading.ibsim.market import MarketModel, QuoteBoard
+    from trading.ibsim.market import MarketModel
     from trading.ibsim.protocol import OrderRequest
 
 
