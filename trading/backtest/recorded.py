@@ -48,7 +48,6 @@ from trading.bus import (
 )
 from trading.domain.pair import PairSpec
 
-READ_BATCH = 10_000
 DEFAULT_PAIR = PairSpec()
 
 
@@ -73,17 +72,9 @@ def message_time(msg: Message) -> float:
     return float(ts if ts is not None else getattr(msg, "ts", 0.0))
 
 
-async def _read_all(bus: Bus, stream: str, until_id: str = "+") -> list[Message]:
-    out: list[Message] = []
-    after = "0"
-    while True:
-        entries: list[StreamEntry[Message]] = await bus.read_after(
-            stream, after, count=READ_BATCH, until_id=until_id
-        )
-        out += [e.message for e in entries]
-        if len(entries) < READ_BATCH:
-            return out
-        after = entries[-1].entry_id
+async def _read_all(bus: Bus, stream: str, until_id: str) -> list[Message]:
+    entries: list[StreamEntry[Message]] = await bus.read_all(stream, until_id)
+    return [e.message for e in entries]
 
 
 async def _history_streams(bus: Bus, stocks: tuple[str, str]) -> list[str]:

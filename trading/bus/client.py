@@ -309,6 +309,24 @@ class Bus:
         )
         return self._decode_entries(stream, raw, expect)
 
+    async def read_all(
+        self,
+        stream: str,
+        until_id: str = "+",
+        expect: type[M] | None = None,
+        batch: int = 10_000,
+    ) -> list[StreamEntry[M]]:
+        """Every entry of a stream up to `until_id` (inclusive; a `stream_cut` for a snapshot of
+        several streams), in order, read `batch` at a time."""
+        out: list[StreamEntry[M]] = []
+        after = "0"
+        while True:
+            entries = await self.read_after(stream, after, batch, expect, until_id)
+            out += entries
+            if len(entries) < batch:
+                return out
+            after = entries[-1].entry_id
+
     async def read_after_many(
         self, reads: Sequence[tuple[str, str, type[Message] | None]], count: int = 10_000
     ) -> list[list[StreamEntry]]:
