@@ -1,6 +1,7 @@
-"""A step's option quotes computed together (`QuoteBoard`, `MarketModel.chain_quotes` and
-`price_greeks`: numpy from `CHAIN_MIN_OPTIONS` options on) against the one-option scalar path
-(`option_quote`, `bs.implied_vol`, `bs.greeks`) they stand in for on the gateway's market data."""
+"""A step's option quotes computed together (`QuoteBoard`, `MarketModel.chain_quotes`: numpy from
+`CHAIN_MIN_OPTIONS` options on, and `price_greeks`: numpy from `NUMPY_MIN_PRICES` prices on)
+against the one-option scalar path (`option_quote`, `bs.implied_vol`, `bs.greeks`) they stand in
+for on the gateway's market data."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ import pytest
 import trading.ibsim.board as board_module
 from trading.domain import black_scholes as bs
 from trading.ibsim import MarketModel, SimConfig
-from trading.ibsim.board import QuoteBoard, price_greeks
+from trading.ibsim.board import NUMPY_MIN_PRICES, QuoteBoard, price_greeks
 from trading.ibsim.instruments import Instrument
 from trading.ibsim.market import (
     CHAIN_MIN_OPTIONS,
@@ -172,26 +173,105 @@ def test_near_quote_rounding_flags_whole_dollars_and_cent_edges_only():
     assert near_quote_rounding(theo).tolist() == [True, True, True, False, False]
 
 
+def greeks_values(greeks):
+    if greeks is None:
+        return None
+    return (
+        greeks.implied_vol,
+        greeks.delta,
+        greeks.gamma,
+        greeks.vega_per_vol_point,
+        greeks.theta_per_day,
+    )
+
+
+def counting(monkeypatch, name):
+    """Count the calls of ``bs.<name>`` (the numpy path's marker)."""
+    calls = [0]
+    original = getattr(bs, name)
+
+    def counted(*args, **kwargs):
+        calls[0] += 1
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(bs, name, counted)
+    return calls
+
+
 def test_a_few_options_are_quoted_one_by_one_as_the_scalar_path_quotes_them(model, options):
     tau = model.calendar.anchor_tau + 7_200.0
     spot = model.tlt_mid(tau)
     few = options[100 : 100 + CHAIN_MIN_OPTIONS - 1]
     quotes = model.chain_quotes(few, tau, spot)
     assert quotes == [model.option_quote(option, tau, spot) for option in few]
-    bids = [q.quote.bid for q in quotes]
-    found = price_greeks(model, few, bids, tau, spot)
-    for option, bid, greeks in zip(few, bids, found, strict=True):
-        expected = scalar_at_price(model, option, bid, tau)
-        values = None
-        if greeks is not None:
-            values = (
-                greeks.implied_vol,
-                greeks.delta,
-                greeks.gamma,
-                greeks.vega_per_vol_point,
-                greeks.theta_per_day,
+    some = options[100 : 100 + NUMPY_MIN_PRICES - 1]
+    bids = [model.option_quote(option, tau, spot).quote.bid for option in some]
+    found = price_greeks(model, some, bids, tau, spot)
+    for option, bid, greeks in zip(some, bids, found, strict=True):
+        assert greeks_values(greeks) == scalar_at_price(model, option, bid, tau)
+
+
+def test_chain_quotes_agree_on_both_sides_of_chain_min_options(model, options, taus, monkeypatch):
+    """One option fewer than `CHAIN_MIN_OPTIONS` is quoted one by one, exactly as
+    `option_quote`; `CHAIN_MIN_OPTIONS` with numpy: the same bids and asks, the model values
+    within rounding."""
+    numpy_passes = counting(monkeypatch, "greeks_vec")
+    chain = options[::97][:CHAIN_MIN_OPTIONS]  # expiries and strikes across the listing
+    assert len(chain) == CHAIN_MIN_OPTIONS
+    assert {o.right for o in chain} == {"C", "P"}
+    for tau in taus:
+        spot = model.tlt_mid(tau)
+        below = model.chain_quotes(chain[:-1], tau, spot)
+        assert numpy_passes == [0]
+        assert below == [model.option_quote(option, tau, spot) for option in chain[:-1]]
+        at = model.chain_quotes(chain, tau, spot)
+        assert numpy_passes == [1]
+        numpy_passes[0] = 0
+        assert [q.quote for q in at[:-1]] == [q.quote for q in below]
+        assert at[-1].quote == model.option_quote(chain[-1], tau, spot).quote
+        for name in MODEL_FIELDS:
+            np.testing.assert_allclose(
+                [getattr(q, name) for q in at[:-1]],
+                [getattr(q, name) for q in below],
+                rtol=RTOL,
+                atol=ATOL,
+                err_msg=f"{name} at tau {tau}",
             )
-        assert values == expected
+
+
+def test_price_greeks_agree_on_both_sides_of_numpy_min_prices(model, options, taus, monkeypatch):
+    """One price fewer than `NUMPY_MIN_PRICES` is solved one by one, exactly as `bs.implied_vol`
+    then `bs.greeks`; `NUMPY_MIN_PRICES` with numpy: the same prices solved, the same values
+    within the solvers' tolerance."""
+    numpy_passes = counting(monkeypatch, "implied_vol_vec")
+    half = (NUMPY_MIN_PRICES + 1) // 2
+    chain = options[::31][:half]  # expiries and strikes across the listing, calls and puts
+    unsolved = 0
+    for tau in taus:
+        spot = model.tlt_mid(tau)
+        quotes = [model.option_quote(option, tau, spot).quote for option in chain]
+        sides = (chain + chain)[:NUMPY_MIN_PRICES]
+        prices = ([q.bid for q in quotes] + [q.ask for q in quotes])[:NUMPY_MIN_PRICES]
+        below = price_greeks(model, sides[:-1], prices[:-1], tau, spot)
+        assert numpy_passes == [0]
+        expected = [
+            scalar_at_price(model, option, price, tau)
+            for option, price in zip(sides, prices, strict=True)
+        ]
+        assert [greeks_values(g) for g in below] == expected[:-1]
+        at = price_greeks(model, sides, prices, tau, spot)
+        assert numpy_passes == [1]
+        numpy_passes[0] = 0
+        assert [g is None for g in at] == [e is None for e in expected], tau
+        unsolved += sum(e is None for e in expected)
+        np.testing.assert_allclose(
+            [greeks_values(g) for g in at if g is not None],
+            [e for e in expected if e is not None],
+            rtol=AT_PRICE_RTOL,
+            atol=ATOL,
+            err_msg=f"at tau {tau}",
+        )
+    assert unsolved > 0
 
 
 def test_a_board_quotes_its_options_together_once(model, options, monkeypatch):

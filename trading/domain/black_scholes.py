@@ -471,6 +471,7 @@ class ImpliedVolResult:
 
 
 _EPSILON = float(np.finfo(np.float64).eps)
+_INF = math.inf
 
 
 # The scalar (implied_vol) and vectorized (implied_vol_vec) solvers share these two.
@@ -544,6 +545,11 @@ def implied_vol(
     max(S e^{-q tau} - K e^{-r tau}, 0) (call; the put's mirror), at or above the upper bound
     S e^{-q tau} (call) / K e^{-r tau} (put) or needing a vol above ``MAX_VOL_ANNUAL``, or no
     convergence. Raises ValueError for NaN or negative model inputs.
+
+    The same algorithm as `implied_vol_vec` (and `_black_otm`, `_corrado_miller` and
+    `_log_tolerance`), written out with the loop's invariants hoisted and the normal CDF and
+    PDF inlined, every expression as the helpers write it: ibsim solves a small chain's bid and
+    ask with it every market step.
     """
     option_price = float(option_price)
     if not math.isfinite(option_price) or option_price < 0.0:
@@ -551,53 +557,75 @@ def implied_vol(
             ImpliedVolFailure.INVALID_PRICE,
             f"option_price must be finite and >= 0, got {option_price!r}",
         )
-    spot, strike, tau_years, rate, div_yield, _ = _check_inputs(
-        spot, strike, tau_years, rate, div_yield, 0.0
+    spot, strike, tau_years, rate, div_yield, is_call = _implied_vol_inputs(
+        spot, strike, tau_years, rate, div_yield, right
     )
-    is_call = _check_right(right)
-    if tau_years <= 0.0:
-        raise NoImpliedVolatility(
-            ImpliedVolFailure.EXPIRED, f"tau_years must be > 0, got {tau_years!r}"
-        )
-    rate_discount = math.exp(-rate * tau_years)
-    forward = spot * math.exp((rate - div_yield) * tau_years)
+    exp, log, erfc = math.exp, math.log, math.erfc
+    rate_discount = exp(-rate * tau_years)
+    forward = spot * exp((rate - div_yield) * tau_years)
     undiscounted = option_price / rate_discount
     intrinsic = max(forward - strike, 0.0) if is_call else max(strike - forward, 0.0)
     upper = forward if is_call else strike
-    described = f"option_price {option_price!r} (strike {strike!r}, right {right})"
     if undiscounted <= intrinsic:
         raise NoImpliedVolatility(
             ImpliedVolFailure.BELOW_INTRINSIC,
-            f"{described} is at or below the European lower bound {intrinsic * rate_discount!r}",
+            f"{_described(option_price, strike, right)} is at or below the European lower "
+            f"bound {intrinsic * rate_discount!r}",
         )
     if undiscounted >= upper:
         raise NoImpliedVolatility(
             ImpliedVolFailure.ABOVE_UPPER_BOUND,
-            f"{described} is at or above the European upper bound {upper * rate_discount!r}",
+            f"{_described(option_price, strike, right)} is at or above the European upper "
+            f"bound {upper * rate_discount!r}",
         )
     target = undiscounted - intrinsic
     sqrt_tau = math.sqrt(tau_years)
     high = MAX_VOL_ANNUAL * sqrt_tau
-    value_max, _, _ = _black_otm(forward, strike, high)
+    # _black_otm's value: the out-of-the-money call where strike >= forward, else the put
+    # (N(-x) = 0.5 erfc(x / sqrt 2), as _norm_cdf(-x) computes it).
+    ln_forward_strike = log(forward / strike)
+    otm_call = strike >= forward
+    c = _INV_SQRT_2
+    log_moneyness = ln_forward_strike / high
+    d1 = log_moneyness + 0.5 * high
+    d2 = log_moneyness - 0.5 * high
+    if otm_call:
+        value_max = forward * (0.5 * erfc(-d1 * c)) - strike * (0.5 * erfc(-d2 * c))
+    else:
+        value_max = strike * (0.5 * erfc(d2 * c)) - forward * (0.5 * erfc(d1 * c))
     if target >= value_max:
         raise NoImpliedVolatility(
             ImpliedVolFailure.ABOVE_UPPER_BOUND,
-            f"{described} needs a volatility above MAX_VOL_ANNUAL={MAX_VOL_ANNUAL!r}",
+            f"{_described(option_price, strike, right)} needs a volatility above "
+            f"MAX_VOL_ANNUAL={MAX_VOL_ANNUAL!r}",
         )
-    log_target = math.log(target)
-    tolerance = float(_log_tolerance(undiscounted, target))
+    log_target = log(target)
+    tolerance = max(_IV_PRICE_RTOL, 4.0 * _EPSILON * undiscounted / target)
     call_value = target + max(forward - strike, 0.0)
     low = 0.0
-    total_vol = float(_corrado_miller(forward, strike, call_value))
+    # _corrado_miller
+    half_gap = 0.5 * (forward - strike)
+    excess = call_value - half_gap
+    discriminant = max(excess * excess - 4.0 * half_gap * half_gap / math.pi, 0.0)
+    total_vol = _SQRT_2PI / (forward + strike) * (excess + math.sqrt(discriminant))
     if not 0.0 < total_vol < high:
         total_vol = 0.5 * high
+    last_step_log_error = _IV_LAST_STEP_LOG_ERROR
+    bracket_rtol = _IV_BRACKET_RTOL
+    sqrt_2pi = _SQRT_2PI
     for _ in range(_IV_MAX_ITERATIONS):
-        value, vega, d1_d2_over_s = _black_otm(forward, strike, total_vol)
+        log_moneyness = ln_forward_strike / total_vol
+        d1 = log_moneyness + 0.5 * total_vol
+        d2 = log_moneyness - 0.5 * total_vol
+        if otm_call:
+            value = forward * (0.5 * erfc(-d1 * c)) - strike * (0.5 * erfc(-d2 * c))
+        else:
+            value = strike * (0.5 * erfc(d2 * c)) - forward * (0.5 * erfc(d1 * c))
         if value <= 0.0:
             low = total_vol
             candidate = 0.5 * (low + high)
         else:
-            error = math.log(value) - log_target
+            error = log(value) - log_target
             if abs(error) <= tolerance:
                 return total_vol / sqrt_tau
             if error < 0.0:
@@ -605,21 +633,53 @@ def implied_vol(
             else:
                 high = total_vol
             candidate = -1.0
+            vega = forward * (exp(-0.5 * d1 * d1) / sqrt_2pi)
             if vega > 0.0:
                 newton = error * value / vega
-                denominator = 1.0 - 0.5 * newton * (d1_d2_over_s - vega / value)
+                denominator = 1.0 - 0.5 * newton * (d1 * d2 / total_vol - vega / value)
                 candidate = total_vol - newton / denominator if denominator > 0.0 else -1.0
             if not low < candidate < high:
                 candidate = 0.5 * (low + high)
-            elif abs(error) <= _IV_LAST_STEP_LOG_ERROR:
+            elif abs(error) <= last_step_log_error:
                 return candidate / sqrt_tau
-        if high - low <= _IV_BRACKET_RTOL * high:
+        if high - low <= bracket_rtol * high:
             return candidate / sqrt_tau
         total_vol = candidate
     raise NoImpliedVolatility(
         ImpliedVolFailure.NOT_CONVERGED,
-        f"{described}: no convergence in {_IV_MAX_ITERATIONS} iterations",
+        f"{_described(option_price, strike, right)}: no convergence in "
+        f"{_IV_MAX_ITERATIONS} iterations",
     )
+
+
+def _implied_vol_inputs(
+    spot: float, strike: float, tau_years: float, rate: float, div_yield: float, right: Right | str
+) -> tuple[float, float, float, float, float, bool]:
+    """`implied_vol`'s model inputs as floats and its right as is_call, checked as
+    `_check_inputs` and `_check_right` check them (which raise the errors); EXPIRED at
+    tau_years == 0."""
+    try:
+        s, k, t, r, q = float(spot), float(strike), float(tau_years), float(rate), float(div_yield)
+        valid = 0.0 < s < _INF and 0.0 < k < _INF and 0.0 <= t < _INF
+        valid = valid and -_INF < r < _INF and -_INF < q < _INF
+    except (TypeError, ValueError):
+        valid = False
+    if not valid:
+        s, k, t, r, q, _ = _check_inputs(spot, strike, tau_years, rate, div_yield, 0.0)
+    if right == "C":
+        is_call = True
+    elif right == "P":
+        is_call = False
+    else:
+        is_call = _check_right(right)  # raises
+    if t <= 0.0:
+        raise NoImpliedVolatility(ImpliedVolFailure.EXPIRED, f"tau_years must be > 0, got {t!r}")
+    return s, k, t, r, q, is_call
+
+
+def _described(option_price: float, strike: float, right: Right | str) -> str:
+    """An option price in `implied_vol`'s failure messages."""
+    return f"option_price {option_price!r} (strike {strike!r}, right {right})"
 
 
 def implied_vol_vec(

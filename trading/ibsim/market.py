@@ -44,8 +44,12 @@ from trading.ibsim.sessions import SECONDS_PER_DAY, TradingCalendar
 TRADING_DAYS_PER_YEAR = 252
 REGULAR_SESSION_SECONDS = 23_400
 SECONDS_PER_YEAR = bs.DAYS_PER_YEAR * SECONDS_PER_DAY
-CHAIN_MIN_OPTIONS = 8
-"""`MarketModel.chain_quotes` computes this many options and more with numpy."""
+CHAIN_MIN_OPTIONS = 5
+"""`MarketModel.chain_quotes` computes this many options and more with numpy, fewer one by one
+(`option_quote`). Measured (CPU time, least of 3 x 40 runs over 5 times of a day, the calls
+nearest the money of the first three monthlies, n = 1-50): one by one costs 27.6 us an option,
+numpy 108 us + 2.7 us an option; the lines cross at 4.4 options (4: 108 us one by one, 117
+numpy; 5: 136 and 121). `price_greeks` has its own threshold, ``board.NUMPY_MIN_PRICES``."""
 _STREAM_LEVEL, _STREAM_PATH, _STREAM_PREMIUM, _STREAM_MICRO = 1, 2, 3, 4
 
 
@@ -381,7 +385,7 @@ class MarketModel:
         self, options: Sequence[Instrument], tau: float, spot: float
     ) -> list[OptionQuote]:
         """`option_quote` of several options at one instant; from `CHAIN_MIN_OPTIONS` on,
-        computed together with numpy (a numpy pass costs about as much as ten `option_quote`s,
+        computed together with numpy (a numpy pass costs about as much as four `option_quote`s,
         whatever its length; fewer options are quoted one by one).
 
         numpy's model values are `bs.greeks_vec`'s: they agree with `option_quote`'s to ~1e-12
