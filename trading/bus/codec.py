@@ -17,7 +17,14 @@ from typing import Any
 
 import orjson
 
-from trading.bus.messages import MESSAGE_TYPES, SCHEMA_VERSION, M, Message, MessageError
+from trading.bus.messages import (
+    MESSAGE_TYPES,
+    SCHEMA_VERSION,
+    M,
+    Message,
+    MessageError,
+    unfrozen_class,
+)
 
 # --------------------------------------------------------------------------------------------
 # Encoding. Each message type gets a compiled list of (field name, checker) once; a checker
@@ -214,21 +221,12 @@ def _optional_plain(tp: Any) -> type | None:
     return None
 
 
-def _unfrozen(cls: type[Message]) -> type:
-    """A subclass of `cls` that takes plain attribute stores (a frozen dataclass's __setattr__
-    is a Python call per field). Having no slots of its own, an instance of it can be given
-    `cls` as its class once filled. CPython writes a slot directly only when neither
-    __setattr__ nor __delattr__ is overridden, hence both are object's."""
-    hooks = {"__setattr__": object.__setattr__, "__delattr__": object.__delattr__}
-    return type(f"Unfrozen{cls.__name__}", (cls,), {"__slots__": (), **hooks})
-
-
 def _compile(cls: type[Message]) -> tuple[Callable[[Any], bytes], Callable[[dict], Any]]:
     spec = _spec(cls)
     hints = typing.get_type_hints(cls)
     env: dict[str, Any] = {
         "K": cls.KIND, "cls": cls, "_dumps": orjson.dumps, "_to_dict": _to_dict,
-        "_from_dict": _from_dict, "_new": object.__new__, "Unfrozen": _unfrozen(cls),
+        "_from_dict": _from_dict, "_new": object.__new__, "Unfrozen": unfrozen_class(cls),
     }  # fmt: skip
     plain, tests, floats, checks = [], [], [], []
     for i, name in enumerate(spec.names):
