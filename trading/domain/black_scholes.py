@@ -48,7 +48,6 @@ import math
 from collections.abc import Iterator
 from dataclasses import dataclass
 from enum import StrEnum
-from typing import TypeVar
 
 import numpy as np
 from numpy.typing import ArrayLike
@@ -474,35 +473,19 @@ _EPSILON = float(np.finfo(np.float64).eps)
 _INF = math.inf
 
 
-# The scalar (implied_vol) and vectorized (implied_vol_vec) solvers share these two.
-_Values = TypeVar("_Values", float, np.ndarray)
-
-
-def _log_tolerance(undiscounted: _Values, otm_target: _Values) -> _Values:
+def _log_tolerance(undiscounted: np.ndarray, otm_target: np.ndarray) -> np.ndarray:
     """Tolerance on |ln b - ln b*|: 1e-12, or the relative float resolution of b*."""
-    tolerance: _Values = np.maximum(_IV_PRICE_RTOL, 4.0 * _EPSILON * undiscounted / otm_target)
+    tolerance: np.ndarray = np.maximum(_IV_PRICE_RTOL, 4.0 * _EPSILON * undiscounted / otm_target)
     return tolerance
 
 
-def _corrado_miller(forward: _Values, strike: _Values, call_value: _Values) -> _Values:
+def _corrado_miller(forward: np.ndarray, strike: np.ndarray, call_value: np.ndarray) -> np.ndarray:
     """Corrado-Miller start for the total vol s from the undiscounted call value."""
     half_gap = 0.5 * (forward - strike)
     excess = call_value - half_gap
     discriminant = np.maximum(excess * excess - 4.0 * half_gap * half_gap / math.pi, 0.0)
-    total_vol: _Values = _SQRT_2PI / (forward + strike) * (excess + np.sqrt(discriminant))
+    total_vol: np.ndarray = _SQRT_2PI / (forward + strike) * (excess + np.sqrt(discriminant))
     return total_vol
-
-
-def _black_otm(forward: float, strike: float, total_vol: float) -> tuple[float, float, float]:
-    """Undiscounted out-of-the-money Black price, vega in total vol, and d1 d2 / s."""
-    log_moneyness = math.log(forward / strike) / total_vol
-    d1 = log_moneyness + 0.5 * total_vol
-    d2 = log_moneyness - 0.5 * total_vol
-    if strike >= forward:
-        value = forward * _norm_cdf(d1) - strike * _norm_cdf(d2)
-    else:
-        value = strike * _norm_cdf(-d2) - forward * _norm_cdf(-d1)
-    return value, forward * _norm_pdf(d1), d1 * d2 / total_vol
 
 
 def _select(where: np.ndarray, *arrays: np.ndarray) -> Iterator[np.ndarray]:
@@ -517,8 +500,9 @@ def _black_otm_vec(
     sign: np.ndarray,
     total_vol: np.ndarray,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Vectorized :func:`_black_otm`; ``log_moneyness`` = ln(F/K) and ``sign`` = +1 for the
-    call (K >= F), -1 for the put, passed in because they do not change between iterations."""
+    """Undiscounted out-of-the-money Black price, vega in total vol, and d1 d2 / s;
+    ``log_moneyness`` = ln(F/K) and ``sign`` = +1 for the call (K >= F), -1 for the put, passed
+    in because they do not change between iterations."""
     scaled = log_moneyness / total_vol
     half = 0.5 * total_vol
     d1 = scaled + half
@@ -546,7 +530,7 @@ def implied_vol(
     S e^{-q tau} (call) / K e^{-r tau} (put) or needing a vol above ``MAX_VOL_ANNUAL``, or no
     convergence. Raises ValueError for NaN or negative model inputs.
 
-    The same algorithm as `implied_vol_vec` (and `_black_otm`, `_corrado_miller` and
+    The same algorithm as `implied_vol_vec` (and `_black_otm_vec`, `_corrado_miller` and
     `_log_tolerance`), written out with the loop's invariants hoisted and the normal CDF and
     PDF inlined, every expression as the helpers write it: ibsim solves a small chain's bid and
     ask with it every market step.
@@ -581,7 +565,7 @@ def implied_vol(
     target = undiscounted - intrinsic
     sqrt_tau = math.sqrt(tau_years)
     high = MAX_VOL_ANNUAL * sqrt_tau
-    # _black_otm's value: the out-of-the-money call where strike >= forward, else the put
+    # _black_otm_vec's value: the out-of-the-money call where strike >= forward, else the put
     # (N(-x) = 0.5 erfc(x / sqrt 2), as _norm_cdf(-x) computes it).
     ln_forward_strike = log(forward / strike)
     otm_call = strike >= forward
@@ -666,12 +650,7 @@ def _implied_vol_inputs(
         valid = False
     if not valid:
         s, k, t, r, q, _ = _check_inputs(spot, strike, tau_years, rate, div_yield, 0.0)
-    if right == "C":
-        is_call = True
-    elif right == "P":
-        is_call = False
-    else:
-        is_call = _check_right(right)  # raises
+    is_call = right == "C" or (right != "P" and _check_right(right))  # _check_right raises
     if t <= 0.0:
         raise NoImpliedVolatility(ImpliedVolFailure.EXPIRED, f"tau_years must be > 0, got {t!r}")
     return s, k, t, r, q, is_call
