@@ -24,7 +24,7 @@ from datetime import date
 
 import numpy as np
 
-from trading.backtest.replay import Replay
+from trading.backtest.replay import Replay, collect_rarely
 from trading.backtest.research_bars import bars_from_sim
 from trading.backtest.sources import SimSource
 from trading.backtest.vectorized import ResearchConfig, research_backtest
@@ -69,12 +69,13 @@ def live(settings, source: SimSource, sessions: int) -> None:
     while not done:
         t0 = time.perf_counter()
         chunk.clear()
-        for msg in messages:
-            chunk.append(msg)
-            if len(chunk) >= 200_000:
-                break
-        else:
-            done = True
+        with collect_rarely():  # as Replay.run, which generates a lazy tape in its loop
+            for msg in messages:
+                chunk.append(msg)
+                if len(chunk) >= 200_000:
+                    break
+            else:
+                done = True
         t1 = time.perf_counter()
         replay.run(chunk)
         t2 = time.perf_counter()

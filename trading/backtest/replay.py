@@ -42,8 +42,10 @@ sampled at every bar close.
 
 from __future__ import annotations
 
+import contextlib
+import gc
 import math
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
@@ -129,6 +131,37 @@ class BacktestResult:
         return self.settings.strategy.capital_usd
 
 
+YOUNG_COLLECTION_EVERY = 50_000
+"""Allocations between two collections of the youngest generation during a replay (Python's
+default is 700). A replay allocates a few objects per message (the message, a checked mid, a
+bar's records), nearly none of them in a reference cycle, and keeps a growing share of them
+(spread points, records, the tape's chunk): at 700 the collector ran 8,000 times a month of
+tape and traversed what the replay keeps on every older-generation pass. Measured on 252
+sessions (5.8M ticks), back to back, load 2.4-2.6: tape generation 262k -> 508k ticks/s,
+replay 255k -> 299k; peak memory unchanged (400 MB on 20 sessions either way)."""
+
+_collect_rarely_depth = 0
+
+
+@contextlib.contextmanager
+def collect_rarely() -> Iterator[None]:
+    """Run the block with the cyclic garbage collector's youngest generation collected every
+    `YOUNG_COLLECTION_EVERY` allocations and the oldest a tenth as often as by default; the
+    thresholds before it are restored when the outermost such block ends. Reference counting
+    frees everything else as usual."""
+    global _collect_rarely_depth
+    before = gc.get_threshold()
+    if _collect_rarely_depth == 0:
+        gc.set_threshold(YOUNG_COLLECTION_EVERY, before[1], before[2] * 10)
+    _collect_rarely_depth += 1
+    try:
+        yield
+    finally:
+        _collect_rarely_depth -= 1
+        if _collect_rarely_depth == 0:
+            gc.set_threshold(*before)
+
+
 class Replay:
     """Drives the engines over a message stream; see the module docstring."""
 
@@ -150,6 +183,13 @@ class Replay:
 
     def run(
         self, messages: Iterable[Message], on_bar: Callable[[float], None] | None = None
+    ) -> BacktestResult:
+        """Replay ``messages`` (generated lazily or not) under `collect_rarely`."""
+        with collect_rarely():
+            return self._run(messages, on_bar)
+
+    def _run(
+        self, messages: Iterable[Message], on_bar: Callable[[float], None] | None
     ) -> BacktestResult:
         result = self.result
         strategy = self.strategy
