@@ -18,11 +18,11 @@ per second, with the load average; building the arrays from ibsim's model is tim
 from __future__ import annotations
 
 import argparse
-import os
 import time
 from datetime import date
 
 import numpy as np
+from common import load_average
 
 from trading.backtest.replay import Replay, collect_rarely
 from trading.backtest.research_bars import bars_from_sim
@@ -90,7 +90,7 @@ def live(settings, source: SimSource, sessions: int) -> None:
         f"{bars / replay_s:10,.0f} bars/s"
     )
     total = generate_s + replay_s
-    print(f"end to end     {total:8.2f} s  {ticks / total:12,.0f} ticks/s")
+    print(f"end to end     {total:8.2f} s  {ticks / total:12,.0f} ticks/s  {load_average()}")
 
 
 def research(settings, source: SimSource, repeat: int) -> None:
@@ -109,11 +109,10 @@ def research(settings, source: SimSource, repeat: int) -> None:
             t1 = time.perf_counter()
             result = research_backtest(bars, config)
             best = min(best, time.perf_counter() - t1)
-        load = " ".join(f"{v:.2f}" for v in os.getloadavg())
         print(
             f"research {method.value:<5} best of {repeat}: {best * 1e3:7.2f} ms  "
             f"{bars.size / best:12,.0f} bars/s  ({result.metrics.round_trips} round trips)  "
-            f"load average {load}"
+            f"{load_average()}"
         )
 
 

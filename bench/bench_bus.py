@@ -11,6 +11,8 @@ import asyncio
 import statistics
 import time
 
+from common import load_average
+
 from trading import bus as b
 from trading.redis_server import EmbeddedRedis
 
@@ -118,6 +120,7 @@ def main() -> None:
     p50 = statistics.median(lat_us)
     p99 = lat_us[int(0.99 * len(lat_us)) - 1]
     print(f"pub/sub one hop on embedded Redis: p50 {p50:.0f} µs, p99 {p99:.0f} µs over {len(lat)}")
+    print(load_average())
 
 
 if __name__ == "__main__":

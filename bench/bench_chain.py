@@ -66,6 +66,7 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
 import bench_ingestion  # noqa: E402
+from common import load_average  # noqa: E402
 
 from tests.faults.stack import ENTRY_BP, stack_env, wait_for  # noqa: E402
 from trading.bus import Channels, IntentPurpose, Keys, Streams  # noqa: E402
@@ -86,11 +87,6 @@ CHAIN_SERVICES = tuple(
 HOPS = ("wire", "ingest", "strategy", "risk")
 FLOOR_HOPS = 3
 TARGET_P50_US, TARGET_P99_US, TARGET_RATIO, TARGET_INGEST = 1_000, 3_000, 2.5, 30_000
-
-
-def load() -> str:
-    one, five, fifteen = os.getloadavg()
-    return f"load average {one:.2f} {five:.2f} {fifteen:.2f} ({os.cpu_count()} cores)"
 
 
 def cpu_seconds(pid: int) -> float:
@@ -420,12 +416,12 @@ def main() -> None:
     parser.add_argument("--floor-n", type=int, default=3000)
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
-    print(f"start: {load()}")
+    print(f"start: {load_average()}")
     with tempfile.TemporaryDirectory(prefix="bench-chain-") as tmp:
         stack = ChainStack(Path(tmp))
         try:
             stack.start()
-            print(f"stack up (ibsim {SPEED:g}x, z window {Z_WINDOW} bars): {load()}")
+            print(f"stack up (ibsim {SPEED:g}x, z window {Z_WINDOW} bars): {load_average()}")
             live = asyncio.run(run_phase(stack, "real time", SPEED, args.seconds))
             burst = asyncio.run(
                 run_phase(stack, f"{BURST:g}x burst", SPEED * BURST, args.burst_seconds)
@@ -434,7 +430,7 @@ def main() -> None:
             stack.stop()
     report_phase(live)
     report_phase(burst)
-    print(f"after the chain: {load()}")
+    print(f"after the chain: {load_average()}")
     ingest = firehose(args.firehose_seconds)
     print(f"--- ingestion firehose: {ingest:,.0f} ticks/s into Redis (target >= {TARGET_INGEST:,})")
     payload = int(np.median(live.payload + burst.payload)) if live.payload + burst.payload else 600
@@ -453,7 +449,7 @@ def main() -> None:
         f"(<= {TARGET_P99_US:,}), ratio {ratio:.2f} (<= {TARGET_RATIO}), firehose "
         f"{ingest:,.0f} ticks/s (>= {TARGET_INGEST:,})"
     )
-    print(f"end: {load()}")
+    print(f"end: {load_average()}")
     print(
         f"chain p50_us={p50:.0f} p99_us={p99:.0f} floor_p50_us={f50:.0f} ratio_p50={ratio:.2f} "
         f"ingest_ticks_s={ingest:.0f}"

@@ -8,13 +8,13 @@ median and the machine's load average are printed beside it so a reader can see 
 from __future__ import annotations
 
 import math
-import os
 import statistics
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 
 import numpy as np
+from common import load_average
 
 from trading.domain.black_scholes import Right, greeks, greeks_vec, implied_vol, implied_vol_vec
 from trading.domain.common import Side
@@ -65,7 +65,7 @@ def chain(size: int):
 
 
 def main() -> None:
-    print(f"load average {os.getloadavg()[0]:.2f} on {os.cpu_count()} cores")
+    print(load_average())
     spot, strike, tau, rate, div_yield, vol, is_call = chain(CHAIN_SIZE)
 
     median, best = measure(lambda: greeks_vec(spot, strike, tau, rate, div_yield, vol, is_call), 50)

@@ -24,7 +24,6 @@ import argparse
 import asyncio
 import contextlib
 import math
-import os
 import signal
 import socket
 import statistics
@@ -34,6 +33,7 @@ import time
 from collections.abc import Iterator
 
 import ib_async
+from common import load_average
 
 from trading.broker.marketdata import ETF_GENERIC_TICKS, STOCK_GENERIC_TICKS
 from trading.ibsim import SimConfig, SimulatedGateway
@@ -172,7 +172,7 @@ def main() -> None:
         f"CPU per market step (GatewayCore.advance; TLT, TLTW and {calls} calls; "
         f"least of {args.runs} runs per step): median {statistics.median(cpu) * 1e3:.2f} ms, "
         f"mean {statistics.fmean(cpu) * 1e3:.2f} ms over {args.steps} steps; "
-        f"load average {os.getloadavg()[0]:.2f}"
+        f"{load_average()}"
     )
     if args.steps_only:
         return

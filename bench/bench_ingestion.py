@@ -29,6 +29,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "data-ingestion"))
 
 import data_ingestion  # noqa: E402
+from common import load_average  # noqa: E402
 
 from trading.bus import Bus  # noqa: E402
 from trading.redis_server import EmbeddedRedis  # noqa: E402
@@ -149,6 +150,7 @@ def report(r: dict, library: str) -> None:
             f"receive->publish latency p50 {p50:,.0f} us  p90 {p90:,.0f} us  "
             f"p99 {p99:,.0f} us  max {lat_us.max():,.0f} us   (target p99 < 1,000 us)"
         )
+    print(load_average())
 
 
 if __name__ == "__main__":

@@ -11,10 +11,10 @@ hold hundreds to thousands of messages (the firehose); a real-time read holds te
 from __future__ import annotations
 
 import logging
-import os
 import time
 
 import ib_async
+from common import load_average
 
 from trading.broker import reader
 from trading.ibsim.marketdata import tick_option, tick_price
@@ -58,8 +58,7 @@ def per_message_us(data: bytes, n: int, linear: bool) -> float:
 
 def main() -> None:
     logging.disable(logging.CRITICAL)  # unknown request ids: the decoder logs each tick
-    one, five, _ = os.getloadavg()
-    print(f"load average {one:.2f} {five:.2f} ({os.cpu_count()} cores); best of {REPEATS}")
+    print(f"{load_average()}; best of {REPEATS}")
     print(f"{'messages':>9} {'bytes':>10} {'ib_async us/msg':>16} {'adapter us/msg':>15} {'x':>6}")
     for n in SIZES:
         data = read_of(n)

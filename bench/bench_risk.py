@@ -20,6 +20,8 @@ import statistics
 import sys
 import time
 
+from common import load_average
+
 from trading import seams
 from trading.bus import (
     Bus,
@@ -167,6 +169,7 @@ def main() -> None:
     in_service, end_to_end = asyncio.run(service_latency(n))
     report("intent read -> order sent (in service)", in_service, TARGET_P99_S)
     report("intent XADD -> order sent (with stream hop)", end_to_end)
+    print(load_average())
 
 
 if __name__ == "__main__":

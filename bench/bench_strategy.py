@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-import os
 import sys
 import time
 from pathlib import Path
@@ -24,6 +23,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT)]
 
+from common import load_average  # noqa: E402
 from prometheus_client import REGISTRY  # noqa: E402
 
 from tests.strategy.scenario import scenario_settings, shock_messages  # noqa: E402
@@ -202,7 +202,7 @@ async def approve(bus: Bus) -> None:
 
 
 def main() -> None:
-    print(f"load average {os.getloadavg()[0]:.2f} on {os.cpu_count()} cores")
+    print(load_average())
     messages = list(shock_messages())
     bench_engine(messages)
     asyncio.run(bench_service(messages, 100.0))

@@ -22,6 +22,8 @@ import numpy as np
 ROOT = Path(__file__).resolve().parent.parent
 sys.path[:0] = [str(ROOT)]
 
+from common import load_average  # noqa: E402
+
 from tests.visualization.seed import seed, spread_point  # noqa: E402
 from trading.bus import Bus, Streams  # noqa: E402
 from trading.dashboard.app import create_app  # noqa: E402
@@ -80,6 +82,7 @@ async def main(points: int, requests: int) -> None:
                     print(f"{path:32} {np.percentile(ms, 50):8.2f} "
                           f"{np.percentile(ms, 99):8.2f} {size:9d}")  # fmt: skip
         await bus.close()
+    print(load_average())
 
 
 if __name__ == "__main__":
