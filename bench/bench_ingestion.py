@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import json
 import logging
 import subprocess
 import sys
@@ -37,45 +38,52 @@ from trading.services.shell import ServiceContext  # noqa: E402
 from trading.settings import load_settings  # noqa: E402
 
 GATEWAY = """
-import sys, time
+import json, sys
 from trading.ibsim.config import SimConfig
 from trading.ibsim.gateway import SimulatedGateway
-gw = SimulatedGateway(SimConfig(seed=1, firehose=sys.argv[1] == "1")).start()
-print(gw.port, flush=True)
+gw = SimulatedGateway(SimConfig(**json.loads(sys.argv[1])), admin_port=0).start()
+print(gw.port, gw.admin_port, flush=True)
 sys.stdin.read()
 gw.stop()
 """
 
 
-def start_gateway(firehose: bool) -> tuple[subprocess.Popen, int]:
+def start_gateway(**config: object) -> tuple[subprocess.Popen, int, int]:
+    """ibsim in its own process (as IB Gateway is), with `SimConfig(**config)`: the process,
+    its API port and its admin port. Closing the process's stdin stops it."""
     process = subprocess.Popen(
-        [sys.executable, "-c", GATEWAY, "1" if firehose else "0"],
+        [sys.executable, "-c", GATEWAY, json.dumps(config)],
         stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
         text=True,
         cwd=ROOT,
     )
     line = process.stdout.readline() if process.stdout else ""
-    if not line.strip().isdigit():
+    ports = line.split()
+    if len(ports) != 2 or not all(p.isdigit() for p in ports):
         process.kill()
         raise RuntimeError(f"ibsim did not start: {line!r}")
-    return process, int(line)
+    return process, int(ports[0]), int(ports[1])
+
+
+def stop_gateway(process: subprocess.Popen) -> None:
+    if process.stdin:
+        process.stdin.close()
+    try:
+        process.wait(timeout=10)
+    except subprocess.TimeoutExpired:
+        process.kill()
 
 
 def run(firehose: bool, library: str, seconds: float, warmup_s: float) -> dict:
     """One measurement against its own ibsim process and Redis, both stopped after it."""
-    process, port = start_gateway(firehose)
+    process, port, _ = start_gateway(seed=1, firehose=firehose)
     redis = EmbeddedRedis().start()
     try:
         return asyncio.run(measure(port, redis.url, library, seconds, warmup_s))
     finally:
         redis.stop()
-        if process.stdin:
-            process.stdin.close()
-        try:
-            process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            process.kill()
+        stop_gateway(process)
 
 
 async def measure(port: int, redis_url: str, library: str, seconds: float, warmup_s: float):
