@@ -7,6 +7,7 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+from trading import bus as b
 from trading.domain.pair import PairSpec
 
 
@@ -77,3 +78,20 @@ def pair_settings(pair: PairSpec) -> dict[str, dict[str, Any]]:
         },
         "strategy": {"pair_id": pair.pair_id},
     }
+
+
+RECORDED_CALL = 539_280_368
+"""The call of `recorded_option` (TLT 2026-11-20 92 C)."""
+
+
+def recorded_quote(symbol: str, con_id: int, ts: float, bid: float) -> b.Quote:
+    """A one-cent-wide quote stamped ``ts`` (exchange and receive), as a history stream holds."""
+    return b.Quote(symbol, con_id, bid, bid + 0.01, 100.0, 100.0, None, ts, ts)
+
+
+def recorded_option(ts: float) -> b.OptionQuote:
+    """A quote of `RECORDED_CALL` stamped ``ts``."""
+    return b.OptionQuote(
+        "TLT", RECORDED_CALL, "TLT   261120C00092000", "20261120", 92.0, "C", 0.47, 0.49, 10.0,
+        10.0, 0.12, 0.3, 0.1, 0.05, -0.02, 90.0, 0.48, ts, ts,
+    )  # fmt: skip

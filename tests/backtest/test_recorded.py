@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from tests.support import RECORDED_CALL as CALL
+from tests.support import recorded_option, recorded_quote
 from trading import bus as b
 from trading.backtest.recorded import read_tape
 from trading.backtest.run import backtest_recorded
@@ -9,18 +11,6 @@ from trading.settings import load_settings
 
 BAR_S = 60.0
 T0 = 1_793_631_600.0  # 2026-11-02 10:00 ET: a minute boundary in a session
-CALL = 539_280_368
-
-
-def _quote(symbol: str, con_id: int, ts: float, bid: float) -> b.Quote:
-    return b.Quote(symbol, con_id, bid, bid + 0.01, 100.0, 100.0, None, ts, ts)
-
-
-def _option(ts: float) -> b.OptionQuote:
-    return b.OptionQuote(
-        "TLT", CALL, "TLT   261120C00092000", "20261120", 92.0, "C", 0.47, 0.49, 10.0, 10.0,
-        0.12, 0.3, 0.1, 0.05, -0.02, 90.0, 0.48, ts, ts,
-    )  # fmt: skip
 
 
 def _point(ts: float) -> b.SpreadPoint:
@@ -36,9 +26,9 @@ async def _record(bus: b.Bus) -> None:
     live strategy's first published point ends bar 2 (so bars 0-1 closed in its warm-up)."""
     for i in range(4):
         ts = T0 + i * BAR_S + 0.5
-        await bus.append(b.Streams.history("TLT"), _quote("TLT", 15547841, ts, 90.0 + i))
-        await bus.append(b.Streams.history("TLTW"), _quote("TLTW", 545186218, ts, 24.0 + i))
-        await bus.append(b.Streams.history(str(CALL)), _option(ts))
+        await bus.append(b.Streams.history("TLT"), recorded_quote("TLT", 15547841, ts, 90.0 + i))
+        await bus.append(b.Streams.history("TLTW"), recorded_quote("TLTW", 545186218, ts, 24.0 + i))
+        await bus.append(b.Streams.history(str(CALL)), recorded_option(ts))
         await bus.append(b.Streams.nav_history("TLTW"), b.EtfNav("TLTW", 23.9 + i, ts, ts))
     await bus.append(
         b.Streams.dividends_history("TLTW"),

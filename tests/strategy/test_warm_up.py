@@ -8,6 +8,8 @@ import logging
 
 import pytest
 
+from tests.support import RECORDED_CALL as CALL
+from tests.support import recorded_option, recorded_quote
 from trading import bus as b
 from trading.services.shell import ServiceContext
 from trading.services.strategy import StrategyService
@@ -16,18 +18,7 @@ from trading.strategy.engine import StrategyEngine
 
 BAR_S = 60.0
 T0 = 1_793_631_600.0  # 2026-11-02 10:00 ET: a minute boundary in a session
-TLT, TLTW, CALL = 15547841, 545186218, 539_280_368
-
-
-def _quote(symbol: str, con_id: int, ts: float, bid: float) -> b.Quote:
-    return b.Quote(symbol, con_id, bid, bid + 0.01, 100.0, 100.0, None, ts, ts)
-
-
-def _option(ts: float) -> b.OptionQuote:
-    return b.OptionQuote(
-        "TLT", CALL, "TLT   261120C00092000", "20261120", 92.0, "C", 0.47, 0.49, 10.0, 10.0,
-        0.12, 0.3, 0.1, 0.05, -0.02, 90.0, 0.48, ts, ts,
-    )  # fmt: skip
+TLT, TLTW = 15547841, 545186218
 
 
 async def test_warm_up_reads_every_stream_at_one_moment_while_they_are_written(bus, monkeypatch):
@@ -39,13 +30,13 @@ async def test_warm_up_reads_every_stream_at_one_moment_while_they_are_written(b
     both ticks are left to the subscription, to be applied in time order."""
     for i in range(3):
         ts = T0 + i * BAR_S + 0.5
-        await bus.append(b.Streams.history("TLT"), _quote("TLT", TLT, ts, 90.0 + i))
-        await bus.append(b.Streams.history("TLTW"), _quote("TLTW", TLTW, ts, 24.0 + i))
-        await bus.append(b.Streams.history(str(CALL)), _option(ts))
+        await bus.append(b.Streams.history("TLT"), recorded_quote("TLT", TLT, ts, 90.0 + i))
+        await bus.append(b.Streams.history("TLTW"), recorded_quote("TLTW", TLTW, ts, 24.0 + i))
+        await bus.append(b.Streams.history(str(CALL)), recorded_option(ts))
         await bus.append(b.Streams.nav_history("TLTW"), b.EtfNav("TLTW", 23.9 + i, ts, ts))
     chain = b.OptionChain("TLT", TLT, ("20261120",), (92.0,), (), 90.0, T0)
-    late_tlt = _quote("TLT", TLT, T0 + 2 * BAR_S + 30.0, 95.0)
-    next_tltw = _quote("TLTW", TLTW, T0 + 3 * BAR_S + 0.5, 30.0)
+    late_tlt = recorded_quote("TLT", TLT, T0 + 2 * BAR_S + 30.0, 95.0)
+    next_tltw = recorded_quote("TLTW", TLTW, T0 + 3 * BAR_S + 0.5, 30.0)
 
     read_after = bus.read_after
     written: list[b.Quote] = []
