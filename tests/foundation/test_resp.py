@@ -198,3 +198,43 @@ async def test_sender_keeps_the_order_of_batches_across_a_redis_restart(redis_se
 
 async def _true(value) -> bool:
     return bool(value)
+
+
+async def test_sender_sends_what_waited_at_once_when_the_connection_opens(redis_server):
+    """Batches made before the connection opened wait; once the first is answered (sent with
+    retries, which opens it), the rest go out on it together, in order: one retried send, not
+    one round trip each (a producer faster than a round trip never caught up that way)."""
+    bus = await Bus.connect(redis_server.url, "test")
+    sender = Sender(bus)
+    execute = bus.execute
+    retried: list[int] = []
+
+    async def counted(batch: Batch, transaction: bool = False) -> None:
+        retried.append(len(batch.commands))
+        await execute(batch, transaction)
+
+    bus.execute = counted  # type: ignore[method-assign]
+    confirmed: list[int] = []
+
+    async def confirm() -> None:
+        async for note in sender.confirmed():
+            confirmed.append(note)
+
+    for i in range(2000):
+        b = Batch()
+        b.commands.append(("RPUSH", "order", i))
+        sender.send(b, i)
+    task = asyncio.create_task(confirm())
+    try:
+        await async_eventually(lambda: _true(len(confirmed) == 2000), timeout_s=20, what="all")
+        assert confirmed == list(range(2000))
+        assert retried == [1]
+        stored = [int(x) for x in redis.Redis.from_url(redis_server.url).lrange("order", 0, -1)]
+        assert stored == list(range(2000))
+        after = Batch()
+        after.commands.append(("RPUSH", "order", 2000))
+        sender.send(after, 2000)  # the connection is open and nothing waits: written at once
+        assert sender.queue[-1][2] is not None
+    finally:
+        task.cancel()
+        await bus.close()
