@@ -563,3 +563,29 @@ async def test_a_stream_cut_holds_everything_appended_before_it_and_nothing_afte
             for stream in streams:
                 assert len(await bus.read_after(stream, until_id=cut)) == before - 1
             assert len(await bus.read_after(streams[0])) == before
+
+
+@pytest.mark.parametrize("case", FLOAT_FIELDS, ids=_ids)
+def test_an_int_too_large_for_a_float_field_is_refused_naming_the_field(case):
+    msg, name = case
+    with pytest.raises(MessageError, match="must be finite") as exc:
+        encode(dataclasses.replace(msg, **{name: 10**400}))
+    assert exc.value.field == name
+
+
+@pytest.mark.parametrize("bad", [2**64, -(2**63) - 1, 10**30])
+def test_an_int_outside_64_bits_is_refused_naming_the_field_both_ways(bad):
+    """JSON as orjson writes it carries 64-bit integers: a larger conId is a clear error on
+    encode (not orjson's TypeError) and on decode, and so is one in a free-form field."""
+    with pytest.raises(MessageError, match="outside the 64-bit range") as exc:
+        encode(b.Quote("TLT", bad, 90.0, 91.0, 1.0, 1.0, None, T, T))
+    assert exc.value.field == "con_id"
+    raw = encode(sample(b.Quote)).replace(b'"con_id":', f'"con_id":{bad},"x":'.encode())
+    with pytest.raises(MessageError):
+        decode(raw)
+    intent = b.OrderIntent(
+        "i", "p", T, b.IntentPurpose.ENTRY, b.SignalAction.EXIT, (), {"kelly": {"n": bad}}
+    )
+    with pytest.raises(MessageError, match=r"why\.kelly\.n"):
+        encode(intent)
+    assert encode(b.Quote("TLT", 2**64 - 1, 90.0, 91.0, 1.0, 1.0, None, T, T))

@@ -39,13 +39,24 @@ def _check_float(kind: str, name: str, v: Any) -> float:
             raise MessageError(kind, name, f"must be finite, got {v!r}")
         return v
     if type(v) is int:
-        return float(v)
+        try:
+            return float(v)
+        except OverflowError:
+            raise MessageError(
+                kind, name, f"must be finite, got an int of {v.bit_length()} bits"
+            ) from None
     raise MessageError(kind, name, f"must be a number, got {type(v).__name__} {v!r}")
+
+
+JSON_INT_RANGE = range(-(2**63), 2**64)
+"""The integers a message carries (orjson writes and reads no others)."""
 
 
 def _check_int(kind: str, name: str, v: Any) -> int:
     if type(v) is int:
-        return v
+        if v in JSON_INT_RANGE:
+            return v
+        raise MessageError(kind, name, f"is outside the 64-bit range, {v.bit_length()} bits")
     raise MessageError(kind, name, f"must be an integer, got {type(v).__name__} {v!r}")
 
 
@@ -64,6 +75,8 @@ def _check_bool(kind: str, name: str, v: Any) -> bool:
 def check_json_value(kind: str, name: str, v: Any) -> Any:
     if isinstance(v, float) and not math.isfinite(v):
         raise MessageError(kind, name, f"must be finite, got {v!r}")
+    if type(v) is int and v not in JSON_INT_RANGE:
+        raise MessageError(kind, name, f"is outside the 64-bit range, {v.bit_length()} bits")
     if isinstance(v, dict):
         for k, item in v.items():
             if not isinstance(k, str):
@@ -289,7 +302,11 @@ def to_dict(msg: Message) -> dict[str, Any]:
 
 def encode(msg: Message) -> bytes:
     """Validate and serialise a message to JSON bytes with its kind and schema version."""
-    return _CODECS[type(msg)][0](msg)
+    try:
+        return _CODECS[type(msg)][0](msg)
+    except orjson.JSONEncodeError as exc:  # an int field's fast path does not check its range
+        _to_dict(msg)  # raises the MessageError that names the field
+        raise MessageError(msg.KIND, "(json)", f"cannot be encoded: {exc}") from None
 
 
 def decode(raw: bytes | str, expect: type[M] | None = None) -> M:
