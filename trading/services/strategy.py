@@ -99,6 +99,16 @@ class StrategyService:
         if state is not None:
             self.cursors.update(state.get("cursors", {}))
             restored = self.engine.restore(state["engine"], windows)
+            self.ctx.log.info(
+                "restored the %s from the saved state",
+                "estimators and the position" if restored else "position only (warming up)",
+                extra={
+                    "event.action": "state_restored",
+                    "strategy.estimators_restored": restored,
+                    "strategy.bars_closed": self.engine.bars_closed,
+                    "strategy.current_bar": self.engine.current_bar,
+                },
+            )
         chain = await self.bus.get_latest(Keys.CHAIN, OptionChain)
         if chain is not None:
             self.apply(chain)
