@@ -53,7 +53,7 @@ def pipeline_settings(redis_url: str, port: int) -> Settings:
             "stop_z": 50.0,
             "time_stop_half_lives": 1000.0,
             "cointegration_pvalue": 0.99,
-            "refit_bars": 30,
+            "refit_bars": 390,  # one refit a session (30 bars a wall second): see _ready_to_enter
             "edge_gate": False,  # a short z window: the pipeline is the subject, not the edge
         },
         risk={"stale_after_s": 3.0},
@@ -197,7 +197,12 @@ async def _count_at_least(items, n: int):
 
 async def _ready_to_enter(gateway: SimulatedGateway, bus: Bus, hours: float = 2.0) -> bool:
     beat = await bus.get_latest(Keys.heartbeat("strategy"), Heartbeat)
-    if beat is None or beat.detail.get("ou", {}).get("half_life_bars") is None:
+    ou = {} if beat is None else beat.detail.get("ou", {})
+    # A fit that the shock's bar will still use: the next refit's window holds the shock, and
+    # a fit of a window that jumps 20 deviations at its end finds no mean reversion (AR(1)
+    # phi above 1: no Kelly size, no entry). The status in the heartbeat is refreshed once a
+    # wall second, 30 bars at 1800x: 60 bars to the refit leave the shock half of them.
+    if ou.get("half_life_bars") is None or ou.get("refit_in_bars", 0) < 60:
         return False
     now = gateway.truth().time
     # The z window (one-minute bars) all inside today's session: a window over the overnight

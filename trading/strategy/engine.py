@@ -470,6 +470,7 @@ class StrategyEngine:
                 if self.pairs.ou is None
                 else finite_or_none(self.pairs.ou.half_life),
                 "error": self.pairs.ou_error,
+                "refit_in_bars": self.pairs.bars_to_refit(),
             },
             "edge": self.pairs.edge_status(),
         }

@@ -240,6 +240,12 @@ class PairManager:
         missing = self.ou is None or not math.isfinite(self.cointegration_p_value)
         return self.fit_bar < 0 or missing or self.bars - self.fit_bar >= self.settings.refit_bars
 
+    def bars_to_refit(self) -> int:
+        """Bars until the fits are refreshed (0: at the next bar close)."""
+        if self._fits_due():
+            return 0
+        return self.settings.refit_bars - (self.bars - self.fit_bar)
+
     def half_life_bars(self) -> float:
         """The OU fit's half-life over every bar (Kelly's horizon)."""
         return math.inf if self.ou is None else self.ou.half_life
