@@ -80,11 +80,14 @@ def tltw_intent(i: int, price: float) -> OrderIntent:
     )
 
 
-async def service_latency(n: int) -> tuple[list[float], list[float], int]:
-    """The in-service and end-to-end samples, and how many orders were still working when
+async def service_latency(
+    n: int,
+) -> tuple[list[float], list[float], int, dict[str, list[float]]]:
+    """The in-service and end-to-end samples, how many orders were still working when
     the next intent came (each intent waits for the one before it to fill, so the gate sees
     the book a session has, not hundreds of working orders: a decision's cost grows with
-    them)."""
+    them), and the in-service time split at risk's seams: the decision, the "placing" record's
+    round trip, the orders handed to the socket."""
     process, port, admin_port = bench_ingestion.start_gateway(seed=1, tick_interval_s=0.02)
     redis = EmbeddedRedis().start()
     try:
@@ -96,6 +99,8 @@ async def service_latency(n: int) -> tuple[list[float], list[float], int]:
         bus = await Bus.connect(redis.url, "bench", attempts=20)
         await write_marks(bus, admin_port)
         in_service: list[float] = []
+        marks: dict[str, float] = {}
+        phases: dict[str, list[float]] = {"decide": [], "placing record": [], "placeOrder": []}
         end_to_end: list[float] = []
         placed = asyncio.Event()
         runtimes: list[RiskRuntime] = []
@@ -109,8 +114,19 @@ async def service_latency(n: int) -> tuple[list[float], list[float], int]:
                 runtime.t0 = t0  # type: ignore[attr-defined]
                 return await original(intent, t0)
 
+            async def approved() -> None:  # the gate has decided
+                marks["approved"] = time.perf_counter()
+
+            async def recorded() -> None:  # the "placing" record is in Redis
+                marks["recorded"] = time.perf_counter()
+
             async def order_sent() -> None:  # every leg handed to the IB socket
-                in_service.append(time.perf_counter() - runtime.t0)  # type: ignore[attr-defined]
+                now = time.perf_counter()
+                t0 = runtime.t0  # type: ignore[attr-defined]
+                in_service.append(now - t0)
+                phases["decide"].append(marks["approved"] - t0)
+                phases["placing record"].append(marks["recorded"] - marks["approved"])
+                phases["placeOrder"].append(now - marks["recorded"])
                 end_to_end.append(time.time() - runtime.intent_ts)  # type: ignore[attr-defined]
                 placed.set()
 
@@ -119,11 +135,14 @@ async def service_latency(n: int) -> tuple[list[float], list[float], int]:
                 return await timed(intent, t0)
 
             runtime.handle_intent = timed_intent  # type: ignore[method-assign]
+            seams.arm("risk.approved", approved)
+            seams.arm("risk.placing_recorded", recorded)
             seams.arm("risk.order_sent", order_sent)
             try:
                 await runtime.run()
             finally:
-                seams.disarm("risk.order_sent")
+                for name in ("risk.approved", "risk.placing_recorded", "risk.order_sent"):
+                    seams.disarm(name)
 
         task = asyncio.create_task(serve("risk-management", main, settings, redis.url, 0))
         while not (runtimes and runtimes[0].ready.is_set()):
@@ -146,7 +165,7 @@ async def service_latency(n: int) -> tuple[list[float], list[float], int]:
         with contextlib.suppress(asyncio.CancelledError):
             await task
         await bus.close()
-        return in_service, end_to_end, working
+        return in_service, end_to_end, working, phases
     finally:
         redis.stop()
         bench_ingestion.stop_gateway(process)
@@ -185,8 +204,10 @@ def main() -> None:
     logging.basicConfig(level=logging.WARNING)
     n = int(sys.argv[1]) if len(sys.argv) > 1 else 1000
     report("gate decision (2-leg intent, pure)", gate_latency())
-    in_service, end_to_end, working = asyncio.run(service_latency(n))
+    in_service, end_to_end, working, phases = asyncio.run(service_latency(n))
     report("intent read -> order sent (in service)", in_service, TARGET_P99_S)
+    for name, samples in phases.items():
+        report(f"  of which {name}", samples)
     report("intent XADD -> order sent (with stream hop)", end_to_end)
     print(f"ibsim in its own process; most orders working at an intent: {working}")
     print(load_average())
