@@ -12,7 +12,6 @@ import numpy as np
 from trading.domain import black_scholes as bs
 from trading.ibsim.instruments import Instrument
 from trading.ibsim.market import (
-    SECONDS_PER_YEAR,
     MarketModel,
     OptionQuote,
     Quote,
@@ -52,8 +51,9 @@ def price_greeks(
     bound, expired). From `NUMPY_MIN_PRICES` prices on with numpy (`bs.implied_vol_vec` then
     `bs.greeks_vec`: within ~1e-11 of the scalar functions), fewer one by one."""
     if len(options) < NUMPY_MIN_PRICES:
+        epoch = model.calendar.epoch(tau)
         return [
-            _price_greeks(model, option, price, tau, spot)
+            _price_greeks(model, option, price, epoch, spot)
             for option, price in zip(options, prices, strict=True)
         ]
     c = model.config
@@ -80,12 +80,11 @@ def price_greeks(
 
 
 def _price_greeks(
-    model: MarketModel, option: Instrument, price: float, tau: float, spot: float
+    model: MarketModel, option: Instrument, price: float, epoch: float, spot: float
 ) -> PriceGreeks | None:
-    """`price_greeks` of one option (`bs.implied_vol` then `bs.greeks`)."""
+    """`price_greeks` of one option at ``epoch`` (`bs.implied_vol` then `bs.greeks`)."""
     c = model.config
-    epoch = model.calendar.epoch(tau)
-    tau_years = max(model.option_expiry_epoch(option) - epoch, 0.0) / SECONDS_PER_YEAR
+    tau_years = model.years_to_expiry(option, epoch)
     strike, right = option.strike, option.right
     try:
         vol = bs.implied_vol(price, spot, strike, tau_years, c.rate, c.div_yield, right)

@@ -347,6 +347,10 @@ class MarketModel:
             epoch = self._expiry_epochs[option.expiry] = self.expiry_epoch(option.expiry_date)
         return epoch
 
+    def years_to_expiry(self, option: Instrument, epoch: float) -> float:
+        """Years from ``epoch`` to an option's expiry (0 once expired), as the model prices it."""
+        return max(self.option_expiry_epoch(option) - epoch, 0.0) / SECONDS_PER_YEAR
+
     def option_value(
         self, spot: float, strike: float, expiry_epoch: float, epoch: float, right: str
     ) -> float:
@@ -362,7 +366,7 @@ class MarketModel:
         c = self.config
         epoch = self.calendar.epoch(tau)
         spot = self.tlt_mid(tau) if spot is None else spot
-        tau_years = max(self.option_expiry_epoch(option) - epoch, 0.0) / SECONDS_PER_YEAR
+        tau_years = self.years_to_expiry(option, epoch)
         vol = self.implied_vol(option.strike, spot, tau_years)
         g = bs.greeks(spot, option.strike, tau_years, c.rate, c.div_yield, vol, option.right)
         bid, ask = option_bid_ask(g.price)
