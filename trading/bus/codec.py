@@ -75,8 +75,8 @@ def _check_bool(kind: str, name: str, v: Any) -> bool:
 def check_json_value(kind: str, name: str, v: Any) -> Any:
     if isinstance(v, float) and not math.isfinite(v):
         raise MessageError(kind, name, f"must be finite, got {v!r}")
-    if type(v) is int and v not in JSON_INT_RANGE:
-        raise MessageError(kind, name, f"is outside the 64-bit range, {v.bit_length()} bits")
+    if type(v) is int:
+        _check_int(kind, name, v)
     if isinstance(v, dict):
         for k, item in v.items():
             if not isinstance(k, str):
