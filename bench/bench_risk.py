@@ -110,10 +110,6 @@ async def service_latency(
             runtimes.append(runtime)
             original = runtime.handle_intent
 
-            async def timed(intent: OrderIntent, t0: float) -> bool:
-                runtime.t0 = t0  # type: ignore[attr-defined]
-                return await original(intent, t0)
-
             async def approved() -> None:  # the gate has decided
                 marks["approved"] = time.perf_counter()
 
@@ -122,17 +118,17 @@ async def service_latency(
 
             async def order_sent() -> None:  # every leg handed to the IB socket
                 now = time.perf_counter()
-                t0 = runtime.t0  # type: ignore[attr-defined]
+                t0 = marks["t0"]
                 in_service.append(now - t0)
                 phases["decide"].append(marks["approved"] - t0)
                 phases["placing record"].append(marks["recorded"] - marks["approved"])
                 phases["placeOrder"].append(now - marks["recorded"])
-                end_to_end.append(time.time() - runtime.intent_ts)  # type: ignore[attr-defined]
+                end_to_end.append(time.time() - marks["intent_ts"])
                 placed.set()
 
             async def timed_intent(intent: OrderIntent, t0: float) -> bool:
-                runtime.intent_ts = intent.ts  # type: ignore[attr-defined]
-                return await timed(intent, t0)
+                marks["t0"], marks["intent_ts"] = t0, intent.ts
+                return await original(intent, t0)
 
             runtime.handle_intent = timed_intent  # type: ignore[method-assign]
             seams.arm("risk.approved", approved)
