@@ -136,9 +136,10 @@ YOUNG_COLLECTION_EVERY = 50_000
 default is 700). A replay allocates a few objects per message (the message, a checked mid, a
 bar's records), nearly none of them in a reference cycle, and keeps a growing share of them
 (spread points, records, the tape's chunk): at 700 the collector ran 8,000 times a month of
-tape and traversed what the replay keeps on every older-generation pass. Measured on 252
-sessions (5.8M ticks), back to back, load 2.4-2.6: tape generation 262k -> 508k ticks/s,
-replay 255k -> 299k; peak memory unchanged (400 MB on 20 sessions either way)."""
+tape and traversed what the replay keeps on every older-generation pass. Measured with
+bench/bench_backtest.py on 252 sessions (5.8M ticks), alternating with the default, load
+1.0-1.2: tape generation 314k, 298k -> 510k, 424k ticks/s; the replay's own figure within its
+noise (309k, 289k -> 307k, 261k); peak memory unchanged (400 MB on 20 sessions either way)."""
 
 _collect_rarely_depth = 0
 
