@@ -15,6 +15,7 @@ from tests.support import async_eventually
 from trading.bus import Batch, Bus, Sender
 from trading.bus import resp as resp_module
 from trading.bus.resp import Pipe, Subscription, raise_errors
+from trading.redis_server import EmbeddedRedis
 
 
 async def test_replies_reach_their_callers_in_order_however_calls_interleave(redis_url):
@@ -238,3 +239,47 @@ async def test_sender_sends_what_waited_at_once_when_the_connection_opens(redis_
     finally:
         task.cancel()
         await bus.close()
+
+
+async def test_a_restarted_redis_still_loading_its_dataset_is_waited_for_not_an_error(tmp_path):
+    """A restarted server answers LOADING to every command until its dataset is read: the lean
+    connection's calls are retried through it (it ended the strategy's and risk's loops in the
+    fault suite when a call landed in it), and the Sender's batches land after it."""
+    server = EmbeddedRedis(persist_dir=tmp_path).start()
+    try:
+        sync = redis.Redis.from_url(server.url)
+        sync.execute_command("DEBUG", "POPULATE", 3_000_000)  # about 1-2 s to load
+        sync.bgrewriteaof()
+        while (
+            sync.info("persistence")["aof_rewrite_in_progress"]
+            or sync.info("persistence")["aof_rewrite_scheduled"]
+        ):
+            await asyncio.sleep(0.05)
+        await asyncio.sleep(0.2)  # the rewritten file swapped in
+        sync.close()
+        bus = await Bus.connect(server.url, "test")
+        try:
+            server.kill()
+            restarting = asyncio.create_task(asyncio.to_thread(server.start, 60.0))
+            loading: list[str] = []
+            while not restarting.done() and not loading:  # the server up and still loading
+                try:
+                    pipe = await Pipe.open(server.url, "probe")
+                except RedisConnectionError:
+                    await asyncio.sleep(0.01)
+                    continue
+                replies = await pipe.call([("PING",)])
+                pipe.close()
+                if isinstance(replies[0], ResponseError):
+                    loading.append(str(replies[0]))
+            assert loading and loading[0].startswith("LOADING")
+            batch = Batch()
+            batch.commands.append(("SET", "after-restart", "1"))
+            await bus.execute(batch)  # retried until the dataset is loaded
+            await restarting
+            assert redis.Redis.from_url(server.url).get("after-restart") == b"1"
+            assert redis.Redis.from_url(server.url).dbsize() == 3_000_001
+        finally:
+            await bus.close()
+    finally:
+        server.stop()

@@ -31,8 +31,8 @@ from typing import Any, Self, cast
 
 import hiredis
 from redis.connection import parse_url
+from redis.exceptions import BusyLoadingError, ResponseError
 from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import ResponseError
 
 Command = Sequence[Any]
 """A command and its arguments: str, bytes, int or float (as hiredis.pack_command takes)."""
@@ -50,15 +50,24 @@ def pack(commands: Sequence[Command]) -> bytes:
 
 
 def raise_errors(replies: list[Any]) -> list[Any]:
-    """The replies, or the first error among them (and inside a transaction's EXEC array)."""
+    """The replies, or the first error among them (and inside a transaction's EXEC array).
+
+    A LOADING reply (a restarted server still reading its dataset: it answers every command
+    so until it is done) is raised as redis-py raises it, a ``BusyLoadingError``: a
+    ConnectionError, which the bus retries. Raised as a plain ResponseError, it ended the
+    strategy's and risk's loops after a Redis restart in the fault suite."""
     for reply in replies:
         if isinstance(reply, ResponseError):
-            raise reply
+            raise _as_raised(reply)
         if isinstance(reply, list):
             for item in reply:
                 if isinstance(item, ResponseError):
-                    raise item
+                    raise _as_raised(item)
     return replies
+
+
+def _as_raised(error: ResponseError) -> Exception:
+    return BusyLoadingError(str(error)) if str(error).startswith("LOADING") else error
 
 
 class Pipe(asyncio.Protocol):
